@@ -1,0 +1,1 @@
+"""Temporal activities and the channel adapters they deliver through."""

@@ -1,0 +1,91 @@
+"""All Parcours settings in one place.
+
+Every field is read from a ``PARCOURS_<FIELD>`` environment variable (or a ``.env`` file). The Temporal
+connection also honours Temporal's own ``TEMPORAL_ADDRESS`` and ``TEMPORAL_NAMESPACE`` when the Parcours
+variables are not set.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ChannelBackend = Literal["console", "smtp", "webhook", "inbox"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARCOURS_", env_file=".env", extra="ignore")
+
+    # Where the local stack keeps its files (embedded PostgreSQL, Temporal's SQLite file, logs).
+    data_dir: Path = Path(".parcours")
+
+    # PostgreSQL. Empty: the embedded server under data_dir is used.
+    database_url: str | None = None
+    database_pool_min: int = 1
+    database_pool_max: int = 10
+
+    # Temporal.
+    temporal_address: str | None = Field(
+        default=None, validation_alias=AliasChoices("PARCOURS_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS")
+    )
+    temporal_namespace: str = Field(
+        default="default", validation_alias=AliasChoices("PARCOURS_TEMPORAL_NAMESPACE", "TEMPORAL_NAMESPACE")
+    )
+    task_queue: str = "parcours"
+    temporal_ui_port: int = 8233
+    temporal_port: int = 7233
+
+    # Email over SMTP.
+    smtp_host: str = "localhost"
+    smtp_port: int = 1025
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    smtp_use_tls: bool = False
+    smtp_timeout_seconds: float = 10.0
+    email_from: str = "Parcours <journeys@parcours.localhost>"
+    email_message_id_domain: str = "parcours.localhost"
+    # Base URL the List-Unsubscribe header and the preference links point at.
+    public_base_url: str = "http://localhost:8000"
+
+    # Webhook channel: default endpoint (a step may name its own) and the Standard Webhooks secret
+    # ("whsec_" followed by base64).
+    webhook_url: str | None = None
+    webhook_secret: SecretStr = SecretStr("whsec_cGFyY291cnMtbG9jYWwtZGV2ZWxvcG1lbnQtc2VjcmV0")
+    webhook_timeout_seconds: float = 10.0
+
+    # Which adapter delivers each channel. SMS and push log to the console until real adapters exist.
+    channel_email: ChannelBackend = "smtp"
+    channel_sms: ChannelBackend = "console"
+    channel_push: ChannelBackend = "console"
+    channel_in_app: ChannelBackend = "inbox"
+    channel_webhook: ChannelBackend = "webhook"
+
+    # Default time zone for customers without one.
+    default_timezone: str = "UTC"
+
+    # Observability.
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    otel_exporter: Literal["console", "otlp", "none"] = "console"
+
+    # HTTP API.
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    api_keys: list[str] = Field(default_factory=lambda: ["dev-key"])
+    max_batch_events: int = 500
+    max_body_bytes: int = 1_048_576
+
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir if self.data_dir.is_absolute() else Path(os.getcwd()) / self.data_dir
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
