@@ -1,0 +1,51 @@
+"""Shared fixtures.
+
+PostgreSQL: one embedded server per test session (fsync off), one migrated database on it, one pool.
+Tests share that database and never clean it: each test isolates itself by using unique ids
+(``uuid.uuid4().hex`` in customer ids, journey ids, idempotency keys, event ids) and only asserts about its
+own rows. A test that needs an empty database creates its own with ``postgres.ensure_database(unique_name)``.
+A test that stops the server must start its own ``EmbeddedPostgres`` rather than stop the shared one.
+
+This module must stay importable without a Temporal server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from store import EmbeddedPostgres, create_pool, migrate
+
+TEST_DATABASE = "parcours_test"
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedPostgres]:
+    """The session's PostgreSQL server (postgres superuser, trust auth, 127.0.0.1, a free port)."""
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), fsync=False)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def database_url(postgres: EmbeddedPostgres) -> str:
+    """URL of the session's migrated database."""
+    url = postgres.ensure_database(TEST_DATABASE)
+    await migrate(url)
+    return url
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    """An asyncpg pool on the migrated database, with json/jsonb as Python values."""
+    pool = await create_pool(database_url, min_size=1, max_size=10)
+    try:
+        yield pool
+    finally:
+        await pool.close()
