@@ -1,0 +1,109 @@
+"""Webhooks: a signed JSON POST per message, following the Standard Webhooks spec (standardwebhooks.com).
+
+``webhook-id`` and ``Idempotency-Key`` carry the idempotency key, so a receiver can drop a delivery it has
+already processed when a retry follows a lost response.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from standardwebhooks import Webhook
+
+from activities.channels.base import (
+    DeliveryResult,
+    OutboundMessage,
+    PermanentDeliveryError,
+    TransientDeliveryError,
+)
+from config.settings import Settings
+
+# Statuses that say "not now" rather than "never".
+RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+MAX_RESPONSE_TEXT = 2000
+# A receiver may name its own id for the delivery in this response header.
+PROVIDER_ID_HEADER = "x-message-id"
+
+
+def _response_body(response: httpx.Response) -> Any:
+    """The parsed JSON body if it is small JSON, else the text truncated to MAX_RESPONSE_TEXT characters.
+
+    Bounded either way: the result is stored with the message and travels in Temporal payloads.
+    """
+    text = response.text
+    if len(text) <= MAX_RESPONSE_TEXT and "json" in response.headers.get("content-type", ""):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text[:MAX_RESPONSE_TEXT]
+
+
+class WebhookChannel:
+    """POSTs each message as signed JSON to the step's ``url`` or ``settings.webhook_url``."""
+
+    def __init__(self, settings: Settings, client: httpx.AsyncClient | None = None, *, name: str = "webhook") -> None:
+        self.name = name
+        self._settings = settings
+        self._signer = Webhook(settings.webhook_secret.get_secret_value())
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
+
+    def _body(self, message: OutboundMessage) -> dict[str, Any]:
+        content = message.content
+        # The webhook channel's content is {"payload": ...}; other channels routed here send their fields.
+        payload = content["payload"] if "payload" in content else {k: v for k, v in content.items() if k != "url"}
+        return {
+            "type": "parcours.message",
+            "idempotency_key": message.idempotency_key,
+            "customer_id": message.customer_id,
+            "journey_id": message.journey_id,
+            "step_id": message.step_id,
+            "payload": payload,
+        }
+
+    def _headers(self, key: str, body: str) -> dict[str, str]:
+        timestamp = datetime.now(UTC).replace(microsecond=0)
+        return {
+            "content-type": "application/json",
+            "webhook-id": key,
+            "webhook-timestamp": str(int(timestamp.timestamp())),
+            "webhook-signature": self._signer.sign(key, timestamp, body),
+            "idempotency-key": key,
+        }
+
+    async def deliver(self, message: OutboundMessage) -> DeliveryResult:
+        url = message.content.get("url") or self._settings.webhook_url
+        if not url:
+            raise PermanentDeliveryError(
+                f"no webhook url: step {message.step_id!r} gives no 'url' and PARCOURS_WEBHOOK_URL is not set"
+            )
+        key = message.idempotency_key
+        try:
+            body = json.dumps(self._body(message), separators=(",", ":"))
+        except (TypeError, ValueError) as exc:
+            raise PermanentDeliveryError(f"webhook payload is not JSON: {exc}") from exc
+        try:
+            response = await self._client.post(url, content=body.encode(), headers=self._headers(key, body))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise PermanentDeliveryError(f"invalid webhook url {url!r}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise TransientDeliveryError(f"webhook {url} unreachable: {exc!r}") from exc
+
+        status = response.status_code
+        result: dict[str, Any] = {"status": status, "body": _response_body(response)}
+        if response.is_success:
+            return DeliveryResult(provider_message_id=response.headers.get(PROVIDER_ID_HEADER) or key, response=result)
+        if status in RETRYABLE_STATUSES or status >= 500:
+            if retry_after := response.headers.get("retry-after"):
+                result["retry_after"] = retry_after
+            raise TransientDeliveryError(f"webhook {url} answered {status}", response=result)
+        # Other 4xx, and redirects (a webhook endpoint that moved is a configuration to fix, not to follow).
+        raise PermanentDeliveryError(f"webhook {url} answered {status}", response=result)
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
