@@ -1,0 +1,208 @@
+"""The journey language: what an author sees when a definition is right, and when it is wrong."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from journeys import JourneyValidationError, load_journey_file, parse_journey
+from journeys.conditions import ConditionGroup
+from journeys.durations import format_duration, parse_duration
+
+EXAMPLES = Path(__file__).parent.parent / "journeys" / "examples"
+
+BASE = {
+    "id": "demo",
+    "name": "Demo",
+    "trigger": {"event": "signed_up"},
+    "steps": [
+        {"id": "hello", "type": "send", "channel": "email", "template": {"subject": "Hi", "text": "Hello"}},
+        {"id": "pause", "type": "wait", "duration": "1d"},
+        {"id": "bye", "type": "exit"},
+    ],
+}
+
+
+def issues_of(definition: dict) -> list[str]:
+    with pytest.raises(JourneyValidationError) as caught:
+        parse_journey(definition)
+    return [str(issue) for issue in caught.value.issues]
+
+
+def with_steps(*steps: dict) -> dict:
+    definition = copy.deepcopy(BASE)
+    definition["steps"] = list(steps)
+    return definition
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_examples_are_valid_and_round_trip_through_json(path: Path) -> None:
+    journey = load_journey_file(path)
+    again = parse_journey(journey.model_dump_json(by_alias=True))
+    assert again == journey
+
+
+def test_yaml_and_json_give_the_same_journey() -> None:
+    assert parse_journey(json.dumps(BASE)) == parse_journey(BASE)
+
+
+def test_steps_follow_the_list_unless_told_otherwise() -> None:
+    journey = parse_journey(BASE)
+    assert journey.successors("hello") == {"next": "pause"}
+    assert journey.successors("pause") == {"next": "bye"}
+
+
+def test_duplicate_step_id_is_named() -> None:
+    send = BASE["steps"][0]
+    problems = issues_of(with_steps(send, {"id": "hello", "type": "wait", "duration": "1h"}))
+    assert any("steps[1] (id 'hello').id" in p and "duplicate step id 'hello'" in p for p in problems)
+
+
+def test_unknown_step_reference_names_step_and_field() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "w", "type": "wait_for", "event": "clicked", "timeout": "1d", "on_timeout": "nowhere"},
+            {"id": "bye", "type": "exit"},
+        )
+    )
+    assert problems == ["steps[0] (id 'w').on_timeout: unknown step 'nowhere' (known: w, bye)"]
+
+
+def test_unreachable_step_is_reported() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "a", "type": "wait", "duration": "1h", "next": "end"},
+            {"id": "orphan", "type": "exit"},
+        )
+    )
+    assert problems == ["steps[1] (id 'orphan'): step 'orphan' is unreachable from the first step"]
+
+
+def test_loop_without_a_wait_is_refused_but_a_loop_with_one_is_fine() -> None:
+    send = {"id": "nag", "type": "send", "channel": "sms", "template": {"text": "hi"}}
+    problems = issues_of(
+        with_steps(
+            {**send, "next": "check"},
+            {
+                "id": "check",
+                "type": "branch",
+                "where": [{"field": "profile.vip", "op": "eq", "value": True}],
+                "then": "nag",
+                "else": "end",
+            },
+        )
+    )
+    assert len(problems) == 1 and "loop with no wait in it: nag -> check -> nag" in problems[0]
+
+    parse_journey(
+        with_steps(
+            {**send, "next": "pause"},
+            {"id": "pause", "type": "wait", "duration": "1d", "next": "check"},
+            {
+                "id": "check",
+                "type": "branch",
+                "where": [{"field": "profile.vip", "op": "eq", "value": True}],
+                "then": "nag",
+                "else": "end",
+            },
+        )
+    )
+
+
+def test_unknown_channel_and_malformed_duration_are_named() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "fax", "type": "send", "channel": "fax", "template": {"text": "hi"}},
+            {"id": "pause", "type": "wait", "duration": "soon"},
+        )
+    )
+    assert any(p.startswith("steps[0] (id 'fax').channel: unknown channel 'fax'") for p in problems)
+    assert any(p.startswith("steps[1] (id 'pause').duration: malformed duration 'soon'") for p in problems)
+
+
+def test_every_error_is_reported_at_once() -> None:
+    problems = issues_of(
+        {
+            "id": "bad id!",
+            "name": "",
+            "trigger": {},
+            "steps": [{"id": "x", "type": "teleport"}, {"type": "wait", "duration": "1h"}],
+        }
+    )
+    joined = "\n".join(problems)
+    for expected in ("id:", "name:", "trigger.event:", "steps[0] (id 'x'): unknown step type", "steps[1].id:"):
+        assert expected in joined, joined
+
+
+def test_channel_content_and_templates_are_checked() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "mail", "type": "send", "channel": "email", "template": {"text": "no subject"}},
+            {"id": "sms", "type": "send", "channel": "sms", "template": {"text": "{% if %}broken"}},
+        )
+    )
+    assert any("steps[0] (id 'mail').template: Value error" not in p and "needs 'subject'" in p for p in problems)
+    problems = issues_of(
+        with_steps({"id": "sms", "type": "send", "channel": "sms", "template": {"text": "Hi {{ x | nope }}"}})
+    )
+    assert problems == ["steps[0] (id 'sms').template.text: template error: unknown filter 'nope'"]
+
+
+def test_branch_fields_must_say_where_they_come_from() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "b", "type": "branch", "where": [{"field": "country", "value": "FR"}]}, {"id": "e", "type": "exit"}
+        )
+    )
+    assert problems and "field 'country' must start with 'profile.' or 'trigger.'" in problems[0]
+
+
+def test_not_yaml_at_all() -> None:
+    assert issues_of("id: [unclosed")[0].startswith("(document): not valid YAML/JSON")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("90s", timedelta(seconds=90)),
+        ("1h30m", timedelta(minutes=90)),
+        ("2d", timedelta(days=2)),
+        ("1w", timedelta(weeks=1)),
+        ("PT1H", timedelta(hours=1)),
+        ("P1DT2H", timedelta(hours=26)),
+    ],
+)
+def test_durations(text: str, expected: timedelta) -> None:
+    assert parse_duration(text) == expected
+    assert parse_duration(format_duration(expected)) == expected
+
+
+@pytest.mark.parametrize("text", ["", "soon", "0s", "1x", "P", "-1h"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_duration(text)
+
+
+def test_conditions() -> None:
+    data = {"profile": {"country": "FR", "orders": 3, "tags": ["vip"]}, "trigger": {"total": "42.5"}}
+    group = ConditionGroup.model_validate(
+        {
+            "all": [
+                {"field": "profile.country", "op": "in", "value": ["FR", "BE"]},
+                {
+                    "any": [
+                        {"field": "trigger.total", "op": "gte", "value": 40},
+                        {"field": "profile.tags", "op": "contains", "value": "vip"},
+                    ]
+                },
+            ]
+        }
+    )
+    assert group.evaluate(data)
+    assert not ConditionGroup.model_validate([{"field": "profile.orders", "op": "lt", "value": 3}]).evaluate(data)
+    assert ConditionGroup.model_validate([{"field": "profile.missing", "op": "not_exists"}]).evaluate(data)
+    assert not ConditionGroup.model_validate([{"field": "profile.missing", "op": "gt", "value": 1}]).evaluate(data)
