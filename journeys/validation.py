@@ -148,7 +148,7 @@ def _reachable(start: str, graph: dict[str, list[str]]) -> set[str]:
 
 def _cycles_without_wait(journey: Journey, graph: dict[str, list[str]]) -> list[list[str]]:
     """Cycles made only of steps that do not wait (they would spin forever without time passing)."""
-    instant = {s.id for s in journey.steps if not isinstance(s, WAITING_STEPS)}
+    instant = [s.id for s in journey.steps if not isinstance(s, WAITING_STEPS)]  # list order: stable reports
     sub = {node: [t for t in graph[node] if t in instant] for node in instant}
     cycles, state, path = [], dict.fromkeys(sub, 0), []
 

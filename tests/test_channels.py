@@ -1,5 +1,3 @@
-# Fixtures come from tests.support (not conftest.py), so test parameters shadow the imported names by design.
-# ruff: noqa: F811
 from __future__ import annotations
 
 import hashlib
@@ -22,8 +20,8 @@ from activities.channels.email import SmtpEmailChannel, _smtp_error
 from activities.channels.registry import CHANNEL_NAMES, build_channels, close_channels
 from activities.channels.webhook import WebhookChannel
 from config.settings import Settings
-from tests.support.mail import SmtpSink, free_port, smtp_sink  # noqa: F401
-from tests.support.webhooks import Reply, WebhookSink, webhook_sink  # noqa: F401
+from tests.support.mail import SmtpSink, free_port
+from tests.support.webhooks import Reply, WebhookSink
 
 SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXBhcmNvdXJzLXdlYmhvb2tz"
 
