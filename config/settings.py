@@ -66,6 +66,12 @@ class Settings(BaseSettings):
     channel_in_app: ChannelBackend = "inbox"
     channel_webhook: ChannelBackend = "webhook"
 
+    # Marketing over email, SMS and push: "opt_in" needs the customer's explicit grant for the channel;
+    # "opt_out" sends unless they withdrew it. Transactional messages need no marketing consent.
+    consent_default: Literal["opt_in", "opt_out"] = "opt_in"
+    # Signs unsubscribe and preference links. Set your own in production.
+    link_secret: SecretStr = SecretStr("parcours-dev-link-secret-change-me")
+
     # Default time zone for customers without one.
     default_timezone: str = "UTC"
 

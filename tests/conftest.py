@@ -21,7 +21,12 @@ from store import EmbeddedPostgres, create_pool, migrate
 
 # Fixtures shared by the whole suite live in tests/support; registering them here makes them available
 # everywhere without imports.
-pytest_plugins = ["tests.support.temporal", "tests.support.mail", "tests.support.webhooks"]
+pytest_plugins = [
+    "tests.support.temporal",
+    "tests.support.mail",
+    "tests.support.webhooks",
+    "tests.support.engine",
+]
 
 TEST_DATABASE = "parcours_test"
 

@@ -1,0 +1,350 @@
+"""The activities a journey runs: load the profile, send a message, record what happened.
+
+``send_message`` is the last word on whether a customer is messaged. In one database transaction it locks the
+customer row, looks the idempotency key up, checks consent and reachability, renders, calls the provider and
+records the answer. Holding the customer's row lock across the provider call means a consent change recorded
+for that customer (which must take the same lock) lands either before the check or after the message is
+recorded, never in between.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import structlog
+from temporalio import activity
+
+from activities.channels.base import (
+    Channel,
+    DeliveryResult,
+    OutboundMessage,
+    PermanentDeliveryError,
+)
+from activities.links import unsubscribe_url
+from activities.models import (
+    ConversionRecord,
+    OutcomeRecord,
+    Profile,
+    ProfileRequest,
+    SendFailure,
+    SendRequest,
+    SendResult,
+)
+from config.settings import Settings
+from journeys.templates import TemplateError, render_value
+
+log = structlog.get_logger(__name__)
+
+# Channels that reach a person directly: marketing over them needs the customer's consent.
+CONSENT_CHANNELS = ("email", "sms", "push")
+
+_PROFILE_SQL = "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1"
+_CONSENT_SQL = "SELECT scope, name, status FROM consent_current WHERE customer_id = $1"
+_INSERT_MESSAGE_SQL = """
+INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
+                      topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
+                      error, attempts, sent_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+        CASE WHEN $10 = 'sent' THEN now() END)
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+
+class JourneyActivities:
+    """Activities with their dependencies injected; the worker registers the bound methods."""
+
+    def __init__(self, pool: asyncpg.Pool, channels: dict[str, Channel], settings: Settings) -> None:
+        self._pool = pool
+        self._channels = channels
+        self._settings = settings
+
+    def all(self) -> list[Any]:
+        return [
+            self.load_profile,
+            self.send_message,
+            self.record_send_failure,
+            self.record_step_outcomes,
+            self.record_conversion,
+        ]
+
+    @activity.defn(name="load_profile")
+    async def load_profile(self, request: ProfileRequest) -> Profile:
+        async with self._pool.acquire() as conn:
+            return await _fetch_profile(conn, request.customer_id)
+
+    @activity.defn(name="send_message")
+    async def send_message(self, request: SendRequest) -> SendResult:
+        delivered = _delivered_before(request.idempotency_key)
+        async with self._pool.acquire() as conn, conn.transaction():
+            customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)
+            existing = await conn.fetchrow(
+                "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
+                request.idempotency_key,
+            )
+            if existing is not None:
+                return SendResult(
+                    status=existing["status"],
+                    reason=existing["reason"],
+                    channel=existing["channel"],
+                    idempotency_key=request.idempotency_key,
+                    provider_message_id=existing["provider_message_id"],
+                    duplicate=True,
+                )
+            if delivered is not None:
+                # An earlier attempt delivered but could not record it: record, never deliver again.
+                return await self._record(conn, request, "sent", None, None, delivered, None)
+            if customer is None:
+                return await self._record(conn, request, "skipped", "unknown_customer", None, None, None)
+
+            profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
+            reason = self._forbidden(request, profile)
+            recipient = self._recipient(request, profile)
+            if reason is None and recipient is None and request.channel != "in_app":
+                reason = f"unreachable:{request.channel}"
+            if reason is not None:
+                return await self._record(conn, request, "skipped", reason, recipient, None, None)
+
+            message = OutboundMessage(
+                idempotency_key=request.idempotency_key,
+                customer_id=request.customer_id,
+                channel=request.channel,
+                recipient=recipient,
+                kind=request.kind,
+                topic=request.topic,
+                journey_id=request.journey_id,
+                step_id=request.step_id,
+                unsubscribe_url=(
+                    unsubscribe_url(self._settings, request.customer_id, request.channel, request.topic)
+                    if request.kind == "marketing" and request.channel == "email"
+                    else None
+                ),
+            )
+            try:
+                message.content = render_value(request.template, _template_context(request, profile, message))
+            except TemplateError as exc:
+                return await self._record(conn, request, "failed", f"template_error: {exc}", recipient, None, None)
+
+            channel = self._channels.get(request.channel)
+            if channel is None:
+                return await self._record(conn, request, "failed", "channel_not_configured", recipient, None, None)
+            try:
+                result = await channel.deliver(message)
+            except PermanentDeliveryError as exc:
+                log.warning("send.permanent_failure", key=request.idempotency_key, error=str(exc))
+                failed = DeliveryResult(response=exc.response)
+                return await self._record(
+                    conn, request, "failed", f"provider_rejected: {exc}", recipient, failed, message.content
+                )
+            # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
+            activity.heartbeat(
+                {"idempotency_key": request.idempotency_key, "delivered": result.model_dump(mode="json")}
+            )
+            return await self._record(conn, request, "sent", None, recipient, result, message.content)
+
+    @activity.defn(name="record_send_failure")
+    async def record_send_failure(self, failure: SendFailure) -> SendResult:
+        request = failure.request
+        async with self._pool.acquire() as conn:
+            await _insert_message(conn, request, "failed", failure.reason, None, None, None, error=failure.reason)
+            row = await conn.fetchrow(
+                "SELECT status, reason FROM messages WHERE idempotency_key = $1", request.idempotency_key
+            )
+        return SendResult(
+            status=row["status"], reason=row["reason"], channel=request.channel, idempotency_key=request.idempotency_key
+        )
+
+    @activity.defn(name="record_step_outcomes")
+    async def record_step_outcomes(self, record: OutcomeRecord) -> None:
+        rows = [
+            (
+                record.journey_id,
+                record.journey_version,
+                record.customer_id,
+                record.entry_id,
+                step.step_id,
+                step.visit,
+                step.type,
+                step.outcome,
+                step.detail,
+                record.workflow_id,
+                record.run_id,
+                step.finished_at,
+            )
+            for step in record.steps
+        ]
+        async with self._pool.acquire() as conn:
+            await conn.executemany(
+                """
+                INSERT INTO step_outcomes (journey_id, journey_version, customer_id, entry_id, step_id, visit,
+                                           step_type, outcome, detail, workflow_id, run_id, recorded_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                ON CONFLICT (journey_id, customer_id, entry_id, step_id, visit) DO NOTHING
+                """,
+                rows,
+            )
+
+    @activity.defn(name="record_conversion")
+    async def record_conversion(self, record: ConversionRecord) -> None:
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                """
+                INSERT INTO conversions (journey_id, journey_version, customer_id, entry_id, event_id, event_name,
+                                         value, variant, last_message_key, converted_at)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                ON CONFLICT (journey_id, customer_id, entry_id) DO NOTHING
+                """,
+                record.journey_id,
+                record.journey_version,
+                record.customer_id,
+                record.entry_id,
+                record.event.event_id,
+                record.event.name,
+                record.value,
+                record.variant,
+                record.last_message_key,
+                record.converted_at,
+            )
+
+    # --- decisions -----------------------------------------------------------------------------------------
+
+    def _forbidden(self, request: SendRequest, profile: Profile) -> str | None:
+        """Why consent forbids this send, or None. Transactional messages need no marketing consent."""
+        if request.kind == "transactional":
+            return None
+        if request.channel in CONSENT_CHANNELS:
+            status = profile.channel_consent.get(request.channel)
+            if status == "withdrawn":
+                return f"consent_withdrawn:{request.channel}"
+            if status is None and self._settings.consent_default == "opt_in":
+                return f"no_consent:{request.channel}"
+        if request.topic and profile.topic_consent.get(request.topic) == "withdrawn":
+            return f"topic_withdrawn:{request.topic}"
+        return None
+
+    def _recipient(self, request: SendRequest, profile: Profile) -> str | None:
+        if request.channel == "email":
+            return profile.email
+        if request.channel == "sms":
+            return profile.phone
+        if request.channel == "push":
+            token = profile.attributes.get("push_token")
+            return str(token) if token else None
+        if request.channel == "webhook":
+            return request.template.get("url") or self._settings.webhook_url
+        return None
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        request: SendRequest,
+        status: str,
+        reason: str | None,
+        recipient: str | None,
+        result: DeliveryResult | None,
+        rendered: dict[str, Any] | None,
+    ) -> SendResult:
+        await _insert_message(
+            conn, request, status, reason, recipient, result, rendered, error=reason if status == "failed" else None
+        )
+        log.info(
+            "send.recorded",
+            key=request.idempotency_key,
+            status=status,
+            reason=reason,
+            channel=request.channel,
+            customer_id=request.customer_id,
+        )
+        return SendResult(
+            status=status,  # type: ignore[arg-type]
+            reason=reason,
+            channel=request.channel,
+            idempotency_key=request.idempotency_key,
+            provider_message_id=result.provider_message_id if result else None,
+        )
+
+
+async def _insert_message(
+    conn: asyncpg.Connection,
+    request: SendRequest,
+    status: str,
+    reason: str | None,
+    recipient: str | None,
+    result: DeliveryResult | None,
+    rendered: dict[str, Any] | None,
+    *,
+    error: str | None,
+) -> None:
+    await conn.execute(
+        _INSERT_MESSAGE_SQL,
+        request.idempotency_key,
+        request.journey_id,
+        request.journey_version,
+        request.step_id,
+        request.customer_id,
+        request.entry_id,
+        request.channel,
+        request.topic,
+        request.kind,
+        status,
+        reason,
+        recipient,
+        rendered,
+        result.provider_message_id if result else None,
+        result.response if result else None,
+        error,
+        activity.info().attempt if activity.in_activity() else 1,
+    )
+
+
+async def _fetch_profile(conn: asyncpg.Connection, customer_id: str) -> Profile:
+    row = await conn.fetchrow(_PROFILE_SQL, customer_id)
+    if row is None:
+        return Profile(customer_id=customer_id, exists=False)
+    return _profile_from_rows(row, await conn.fetch(_CONSENT_SQL, customer_id))
+
+
+def _profile_from_rows(row: asyncpg.Record, consent: list[asyncpg.Record]) -> Profile:
+    attributes = row["attributes"]
+    if isinstance(attributes, str):
+        attributes = json.loads(attributes)
+    return Profile(
+        customer_id=row["id"],
+        email=row["email"],
+        phone=row["phone"],
+        timezone=row["timezone"],
+        locale=row["locale"],
+        attributes=attributes or {},
+        channel_consent={r["name"]: r["status"] for r in consent if r["scope"] == "channel"},
+        topic_consent={r["name"]: r["status"] for r in consent if r["scope"] == "topic"},
+    )
+
+
+def _template_context(request: SendRequest, profile: Profile, message: OutboundMessage) -> dict[str, Any]:
+    customer = profile.as_condition_data()
+    trigger = request.trigger
+    event = {
+        **trigger.properties,
+        "id": trigger.event_id,
+        "name": trigger.name,
+        "occurred_at": trigger.occurred_at.isoformat(),
+        "properties": trigger.properties,
+    }
+    return {
+        "customer": customer,
+        "profile": customer,
+        "event": event,
+        "journey": {"id": request.journey_id, "name": request.journey_name, "step": request.step_id},
+        "unsubscribe_url": message.unsubscribe_url or "",
+    }
+
+
+def _delivered_before(key: str) -> DeliveryResult | None:
+    """What an earlier attempt of this activity delivered, from its heartbeat details."""
+    if not activity.in_activity():
+        return None
+    for detail in activity.info().heartbeat_details:
+        if isinstance(detail, dict) and detail.get("idempotency_key") == key and "delivered" in detail:
+            return DeliveryResult.model_validate(detail["delivered"])
+    return None

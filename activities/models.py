@@ -1,0 +1,99 @@
+"""Inputs and outputs of the activities (pure pydantic: the workflow imports this module)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from journeys.runtime import Event, StepRecord
+
+
+class ProfileRequest(BaseModel):
+    customer_id: str
+
+
+class Profile(BaseModel):
+    customer_id: str
+    exists: bool = True
+    email: str | None = None
+    phone: str | None = None
+    timezone: str | None = None
+    locale: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    channel_consent: dict[str, str] = Field(default_factory=dict)
+    """channel -> ``granted`` | ``withdrawn`` (absent: never asked)."""
+    topic_consent: dict[str, str] = Field(default_factory=dict)
+
+    def as_condition_data(self) -> dict[str, Any]:
+        """The profile as branch conditions and templates see it: attributes at the top level too."""
+        base = {
+            "id": self.customer_id,
+            "email": self.email,
+            "phone": self.phone,
+            "timezone": self.timezone,
+            "locale": self.locale,
+        }
+        return {**self.attributes, **{k: v for k, v in base.items() if v is not None}, "attributes": self.attributes}
+
+
+class SendRequest(BaseModel):
+    idempotency_key: str
+    journey_id: str
+    journey_name: str
+    journey_version: int
+    step_id: str
+    visit: int = 1
+    customer_id: str
+    entry_id: str
+    channel: str
+    template: dict[str, Any]
+    topic: str | None = None
+    kind: Literal["marketing", "transactional"] = "marketing"
+    trigger: Event
+    workflow_id: str = ""
+    run_id: str = ""
+
+
+SendStatus = Literal["sent", "skipped", "failed"]
+
+
+class SendResult(BaseModel):
+    status: SendStatus
+    reason: str | None = None
+    """Why a message was skipped or failed, e.g. ``no_consent:email``, ``topic_withdrawn:promotions``."""
+    channel: str
+    idempotency_key: str
+    provider_message_id: str | None = None
+    duplicate: bool = False
+    """True when this key was already handled (a retried, replayed or reset send): nothing was delivered again."""
+
+
+class SendFailure(BaseModel):
+    """A send whose retries ran out: recorded as failed so the message log tells the whole story."""
+
+    request: SendRequest
+    reason: str
+
+
+class OutcomeRecord(BaseModel):
+    journey_id: str
+    journey_version: int
+    customer_id: str
+    entry_id: str
+    workflow_id: str
+    run_id: str
+    steps: list[StepRecord]
+
+
+class ConversionRecord(BaseModel):
+    journey_id: str
+    journey_version: int
+    customer_id: str
+    entry_id: str
+    event: Event
+    value: float | None = None
+    variant: str | None = None
+    last_message_key: str | None = None
+    converted_at: datetime

@@ -1,0 +1,164 @@
+"""A running journey engine for tests: a worker with the real activities, PostgreSQL and SMTP sink.
+
+``Engine.enter(...)`` starts a journey for a customer exactly as the router does (signal-with-start of the
+trigger event), so what the tests see is what production does.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest_asyncio
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+
+from activities.journey import JourneyActivities
+from config.settings import Settings
+from journeys import Journey, load_journey_file, parse_journey
+from journeys.runtime import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, JourneyResult, workflow_id
+from tests.support.mail import SmtpSink
+from tests.support.temporal import task_queue
+from workers.worker import build_worker, channels_for
+from workflows import search_attributes as sa
+
+EXAMPLES = Path(__file__).parent.parent.parent / "journeys" / "examples"
+HISTORIES = Path(__file__).parent.parent / "histories"
+
+
+def example(name: str, *, unique: bool = True) -> Journey:
+    """An example journey; with ``unique`` its id gets a suffix so tests sharing the database stay apart."""
+    journey = load_journey_file(EXAMPLES / f"{name}.yaml")
+    if unique:
+        journey = journey.model_copy(update={"id": f"{journey.id}-{uuid.uuid4().hex[:8]}"})
+    return journey
+
+
+def journey_from(definition: dict[str, Any]) -> Journey:
+    definition = {**definition, "id": f"{definition['id']}-{uuid.uuid4().hex[:8]}"}
+    return parse_journey(definition)
+
+
+def event(customer_id: str, name: str, properties: dict[str, Any] | None = None, event_id: str | None = None) -> Event:
+    return Event(
+        event_id=event_id or f"ev-{uuid.uuid4().hex}",
+        customer_id=customer_id,
+        name=name,
+        properties=properties or {},
+        occurred_at=datetime.now(UTC),
+    )
+
+
+async def make_customer(
+    pool: asyncpg.Pool,
+    *,
+    email: bool = True,
+    phone: bool = False,
+    push: bool = False,
+    consent: tuple[str, ...] = ("email",),
+    attributes: dict[str, Any] | None = None,
+) -> str:
+    """A customer with the given addresses and channel consent granted; returns the id."""
+    customer_id = f"cust-{uuid.uuid4().hex[:12]}"
+    attrs = dict(attributes or {}, first_name="Ada")
+    if push:
+        attrs["push_token"] = f"device-{customer_id}"
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO customers (id, email, phone, timezone, attributes) VALUES ($1, $2, $3, 'Europe/Paris', $4)",
+            customer_id,
+            f"{customer_id}@example.com" if email else None,
+            "+33600000000" if phone else None,
+            attrs,
+        )
+        for channel in consent:
+            await set_consent(conn, customer_id, "channel", channel, "granted")
+    return customer_id
+
+
+async def set_consent(db: Any, customer_id: str, scope: str, name: str, status: str) -> None:
+    await db.execute(
+        "INSERT INTO consent_events (customer_id, scope, name, status, source) VALUES ($1, $2, $3, $4, 'test')",
+        customer_id,
+        scope,
+        name,
+        status,
+    )
+
+
+@dataclass
+class Engine:
+    env: WorkflowEnvironment
+    settings: Settings
+    pool: asyncpg.Pool
+    smtp: SmtpSink
+
+    @property
+    def client(self) -> Client:
+        return self.env.client
+
+    async def enter(
+        self, journey: Journey, customer_id: str, properties: dict[str, Any] | None = None
+    ) -> WorkflowHandle:
+        trigger = event(customer_id, journey.trigger.event, properties)
+        return await self.client.start_workflow(
+            WORKFLOW_NAME,
+            JourneyInput(
+                journey_id=journey.id, journey_version=1, definition=journey, customer_id=customer_id, trigger=trigger
+            ),
+            id=workflow_id(journey.id, customer_id),
+            task_queue=self.settings.task_queue,
+            start_signal=EVENT_SIGNAL,
+            start_signal_args=[trigger],
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=sa.at_start(journey.id, customer_id, 1, journey.first_step()),
+            memo={"journey_name": journey.name},
+            result_type=JourneyResult,
+            static_summary=f"{journey.name} · {customer_id}",
+        )
+
+    async def messages(self, customer_id: str) -> list[asyncpg.Record]:
+        return await self.pool.fetch(
+            "SELECT * FROM messages WHERE customer_id = $1 ORDER BY created_at, id", customer_id
+        )
+
+    def mail_to(self, customer_id: str) -> list[Any]:
+        return [m.message for m in self.smtp.messages if f"{customer_id}@example.com" in m.rcpt_tos]
+
+    async def outcomes(self, customer_id: str) -> dict[str, str]:
+        rows = await self.pool.fetch(
+            "SELECT step_id, outcome FROM step_outcomes WHERE customer_id = $1 ORDER BY id", customer_id
+        )
+        return {r["step_id"]: r["outcome"] for r in rows}
+
+    async def save_history(self, handle: WorkflowHandle, name: str) -> None:
+        """Keep the run's history for the replay corpus when PARCOURS_RECORD_HISTORIES=1."""
+        if os.environ.get("PARCOURS_RECORD_HISTORIES") == "1":
+            history = await handle.fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+def engine_settings(smtp: SmtpSink, **overrides: Any) -> Settings:
+    return Settings(
+        smtp_host=smtp.host, smtp_port=smtp.port, task_queue=task_queue(), consent_default="opt_in", **overrides
+    )
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def engine(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> AsyncIterator[Engine]:
+    settings = engine_settings(smtp_sink)
+    async with channels_for(settings, pool) as channels:
+        async with build_worker(time_skipping_env.client, settings, pool, channels):
+            yield Engine(time_skipping_env, settings, pool, smtp_sink)
+
+
+__all__ = ["Engine", "JourneyActivities", "engine", "engine_settings", "event", "example", "make_customer"]

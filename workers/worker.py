@@ -1,0 +1,63 @@
+"""Building and running a Parcours worker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import asyncpg
+import structlog
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.channels.base import Channel
+from activities.channels.inbox import InboxChannel
+from activities.channels.registry import build_channels, close_channels
+from activities.journey import JourneyActivities
+from config.settings import Settings
+from workflows.journey import JourneyWorkflow
+
+log = structlog.get_logger(__name__)
+
+WORKFLOWS = [JourneyWorkflow]
+
+
+def build_worker(
+    client: Client,
+    settings: Settings,
+    pool: asyncpg.Pool,
+    channels: dict[str, Channel],
+    *,
+    task_queue: str | None = None,
+    activities: JourneyActivities | None = None,
+) -> Worker:
+    activities = activities or JourneyActivities(pool, channels, settings)
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        # A send holds a pooled connection while the provider answers: never run more sends than connections.
+        max_concurrent_activities=settings.database_pool_max,
+        max_concurrent_local_activities=settings.database_pool_max,
+    )
+
+
+@contextlib.asynccontextmanager
+async def channels_for(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[dict[str, Channel]]:
+    channels = build_channels(settings, inbox=InboxChannel(pool))
+    try:
+        yield channels
+    finally:
+        await close_channels(channels)
+
+
+async def run_worker(client: Client, settings: Settings, pool: asyncpg.Pool, stop: asyncio.Event) -> None:
+    """Run until ``stop`` is set, then finish in-flight tasks and shut down."""
+    async with channels_for(settings, pool) as channels:
+        worker = build_worker(client, settings, pool, channels)
+        log.info("worker.started", task_queue=settings.task_queue)
+        async with worker:
+            await stop.wait()
+        log.info("worker.stopped")

@@ -1,0 +1,1 @@
+"""Temporal workflows: the journey interpreter and its deterministic helpers."""

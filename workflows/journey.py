@@ -1,0 +1,352 @@
+"""JourneyWorkflow: one durable run per customer per journey entry, interpreting its pinned journey version.
+
+The workflow owns time and order: it waits on timers, reacts to behaviour events (signals), decides where the
+customer goes next. Everything that touches the outside world (profile, consent, providers, analytics) happens
+in activities. The interpreter is deterministic: it reads only its input, signals, activity results and
+``workflow.now()``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.models import (
+        ConversionRecord,
+        OutcomeRecord,
+        Profile,
+        ProfileRequest,
+        SendFailure,
+        SendRequest,
+        SendResult,
+    )
+    from journeys.conditions import lookup
+    from journeys.models import END, BranchStep, ExitStep, Journey, SendStep, WaitForStep, WaitStep
+    from journeys.runtime import (
+        EVENT_SIGNAL,
+        STATE_QUERY,
+        WORKFLOW_NAME,
+        Event,
+        JourneyInput,
+        JourneyProgress,
+        JourneyResult,
+        JourneyState,
+        JourneyStatus,
+        StepRecord,
+    )
+    from workflows import search_attributes as sa
+
+# Activity options, one place to tune them. Reads are local activities (no extra server round trip); the send
+# is a regular activity so Temporal tracks and retries it on any worker.
+PROFILE_TIMEOUT = timedelta(seconds=10)
+PROFILE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
+SEND_TIMEOUT = timedelta(seconds=60)
+SEND_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(minutes=5),
+    maximum_attempts=12,
+    non_retryable_error_types=["InvalidSendRequest"],
+)
+RECORD_TIMEOUT = timedelta(seconds=10)
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=50)
+
+# How much history the run keeps in memory and carries across continue-as-new.
+MAX_EVENTS_KEPT = 500
+MAX_STEPS_KEPT = 200
+MAX_SEEN_IDS_KEPT = 5000
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class JourneyWorkflow:
+    @workflow.init
+    def __init__(self, input: JourneyInput) -> None:
+        self._input = input
+        self._journey: Journey = input.definition
+        self._progress = input.progress or JourneyProgress(
+            current_step=self._journey.first_step(),
+            events=[input.trigger],
+            seen_event_ids=[input.trigger.event_id],
+        )
+        self._seen = set(self._progress.seen_event_ids)
+        self._status: JourneyStatus = "running"
+        self._exit_reason: str | None = None
+        self._goal_event: Event | None = None
+        self._current: str | None = self._progress.current_step
+
+    # --- signals and queries -------------------------------------------------------------------------------
+
+    @workflow.signal(name=EVENT_SIGNAL)
+    def on_event(self, event: Event) -> None:
+        """A behaviour event for this customer. An event id seen before has no effect."""
+        if event.event_id in self._seen:
+            return
+        self._seen.add(event.event_id)
+        self._progress.seen_event_ids.append(event.event_id)
+        self._progress.events.append(event)
+        if self._goal_event is None and self._status == "running" and self._is_goal(event):
+            self._goal_event = event
+
+    @workflow.query(name=STATE_QUERY)
+    def state(self) -> JourneyState:
+        return JourneyState(
+            journey_id=self._input.journey_id,
+            journey_version=self._input.journey_version,
+            customer_id=self._input.customer_id,
+            entry_id=self._input.entry_id,
+            status=self._status,
+            current_step=self._current,
+            steps_done=self._progress.steps_done,
+            steps_done_total=self._progress.steps_done_total,
+            events_seen=self._progress.events,
+            exit_reason=self._exit_reason,
+        )
+
+    # --- the interpreter -----------------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, input: JourneyInput) -> JourneyResult:
+        workflow.upsert_search_attributes(
+            [
+                sa.JOURNEY_ID.value_set(input.journey_id),
+                sa.CUSTOMER_ID.value_set(input.customer_id),
+                sa.JOURNEY_VERSION.value_set(input.journey_version),
+            ]
+        )
+        step_id = self._progress.current_step
+        while step_id != END and self._goal_event is None:
+            if workflow.info().is_continue_as_new_suggested():
+                await self._continue_as_new(step_id)
+            step_id = await self._run_step(step_id)
+            if self._status == "exited":
+                return self._finish()
+        if self._goal_event is not None:
+            await self._convert(self._goal_event)
+        else:
+            self._status = "completed"
+            self._show(None, "completed")
+        return self._finish()
+
+    async def _run_step(self, step_id: str) -> str:
+        step = self._journey.step(step_id)
+        self._progress.current_step = step_id
+        self._current = step_id
+        visit = self._progress.visits.get(step_id, 0) + 1
+        self._progress.visits[step_id] = visit
+        self._progress.step_started_event_index = len(self._progress.events)
+        self._show(step_id, _describe(step))
+        started = workflow.now()
+
+        detail: dict[str, Any] = {}
+        if isinstance(step, SendStep):
+            result = await self._send(step, visit)
+            outcome, next_id = result.status, self._journey.resolve(step_id, "next")
+            detail = {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key}
+        elif isinstance(step, WaitStep):
+            reached = await self._wait(lambda: False, step.duration)
+            outcome = "goal" if reached else "waited"
+            next_id = self._journey.resolve(step_id, "next")
+        elif isinstance(step, WaitForStep):
+            found: list[Event] = []
+
+            def happened() -> bool:
+                match = self._find_event(step)
+                if match is not None:
+                    found.append(match)
+                return match is not None
+
+            await self._wait(happened, step.timeout)
+            if found:
+                outcome, detail = "event", {"event_id": found[0].event_id}
+                next_id = self._journey.resolve(step_id, "on_event")
+            else:
+                outcome = "goal" if self._goal_event else "timeout"
+                next_id = self._journey.resolve(step_id, "on_timeout")
+        elif isinstance(step, BranchStep):
+            profile = await self._load_profile()
+            data = {"profile": profile.as_condition_data(), "trigger": self._input.trigger.properties}
+            taken = "then" if step.where.evaluate(data) else "else"
+            outcome, next_id = taken, self._journey.resolve(step_id, taken)
+        else:
+            assert isinstance(step, ExitStep)
+            outcome, next_id = "exit", END
+            self._status, self._exit_reason = "exited", step.reason
+            detail = {"reason": step.reason}
+
+        await self._record(
+            StepRecord(
+                step_id=step_id,
+                type=step.type,
+                visit=visit,
+                outcome=outcome,
+                detail={k: v for k, v in detail.items() if v is not None},
+                started_at=started,
+                finished_at=workflow.now(),
+            )
+        )
+        return next_id
+
+    async def _wait(self, done: Any, limit: timedelta) -> bool:
+        """Wait until ``done()`` or the goal is reached, at most ``limit``; True when the goal was reached."""
+        try:
+            await workflow.wait_condition(lambda: self._goal_event is not None or done(), timeout=limit)
+        except TimeoutError:
+            pass
+        return self._goal_event is not None
+
+    def _find_event(self, step: WaitForStep) -> Event | None:
+        start = self._progress.step_started_event_index if step.since == "step" else 0
+        for event in self._progress.events[start:]:
+            if event.name == step.event and event.event_id != self._input.trigger.event_id:
+                if step.where is None or step.where.evaluate(event.properties):
+                    return event
+        return None
+
+    def _is_goal(self, event: Event) -> bool:
+        goal = self._journey.goal
+        if goal is None or event.name != goal.event or event.event_id == self._input.trigger.event_id:
+            return False
+        return goal.where is None or goal.where.evaluate(event.properties)
+
+    # --- activities ----------------------------------------------------------------------------------------
+
+    async def _send(self, step: SendStep, visit: int) -> SendResult:
+        info = workflow.info()
+        key = ":".join([self._input.journey_id, self._input.customer_id, self._input.entry_id, step.id, str(visit)])
+        request = SendRequest(
+            idempotency_key=key,
+            journey_id=self._input.journey_id,
+            journey_name=self._journey.name,
+            journey_version=self._input.journey_version,
+            step_id=step.id,
+            visit=visit,
+            customer_id=self._input.customer_id,
+            entry_id=self._input.entry_id,
+            channel=step.channel,
+            template=step.template,
+            topic=step.topic,
+            kind=step.kind,
+            trigger=self._input.trigger,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+        )
+        try:
+            result: SendResult = await workflow.execute_activity(
+                "send_message",
+                request,
+                result_type=SendResult,
+                start_to_close_timeout=SEND_TIMEOUT,
+                retry_policy=SEND_RETRY,
+                summary=f"{step.channel}: {step.label or step.id}",
+            )
+        except ActivityError as err:
+            # Retries are exhausted: the provider never took the message. Record it and carry on.
+            reason = f"delivery_error: {err.cause or err}"[:500]
+            result = await workflow.execute_local_activity(
+                "record_send_failure",
+                SendFailure(request=request.model_copy(update={"template": {}}), reason=reason),
+                result_type=SendResult,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+        if result.status == "sent":
+            self._progress.last_message_key = key
+        return result
+
+    async def _load_profile(self) -> Profile:
+        return await workflow.execute_local_activity(
+            "load_profile",
+            ProfileRequest(customer_id=self._input.customer_id),
+            result_type=Profile,
+            start_to_close_timeout=PROFILE_TIMEOUT,
+            retry_policy=PROFILE_RETRY,
+        )
+
+    async def _record(self, record: StepRecord) -> None:
+        self._progress.steps_done.append(record)
+        self._progress.steps_done_total += 1
+        del self._progress.steps_done[:-MAX_STEPS_KEPT]
+        info = workflow.info()
+        await workflow.execute_local_activity(
+            "record_step_outcomes",
+            OutcomeRecord(
+                journey_id=self._input.journey_id,
+                journey_version=self._input.journey_version,
+                customer_id=self._input.customer_id,
+                entry_id=self._input.entry_id,
+                workflow_id=info.workflow_id,
+                run_id=info.run_id,
+                steps=[record],
+            ),
+            start_to_close_timeout=RECORD_TIMEOUT,
+            retry_policy=RECORD_RETRY,
+        )
+
+    async def _convert(self, event: Event) -> None:
+        goal = self._journey.goal
+        value = lookup(event.properties, goal.value_property) if goal and goal.value_property else None
+        await workflow.execute_local_activity(
+            "record_conversion",
+            ConversionRecord(
+                journey_id=self._input.journey_id,
+                journey_version=self._input.journey_version,
+                customer_id=self._input.customer_id,
+                entry_id=self._input.entry_id,
+                event=event,
+                value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
+                last_message_key=self._progress.last_message_key,
+                converted_at=workflow.now(),
+            ),
+            start_to_close_timeout=RECORD_TIMEOUT,
+            retry_policy=RECORD_RETRY,
+        )
+        self._status = "converted"
+        self._show(None, f"converted: {event.name}")
+
+    # --- presentation and lifecycle ------------------------------------------------------------------------
+
+    def _show(self, step_id: str | None, details: str) -> None:
+        """What the Temporal UI shows: the step as a search attribute, and readable current details."""
+        self._current = step_id
+        workflow.upsert_search_attributes([sa.STEP.value_set(step_id or self._status)])
+        workflow.set_current_details(f"**{self._journey.name}** · customer `{self._input.customer_id}`\n\n{details}")
+
+    def _finish(self) -> JourneyResult:
+        if self._status == "exited":
+            self._show(None, f"exited: {self._exit_reason}")
+        return JourneyResult(
+            status=self._status,
+            exit_reason=self._exit_reason,
+            steps_done_total=self._progress.steps_done_total,
+            conversion_event_id=self._goal_event.event_id if self._goal_event else None,
+        )
+
+    async def _continue_as_new(self, step_id: str) -> None:
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        progress = self._progress.model_copy(
+            update={
+                "current_step": step_id,
+                "events": self._progress.events[-MAX_EVENTS_KEPT:],
+                "seen_event_ids": self._progress.seen_event_ids[-MAX_SEEN_IDS_KEPT:],
+                "step_started_event_index": 0,
+            }
+        )
+        workflow.continue_as_new(self._input.model_copy(update={"progress": progress}))
+
+
+def _describe(step: Any) -> str:
+    label = step.label or step.id
+    if isinstance(step, SendStep):
+        return f"step `{step.id}`: sending {step.channel} ({label})"
+    if isinstance(step, WaitStep):
+        return f"step `{step.id}`: waiting {step.duration} ({label})"
+    if isinstance(step, WaitForStep):
+        return f"step `{step.id}`: waiting up to {step.timeout} for `{step.event}` ({label})"
+    if isinstance(step, BranchStep):
+        return f"step `{step.id}`: branching ({label})"
+    return f"step `{step.id}`: exit ({label})"
