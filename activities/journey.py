@@ -14,6 +14,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from temporalio import activity
 
 from activities.channels.base import (
@@ -36,6 +37,8 @@ from config.settings import Settings
 from journeys.templates import TemplateError, render_value
 
 log = structlog.get_logger(__name__)
+
+Connection = asyncpg.Connection | PoolConnectionProxy
 
 # Channels that reach a person directly: marketing over them needs the customer's consent.
 CONSENT_CHANNELS = ("email", "sms", "push")
@@ -151,6 +154,7 @@ class JourneyActivities:
             row = await conn.fetchrow(
                 "SELECT status, reason FROM messages WHERE idempotency_key = $1", request.idempotency_key
             )
+        assert row is not None  # inserted just now, or already there
         return SendResult(
             status=row["status"], reason=row["reason"], channel=request.channel, idempotency_key=request.idempotency_key
         )
@@ -237,7 +241,7 @@ class JourneyActivities:
 
     async def _record(
         self,
-        conn: asyncpg.Connection,
+        conn: Connection,
         request: SendRequest,
         status: str,
         reason: str | None,
@@ -266,7 +270,7 @@ class JourneyActivities:
 
 
 async def _insert_message(
-    conn: asyncpg.Connection,
+    conn: Connection,
     request: SendRequest,
     status: str,
     reason: str | None,
@@ -298,7 +302,7 @@ async def _insert_message(
     )
 
 
-async def _fetch_profile(conn: asyncpg.Connection, customer_id: str) -> Profile:
+async def _fetch_profile(conn: Connection, customer_id: str) -> Profile:
     row = await conn.fetchrow(_PROFILE_SQL, customer_id)
     if row is None:
         return Profile(customer_id=customer_id, exists=False)

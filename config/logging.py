@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
 
 
-def add_temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def add_temporal_context(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Add workflow id, run id, activity and attempt when the line is logged inside an activity."""
     try:
         from temporalio import activity
@@ -20,7 +21,8 @@ def add_temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[st
             event_dict.setdefault("run_id", info.workflow_run_id)
             event_dict.setdefault("activity", info.activity_type)
             event_dict.setdefault("attempt", info.attempt)
-            customer = info.workflow_id.split(":", 1)[1] if ":" in (info.workflow_id or "") else None
+            workflow_id = info.workflow_id or ""
+            customer = workflow_id.split(":", 1)[1] if ":" in workflow_id else None
             if customer:
                 event_dict.setdefault("customer_id", customer)
     except Exception:  # logging must never fail

@@ -126,7 +126,7 @@ def _from_pydantic(exc: ValidationError, data: dict[str, Any]) -> list[JourneyIs
             rest = [str(p) for p in loc[2:]]
             if rest and rest[0] in _STEP_TYPES:
                 rest = rest[1:]
-            raw_steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+            raw_steps: list[Any] = data["steps"] if isinstance(data.get("steps"), list) else []
             raw = raw_steps[index] if index < len(raw_steps) else {}
             step_id = raw.get("id") if isinstance(raw, dict) and isinstance(raw.get("id"), str) else None
             issues.append(_issue(index, step_id, ".".join(rest) or None, message))

@@ -143,6 +143,7 @@ class JourneyWorkflow:
         started = workflow.now()
 
         detail: dict[str, Any] = {}
+        outcome: str
         if isinstance(step, SendStep):
             result = await self._send(step, visit)
             outcome, next_id = result.status, self._journey.resolve(step_id, "next")
