@@ -1,0 +1,188 @@
+"""The HTTP API: ``create_app(settings, pool=..., client=...)``.
+
+The caller owns the PostgreSQL pool and the Temporal client; the app's lifespan runs the event router's outbox
+drainer and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import structlog
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from temporalio.client import Client
+
+from api import routes_customers, routes_events, routes_health, routes_journeys
+from api.router import EventRouter
+from api.routes_deps import require_api_key, validation_field
+from api.schemas import ApiError, ErrorBody
+from config.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean PostgreSQL cannot be reached (the API answers 503, not 500).
+DATABASE_UNAVAILABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+    TimeoutError,
+)
+
+
+def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> FastAPI:
+    router = EventRouter(pool, client, settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with run_drainer(router):
+            yield
+
+    app = FastAPI(
+        title="Parcours",
+        version="1",
+        description="Customer journeys on Temporal: send events, manage customers and consent, publish journeys.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    app.state.settings = settings
+    app.state.pool = pool
+    app.state.client = client
+    app.state.router = router
+
+    app.include_router(routes_health.router)
+    auth = [Depends(require_api_key)]
+    for module in (routes_events, routes_customers, routes_journeys):
+        app.include_router(module.router, dependencies=auth)
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+@contextlib.asynccontextmanager
+async def run_drainer(router: EventRouter) -> AsyncIterator[asyncio.Task[None]]:
+    """Run ``router.drain`` in the background for the duration of the block."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(router.drain(stop), name="parcours-event-drainer")
+    try:
+        yield task
+    finally:
+        stop.set()
+        try:
+            await asyncio.wait_for(task, timeout=15)
+        except TimeoutError:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+def _error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "field": field, **extra}}, status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = list(exc.errors())
+        message, field = validation_field(errors)
+        if field and field.startswith(("path.", "query.", "header.")):
+            field = field.split(".", 1)[1]
+        return _error(422, message, field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), None)
+
+    async def database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+        log.warning("api.database_unavailable", path=request.url.path, error=repr(exc))
+        return JSONResponse(
+            {"error": {"message": "the database is unavailable, retry later", "field": None}},
+            status_code=503,
+            headers={"Retry-After": "1"},
+        )
+
+    for error_type in DATABASE_UNAVAILABLE:
+        app.add_exception_handler(error_type, database_unavailable)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("api.unexpected_error", path=request.url.path)
+        return _error(500, "internal error", None)
+
+
+class BodyLimitMiddleware:
+    """413 for a body over ``max_bytes``: by Content-Length up front, and by counting what actually arrives.
+
+    The body is read here (at most ``max_bytes``) and replayed to the app, so an oversized chunked upload is
+    refused before any route sees it.
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _respond(send, _error(400, "invalid Content-Length", "content-length"))
+                return
+            if declared > self.max_bytes:
+                await _respond(send, self._too_large())
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _respond(send, self._too_large())
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+    def _too_large(self) -> JSONResponse:
+        return _error(413, f"the request body is larger than {self.max_bytes} bytes", "body")
+
+
+async def _respond(send: Send, response: JSONResponse) -> None:
+    await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}

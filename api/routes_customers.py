@@ -1,0 +1,153 @@
+"""Customers: profile, consent, their journeys (from Temporal visibility) and their in-app inbox."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecutionStatus
+
+from api.routes_deps import pool, read_json, temporal, validation_field
+from api.schemas import (
+    CUSTOMER_ID_PATTERN,
+    ApiError,
+    ConsentIn,
+    ConsentOut,
+    CustomerIn,
+    CustomerJourney,
+    CustomerOut,
+    InboxMessage,
+)
+from store import customers as customer_store
+from workflows import search_attributes as sa
+
+router = APIRouter(tags=["customers"])
+
+CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer id")]
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+
+_STATUS = {
+    WorkflowExecutionStatus.RUNNING: "running",
+    WorkflowExecutionStatus.COMPLETED: "completed",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.CANCELED: "canceled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "continued_as_new",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
+
+
+async def _body(request: Request, model: Any) -> Any:
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        raise ApiError(422, message, field=field) from None
+
+
+def _doc(model: Any) -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+@router.put("/v1/customers/{customer_id}", response_model=CustomerOut, openapi_extra=_doc(CustomerIn))
+async def put_customer(customer_id: CustomerPath, request: Request, db: Pool) -> dict[str, Any]:
+    """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
+    body: CustomerIn = await _body(request, CustomerIn)
+    return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
+
+
+@router.get("/v1/customers/{customer_id}", response_model=CustomerOut)
+async def get_customer(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+    row = await customer_store.get_customer(db, customer_id)
+    if row is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    return row
+
+
+@router.get("/v1/customers/{customer_id}/consent", response_model=ConsentOut)
+async def get_consent(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+    if await customer_store.get_customer(db, customer_id) is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    return await customer_store.current_consent(db, customer_id)
+
+
+@router.put("/v1/customers/{customer_id}/consent", response_model=ConsentOut, openapi_extra=_doc(ConsentIn))
+async def put_consent(customer_id: CustomerPath, request: Request, db: Pool) -> dict[str, Any]:
+    """Record consent changes (appended to the ledger) and answer the current state."""
+    body: ConsentIn = await _body(request, ConsentIn)
+    changes: list[Any] = [("channel", name, status) for name, status in body.channels.items()]
+    changes += [("topic", name, status) for name, status in body.topics.items()]
+    try:
+        await customer_store.record_consents(
+            db, customer_id, changes, source=body.source, lawful_basis=body.lawful_basis
+        )
+    except customer_store.UnknownCustomerError as exc:
+        raise ApiError(404, str(exc), field="customer_id") from None
+    return await customer_store.current_consent(db, customer_id)
+
+
+@router.get("/v1/customers/{customer_id}/journeys", response_model=list[CustomerJourney])
+async def customer_journeys(
+    customer_id: CustomerPath,
+    client: Annotated[Client, Depends(temporal)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[CustomerJourney]:
+    """The customer's journey runs, newest first, from Temporal visibility (eventually consistent)."""
+    out = []
+    async for execution in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{customer_id}"', limit=limit):
+        attrs = execution.typed_search_attributes
+        out.append(
+            CustomerJourney(
+                workflow_id=execution.id,
+                run_id=execution.run_id,
+                journey_id=attrs.get(sa.JOURNEY_ID),
+                journey_name=await execution.memo_value("journey_name", None),
+                version=attrs.get(sa.JOURNEY_VERSION),
+                step=attrs.get(sa.STEP),
+                status=_STATUS.get(execution.status) if execution.status else None,
+                started_at=execution.start_time,
+                closed_at=execution.close_time,
+            )
+        )
+    return out
+
+
+@router.get("/v1/customers/{customer_id}/inbox", response_model=list[InboxMessage])
+async def inbox(
+    customer_id: CustomerPath,
+    db: Pool,
+    unread: bool = False,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[dict[str, Any]]:
+    """In-app messages, newest first (``unread=true``: only those not marked read)."""
+    rows = await db.fetch(
+        """SELECT id, title, body, data, created_at, read_at FROM inbox_messages
+            WHERE customer_id = $1 AND (NOT $2 OR read_at IS NULL)
+            ORDER BY created_at DESC, id DESC LIMIT $3""",
+        customer_id,
+        unread,
+        limit,
+    )
+    return [dict(r) for r in rows]
+
+
+@router.post("/v1/customers/{customer_id}/inbox/{message_id}/read", response_model=InboxMessage)
+async def mark_read(
+    customer_id: CustomerPath, message_id: Annotated[int, Path(ge=1, le=2**63 - 1)], db: Pool
+) -> dict[str, Any]:
+    """Mark one in-app message read (again: keeps the first read time)."""
+    row = await db.fetchrow(
+        """UPDATE inbox_messages SET read_at = COALESCE(read_at, now())
+            WHERE id = $1 AND customer_id = $2
+        RETURNING id, title, body, data, created_at, read_at""",
+        message_id,
+        customer_id,
+    )
+    if row is None:
+        raise ApiError(404, f"no inbox message {message_id} for customer '{customer_id}'", field="message_id")
+    return dict(row)

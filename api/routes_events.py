@@ -1,0 +1,96 @@
+"""POST /v1/events: one event or a batch, stored idempotently and routed to journeys."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from api.router import EventRouter
+from api.routes_deps import event_router, read_json, settings, validation_field
+from api.schemas import ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
+from journeys.runtime import Event
+
+router = APIRouter(tags=["events"])
+
+_EVENT_SCHEMA = EventIn.model_json_schema()
+_BODY_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        _EVENT_SCHEMA,
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {"events": {"type": "array", "items": _EVENT_SCHEMA}},
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    response_model=EventsResponse,
+    openapi_extra=_BODY_DOC,
+    summary="Send one event or a batch",
+    description=(
+        "Each event is stored once by its `event_id` (generated when absent) and routed to the journeys it "
+        "triggers or that wait for it. Per event: `accepted`, `duplicate` (that id was stored before) or "
+        "`invalid` (with the field); invalid items do not block the valid ones. If Temporal is unreachable the "
+        "events are still accepted and routed as soon as it answers."
+    ),
+)
+async def post_events(request: Request, router_: Annotated[EventRouter, Depends(event_router)]) -> JSONResponse:
+    body = await read_json(request)
+    if isinstance(body, dict) and "events" in body:
+        items = body["events"]
+        if not isinstance(items, list):
+            raise ApiError(422, "'events' must be a list of event objects", field="events")
+        if set(body) - {"events"}:
+            extra = sorted(set(body) - {"events"})[0]
+            raise ApiError(422, f"unexpected field '{extra}' next to 'events'", field=extra)
+    elif isinstance(body, dict):
+        items = [body]
+    else:
+        raise ApiError(422, 'send an event object or {"events": [...]}', field="body")
+    limit = settings(request).max_batch_events
+    if not items:
+        raise ApiError(422, "'events' is empty", field="events")
+    if len(items) > limit:
+        raise ApiError(422, f"at most {limit} events per request (got {len(items)})", field="events")
+
+    results: list[EventResult | None] = [None] * len(items)
+    valid: list[tuple[int, Event]] = []
+    for index, item in enumerate(items):
+        try:
+            valid.append((index, EventIn.model_validate(item).to_event()))
+        except ValidationError as exc:
+            message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+            event_id = item.get("event_id") if isinstance(item, dict) else None
+            results[index] = EventResult(
+                index=index,
+                event_id=event_id if isinstance(event_id, str) else None,
+                status="invalid",
+                error=ErrorDetail(message=message, field=field),
+            )
+    outcomes = await router_.ingest([event for _, event in valid]) if valid else []
+    for (index, event), outcome in zip(valid, outcomes, strict=True):
+        results[index] = EventResult(index=index, event_id=event.event_id, status=outcome.status, routed=outcome.routed)
+    final = [r for r in results if r is not None]
+    response = EventsResponse(
+        accepted=sum(r.status == "accepted" for r in final),
+        duplicates=sum(r.status == "duplicate" for r in final),
+        invalid=sum(r.status == "invalid" for r in final),
+        results=final,
+    )
+    return JSONResponse(response.model_dump(mode="json"), status_code=202)

@@ -1,0 +1,123 @@
+"""Customer profiles and the consent ledger.
+
+Every function takes an asyncpg connection or pool as its first argument, so callers can compose them inside
+their own transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import asyncpg
+
+Scope = Literal["channel", "topic"]
+ConsentStatus = Literal["granted", "withdrawn"]
+
+_COLUMNS = "id, email, phone, timezone, locale, attributes, created_at, updated_at"
+
+# COALESCE keeps a field the caller did not send; attributes merge key by key (jsonb ||).
+_UPSERT_SQL = f"""
+INSERT INTO customers (id, email, phone, timezone, locale, attributes)
+VALUES ($1, $2, $3, $4, $5, COALESCE($6::jsonb, '{{}}'::jsonb))
+ON CONFLICT (id) DO UPDATE SET
+    email      = COALESCE(EXCLUDED.email, customers.email),
+    phone      = COALESCE(EXCLUDED.phone, customers.phone),
+    timezone   = COALESCE(EXCLUDED.timezone, customers.timezone),
+    locale     = COALESCE(EXCLUDED.locale, customers.locale),
+    attributes = customers.attributes || COALESCE($6::jsonb, '{{}}'::jsonb),
+    updated_at = now()
+RETURNING {_COLUMNS}
+"""
+
+_INSERT_CONSENT_SQL = """
+INSERT INTO consent_events (customer_id, scope, name, status, source, lawful_basis)
+VALUES ($1, $2, $3, $4, $5, $6)
+"""
+
+
+class UnknownCustomerError(LookupError):
+    """The customer does not exist (the API answers 404)."""
+
+    def __init__(self, customer_id: str) -> None:
+        self.customer_id = customer_id
+        super().__init__(f"unknown customer '{customer_id}'")
+
+
+async def upsert_customer(
+    db: Any,
+    customer_id: str,
+    *,
+    email: str | None = None,
+    phone: str | None = None,
+    timezone: str | None = None,
+    locale: str | None = None,
+    attributes: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Insert the customer or update the fields given (None leaves a field as it is); returns the row."""
+    row = await db.fetchrow(_UPSERT_SQL, customer_id, email, phone, timezone, locale, attributes)
+    return dict(row)
+
+
+async def get_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM customers WHERE id = $1", customer_id)
+    return dict(row) if row else None
+
+
+async def record_consent(
+    db: Any,
+    customer_id: str,
+    scope: Scope,
+    name: str,
+    status: ConsentStatus,
+    *,
+    source: str = "api",
+    lawful_basis: str | None = None,
+) -> None:
+    """Append one consent change; see ``record_consents``."""
+    await record_consents(db, customer_id, [(scope, name, status)], source=source, lawful_basis=lawful_basis)
+
+
+async def record_consents(
+    db: Any,
+    customer_id: str,
+    changes: list[tuple[Scope, str, ConsentStatus]],
+    *,
+    source: str = "api",
+    lawful_basis: str | None = None,
+) -> None:
+    """Append consent changes in one transaction that first locks the customer row.
+
+    The lock serialises with an in-flight send (``send_message`` holds the same row lock while it checks consent
+    and calls the provider), so a withdrawal lands either before the check or after the message is recorded.
+
+    Raises:
+        UnknownCustomerError: no such customer.
+    """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            await _record(conn, customer_id, changes, source, lawful_basis)
+    else:
+        await _record(db, customer_id, changes, source, lawful_basis)
+
+
+async def _record(
+    conn: Any, customer_id: str, changes: Sequence[tuple[str, str, str]], source: str, lawful_basis: str | None
+) -> None:
+    async with conn.transaction():
+        if await conn.fetchval("SELECT id FROM customers WHERE id = $1 FOR UPDATE", customer_id) is None:
+            raise UnknownCustomerError(customer_id)
+        if changes:
+            await conn.executemany(
+                _INSERT_CONSENT_SQL,
+                [(customer_id, scope, name, status, source, lawful_basis) for scope, name, status in changes],
+            )
+
+
+async def current_consent(db: Any, customer_id: str) -> dict[str, dict[str, str]]:
+    """The newest status per channel and per topic: ``{"channels": {...}, "topics": {...}}``."""
+    rows = await db.fetch("SELECT scope, name, status FROM consent_current WHERE customer_id = $1", customer_id)
+    out: dict[str, dict[str, str]] = {"channels": {}, "topics": {}}
+    for row in rows:
+        out["channels" if row["scope"] == "channel" else "topics"][row["name"]] = row["status"]
+    return out

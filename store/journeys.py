@@ -1,0 +1,142 @@
+"""Published journeys: immutable versions, the latest one per journey, and the journey's status.
+
+``active`` journeys take new entries, ``paused`` ones do not (running customers carry on), ``archived`` ones are
+not routed at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+import asyncpg
+
+from journeys.models import Journey
+
+JourneyStatus = Literal["active", "paused", "archived"]
+STATUSES = ("active", "paused", "archived")
+
+
+def canonical(journey: Journey) -> dict[str, Any]:
+    """The definition as stored: JSON-ready, aliases (``else``) and defaults included."""
+    return journey.model_dump(mode="json", by_alias=True)
+
+
+def checksum(journey: Journey) -> str:
+    text = json.dumps(canonical(journey), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def publish(db: Any, journey: Journey) -> tuple[int, bool]:
+    """Publish ``journey`` as a new immutable version; returns ``(version, created)``.
+
+    A definition identical to the latest version's publishes nothing and returns that version with
+    ``created=False``. Concurrent publishers of one journey serialise on its row.
+    """
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return await _publish(conn, journey)
+    return await _publish(db, journey)
+
+
+async def _publish(conn: Any, journey: Journey) -> tuple[int, bool]:
+    digest = checksum(journey)
+    async with conn.transaction():
+        # Create the journeys row first (version 0) so there is always a row to lock.
+        await conn.execute(
+            """INSERT INTO journeys (id, name, latest_version, trigger_event) VALUES ($1, $2, 0, $3)
+               ON CONFLICT (id) DO NOTHING""",
+            journey.id,
+            journey.name,
+            journey.trigger.event,
+        )
+        latest = await conn.fetchval("SELECT latest_version FROM journeys WHERE id = $1 FOR UPDATE", journey.id)
+        if latest:
+            same = await conn.fetchval(
+                "SELECT checksum = $3 FROM journey_versions WHERE journey_id = $1 AND version = $2",
+                journey.id,
+                latest,
+                digest,
+            )
+            if same:
+                return latest, False
+        version = latest + 1
+        await conn.execute(
+            "INSERT INTO journey_versions (journey_id, version, definition, checksum) VALUES ($1, $2, $3, $4)",
+            journey.id,
+            version,
+            canonical(journey),
+            digest,
+        )
+        await conn.execute(
+            """UPDATE journeys SET name = $2, trigger_event = $3, latest_version = $4, updated_at = now()
+               WHERE id = $1""",
+            journey.id,
+            journey.name,
+            journey.trigger.event,
+            version,
+        )
+        return version, True
+
+
+_LIST_SQL = """
+SELECT j.id, j.name, j.status, j.latest_version, j.trigger_event, j.created_at, j.updated_at,
+       v.published_at
+  FROM journeys j JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version
+"""
+
+
+async def list_journeys(db: Any) -> list[dict[str, Any]]:
+    rows = await db.fetch(_LIST_SQL + " ORDER BY j.id")
+    return [dict(r) for r in rows]
+
+
+async def get_journey(db: Any, journey_id: str) -> dict[str, Any] | None:
+    """The journey's row with its latest definition under ``definition``."""
+    row = await db.fetchrow(
+        _LIST_SQL.replace("v.published_at", "v.published_at, v.definition") + " WHERE j.id = $1", journey_id
+    )
+    return dict(row) if row else None
+
+
+async def get_version(db: Any, journey_id: str, version: int) -> Journey | None:
+    definition = await db.fetchval(
+        "SELECT definition FROM journey_versions WHERE journey_id = $1 AND version = $2", journey_id, version
+    )
+    return Journey.model_validate(definition) if definition is not None else None
+
+
+async def set_status(db: Any, journey_id: str, status: JourneyStatus) -> bool:
+    """Set the status; False when there is no such journey."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown journey status '{status}': use one of {', '.join(STATUSES)}")
+    result = await db.execute(
+        "UPDATE journeys SET status = $2, updated_at = now() WHERE id = $1 AND latest_version > 0",
+        journey_id,
+        status,
+    )
+    return result != "UPDATE 0"
+
+
+async def active_versions(db: Any) -> list[tuple[str, int, str, Journey]]:
+    """``(journey_id, latest version, status, definition)`` for every journey that is not archived."""
+    rows = await db.fetch(
+        _LIST_SQL.replace("v.published_at", "v.definition") + " WHERE j.status <> 'archived' ORDER BY j.id"
+    )
+    return [(r["id"], r["latest_version"], r["status"], Journey.model_validate(r["definition"])) for r in rows]
+
+
+async def listened_events(db: Any) -> dict[str, set[str]]:
+    """Per non-archived journey, the event names a running customer of any of its versions reacts to.
+
+    Customers keep the version they entered with, so an event an older version waits for must still reach them.
+    """
+    rows = await db.fetch(
+        """SELECT v.journey_id, v.definition FROM journey_versions v JOIN journeys j ON j.id = v.journey_id
+            WHERE j.status <> 'archived'"""
+    )
+    out: dict[str, set[str]] = {}
+    for row in rows:
+        out.setdefault(row["journey_id"], set()).update(Journey.model_validate(row["definition"]).listened_events())
+    return out

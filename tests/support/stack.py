@@ -1,0 +1,131 @@
+"""The API on the real stack, in process: dev server, embedded PostgreSQL, a worker, the SMTP sink.
+
+    from tests.support.stack import Stack, stack_fixture  # noqa: F401  (registers the fixture)
+
+    async def test_x(stack: Stack):
+        journey = stack.journey()                      # unique ids and event names
+        await stack.http.post("/v1/journeys", json=journey)
+
+``stack.http`` is an httpx client on the ASGI app with a valid API key; the event router's drainer runs for the
+duration of the test (ASGITransport does not run the lifespan).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from fastapi import FastAPI
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app, run_drainer
+from api.router import EventRouter
+from config.settings import Settings
+from tests.support.mail import SmtpSink
+from tests.support.temporal import task_queue
+from workers.worker import build_worker, channels_for
+
+API_KEY = "test-key"
+T = TypeVar("T")
+
+
+def test_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "task_queue": task_queue(),
+        "consent_default": "opt_in",
+        "api_keys": [API_KEY],
+        "otel_exporter": "none",
+        "log_format": "console",
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    pool: asyncpg.Pool
+    client: Client
+    app: FastAPI
+    http: httpx.AsyncClient
+    smtp: SmtpSink
+
+    @property
+    def router(self) -> EventRouter:
+        return self.app.state.router  # type: ignore[no-any-return]
+
+    def journey(self, **overrides: Any) -> dict[str, Any]:
+        """A journey with unique id and event names: email, then wait up to an hour for ``done``, goal ``goal``."""
+        tag = uuid.uuid4().hex[:10]
+        definition: dict[str, Any] = {
+            "id": f"j-{tag}",
+            "name": f"Test journey {tag}",
+            "trigger": {"event": f"start-{tag}"},
+            "goal": {"event": f"goal-{tag}"},
+            "steps": [
+                {
+                    "id": "hello",
+                    "type": "send",
+                    "channel": "email",
+                    "template": {"subject": f"Hello {tag}", "text": "Welcome aboard."},
+                },
+                {"id": "await-done", "type": "wait_for", "event": f"done-{tag}", "timeout": "1h"},
+            ],
+        }
+        definition.update(overrides)
+        return definition
+
+    async def customer(self, *, consent: bool = True) -> str:
+        customer_id = unique("cust")
+        response = await self.http.put(f"/v1/customers/{customer_id}", json={"email": f"{customer_id}@example.com"})
+        assert response.status_code == 200, response.text
+        if consent:
+            response = await self.http.put(
+                f"/v1/customers/{customer_id}/consent", json={"channels": {"email": "granted"}}
+            )
+            assert response.status_code == 200, response.text
+        return customer_id
+
+
+async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.2) -> T:  # noqa: ASYNC109
+    """Call ``check`` until it returns a truthy value without raising AssertionError; return that value."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    value: Any = None
+    while True:
+        try:
+            value = await check()
+            if value:
+                return value
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        await asyncio.sleep(interval)
+
+
+@pytest_asyncio.fixture(name="stack")
+async def stack_fixture(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
+    settings = test_settings(smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
+    app = create_app(settings, pool=pool, client=dev_env.client)
+    async with channels_for(settings, pool) as channels:
+        worker = build_worker(dev_env.client, settings, pool, channels)
+        async with (
+            worker,
+            run_drainer(app.state.router),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://parcours.test", headers={"X-API-Key": API_KEY}
+            ) as http,
+        ):
+            yield Stack(settings, pool, dev_env.client, app, http, smtp_sink)
