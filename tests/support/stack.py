@@ -36,7 +36,7 @@ API_KEY = "test-key"
 T = TypeVar("T")
 
 
-def test_settings(**overrides: Any) -> Settings:
+def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "task_queue": task_queue(),
         "consent_default": "opt_in",
@@ -117,7 +117,7 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
 
 @pytest_asyncio.fixture(name="stack")
 async def stack_fixture(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
-    settings = test_settings(smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
+    settings = make_settings(smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
     app = create_app(settings, pool=pool, client=dev_env.client)
     async with channels_for(settings, pool) as channels:
         worker = build_worker(dev_env.client, settings, pool, channels)
