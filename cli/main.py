@@ -1,0 +1,395 @@
+"""The ``parcours`` command.
+
+``parcours dev`` runs the whole stack; the other commands talk to a running one (see ``cli.context`` for how they
+find the database and Temporal). Every error is one line on stderr and a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
+from cli.publishing import Checked, check_file, publish_journey
+from config.settings import Settings
+
+app = typer.Typer(
+    help="Parcours: durable customer journeys on Temporal.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+journeys_app = typer.Typer(help="Publish and list journeys.", no_args_is_help=True)
+events_app = typer.Typer(help="Send behaviour events.", no_args_is_help=True)
+customers_app = typer.Typer(help="Look at customers.", no_args_is_help=True)
+app.add_typer(journeys_app, name="journeys")
+app.add_typer(events_app, name="events")
+app.add_typer(customers_app, name="customers")
+
+PROGRESS_FROM_FILES = 5
+"""Publishing this many files or more shows a progress bar."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        err_console.print(f"[bold red]error:[/] invalid setting {where} (PARCOURS_{where.upper()}): {error['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _tracing(settings: Settings, service: str, *, only_if_set: bool = False) -> None:
+    from config.tracing import configure_tracing
+
+    if only_if_set and "PARCOURS_OTEL_EXPORTER" not in os.environ:
+        return  # spans on the console drown the dev terminal; ask for them explicitly
+    configure_tracing(service, settings.otel_exporter)
+
+
+# The stack and its processes
+
+
+@app.command()
+def dev(
+    demo: Annotated[bool, typer.Option("--demo", help="Create demo customers and keep sending them events.")] = False,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Where PostgreSQL and Temporal keep their files.")
+    ] = None,
+) -> None:
+    """Run Temporal (with its UI), PostgreSQL, the worker and the API in one process. Ctrl-C stops it all."""
+    from cli.dev import run_dev
+
+    settings = load_settings(data_dir=data_dir)
+    setup_logging(settings)
+    _tracing(settings, "parcours-dev", only_if_set=True)
+    code = run(run_dev(settings, demo=demo))
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run a worker against the configured Temporal and database until SIGINT/SIGTERM."""
+    from workers.__main__ import serve
+
+    settings = load_settings()
+    setup_logging(settings, console_default=False)
+    _tracing(settings, "parcours-worker")
+
+    async def main() -> None:
+        url = database_url(settings)
+        await open_client(settings)  # a clear error now rather than a retry loop later
+        await serve(settings, url)
+
+    run(main())
+
+
+@app.command()
+def api() -> None:
+    """Serve the HTTP API on api_host:api_port until SIGINT/SIGTERM."""
+    from cli.dev import serve_api
+
+    settings = load_settings()
+    setup_logging(settings, console_default=False)
+    _tracing(settings, "parcours-api")
+
+    async def main() -> None:
+        client = await open_client(settings)
+        async with open_pool(settings) as pool:
+            await serve_api(settings, pool, client)
+
+    run(main())
+
+
+@app.command()
+def migrate() -> None:
+    """Apply the database migrations that are not applied yet."""
+    from store.migrate import MigrationError
+    from store.migrate import migrate as apply
+
+    settings = load_settings()
+    setup_logging(settings)
+
+    async def main() -> list[str]:
+        url = database_url(settings)
+        try:
+            return await apply(url)
+        except MigrationError as exc:
+            fail(str(exc))
+        except OSError as exc:
+            fail(f"cannot connect to PostgreSQL: {exc}")
+
+    applied = run(main())
+    console.print(f"Applied {', '.join(applied)}." if applied else "The schema is up to date.")
+
+
+# Journeys
+
+
+def _print_issues(checked: Checked) -> None:
+    table = Table(title=f"{checked.path}: {len(checked.issues)} problem(s)", title_justify="left", show_lines=False)
+    table.add_column("Step", style="cyan")
+    table.add_column("Field", style="magenta")
+    table.add_column("Problem")
+    for issue in checked.issues:
+        step = issue.step or (issue.location if issue.location.startswith("steps[") else "-")
+        table.add_row(step, issue.field or "-", issue.message)
+    err_console.print(table)
+    for issue in checked.issues:  # also plain, one per line: greppable and readable when piped
+        err_console.print(f"{checked.path}: {issue.location}: {issue.message}", highlight=False, soft_wrap=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console)
+
+
+@journeys_app.command("publish")
+def journeys_publish(
+    files: Annotated[list[Path], typer.Argument(help="Journey files (YAML or JSON).")],
+    check: Annotated[bool, typer.Option("--check", help="Validate only; publish nothing.")] = False,
+) -> None:
+    """Validate journey files and publish each as a new version (an unchanged one keeps its version).
+
+    If any file is invalid, nothing is published: every problem is listed by step and field, exit code 1.
+    """
+    settings = load_settings()
+    setup_logging(settings)
+    many = len(files) >= PROGRESS_FROM_FILES
+    checked: list[Checked] = []
+    if many:
+        with _progress() as progress:
+            task = progress.add_task("Validating", total=len(files))
+            for path in files:
+                checked.append(check_file(path))
+                progress.advance(task)
+    else:
+        checked = [check_file(path) for path in files]
+    invalid = [c for c in checked if c.issues]
+    for c in invalid:
+        _print_issues(c)
+    if invalid:
+        total = sum(len(c.issues) for c in invalid)
+        err_console.print(f"[bold red]error:[/] {len(invalid)} invalid file(s), {total} problem(s); nothing published")
+        raise typer.Exit(1)
+    if check:
+        console.print(f"{len(checked)} valid journey file(s).")
+        return
+
+    async def main() -> list[tuple[Checked, int, bool]]:
+        done = []
+        async with open_pool(settings) as pool:
+            progress = _progress() if many else None
+            task = progress.add_task("Publishing", total=len(checked)) if progress else None
+            if progress:
+                progress.start()
+            try:
+                for c in checked:
+                    assert c.journey is not None
+                    version, created = await publish_journey(pool, c.journey)
+                    done.append((c, version, created))
+                    if progress and task is not None:
+                        progress.advance(task)
+            finally:
+                if progress:
+                    progress.stop()
+        return done
+
+    for c, version, created in run(main()):
+        assert c.journey is not None
+        state = "[green]published[/]" if created else "[dim]unchanged[/]"
+        console.print(f"{c.journey.id} v{version} {state} ({c.path})")
+
+
+@journeys_app.command("list")
+def journeys_list() -> None:
+    """The published journeys, their status and latest version."""
+    settings = load_settings()
+    setup_logging(settings)
+
+    async def main() -> list[dict[str, Any]]:
+        from store.journeys import list_journeys
+
+        async with open_pool(settings) as pool:
+            return list(await list_journeys(pool))
+
+    rows = run(main())
+    if not rows:
+        console.print("No journeys published yet: parcours journeys publish FILE")
+        return
+    table = Table("Id", "Name", "Status", "Version", "Trigger", "Updated")
+    for row in rows:
+        table.add_row(
+            str(row.get("id")),
+            str(row.get("name", "")),
+            str(row.get("status", "")),
+            str(row.get("latest_version", row.get("version", ""))),
+            str(row.get("trigger_event", "")),
+            _when(row.get("updated_at")),
+        )
+    console.print(table)
+
+
+# Events
+
+
+def _parse_prop(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        fail(f"--prop {text!r}: expected key=value")
+    try:
+        value = json.loads(raw)  # numbers, true/false, null, JSON objects
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+@events_app.command("send")
+def events_send(
+    customer: Annotated[str, typer.Argument(help="Customer id.")],
+    event: Annotated[str, typer.Argument(help="Event name, e.g. signed_up.")],
+    prop: Annotated[
+        list[str] | None, typer.Option("--prop", "-p", help="key=value (value read as JSON when it parses).")
+    ] = None,
+    event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a new UUID).")] = None,
+) -> None:
+    """Store an event and route it to the journeys that listen to it, as POST /v1/events does."""
+    from journeys.runtime import Event
+
+    settings = load_settings()
+    setup_logging(settings)
+
+    async def main() -> Any:
+        properties = dict(_parse_prop(p) for p in prop or [])
+        item = Event(
+            event_id=event_id or str(uuid.uuid4()),
+            customer_id=customer,
+            name=event,
+            properties=properties,
+            occurred_at=datetime.now(UTC),
+        )
+        from api.router import EventRouter
+
+        async with open_pool(settings) as pool:
+            client = await open_client(settings)
+            router = EventRouter(pool, client, settings)
+            return await router.ingest([item])
+
+    outcomes = run(main())
+    for outcome in outcomes:
+        routed = "routed" if outcome.routed else "stored; routed when Temporal answers"
+        if outcome.status == "duplicate":
+            routed = "already received, nothing to do"
+        console.print(f"{event} for {customer}: {outcome.status} ({routed}), event id {outcome.event_id}")
+
+
+# Customers
+
+
+@customers_app.command("show")
+def customers_show(customer_id: Annotated[str, typer.Argument(help="Customer id.")]) -> None:
+    """A customer's profile, consent, journeys (from Temporal visibility) and recent messages."""
+    settings = load_settings()
+    setup_logging(settings)
+    run(_show_customer(settings, customer_id))
+
+
+async def _show_customer(settings: Settings, customer_id: str) -> None:
+    from store.customers import current_consent, get_customer
+
+    async with open_pool(settings) as pool:
+        profile = await get_customer(pool, customer_id)
+        if profile is None:
+            fail(f"customer {customer_id!r} not found")
+        consent = await current_consent(pool, customer_id)
+        messages = await pool.fetch(
+            """SELECT created_at, journey_id, step_id, channel, status, reason, rendered
+                 FROM messages WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 10""",
+            customer_id,
+        )
+    table = Table(title=f"Customer {customer_id}", title_justify="left", show_header=False)
+    for key, value in profile.items():
+        table.add_row(key, _when(value) if isinstance(value, datetime) else _plain(value))
+    console.print(table)
+
+    table = Table("Scope", "Name", "Status", title="Consent", title_justify="left")
+    for scope in ("channels", "topics"):
+        for name, value in (consent.get(scope) or {}).items():
+            table.add_row(scope.rstrip("s"), name, _plain(value.get("status") if isinstance(value, dict) else value))
+    console.print(table if table.row_count else "Consent: none recorded")
+
+    try:
+        runs = await _journey_runs(settings, customer_id)
+    except CliError as exc:
+        err_console.print(f"[yellow]Journeys: {exc}[/]")
+    else:
+        table = Table("Workflow id", "Status", "Step", "Version", "Started", title="Journeys", title_justify="left")
+        for row in runs:
+            table.add_row(*row)
+        console.print(table if runs else "Journeys: none")
+
+    table = Table(
+        "When",
+        "Journey",
+        "Step",
+        "Channel",
+        "Status",
+        "Subject / reason",
+        title="Recent messages",
+        title_justify="left",
+    )
+    for m in messages:
+        rendered = m["rendered"] if isinstance(m["rendered"], dict) else {}
+        detail = m["reason"] or rendered.get("subject") or rendered.get("title") or ""
+        table.add_row(_when(m["created_at"]), m["journey_id"], m["step_id"], m["channel"], m["status"], str(detail))
+    console.print(table if messages else "Messages: none")
+
+
+async def _journey_runs(settings: Settings, customer_id: str) -> list[tuple[str, ...]]:
+    from workflows import search_attributes as sa
+
+    client = await open_client(settings)
+    quoted = customer_id.replace("\\", "\\\\").replace('"', '\\"')
+    rows = []
+    async for wf in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{quoted}"', limit=50):
+        attrs = wf.typed_search_attributes
+        status = wf.status.name.lower() if wf.status else "?"
+        rows.append(
+            (
+                wf.id,
+                status,
+                attrs.get(sa.STEP) or "-",
+                str(attrs.get(sa.JOURNEY_VERSION) or "-"),
+                _when(wf.start_time),
+            )
+        )
+    return rows
+
+
+def _when(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "" if value is None else str(value)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, list):
+        value = [v.model_dump(mode="json") if hasattr(v, "model_dump") else v for v in value]
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
+if __name__ == "__main__":
+    app()
