@@ -115,22 +115,21 @@ async def trickle(router: Any, ids: list[str], stop: asyncio.Event, interval: tu
         except TimeoutError:
             pass
         customer_id = rng.choice(ids)
-        name, properties = rng.choice(
-            [
-                ("page_viewed", {"path": rng.choice(["/", "/new", "/sale", "/cart"])}),
-                ("email_clicked", {"journey": "abandoned-cart"}),
-                ("order_placed", {"total": round(rng.uniform(15, 120), 2), "currency": "EUR"}),
-                (
-                    "cart_abandoned",
-                    {
-                        "cart_value": round(rng.uniform(10, 200), 2),
-                        "currency": "EUR",
-                        "item_count": rng.randint(1, 5),
-                        "cart_url": f"https://shop.example/cart/{customer_id}",
-                    },
-                ),
-            ]
-        )
+        choices: list[tuple[str, dict[str, Any]]] = [
+            ("page_viewed", {"path": rng.choice(["/", "/new", "/sale", "/cart"])}),
+            ("email_clicked", {"journey": "abandoned-cart"}),
+            ("order_placed", {"total": round(rng.uniform(15, 120), 2), "currency": "EUR"}),
+            (
+                "cart_abandoned",
+                {
+                    "cart_value": round(rng.uniform(10, 200), 2),
+                    "currency": "EUR",
+                    "item_count": rng.randint(1, 5),
+                    "cart_url": f"https://shop.example/cart/{customer_id}",
+                },
+            ),
+        ]
+        name, properties = rng.choice(choices)
         try:
             await router.ingest([_event(customer_id, name, properties)])
             console.print(f"[dim]demo: {customer_id} {name} {properties}[/]", highlight=False)

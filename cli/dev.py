@@ -280,10 +280,10 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
                 stack.push_async_callback(temporal.stop)
             database_url = settings.database_url
             if own_postgres:
-                server = embedded_postgres(settings)
-                stack.push_async_callback(asyncio.to_thread, server.stop)
-                await asyncio.to_thread(server.start)
-                database_url = await asyncio.to_thread(server.ensure_database, DATABASE_NAME)
+                postgres = embedded_postgres(settings)
+                stack.push_async_callback(asyncio.to_thread, postgres.stop)
+                await asyncio.to_thread(postgres.start)
+                database_url = await asyncio.to_thread(postgres.ensure_database, DATABASE_NAME)
             assert database_url is not None
             applied = await migrate(database_url)
             if applied:

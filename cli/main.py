@@ -359,7 +359,7 @@ async def _journey_runs(settings: Settings, customer_id: str) -> list[tuple[str,
 
     client = await open_client(settings)
     quoted = customer_id.replace("\\", "\\\\").replace('"', '\\"')
-    rows = []
+    rows: list[tuple[str, ...]] = []
     async for wf in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{quoted}"', limit=50):
         attrs = wf.typed_search_attributes
         status = wf.status.name.lower() if wf.status else "?"

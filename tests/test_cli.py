@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -252,3 +253,22 @@ async def test_parcours_dev_runs_stops_cleanly_and_resumes(tmp_path: Path, smtp_
         if proc.poll() is None:
             _stop(proc, log)
     assert len(smtp_sink.messages) == 1, "the resumed stack sent the welcome email again"
+
+
+def test_dev_names_the_port_in_use_and_its_setting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("PARCOURS_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.setenv("PARCOURS_API_PORT", str(port))
+        monkeypatch.setenv("PARCOURS_TEMPORAL_PORT", str(free_port()))
+        monkeypatch.setenv("PARCOURS_TEMPORAL_UI_PORT", str(free_port()))
+
+        result = CliRunner().invoke(app, ["dev"])
+
+    assert result.exit_code == 1, result.output
+    assert f"port {port}" in result.output
+    assert "PARCOURS_API_PORT" in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "data" / "postgres").exists(), "nothing should start when a port is taken"
