@@ -5,14 +5,19 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 import yaml
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
 
+from api.app import create_app
 from journeys.runtime import JourneyResult, workflow_id
 from store import events as event_store
-from tests.support.stack import Stack, eventually, stack_fixture, unique  # noqa: F401  (registers the fixture)
+from tests.support.mail import free_port
+from tests.support.stack import API_KEY, Stack, eventually, make_settings, stack_fixture, unique  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.devserver
 
@@ -137,7 +142,7 @@ async def test_missing_or_wrong_api_key_is_401(stack: Stack, headers: dict[str, 
     assert (await stack.http.get("/healthz")).status_code == 200
 
 
-BAD_JOURNEY = {
+BAD_JOURNEY: dict[str, Any] = {
     "id": "bad-journey",
     "name": "Bad",
     "trigger": {"event": "x"},
@@ -272,3 +277,18 @@ async def test_readiness(stack: Stack) -> None:
     response = await stack.http.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"] == {"postgres": "ok", "temporal": "ok"}
+
+
+async def test_postgres_unreachable_is_503_not_500(dev_env: WorkflowEnvironment) -> None:
+    dead = await asyncpg.create_pool(f"postgresql://postgres@127.0.0.1:{free_port()}/none", min_size=0)
+    app = create_app(make_settings(), pool=dead, client=dev_env.client)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t", headers={"X-API-Key": API_KEY}) as http:
+        for method, path, body in (
+            ("GET", "/v1/customers/someone", None),
+            ("POST", "/v1/events", {"customer_id": "someone", "name": "clicked"}),
+            ("GET", "/readyz", None),
+        ):
+            response = await http.request(method, path, json=body)
+            assert response.status_code == 503, (path, response.text)
+    await dead.close()
