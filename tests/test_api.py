@@ -277,6 +277,8 @@ async def test_readiness(stack: Stack) -> None:
     response = await stack.http.get("/readyz")
     assert response.status_code == 200, response.text
     assert response.json()["checks"] == {"postgres": "ok", "temporal": "ok"}
+    paths = (await stack.http.get("/openapi.json")).json()["paths"]
+    assert "/v1/events" in paths and "/v1/customers/{customer_id}/journeys" in paths
 
 
 async def test_postgres_unreachable_is_503_not_500(dev_env: WorkflowEnvironment) -> None:
