@@ -10,6 +10,7 @@ recorded, never in between.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, time
 from typing import Any
 
 import asyncpg
@@ -26,6 +27,8 @@ from activities.channels.base import (
 from activities.links import unsubscribe_url
 from activities.models import (
     ConversionRecord,
+    MomentRequest,
+    MomentResult,
     OutcomeRecord,
     Profile,
     ProfileRequest,
@@ -34,6 +37,8 @@ from activities.models import (
     SendResult,
 )
 from config.settings import Settings
+from journeys import calendar
+from journeys.conditions import lookup
 from journeys.templates import TemplateError, render_value
 
 log = structlog.get_logger(__name__)
@@ -66,6 +71,7 @@ class JourneyActivities:
     def all(self) -> list[Any]:
         return [
             self.load_profile,
+            self.resolve_moment,
             self.send_message,
             self.record_send_failure,
             self.record_step_outcomes,
@@ -76,6 +82,14 @@ class JourneyActivities:
     async def load_profile(self, request: ProfileRequest) -> Profile:
         async with self._pool.acquire() as conn:
             return await _fetch_profile(conn, request.customer_id)
+
+    @activity.defn(name="resolve_moment")
+    async def resolve_moment(self, request: MomentRequest) -> MomentResult:
+        """When a wait_until step ends for this customer: their zone, their dates, the step's rule."""
+        async with self._pool.acquire() as conn:
+            profile = await _fetch_profile(conn, request.customer_id)
+        tz = calendar.zone(profile.timezone, request.default_timezone)
+        return MomentResult(until=_moment(request, profile, tz), timezone=tz.key)
 
     @activity.defn(name="send_message")
     async def send_message(self, request: SendRequest) -> SendResult:
@@ -342,6 +356,22 @@ def _template_context(request: SendRequest, profile: Profile, message: OutboundM
         "journey": {"id": request.journey_id, "name": request.journey_name, "step": request.step_id},
         "unsubscribe_url": message.unsubscribe_url or "",
     }
+
+
+def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> datetime | None:
+    step, now = request.step, request.now
+    at = step.at or time(9, 0)
+    if step.date is not None:
+        fixed = step.date if step.date.tzinfo else step.date.replace(tzinfo=tz)
+        return calendar.shift_local(fixed.astimezone(UTC), tz, step.offset)
+    if step.attribute is not None:
+        raw = lookup(profile.as_condition_data(), step.attribute.removeprefix("profile."))
+        if step.every_year:
+            day = calendar.parse_anniversary(raw)
+            return None if day is None else calendar.next_anniversary(now, tz, day, at, step.offset)
+        moment = calendar.parse_moment(raw, tz, at)
+        return None if moment is None else calendar.shift_local(moment, tz, step.offset)
+    return calendar.next_time_of_day(now, tz, at, tuple(step.weekdays) if step.weekdays else None)
 
 
 def _delivered_before(key: str) -> DeliveryResult | None:

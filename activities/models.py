@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from journeys.models import WaitUntilStep
 from journeys.runtime import Event, StepRecord
 
 
@@ -36,6 +37,21 @@ class Profile(BaseModel):
             "locale": self.locale,
         }
         return {**self.attributes, **{k: v for k, v in base.items() if v is not None}, "attributes": self.attributes}
+
+
+class MomentRequest(BaseModel):
+    """Which instant a ``wait_until`` step waits for, for this customer, as of ``now``."""
+
+    customer_id: str
+    step: WaitUntilStep
+    now: datetime
+    default_timezone: str = "UTC"
+
+
+class MomentResult(BaseModel):
+    until: datetime | None
+    """None when the profile has no usable date for the step."""
+    timezone: str
 
 
 class SendRequest(BaseModel):

@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import time, timedelta
 
 _SHORT = re.compile(r"^\s*(?:(\d+)\s*w)?\s*(?:(\d+)\s*d)?\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
 _ISO = re.compile(r"^P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+
+
+def parse_offset(value: object) -> timedelta:
+    """A signed duration such as ``-1d`` or ``+2h`` (or 0)."""
+    if isinstance(value, str) and value.strip() in ("0", "0s", ""):
+        return timedelta(0)
+    if isinstance(value, str) and value.strip().startswith("-"):
+        return -parse_duration(value.strip()[1:])
+    if isinstance(value, str) and value.strip().startswith("+"):
+        return parse_duration(value.strip()[1:])
+    if isinstance(value, timedelta):
+        return value
+    return parse_duration(value)
+
+
+def format_offset(value: timedelta) -> str:
+    return "-" + format_duration(-value) if value < timedelta(0) else format_duration(value)
 
 
 def parse_duration(value: object) -> timedelta:
@@ -43,3 +60,21 @@ def format_duration(value: timedelta) -> str:
         if amount:
             parts.append(f"{amount}{unit}")
     return "".join(parts) or "0s"
+
+
+def parse_clock(value: str) -> time:
+    """``HH:MM`` (24 h) as a time; ValueError naming the accepted form."""
+    try:
+        hours, minutes = value.strip().split(":")
+        return time(int(hours), int(minutes))
+    except (ValueError, AttributeError):
+        raise ValueError(f"malformed time of day {value!r}: use HH:MM, e.g. '09:00'") from None
+
+
+def parse_window(value: str) -> tuple[time, time]:
+    """``HH:MM-HH:MM`` as (start, end)."""
+    try:
+        start, end = value.split("-")
+    except (ValueError, AttributeError):
+        raise ValueError(f"malformed time window {value!r}: use HH:MM-HH:MM, e.g. '21:00-08:00'") from None
+    return parse_clock(start), parse_clock(end)

@@ -7,7 +7,7 @@ idempotency keys, analytics and the Temporal UI all use it, so keep it when you 
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from journeys.conditions import ConditionGroup
-from journeys.durations import format_duration, parse_duration
+from journeys.durations import format_duration, format_offset, parse_clock, parse_duration, parse_offset
 
 CHANNELS = ("email", "sms", "push", "in_app", "webhook")
 END = "end"
@@ -36,6 +36,13 @@ REQUIRED_CONTENT: dict[str, tuple[tuple[str, ...], ...]] = {
 }
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)]
+Offset = Annotated[timedelta, BeforeValidator(parse_offset), PlainSerializer(format_offset, return_type=str)]
+ClockTime = Annotated[
+    time,
+    BeforeValidator(lambda v: parse_clock(v) if isinstance(v, str) else v),
+    PlainSerializer(lambda t: t.strftime("%H:%M"), return_type=str),
+]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")]
 EventName = Annotated[str, Field(min_length=1, max_length=200)]
 
@@ -138,13 +145,74 @@ class BranchStep(_Step):
         return {"then": self.then, "else": self.else_}
 
 
+class WaitUntilStep(_Step):
+    """Wait for a moment on the customer's calendar, in their time zone.
+
+    One of: ``at`` alone (the next such time of day, optionally only on ``weekdays``); ``date`` (a fixed
+    date-time; without a zone it is the customer's local time); ``attribute`` (a date or date-time in the
+    profile, e.g. ``trial_ends_at``, plus ``offset``; with ``every_year`` the next anniversary, e.g. a birthday).
+    A moment already past goes on at once.
+    """
+
+    type: Literal["wait_until"]
+    at: ClockTime | None = None
+    weekdays: list[Weekday] | None = None
+    date: datetime | None = None
+    attribute: str | None = None
+    offset: Offset = timedelta(0)
+    every_year: bool = False
+    next: str | None = None
+    on_missing: str | None = None
+    """Where to go when the profile has no usable date; by default the journey ends there."""
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> WaitUntilStep:
+        if self.date is not None and self.attribute is not None:
+            raise ValueError("give either 'date' or 'attribute', not both")
+        if self.date is None and self.attribute is None and self.at is None:
+            raise ValueError("give 'at' (a time of day), 'date' or 'attribute'")
+        if self.weekdays is not None and not self.weekdays:
+            raise ValueError("'weekdays' must list at least one day")
+        if self.every_year and self.attribute is None:
+            raise ValueError("'every_year' goes with 'attribute' (e.g. a birthday)")
+        return self
+
+    def targets(self) -> dict[str, str | None]:
+        return {"next": self.next, "on_missing": self.on_missing or END}
+
+
+class SplitVariant(_Model):
+    name: Identifier
+    weight: float = Field(gt=0)
+    next: str | None = None
+
+
+class SplitStep(_Step):
+    """Send each customer down one variant, at random by weight, the same variant every time for a customer."""
+
+    type: Literal["split"]
+    variants: list[SplitVariant] = Field(min_length=2)
+
+    @field_validator("variants")
+    @classmethod
+    def _unique_names(cls, value: list[SplitVariant]) -> list[SplitVariant]:
+        names = [v.name for v in value]
+        if len(set(names)) != len(names):
+            raise ValueError(f"variant names must be unique: {', '.join(names)}")
+        return value
+
+    def targets(self) -> dict[str, str | None]:
+        return {f"variants.{v.name}": v.next for v in self.variants}
+
+
 class ExitStep(_Step):
     type: Literal["exit"]
     reason: str = "exit step"
 
 
-Step = Annotated[SendStep | WaitStep | WaitForStep | BranchStep | ExitStep, Field(discriminator="type")]
-WAITING_STEPS = (WaitStep, WaitForStep)
+AnyStep = SendStep | WaitStep | WaitForStep | WaitUntilStep | BranchStep | SplitStep | ExitStep
+Step = Annotated[AnyStep, Field(discriminator="type")]
+WAITING_STEPS = (WaitStep, WaitForStep, WaitUntilStep)
 
 
 class Trigger(_Model):
@@ -160,6 +228,42 @@ class Goal(_Model):
     where: ConditionGroup | None = None
     value_property: str | None = None
     """A property of the goal event holding the conversion's value (revenue), e.g. ``total``."""
+    within: Duration | None = None
+    """Conversion window from entry: a goal event later than this does not count (and does not end the journey)."""
+
+
+class ExitCriterion(_Model):
+    """Leave the journey when the customer does something (``event``) or becomes something (``profile``).
+
+    Event criteria are watched at every step and during every wait; profile criteria (fields start with
+    ``profile.``) are checked before every step.
+    """
+
+    event: EventName | None = None
+    where: ConditionGroup | None = None
+    """With ``event``: a filter on its properties. Without: a condition on ``profile.*`` fields."""
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _event_or_profile(self) -> ExitCriterion:
+        if self.event is None and self.where is None:
+            raise ValueError("an exit criterion needs an 'event' or a 'where' on the profile")
+        if self.event is None and self.where is not None:
+            for field in self.where.fields():
+                if not field.startswith("profile."):
+                    raise ValueError(f"field '{field}' must start with 'profile.' in a profile exit criterion")
+        return self
+
+    def describe(self) -> str:
+        return self.reason or (f"event {self.event}" if self.event else "profile condition")
+
+
+class Holdout(_Model):
+    """A control group: this share of entrants is counted and watched for the goal, but receives nothing."""
+
+    percent: float = Field(gt=0, lt=100)
+    observe_for: Duration | None = None
+    """How long a held-out customer is watched for the goal (default: the goal's window, else 30 days)."""
 
 
 class Journey(_Model):
@@ -168,9 +272,11 @@ class Journey(_Model):
     description: str | None = None
     trigger: Trigger
     goal: Goal | None = None
+    exit_when: list[ExitCriterion] = Field(default_factory=list)
+    holdout: Holdout | None = None
     steps: list[Step] = Field(min_length=1)
 
-    def step(self, step_id: str) -> SendStep | WaitStep | WaitForStep | BranchStep | ExitStep:
+    def step(self, step_id: str) -> AnyStep:
         for step in self.steps:
             if step.id == step_id:
                 return step
@@ -194,6 +300,7 @@ class Journey(_Model):
     def listened_events(self) -> set[str]:
         """Event names a running customer of this journey reacts to (besides the trigger)."""
         names = {s.event for s in self.steps if isinstance(s, WaitForStep)}
+        names |= {c.event for c in self.exit_when if c.event}
         if self.goal:
             names.add(self.goal.event)
         return names

@@ -55,6 +55,9 @@ class JourneyProgress(BaseModel):
     seen_event_ids: list[str] = Field(default_factory=list)
     step_started_event_index: int = 0
     last_message_key: str | None = None
+    entered_at: datetime | None = None
+    variant: str | None = None
+    """The split variant the customer took last, or ``holdout`` for the control group."""
 
 
 class JourneyInput(BaseModel):
@@ -66,6 +69,8 @@ class JourneyInput(BaseModel):
     trigger: Event
     progress: JourneyProgress | None = None
     """Set when the run continues as new."""
+    default_timezone: str = "UTC"
+    """For customers without a time zone (settings.default_timezone at entry)."""
 
     @property
     def entry_id(self) -> str:
@@ -89,6 +94,7 @@ class JourneyState(BaseModel):
     steps_done_total: int
     events_seen: list[Event]
     exit_reason: str | None = None
+    variant: str | None = None
 
 
 class JourneyResult(BaseModel):
@@ -96,3 +102,4 @@ class JourneyResult(BaseModel):
     exit_reason: str | None = None
     steps_done_total: int = 0
     conversion_event_id: str | None = None
+    variant: str | None = None

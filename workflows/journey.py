@@ -8,7 +8,7 @@ in activities. The interpreter is deterministic: it reads only its input, signal
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -18,6 +18,8 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         ConversionRecord,
+        MomentRequest,
+        MomentResult,
         OutcomeRecord,
         Profile,
         ProfileRequest,
@@ -26,7 +28,18 @@ with workflow.unsafe.imports_passed_through():
         SendResult,
     )
     from journeys.conditions import lookup
-    from journeys.models import END, BranchStep, ExitStep, Journey, SendStep, WaitForStep, WaitStep
+    from journeys.models import (
+        END,
+        BranchStep,
+        ExitCriterion,
+        ExitStep,
+        Journey,
+        SendStep,
+        SplitStep,
+        WaitForStep,
+        WaitStep,
+        WaitUntilStep,
+    )
     from journeys.runtime import (
         EVENT_SIGNAL,
         STATE_QUERY,
@@ -40,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         StepRecord,
     )
     from workflows import search_attributes as sa
+    from workflows.bucketing import bucket
 
 # Activity options, one place to tune them. Reads are local activities (no extra server round trip); the send
 # is a regular activity so Temporal tracks and retries it on any worker.
@@ -55,6 +69,9 @@ SEND_RETRY = RetryPolicy(
 )
 RECORD_TIMEOUT = timedelta(seconds=10)
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=50)
+
+# How long a held-out (control group) customer is watched for the goal when the journey names no window.
+DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
 
 # How much history the run keeps in memory and carries across continue-as-new.
 MAX_EVENTS_KEPT = 500
@@ -73,10 +90,13 @@ class JourneyWorkflow:
             events=[input.trigger],
             seen_event_ids=[input.trigger.event_id],
         )
+        if self._progress.entered_at is None:
+            self._progress.entered_at = workflow.now()
         self._seen = set(self._progress.seen_event_ids)
         self._status: JourneyStatus = "running"
         self._exit_reason: str | None = None
         self._goal_event: Event | None = None
+        self._exit_event: tuple[Event, ExitCriterion] | None = None
         self._current: str | None = self._progress.current_step
 
     # --- signals and queries -------------------------------------------------------------------------------
@@ -89,8 +109,17 @@ class JourneyWorkflow:
         self._seen.add(event.event_id)
         self._progress.seen_event_ids.append(event.event_id)
         self._progress.events.append(event)
-        if self._goal_event is None and self._status == "running" and self._is_goal(event):
+        if self._status != "running" or self._goal_event is not None or self._exit_event is not None:
+            return
+        if self._is_goal(event):
             self._goal_event = event
+            return
+        for criterion in self._journey.exit_when:
+            if criterion.event == event.name and (
+                criterion.where is None or criterion.where.evaluate(event.properties)
+            ):
+                self._exit_event = (event, criterion)
+                return
 
     @workflow.query(name=STATE_QUERY)
     def state(self) -> JourneyState:
@@ -105,6 +134,7 @@ class JourneyWorkflow:
             steps_done_total=self._progress.steps_done_total,
             events_seen=self._progress.events,
             exit_reason=self._exit_reason,
+            variant=self._progress.variant,
         )
 
     # --- the interpreter -----------------------------------------------------------------------------------
@@ -118,8 +148,12 @@ class JourneyWorkflow:
                 sa.JOURNEY_VERSION.value_set(input.journey_version),
             ]
         )
+        if input.progress is None and self._journey.holdout and self._held_out():
+            return await self._hold_out()
         step_id = self._progress.current_step
         while step_id != END and self._goal_event is None:
+            if await self._should_exit():
+                return self._finish()
             if workflow.info().is_continue_as_new_suggested():
                 await self._continue_as_new(step_id)
             step_id = await self._run_step(step_id)
@@ -168,6 +202,23 @@ class JourneyWorkflow:
             else:
                 outcome = "goal" if self._goal_event else "timeout"
                 next_id = self._journey.resolve(step_id, "on_timeout")
+        elif isinstance(step, WaitUntilStep):
+            until = await self._moment(step)
+            next_id = self._journey.resolve(step_id, "next")
+            if until is None:
+                outcome, next_id = "no_date", self._journey.resolve(step_id, "on_missing")
+            elif until <= workflow.now():
+                outcome = "past"
+            else:
+                detail = {"until": until.isoformat()}
+                reached = await self._wait(lambda: False, until - workflow.now())
+                outcome = "goal" if reached else "waited"
+        elif isinstance(step, SplitStep):
+            variant = self._split(step)
+            self._progress.variant = variant
+            workflow.upsert_search_attributes([sa.VARIANT.value_set(variant)])
+            outcome, detail = variant, {"variant": variant}
+            next_id = self._journey.resolve(step_id, f"variants.{variant}")
         elif isinstance(step, BranchStep):
             profile = await self._load_profile()
             data = {"profile": profile.as_condition_data(), "trigger": self._input.trigger.properties}
@@ -193,12 +244,103 @@ class JourneyWorkflow:
         return next_id
 
     async def _wait(self, done: Any, limit: timedelta) -> bool:
-        """Wait until ``done()`` or the goal is reached, at most ``limit``; True when the goal was reached."""
+        """Wait until ``done()``, the goal or an exit event, at most ``limit``; True when the goal or exit came."""
         try:
-            await workflow.wait_condition(lambda: self._goal_event is not None or done(), timeout=limit)
+            await workflow.wait_condition(
+                lambda: self._goal_event is not None or self._exit_event is not None or done(), timeout=limit
+            )
         except TimeoutError:
             pass
-        return self._goal_event is not None
+        return self._goal_event is not None or self._exit_event is not None
+
+    async def _should_exit(self) -> bool:
+        """Exit criteria, checked before every step: an exit event received, or a profile condition met."""
+        if self._exit_event is not None:
+            event, criterion = self._exit_event
+            return await self._exit(criterion.describe(), {"event_id": event.event_id})
+        profile_criteria = [c for c in self._journey.exit_when if c.event is None and c.where is not None]
+        if profile_criteria:
+            data = {"profile": (await self._load_profile()).as_condition_data()}
+            for criterion in profile_criteria:
+                if criterion.where is not None and criterion.where.evaluate(data):
+                    return await self._exit(criterion.describe(), {})
+        return False
+
+    async def _exit(self, reason: str, detail: dict[str, Any]) -> bool:
+        self._status, self._exit_reason = "exited", reason
+        now = workflow.now()
+        await self._record(
+            StepRecord(
+                step_id="$exit",
+                type="exit",
+                outcome="exit",
+                detail={"reason": reason, **detail},
+                started_at=now,
+                finished_at=now,
+            )
+        )
+        return True
+
+    def _held_out(self) -> bool:
+        holdout = self._journey.holdout
+        return holdout is not None and bucket(self._input.journey_id, self._input.customer_id, "holdout") < (
+            holdout.percent / 100
+        )
+
+    async def _hold_out(self) -> JourneyResult:
+        """The control group: counted, watched for the goal, never messaged."""
+        self._progress.variant = "holdout"
+        workflow.upsert_search_attributes([sa.VARIANT.value_set("holdout")])
+        holdout, goal = self._journey.holdout, self._journey.goal
+        watch = (holdout.observe_for if holdout else None) or (goal.within if goal else None)
+        watch = watch or DEFAULT_HOLDOUT_OBSERVATION
+        self._show("$holdout", f"control group: receives nothing, watched {watch} for the goal")
+        started = workflow.now()
+        if goal is not None:
+            await self._wait(lambda: False, watch)
+        await self._record(
+            StepRecord(
+                step_id="$holdout",
+                type="holdout",
+                outcome="converted" if self._goal_event else "held_out",
+                started_at=started,
+                finished_at=workflow.now(),
+            )
+        )
+        if self._goal_event is not None:
+            await self._convert(self._goal_event)
+        else:
+            self._status = "completed"
+            self._show(None, "completed (control group)")
+        return self._finish()
+
+    def _split(self, step: SplitStep) -> str:
+        point = bucket(self._input.journey_id, self._input.customer_id, step.id) * sum(v.weight for v in step.variants)
+        for variant in step.variants:
+            point -= variant.weight
+            if point < 0:
+                return variant.name
+        return step.variants[-1].name
+
+    async def _moment(self, step: WaitUntilStep) -> datetime | None:
+        """The UTC instant a wait_until step waits for (None: the profile has no usable date).
+
+        Computed by a local activity, so the answer is in the history: replay never depends on the time-zone
+        database of the worker that replays.
+        """
+        result = await workflow.execute_local_activity(
+            "resolve_moment",
+            MomentRequest(
+                customer_id=self._input.customer_id,
+                step=step,
+                now=workflow.now(),
+                default_timezone=self._input.default_timezone,
+            ),
+            result_type=MomentResult,
+            start_to_close_timeout=PROFILE_TIMEOUT,
+            retry_policy=PROFILE_RETRY,
+        )
+        return result.until
 
     def _find_event(self, step: WaitForStep) -> Event | None:
         start = self._progress.step_started_event_index if step.since == "step" else 0
@@ -211,6 +353,9 @@ class JourneyWorkflow:
     def _is_goal(self, event: Event) -> bool:
         goal = self._journey.goal
         if goal is None or event.name != goal.event or event.event_id == self._input.trigger.event_id:
+            return False
+        entered = self._progress.entered_at
+        if goal.within is not None and entered is not None and workflow.now() - entered > goal.within:
             return False
         return goal.where is None or goal.where.evaluate(event.properties)
 
@@ -301,6 +446,7 @@ class JourneyWorkflow:
                 event=event,
                 value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
                 last_message_key=self._progress.last_message_key,
+                variant=self._progress.variant,
                 converted_at=workflow.now(),
             ),
             start_to_close_timeout=RECORD_TIMEOUT,
@@ -325,6 +471,7 @@ class JourneyWorkflow:
             exit_reason=self._exit_reason,
             steps_done_total=self._progress.steps_done_total,
             conversion_event_id=self._goal_event.event_id if self._goal_event else None,
+            variant=self._progress.variant,
         )
 
     async def _continue_as_new(self, step_id: str) -> None:
@@ -348,6 +495,10 @@ def _describe(step: Any) -> str:
         return f"step `{step.id}`: waiting {step.duration} ({label})"
     if isinstance(step, WaitForStep):
         return f"step `{step.id}`: waiting up to {step.timeout} for `{step.event}` ({label})"
+    if isinstance(step, WaitUntilStep):
+        return f"step `{step.id}`: waiting for a moment on the customer's calendar ({label})"
+    if isinstance(step, SplitStep):
+        return f"step `{step.id}`: A/B split ({label})"
     if isinstance(step, BranchStep):
         return f"step `{step.id}`: branching ({label})"
     return f"step `{step.id}`: exit ({label})"
