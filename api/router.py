@@ -20,20 +20,14 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 from temporalio.client import Client
-from temporalio.common import (
-    SearchAttributePair,
-    TypedSearchAttributes,
-    WorkflowIDConflictPolicy,
-    WorkflowIDReusePolicy,
-)
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
 from journeys.models import Journey
-from journeys.runtime import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, workflow_id
+from journeys.runtime import EVENT_SIGNAL, Event, workflow_id
 from store import events as event_store
 from store import journeys as journey_store
-from workflows import search_attributes as sa
+from workflows.entry import enter_journey
 
 log = structlog.get_logger(__name__)
 
@@ -197,32 +191,13 @@ class EventRouter:
         return result
 
     async def _start(self, journey: ActiveJourney, event: Event, wid: str) -> Any:
-        definition = journey.definition
-        return await self._client.start_workflow(
-            WORKFLOW_NAME,
-            JourneyInput(
-                journey_id=journey.journey_id,
-                journey_version=journey.version,
-                definition=definition,
-                customer_id=event.customer_id,
-                trigger=event,
-            ),
-            id=wid,
+        return await enter_journey(
+            self._client,
+            journey.definition,
+            journey.version,
+            event,
             task_queue=self._settings.task_queue,
-            start_signal=EVENT_SIGNAL,
-            start_signal_args=[event],
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=TypedSearchAttributes(
-                [
-                    SearchAttributePair(sa.JOURNEY_ID, journey.journey_id),
-                    SearchAttributePair(sa.CUSTOMER_ID, event.customer_id),
-                    SearchAttributePair(sa.JOURNEY_VERSION, journey.version),
-                    SearchAttributePair(sa.STEP, definition.first_step()),
-                ]
-            ),
-            memo={"journey_name": definition.name},
-            static_summary=f"{definition.name} · {event.customer_id}",
+            default_timezone=self._settings.default_timezone,
             rpc_timeout=RPC_TIMEOUT,
         )
 

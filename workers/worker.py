@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import structlog
@@ -21,6 +22,7 @@ from workflows.journey import JourneyWorkflow
 log = structlog.get_logger(__name__)
 
 WORKFLOWS = [JourneyWorkflow]
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
 def build_worker(
@@ -41,6 +43,8 @@ def build_worker(
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,
+        # On shutdown, let in-flight sends finish (and record) rather than cancel them mid-delivery.
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
 
 

@@ -17,17 +17,16 @@ from typing import Any
 import asyncpg
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from activities.journey import JourneyActivities
 from config.settings import Settings
 from journeys import Journey, load_journey_file, parse_journey
-from journeys.runtime import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, JourneyResult, workflow_id
+from journeys.runtime import Event
 from tests.support.mail import SmtpSink
 from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for
-from workflows import search_attributes as sa
+from workflows.entry import enter_journey
 
 EXAMPLES = Path(__file__).parent.parent.parent / "journeys" / "examples"
 HISTORIES = Path(__file__).parent.parent / "histories"
@@ -108,20 +107,8 @@ class Engine:
         self, journey: Journey, customer_id: str, properties: dict[str, Any] | None = None
     ) -> WorkflowHandle:
         trigger = event(customer_id, journey.trigger.event, properties)
-        return await self.client.start_workflow(
-            WORKFLOW_NAME,
-            JourneyInput(
-                journey_id=journey.id, journey_version=1, definition=journey, customer_id=customer_id, trigger=trigger
-            ),
-            id=workflow_id(journey.id, customer_id),
-            task_queue=self.settings.task_queue,
-            start_signal=EVENT_SIGNAL,
-            start_signal_args=[trigger],
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            search_attributes=sa.at_start(journey.id, customer_id, 1, journey.first_step()),
-            memo={"journey_name": journey.name},
-            result_type=JourneyResult,
-            static_summary=f"{journey.name} · {customer_id}",
+        return await enter_journey(
+            self.client, journey, 1, trigger, task_queue=self.settings.task_queue, default_timezone="Europe/Paris"
         )
 
     async def messages(self, customer_id: str) -> list[asyncpg.Record]:
