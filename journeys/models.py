@@ -266,15 +266,78 @@ class Holdout(_Model):
     """How long a held-out customer is watched for the goal (default: the goal's window, else 30 days)."""
 
 
+class EventHistoryCondition(_Model):
+    """Part of a segment: how many times the customer did ``event`` in the last ``within``."""
+
+    event: EventName
+    within: Duration
+    where: ConditionGroup | None = None
+    count: Literal["none", "any"] | int = "any"
+    """``none``: never in that time (e.g. no purchase in 60 days); ``any``: at least once; a number: at least N."""
+
+
+class Segment(_Model):
+    """Customers who match, evaluated on a schedule, enter the journey (those already in it are left alone)."""
+
+    every: Duration | None = None
+    """Evaluate at this interval (e.g. ``1d``)..."""
+    cron: str | None = None
+    """... or on this cron schedule (UTC), e.g. ``0 9 * * 1``."""
+    where: ConditionGroup | None = None
+    """Conditions on ``profile.*`` fields."""
+    events: list[EventHistoryCondition] = Field(default_factory=list)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+    max_per_second: float = Field(default=50, gt=0, le=10_000)
+    """Entries per second at most, so a large segment does not swamp Temporal."""
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Segment:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("a segment needs exactly one of 'every' or 'cron'")
+        if self.where is not None:
+            for field in self.where.fields():
+                if not field.startswith("profile."):
+                    raise ValueError(f"segment field '{field}' must start with 'profile.'")
+        return self
+
+
+class EntryPolicy(_Model):
+    """Who may enter, and how often."""
+
+    reentry: Literal["always", "once", "cooldown"] = "always"
+    """``always``: again whenever triggered after the previous run ended; ``once``: once ever; ``cooldown``: again
+    only ``cooldown`` after the previous entry."""
+    cooldown: Duration | None = None
+    segment: Segment | None = None
+
+    @model_validator(mode="after")
+    def _cooldown_given(self) -> EntryPolicy:
+        if (self.reentry == "cooldown") != (self.cooldown is not None):
+            raise ValueError("'cooldown' goes with reentry: cooldown (and only with it)")
+        return self
+
+
+SEGMENT_TRIGGER = "$segment"
+"""The trigger event name of entries made by a segment schedule."""
+
+
 class Journey(_Model):
     id: Identifier
     name: str = Field(min_length=1, max_length=200)
     description: str | None = None
-    trigger: Trigger
+    trigger: Trigger = Field(default_factory=lambda: Trigger(event=SEGMENT_TRIGGER))
+    """What starts a customer's run; journeys entered by ``entry.segment`` alone may leave it out."""
+    entry: EntryPolicy = Field(default_factory=EntryPolicy)
     goal: Goal | None = None
     exit_when: list[ExitCriterion] = Field(default_factory=list)
     holdout: Holdout | None = None
     steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _has_a_way_in(self) -> Journey:
+        if self.trigger.event == SEGMENT_TRIGGER and self.entry.segment is None:
+            raise ValueError("a journey needs a 'trigger' event or an 'entry.segment'")
+        return self
 
     def step(self, step_id: str) -> AnyStep:
         for step in self.steps:
