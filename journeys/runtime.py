@@ -15,6 +15,7 @@ from journeys.models import Journey
 
 WORKFLOW_NAME = "JourneyWorkflow"
 EVENT_SIGNAL = "event"
+EXIT_SIGNAL = "exit"
 STATE_QUERY = "state"
 
 
@@ -31,6 +32,12 @@ class Event(BaseModel):
     name: str
     properties: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
+
+
+class ExitRequest(BaseModel):
+    """Asks a running journey to end now (archiving a journey, erasing a customer, an operator)."""
+
+    reason: str
 
 
 class StepRecord(BaseModel):

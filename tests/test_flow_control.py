@@ -7,7 +7,11 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from journeys.runtime import EVENT_SIGNAL, STATE_QUERY, JourneyResult, JourneyState
+import pytest
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import CancelledError
+
+from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, STATE_QUERY, ExitRequest, JourneyResult, JourneyState
 from tests.support.engine import Engine, event, journey_from, make_customer
 from workflows.bucketing import bucket
 
@@ -225,3 +229,36 @@ async def test_wait_until_a_profile_date_with_an_offset_and_a_yearly_birthday(en
     await (await engine.enter(journey, no_dates)).result()
     assert (await engine.outcomes(no_dates)) == {"before-end": "no_date"}
     assert engine.mail_to(no_dates) == []
+
+
+async def test_an_exit_request_ends_a_waiting_journey_with_its_reason(engine: Engine) -> None:
+    journey = journey_from(drip())
+    customer = await make_customer(engine.pool)
+    handle = await engine.enter(journey, customer)
+    await engine.env.sleep(timedelta(hours=2))
+    await handle.signal(EXIT_SIGNAL, ExitRequest(reason="archived"))
+
+    result: JourneyResult = await handle.result()
+
+    assert (result.status, result.exit_reason) == ("exited", "archived")
+    assert [m["Subject"] for m in engine.mail_to(customer)] == ["one"]
+    outcomes = await engine.outcomes(customer)
+    assert outcomes["wait-1"] == "exit"
+    assert outcomes["$exit"] == "exit"
+
+
+async def test_a_cancelled_run_records_why_the_customer_left(engine: Engine) -> None:
+    journey = journey_from(drip())
+    customer = await make_customer(engine.pool)
+    handle = await engine.enter(journey, customer)
+    await engine.env.sleep(timedelta(hours=2))
+    await handle.cancel()
+
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    row = await engine.pool.fetchrow(
+        "SELECT detail FROM step_outcomes WHERE customer_id = $1 AND step_id = '$exit'", customer
+    )
+    assert row["detail"]["reason"] == "cancelled"
+    assert len(engine.mail_to(customer)) == 1

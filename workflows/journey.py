@@ -8,6 +8,7 @@ in activities. The interpreter is deterministic: it reads only its input, signal
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,9 +43,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from journeys.runtime import (
         EVENT_SIGNAL,
+        EXIT_SIGNAL,
         STATE_QUERY,
         WORKFLOW_NAME,
         Event,
+        ExitRequest,
         JourneyInput,
         JourneyProgress,
         JourneyResult,
@@ -97,6 +100,7 @@ class JourneyWorkflow:
         self._exit_reason: str | None = None
         self._goal_event: Event | None = None
         self._exit_event: tuple[Event, ExitCriterion] | None = None
+        self._exit_request: str | None = None
         self._current: str | None = self._progress.current_step
 
     # --- signals and queries -------------------------------------------------------------------------------
@@ -121,6 +125,12 @@ class JourneyWorkflow:
                 self._exit_event = (event, criterion)
                 return
 
+    @workflow.signal(name=EXIT_SIGNAL)
+    def on_exit(self, request: ExitRequest) -> None:
+        """End the journey at once (archiving, erasure, an operator), recording the reason."""
+        if self._exit_request is None:
+            self._exit_request = request.reason
+
     @workflow.query(name=STATE_QUERY)
     def state(self) -> JourneyState:
         return JourneyState(
@@ -141,6 +151,16 @@ class JourneyWorkflow:
 
     @workflow.run
     async def run(self, input: JourneyInput) -> JourneyResult:
+        try:
+            return await self._run(input)
+        except asyncio.CancelledError:
+            # Cancelled from outside (an operator): record why the customer left, then end as cancelled.
+            if self._status == "running":
+                await self._exit(self._exit_request or "cancelled", {})
+                self._show(None, f"exited: {self._exit_reason}")
+            raise
+
+    async def _run(self, input: JourneyInput) -> JourneyResult:
         workflow.upsert_search_attributes(
             [
                 sa.JOURNEY_ID.value_set(input.journey_id),
@@ -183,8 +203,8 @@ class JourneyWorkflow:
             outcome, next_id = result.status, self._journey.resolve(step_id, "next")
             detail = {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key}
         elif isinstance(step, WaitStep):
-            reached = await self._wait(lambda: False, step.duration)
-            outcome = "goal" if reached else "waited"
+            await self._wait(lambda: False, step.duration)
+            outcome = self._why_interrupted() or "waited"
             next_id = self._journey.resolve(step_id, "next")
         elif isinstance(step, WaitForStep):
             found: list[Event] = []
@@ -200,7 +220,7 @@ class JourneyWorkflow:
                 outcome, detail = "event", {"event_id": found[0].event_id}
                 next_id = self._journey.resolve(step_id, "on_event")
             else:
-                outcome = "goal" if self._goal_event else "timeout"
+                outcome = self._why_interrupted() or "timeout"
                 next_id = self._journey.resolve(step_id, "on_timeout")
         elif isinstance(step, WaitUntilStep):
             until = await self._moment(step)
@@ -211,8 +231,8 @@ class JourneyWorkflow:
                 outcome = "past"
             else:
                 detail = {"until": until.isoformat()}
-                reached = await self._wait(lambda: False, until - workflow.now())
-                outcome = "goal" if reached else "waited"
+                await self._wait(lambda: False, until - workflow.now())
+                outcome = self._why_interrupted() or "waited"
         elif isinstance(step, SplitStep):
             variant = self._split(step)
             self._progress.variant = variant
@@ -246,15 +266,26 @@ class JourneyWorkflow:
     async def _wait(self, done: Any, limit: timedelta) -> bool:
         """Wait until ``done()``, the goal or an exit event, at most ``limit``; True when the goal or exit came."""
         try:
-            await workflow.wait_condition(
-                lambda: self._goal_event is not None or self._exit_event is not None or done(), timeout=limit
-            )
+            await workflow.wait_condition(lambda: self._interrupted() or done(), timeout=limit)
         except TimeoutError:
             pass
-        return self._goal_event is not None or self._exit_event is not None
+        return self._interrupted()
+
+    def _why_interrupted(self) -> str | None:
+        """What cut a wait short: ``goal`` or ``exit`` (None: nothing did)."""
+        if self._goal_event is not None:
+            return "goal"
+        if self._exit_event is not None or self._exit_request is not None:
+            return "exit"
+        return None
+
+    def _interrupted(self) -> bool:
+        return self._goal_event is not None or self._exit_event is not None or self._exit_request is not None
 
     async def _should_exit(self) -> bool:
-        """Exit criteria, checked before every step: an exit event received, or a profile condition met."""
+        """Exit criteria, checked before every step: an exit request or event received, a profile condition met."""
+        if self._exit_request is not None:
+            return await self._exit(self._exit_request, {})
         if self._exit_event is not None:
             event, criterion = self._exit_event
             return await self._exit(criterion.describe(), {"event_id": event.event_id})
