@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.app import create_app
 from bench.baseline import build_baseline_worker, signal_purchase, start_baseline
@@ -494,15 +495,21 @@ async def _warm_ids(bench: Bench, prefix: str, n: int) -> list[str]:
 # --- parked mode --------------------------------------------------------------------------------------------
 
 
-async def backlog(client: Client, queue: str) -> int:
-    response = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            include_task_queue_status=True,
+async def backlog(client: Client, queue: str, unknown: int = 10**9) -> int:
+    """The workflow task backlog of ``queue``; ``unknown`` when the server does not answer in time (busy)."""
+    try:
+        response = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                include_task_queue_status=True,
+            ),
+            timeout=timedelta(seconds=10),
         )
-    )
+    except RPCError as exc:
+        print(f"  (describe_task_queue: {exc}; retrying)")
+        return unknown
     return int(response.task_queue_status.backlog_count_hint)
 
 
