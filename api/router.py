@@ -2,7 +2,8 @@
 
 ``ingest`` stores events idempotently, then routes the newly stored ones at once. Routing is what DESIGN.md
 describes: for a journey the event triggers, signal-with-start the workflow ``{journey}:{customer}`` (running:
-it is just signalled); for a journey that listens to the event, signal the running workflow (none: nothing to
+it is just signalled) once the journey's re-entry policy allows it (``store.entries.claim_entry``, recorded
+before the call); for a journey that listens to the event, signal the running workflow (none: nothing to
 do). If Temporal cannot be reached, the events stay unrouted and the caller still gets "accepted": ``drain``
 retries them with backoff, and also picks up events a crashed process left unrouted.
 """
@@ -14,7 +15,7 @@ import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -25,9 +26,10 @@ from temporalio.service import RPCError, RPCStatusCode
 from config.settings import Settings
 from journeys.models import Journey
 from journeys.runtime import EVENT_SIGNAL, Event, workflow_id
+from store import entries as entry_store
 from store import events as event_store
 from store import journeys as journey_store
-from workflows.entry import enter_journey
+from workflows.entry import enter_journey, was_started
 
 log = structlog.get_logger(__name__)
 
@@ -62,6 +64,8 @@ class RouteResult:
     """Workflow ids signalled-with-start (a new entry, or a signal to the running one)."""
     signalled: list[str] = field(default_factory=list)
     """Running workflows that received the event as a listener."""
+    refused: list[str] = field(default_factory=list)
+    """Workflow ids the journey's re-entry policy kept the customer out of (``once``, ``cooldown``)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,23 @@ class EventRouter:
             if definition.trigger.where is not None and not definition.trigger.where.evaluate(event.properties):
                 continue
             wid = workflow_id(journey.journey_id, event.customer_id)
-            await self._call(self._start(journey, event, wid))
+            claim = await entry_store.claim_entry(
+                self._pool,
+                journey.journey_id,
+                event.customer_id,
+                event.event_id,
+                journey.version,
+                definition.entry,
+                self.now(),
+            )
+            if not claim:
+                # Not a new entry; if the journey also listens to this event, a running customer still gets it.
+                result.refused.append(wid)
+                continue
+            handle = await self._call(self._start(journey, event, wid))
+            if claim.new and await was_started(self._client, handle) is False:
+                # The customer is in the journey right now: the event only reached the running run.
+                await entry_store.release_entry(self._pool, journey.journey_id, event.customer_id, event.event_id)
             triggered.add(journey.journey_id)
             result.started.append(wid)
         for journey_id, names in self._listeners.items():
@@ -189,6 +209,11 @@ class EventRouter:
                 raise
             result.signalled.append(wid)
         return result
+
+    @staticmethod
+    def now() -> datetime:
+        """The time of an entry, for the re-entry policy (tests may replace it)."""
+        return datetime.now(UTC)
 
     async def _start(self, journey: ActiveJourney, event: Event, wid: str) -> Any:
         return await enter_journey(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import weakref
 from datetime import timedelta
 from typing import Any
 
@@ -50,3 +52,29 @@ async def enter_journey(
         result_type=JourneyResult,
         rpc_timeout=rpc_timeout,
     )
+
+
+# Servers from this version on say in the signal-with-start response whether a run was started; older ones
+# (and the time-skipping test server, which reports no version) always answer False.
+STARTED_FLAG_SINCE = (1, 27)
+_reports_started: weakref.WeakKeyDictionary[Client, bool] = weakref.WeakKeyDictionary()
+
+
+async def reports_started(client: Client) -> bool:
+    """Whether this client's server fills in ``started`` on signal-with-start (asked once per client)."""
+    known = _reports_started.get(client)
+    if known is None:
+        from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
+
+        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
+        version = tuple(int(part) for part in re.findall(r"\d+", info.server_version)[:2])
+        known = _reports_started[client] = len(version) == 2 and version >= STARTED_FLAG_SINCE
+    return known
+
+
+async def was_started(client: Client, handle: WorkflowHandle[Any, Any]) -> bool | None:
+    """Whether ``enter_journey`` started a new run (False: it signalled the one already running; None: unknown)."""
+    response = getattr(handle, "_start_workflow_response", None)
+    if response is None or not hasattr(response, "started") or not await reports_started(client):
+        return None
+    return bool(response.started)
