@@ -6,8 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from temporalio.client import Client
 
 import journeys
+from config.settings import Settings
 from journeys import Journey, JourneyIssue, JourneyValidationError, load_journey_file
 
 EXAMPLES_DIR = Path(journeys.__file__).parent / "examples"
@@ -21,19 +23,36 @@ class Checked:
 
 
 def check_file(path: Path) -> Checked:
+    from api.schedules import segment_issues
+
     try:
-        return Checked(path, journey=load_journey_file(path))
+        journey = load_journey_file(path)
+        issues = segment_issues(journey)
+        return Checked(path, issues=issues) if issues else Checked(path, journey=journey)
     except JourneyValidationError as exc:
         return Checked(path, issues=exc.issues)
     except (OSError, UnicodeDecodeError) as exc:
         return Checked(path, issues=[JourneyIssue(location="(file)", message=f"cannot read: {exc}")])
 
 
-async def publish_journey(pool: asyncpg.Pool, journey: Journey) -> tuple[int, bool]:
-    """Publish a validated journey; (version, created). An unchanged definition keeps its version."""
-    from store.journeys import publish
+async def publish_journey(
+    pool: asyncpg.Pool, journey: Journey, *, client: Client | None = None, settings: Settings | None = None
+) -> tuple[int, bool]:
+    """Publish a validated journey; (version, created). An unchanged definition keeps its version.
 
-    return await publish(pool, journey)
+    With a Temporal ``client`` (and ``settings``), the journey's segment schedule is created or updated too;
+    without, a segment journey gets its schedule when it is next published, paused or resumed through the API.
+    """
+    from store.journeys import get_journey, publish
+
+    version, created = await publish(pool, journey)
+    if client is not None and settings is not None:
+        from api.schedules import sync_schedule
+
+        row = await get_journey(pool, journey.id)
+        if row is not None:
+            await sync_schedule(client, settings, journey, row["latest_version"], row["status"])
+    return version, created
 
 
 def example_files() -> list[Path]:

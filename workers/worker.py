@@ -16,12 +16,14 @@ from activities.channels.base import Channel
 from activities.channels.inbox import InboxChannel
 from activities.channels.registry import build_channels, close_channels
 from activities.journey import JourneyActivities
+from activities.segments import SegmentActivities
 from config.settings import Settings
 from workflows.journey import JourneyWorkflow
+from workflows.segment import SegmentEntryWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow]
+WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 
@@ -35,11 +37,12 @@ def build_worker(
     activities: JourneyActivities | None = None,
 ) -> Worker:
     activities = activities or JourneyActivities(pool, channels, settings)
+    segments = SegmentActivities(pool, client, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=[*activities.all(), *segments.all()],
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,

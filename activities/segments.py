@@ -1,0 +1,139 @@
+"""The activities of a scheduled segment entry: find a page of members, enter a batch of them.
+
+Both read the journey's current row (status and latest version), so a journey paused or archived while a
+segment run is under way stops taking entries at the next batch, and new entrants take the latest version, as
+entries by the router do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import structlog
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.segment_models import SegmentEnterRequest, SegmentEnterResult, SegmentPage, SegmentPageRequest
+from config.settings import Settings
+from journeys.models import SEGMENT_TRIGGER, Journey
+from journeys.runtime import Event, workflow_id
+from store import entries as entry_store
+from store import segments as segment_store
+from workflows.entry import enter_journey, was_started
+
+log = structlog.get_logger(__name__)
+
+
+def segment_entry_id(journey_id: str, run_key: str, customer_id: str) -> str:
+    return f"segment:{journey_id}:{run_key}:{customer_id}"
+
+
+class SegmentActivities:
+    """Activities with their dependencies injected; the worker registers the bound methods."""
+
+    def __init__(self, pool: asyncpg.Pool, client: Client, settings: Settings) -> None:
+        self._pool = pool
+        self._client = client
+        self._settings = settings
+
+    def all(self) -> list[Any]:
+        return [self.segment_members, self.enter_segment_batch]
+
+    async def _current(self, journey_id: str) -> tuple[Journey | None, int, str | None]:
+        """The journey's latest definition and version, or why a segment run must stop."""
+        row = await self._pool.fetchrow(
+            """SELECT j.status, j.latest_version, v.definition FROM journeys j
+                 JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version WHERE j.id = $1""",
+            journey_id,
+        )
+        if row is None:
+            return None, 0, "unknown journey"
+        if row["status"] != "active":
+            return None, 0, f"journey {row['status']}"
+        journey = Journey.model_validate(row["definition"])
+        if journey.entry.segment is None:
+            return None, 0, "no segment"
+        return journey, row["latest_version"], None
+
+    async def _running(self, journey_id: str, customer_id: str, entry_id: str) -> bool:
+        """Whether the customer is in the journey now by another entry (this entry's own run, on a retry: no)."""
+        handle = self._client.get_workflow_handle(workflow_id(journey_id, customer_id))
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            return False
+        return not await entry_store.has_entry(self._pool, journey_id, customer_id, entry_id)
+
+    @activity.defn(name="segment_members")
+    async def segment_members(self, request: SegmentPageRequest) -> SegmentPage:
+        journey, _, stopped = await self._current(request.journey_id)
+        if journey is None or journey.entry.segment is None:
+            return SegmentPage(stopped=stopped)
+        segment = journey.entry.segment
+        async with self._pool.acquire() as conn:
+            ids = await segment_store.member_page(
+                conn, segment, request.now, after=request.after, limit=segment.batch_size
+            )
+        return SegmentPage(customer_ids=ids, batch_size=segment.batch_size, max_per_second=segment.max_per_second)
+
+    @activity.defn(name="enter_segment_batch")
+    async def enter_segment_batch(self, request: SegmentEnterRequest) -> SegmentEnterResult:
+        """Claim and enter each customer; those already running, or refused by the re-entry policy, are left alone.
+
+        "Already running" is asked of Temporal (describe) before the claim, so it holds on any server; a run
+        that starts between that question and the signal-with-start is caught by the response's ``started``
+        where the server reports it.
+
+        Safe to retry: a claim for the same entry id is the same entry, and the workflow ignores a trigger event
+        id it has seen.
+        """
+        journey, version, stopped = await self._current(request.journey_id)
+        if journey is None:
+            return SegmentEnterResult(stopped=stopped)
+        result = SegmentEnterResult(version=version)
+        for customer_id in request.customer_ids:
+            entry_id = segment_entry_id(journey.id, request.run_key, customer_id)
+            if await self._running(journey.id, customer_id, entry_id):
+                result.already_running.append(customer_id)
+                continue
+            claim = await entry_store.claim_entry(
+                self._pool, journey.id, customer_id, entry_id, version, journey.entry, request.now, source="segment"
+            )
+            if not claim:
+                result.refused.append(customer_id)
+                continue
+            trigger = Event(
+                event_id=entry_id,
+                customer_id=customer_id,
+                name=SEGMENT_TRIGGER,
+                properties={"segment_run": request.run_key},
+                occurred_at=request.now,
+            )
+            handle = await enter_journey(
+                self._client,
+                journey,
+                version,
+                trigger,
+                task_queue=self._settings.task_queue,
+                default_timezone=self._settings.default_timezone,
+            )
+            if await was_started(self._client, handle) is False and claim.new:
+                await entry_store.release_entry(self._pool, journey.id, customer_id, entry_id)
+                result.already_running.append(customer_id)
+            else:
+                result.entered.append(customer_id)
+            activity.heartbeat(customer_id)
+        log.info(
+            "segment.batch_entered",
+            journey_id=journey.id,
+            entered=len(result.entered),
+            refused=len(result.refused),
+            already_running=len(result.already_running),
+        )
+        return result

@@ -1,0 +1,191 @@
+"""Segments in SQL: which customers match a segment's profile conditions and event history, a page at a time.
+
+``ConditionGroup`` is translated to a parameterised WHERE clause: field paths and values are always bind
+parameters, never text in the query. The translation follows ``journeys.conditions`` (what a ``branch`` step
+sees), so a customer matches here exactly when ``where.evaluate({"profile": profile.as_condition_data()})``
+would say so; ``tests/test_segments.py`` checks the two against each other. Known differences, all at the
+edges: Python's ``float()`` also reads ``"1_000"``, ``"inf"`` and ``"nan"`` as numbers (SQL reads decimal and
+exponent forms only), ``1 == True`` holds in Python and not in JSON, and a negative list index in a path means
+"from the end" in PostgreSQL and "missing" in Python.
+
+Profile fields: ``profile.email|phone|timezone|locale|id`` are the columns (an attribute of that name when the
+column is empty, as in the profile), ``profile.attributes.x`` and ``profile.x`` are ``attributes #> '{x}'``.
+Event-history conditions count rows of ``events`` named ``event`` since ``now - within``; their ``where`` is on
+the event's properties.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from journeys.conditions import Condition, ConditionGroup, _number
+from journeys.models import EventHistoryCondition, Segment
+
+_COLUMNS = ("email", "phone", "timezone", "locale", "id")
+# Strings PostgreSQL can cast to numeric that Python's float() also reads the same way.
+_NUMERIC_RE = r"^\s*[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\s*$"
+
+
+class Params:
+    """Bind parameters of one query: ``add(value)`` returns its placeholder (``$3``)."""
+
+    def __init__(self, *initial: Any) -> None:
+        self.values: list[Any] = list(initial)
+
+    def add(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+    def json(self, value: Any) -> str:
+        # Sent as text and cast, so the pool's jsonb codec is not involved and any JSON value works.
+        return f"({self.add(json.dumps(value))}::text)::jsonb"
+
+
+def _num(v: str) -> str:
+    """The value as a number, when Python's ``_number`` would see one (NULL otherwise)."""
+    return (
+        f"(CASE WHEN jsonb_typeof({v}) = 'number' THEN ({v} #>> '{{}}')::numeric "
+        f"WHEN jsonb_typeof({v}) = 'string' AND ({v} #>> '{{}}') ~ '{_NUMERIC_RE}' "
+        f"THEN trim({v} #>> '{{}}')::numeric END)"
+    )
+
+
+def _text(v: str) -> str:
+    return f"({v} #>> '{{}}')"
+
+
+def _is_string(v: str) -> str:
+    return f"jsonb_typeof({v}) = 'string'"
+
+
+def _eq(v: str, expected: Any, p: Params) -> str:
+    """``actual == expected``, or both read as the same number. ``v`` is not NULL here."""
+    parts = [f"{v} = {p.json(expected)}"]
+    number = _number(expected)
+    if number is not None:
+        parts.append(f"{_num(v)} = {p.add(number)}::numeric")
+    return "COALESCE(" + " OR ".join(parts) + ", false)"
+
+
+def _order(op: str, v: str, expected: Any, p: Params) -> str:
+    sql_op = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+    # Strings compare by code point, as in Python (COLLATE "C" orders UTF-8 bytes, which is the same order).
+    as_string = (
+        f'({_is_string(v)} AND {_text(v)} COLLATE "C" {sql_op} {p.add(expected)}::text COLLATE "C")'
+        if isinstance(expected, str)
+        else "false"
+    )
+    number = _number(expected)
+    if number is None:
+        return f"COALESCE({as_string}, false)"
+    numeric = f"{_num(v)} {sql_op} {p.add(number)}::numeric"
+    return f"COALESCE(CASE WHEN {_num(v)} IS NOT NULL THEN {numeric} ELSE {as_string} END, false)"
+
+
+def _present(condition: Condition, v: str, p: Params) -> str:
+    """The condition on a value that is present (``v`` is not NULL)."""
+    op, expected = condition.op, condition.value
+    if op == "eq":
+        return _eq(v, expected, p)
+    if op == "ne":
+        return f"NOT {_eq(v, expected, p)}"
+    if op in ("gt", "gte", "lt", "lte"):
+        return _order(op, v, expected, p)
+    if op == "in":
+        return "(" + " OR ".join([_eq(v, item, p) for item in expected] or ["false"]) + ")"
+    if op == "not_in":
+        return "NOT (" + " OR ".join([_eq(v, item, p) for item in expected] or ["false"]) + ")"
+    if op == "contains":
+        alternatives = [
+            f"(jsonb_typeof({v}) = 'array' AND EXISTS (SELECT 1 FROM jsonb_array_elements({v}) AS el(x) "
+            f"WHERE {_eq('el.x', expected, p)}))"
+        ]
+        if isinstance(expected, str):
+            alternatives.append(f"({_is_string(v)} AND strpos({_text(v)}, {p.add(expected)}::text) > 0)")
+            alternatives.append(f"(jsonb_typeof({v}) = 'object' AND {v} ? {p.add(expected)}::text)")
+        return "COALESCE(" + " OR ".join(alternatives) + ", false)"
+    if op == "starts_with":
+        if not isinstance(expected, str):
+            return "false"
+        return f"COALESCE({_is_string(v)} AND starts_with({_text(v)}, {p.add(expected)}::text), false)"
+    raise ValueError(f"unknown operator {op!r}")
+
+
+def condition_sql(group: ConditionGroup, value_of: Callable[[str], str], p: Params) -> str:
+    """A boolean SQL expression for ``group``; ``value_of(field)`` is the field's jsonb (NULL when missing)."""
+    items = group.all if group.all is not None else group.any or []
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, ConditionGroup):
+            parts.append(condition_sql(item, value_of, p))
+            continue
+        v = value_of(item.field)
+        if item.op == "exists":
+            parts.append(f"({v} IS NOT NULL AND {v} <> 'null'::jsonb)")
+        elif item.op == "not_exists":
+            parts.append(f"({v} IS NULL OR {v} = 'null'::jsonb)")
+        else:
+            missing = "true" if item.op in ("ne", "not_in") else "false"
+            parts.append(f"(CASE WHEN {v} IS NULL THEN {missing} ELSE {_present(item, v, p)} END)")
+    if not parts:
+        return "true" if group.all is not None else "false"
+    return "(" + (" AND " if group.all is not None else " OR ").join(parts) + ")"
+
+
+def profile_value(p: Params, alias: str = "c") -> Callable[[str], str]:
+    """The jsonb of a ``profile.*`` field of the customers row ``alias``, as ``Profile.as_condition_data``."""
+
+    def value_of(field: str) -> str:
+        path = field.removeprefix("profile.").split(".")
+        if path[0] in _COLUMNS:
+            column = f"{alias}.{path[0]}"
+            if len(path) == 1:
+                return f"COALESCE(to_jsonb({column}), {alias}.attributes #> {p.add(path)}::text[])"
+            return f"(CASE WHEN {column} IS NULL THEN {alias}.attributes #> {p.add(path)}::text[] END)"
+        if path[0] == "attributes":
+            return f"({alias}.attributes #> {p.add(path[1:])}::text[])"
+        return f"({alias}.attributes #> {p.add(path)}::text[])"
+
+    return value_of
+
+
+def property_value(p: Params, alias: str = "e") -> Callable[[str], str]:
+    """The jsonb of a property path of the events row ``alias`` (``cart.total``: ``properties.cart.total``)."""
+    return lambda field: f"({alias}.properties #> {p.add(field.split('.'))}::text[])"
+
+
+def history_sql(condition: EventHistoryCondition, now: datetime, p: Params, alias: str = "c") -> str:
+    """The event-history condition for the customers row ``alias``."""
+    where = [
+        f"e.customer_id = {alias}.id",
+        f"e.name = {p.add(condition.event)}::text",
+        f"e.occurred_at >= {p.add(now - condition.within)}::timestamptz",
+    ]
+    if condition.where is not None:
+        where.append(condition_sql(condition.where, property_value(p), p))
+    rows = "SELECT 1 FROM events e WHERE " + " AND ".join(where)
+    if condition.count == "none":
+        return f"NOT EXISTS ({rows})"
+    if condition.count == "any":
+        return f"EXISTS ({rows})"
+    limit = p.add(condition.count)
+    return f"((SELECT count(*) FROM ({rows} LIMIT {limit}::int) AS hits) >= {limit}::int)"
+
+
+def segment_where(segment: Segment, now: datetime, p: Params, alias: str = "c") -> str:
+    """The WHERE condition (on customers row ``alias``) of the segment's members as of ``now``."""
+    parts = []
+    if segment.where is not None:
+        parts.append(condition_sql(segment.where, profile_value(p, alias), p))
+    parts.extend(history_sql(h, now, p, alias) for h in segment.events)
+    return " AND ".join(parts) or "true"
+
+
+async def member_page(db: Any, segment: Segment, now: datetime, *, after: str | None, limit: int) -> list[str]:
+    """Ids of the segment's members after ``after`` (keyset on the customer id), at most ``limit``, in order."""
+    p = Params(after or "", limit)
+    sql = f"SELECT c.id FROM customers c WHERE c.id > $1 AND {segment_where(segment, now, p)} ORDER BY c.id LIMIT $2"
+    return [r["id"] for r in await db.fetch(sql, *p.values)]
