@@ -1,16 +1,24 @@
-"""Journeys: publish a version (JSON or YAML), list, show, pause and resume."""
+"""Journeys: publish a version (JSON or YAML), list, show, pause, resume and archive.
+
+A journey with ``entry.segment`` has a Temporal Schedule (``api/schedules.py``) kept in step with it here.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
+from temporalio.client import Client
 
+from api import schedules
+from api.archiving import exit_running
 from api.router import EventRouter
-from api.routes_deps import event_router, pool
+from api.routes_deps import event_router, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
+from config.settings import Settings
+from journeys.models import Journey
 from journeys.validation import JourneyValidationError, parse_journey
 from store import journeys as journey_store
 
@@ -19,6 +27,8 @@ router = APIRouter(tags=["journeys"])
 JourneyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="The journey id")]
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
 Router = Annotated[EventRouter, Depends(event_router)]
+Temporal = Annotated[Client, Depends(temporal)]
+AppSettings = Annotated[Settings, Depends(settings)]
 
 _YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 _PUBLISH_DOC = {
@@ -39,7 +49,7 @@ _PUBLISH_DOC = {
     openapi_extra=_PUBLISH_DOC,
     responses={200: {"model": PublishResult, "description": "Identical to the latest version: nothing published"}},
 )
-async def publish(request: Request, db: Pool, router_: Router) -> Any:
+async def publish(request: Request, db: Pool, router_: Router, client: Temporal, config: AppSettings) -> Any:
     """Publish a new immutable version. Invalid: 422 with every problem by step and field under ``issues``."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type in _YAML_TYPES:
@@ -58,19 +68,31 @@ async def publish(request: Request, db: Pool, router_: Router) -> Any:
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8", field="body") from None
     except JourneyValidationError as exc:
-        issues = [issue.model_dump() for issue in exc.issues]
-        first = exc.issues[0]
-        raise ApiError(
-            422,
-            f"invalid journey: {len(issues)} problem(s); first: {first}",
-            field=first.location,
-            issues=issues,
-        ) from None
+        _invalid(exc)
+    if problems := schedules.segment_issues(journey):
+        _invalid(JourneyValidationError(problems))
     version, created = await journey_store.publish(db, journey)
     await router_.refresh()
     row = await journey_store.get_journey(db, journey.id)
+    await _sync_schedule(client, config, row)
     body = PublishResult(id=journey.id, version=version, created=created, status=row["status"] if row else "active")
     return JSONResponse(body.model_dump(), status_code=201 if created else 200)
+
+
+def _invalid(exc: JourneyValidationError) -> NoReturn:
+    issues = [issue.model_dump() for issue in exc.issues]
+    first = exc.issues[0]
+    raise ApiError(
+        422, f"invalid journey: {len(issues)} problem(s); first: {first}", field=first.location, issues=issues
+    ) from None
+
+
+async def _sync_schedule(client: Client, config: Settings, row: dict[str, Any] | None) -> None:
+    """Create, update, pause or delete the journey's segment schedule to match its latest version and status."""
+    if row is None:
+        return
+    journey = Journey.model_validate(row["definition"])
+    await schedules.sync_schedule(client, config, journey, row["latest_version"], row["status"])
 
 
 @router.get("/v1/journeys", response_model=list[JourneySummary])
@@ -96,11 +118,38 @@ async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: E
 
 
 @router.post("/v1/journeys/{journey_id}/pause", response_model=JourneySummary)
-async def pause(journey_id: JourneyPath, db: Pool, router_: Router) -> dict[str, Any]:
-    """No new entries; customers already in the journey carry on."""
-    return await _set_status(journey_id, "paused", db, router_)
+async def pause(
+    journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
+) -> dict[str, Any]:
+    """No new entries (triggers or segment schedule); customers already in the journey carry on."""
+    row = await _set_status(journey_id, "paused", db, router_)
+    await _sync_schedule(client, config, row)
+    return row
 
 
 @router.post("/v1/journeys/{journey_id}/resume", response_model=JourneySummary)
-async def resume(journey_id: JourneyPath, db: Pool, router_: Router) -> dict[str, Any]:
-    return await _set_status(journey_id, "active", db, router_)
+async def resume(
+    journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
+) -> dict[str, Any]:
+    row = await _set_status(journey_id, "active", db, router_)
+    await _sync_schedule(client, config, row)
+    return row
+
+
+class ArchiveResult(JourneySummary):
+    exited: int
+    """Running customers asked to leave (each records ``$exit`` with reason ``archived`` and ends ``exited``)."""
+    complete: bool
+    """False: runs were still being found when the time ran out; archive again to finish."""
+    schedule: str
+    """What happened to the segment schedule: ``deleted`` or ``none``."""
+
+
+@router.post("/v1/journeys/{journey_id}/archive", response_model=ArchiveResult)
+async def archive(journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal) -> dict[str, Any]:
+    """No more entries; the segment schedule is deleted; running customers leave at once (``$exit``, reason
+    ``archived``; status ``exited``). Archiving again reaches any run a previous call missed."""
+    row = await _set_status(journey_id, "archived", db, router_)
+    schedule = await schedules.delete_schedule(client, journey_id)
+    report = await exit_running(client, journey_id, "archived")
+    return {**row, "exited": len(report.exited), "complete": report.complete, "schedule": schedule}
