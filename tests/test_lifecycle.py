@@ -113,3 +113,25 @@ async def test_archiving_sends_every_running_customer_away_with_reason_archived(
     assert len(stack.smtp.messages) == 3
     again = await stack.http.post(f"/v1/journeys/{journey['id']}/archive")
     assert again.status_code == 200 and again.json()["exited"] == 0
+
+
+@pytest.mark.devserver
+async def test_archiving_during_the_last_steps_wait_still_records_exit_archived(stack: Stack) -> None:
+    # Fails until JourneyWorkflow checks for an exit after its step loop: an exit request that cuts short the
+    # wait of the journey's last step currently leads to END and the run completes without recording $exit.
+    journey = stack.journey()  # email, then wait up to 1h for `done`: the wait is the last step
+    assert (await stack.http.post("/v1/journeys", json=journey)).status_code == 201
+    customer_id = await stack.customer()
+    await stack.http.post("/v1/events", json={"customer_id": customer_id, "name": journey["trigger"]["event"]})
+    await stack.smtp.wait_for(1, timeout=15)
+
+    async def visible() -> bool:
+        query = f'ParcoursJourneyId = "{journey["id"]}" AND ExecutionStatus = "Running"'
+        assert len([w async for w in stack.client.list_workflows(query)]) == 1
+        return True
+
+    await eventually(visible)
+    assert (await stack.http.post(f"/v1/journeys/{journey['id']}/archive")).json()["exited"] == 1
+    handle = stack.client.get_workflow_handle(workflow_id(journey["id"], customer_id), result_type=JourneyResult)
+    result = await handle.result()
+    assert (result.status, result.exit_reason) == ("exited", "archived")
