@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -38,6 +39,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.app import create_app
 from bench.baseline import build_baseline_worker, signal_purchase, start_baseline
@@ -50,6 +52,7 @@ from store import EmbeddedPostgres, create_pool, migrate
 from store import journeys as journey_store
 from tests.support.faults import DevServer
 from tests.support.mail import SmtpSink, free_port
+from workers import worker as worker_module
 from workers.worker import build_worker, channels_for
 
 API_KEY = "bench-key"
@@ -236,7 +239,7 @@ async def create_customers(pool: asyncpg.Pool, ids: list[str]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def stack(workdir: Path, *, max_cached_workflows: int | None = None) -> AsyncIterator[Bench]:
+async def stack(workdir: Path, *, unsandboxed: bool = False) -> AsyncIterator[Bench]:
     rss = RssSampler()
     rss.start()
     async with contextlib.AsyncExitStack() as exits:
@@ -278,9 +281,11 @@ async def stack(workdir: Path, *, max_cached_workflows: int | None = None) -> As
         sink.on_accept = bench.on_mail
 
         channels = await exits.enter_async_context(channels_for(settings, worker_pool))
+        if unsandboxed:
+            # Measurement only: what the workflow sandbox costs (it re-imports the workflow module per new run).
+            runner = UnsandboxedWorkflowRunner()
+            worker_module.Worker = functools.partial(Worker, workflow_runner=runner)  # type: ignore[misc]
         worker = build_worker(client, settings, worker_pool, channels)
-        if max_cached_workflows is not None:
-            worker._config["max_cached_workflows"] = max_cached_workflows
         await exits.enter_async_context(worker)
         await exits.enter_async_context(build_baseline_worker(client, BASELINE_QUEUE, bench.on_baseline_send))
 
@@ -437,15 +442,16 @@ async def journeys_mode(bench: Bench, args: argparse.Namespace) -> dict[str, Any
                 f"({per_round / elapsed:6.1f}/s)"
             )
 
-    bench.rss.label = "ingestion"
-    await ingestion(bench, noise, 5, args.batch_size)  # warm-up
-    ingest_rate = await ingestion(bench, noise, args.batches, args.batch_size)
-    print(f"  ingestion {args.batches} x {args.batch_size} events: {ingest_rate:.0f} events/s")
-
+    # Latency before ingestion: 50,000 stored events leave PostgreSQL checkpointing for a while after.
     bench.rss.label = "latency-parcours"
     p_accept, p_post = await paced_latency(bench, lat_p, args.rate, parcours=True)
     bench.rss.label = "latency-baseline"
     b_accept, b_post = await paced_latency(bench, lat_b, args.rate, parcours=False)
+
+    bench.rss.label = "ingestion"
+    await ingestion(bench, noise, 5, args.batch_size)  # warm-up
+    ingest_rate = await ingestion(bench, noise, args.batches, args.batch_size)
+    print(f"  ingestion {args.batches} x {args.batch_size} events: {ingest_rate:.0f} events/s")
 
     profile: dict[str, Any] | None = None
     if args.profile:
@@ -632,7 +638,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="parcours-bench-"))
     result: dict[str, Any] = {"machine": machine(), "args": vars(args), "started_at": datetime.now(UTC).isoformat()}
     try:
-        async with stack(workdir) as bench:
+        async with stack(workdir, unsandboxed=args.unsandboxed) as bench:
             if args.mode == "journeys":
                 result.update(await journeys_mode(bench, args))
             else:
@@ -655,6 +661,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-backlog", type=int, default=500, help="parked mode: pace to this workflow backlog")
     parser.add_argument("--profile", metavar="DIR", help="py-spy the process during an extra Parcours pass")
     parser.add_argument("--profile-customers", type=int, default=300)
+    parser.add_argument(
+        "--unsandboxed", action="store_true", help="measurement only: run JourneyWorkflow without the sandbox"
+    )
     parser.add_argument("--out", help="write the JSON here (e.g. bench/results/NAME.json)")
     return parser.parse_args(argv)
 
