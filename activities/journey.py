@@ -10,7 +10,7 @@ recorded, never in between.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
 import asyncpg
@@ -18,6 +18,7 @@ import structlog
 from asyncpg.pool import PoolConnectionProxy
 from temporalio import activity
 
+from activities import policy
 from activities.channels.base import (
     Channel,
     DeliveryResult,
@@ -45,17 +46,15 @@ log = structlog.get_logger(__name__)
 
 Connection = asyncpg.Connection | PoolConnectionProxy
 
-# Channels that reach a person directly: marketing over them needs the customer's consent.
-CONSENT_CHANNELS = ("email", "sms", "push")
 
 _PROFILE_SQL = "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1"
 _CONSENT_SQL = "SELECT scope, name, status FROM consent_current WHERE customer_id = $1"
 _INSERT_MESSAGE_SQL = """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
-                      error, attempts, sent_at)
+                      error, attempts, sent_at, decided_at, choice)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $10 = 'sent' THEN now() END)
+        CASE WHEN $10 = 'sent' THEN now() END, $18, $19)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -94,6 +93,7 @@ class JourneyActivities:
     @activity.defn(name="send_message")
     async def send_message(self, request: SendRequest) -> SendResult:
         delivered = _delivered_before(request.idempotency_key)
+        now = request.now or datetime.now(UTC)
         async with self._pool.acquire() as conn, conn.transaction():
             customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)
             existing = await conn.fetchrow(
@@ -109,56 +109,136 @@ class JourneyActivities:
                     provider_message_id=existing["provider_message_id"],
                     duplicate=True,
                 )
+            record = _Recorder(conn, request, now)
             if delivered is not None:
                 # An earlier attempt delivered but could not record it: record, never deliver again.
-                return await self._record(conn, request, "sent", None, None, delivered, None)
+                channel, result = delivered
+                return await self._record(record, "sent", None, channel or request.channel, result=result)
             if customer is None:
-                return await self._record(conn, request, "skipped", "unknown_customer", None, None, None)
+                return await self._record(record, "skipped", "unknown_customer", request.channel)
 
             profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
-            reason = self._forbidden(request, profile)
-            recipient = self._recipient(request, profile)
-            if reason is None and recipient is None and request.channel != "in_app":
-                reason = f"unreachable:{request.channel}"
-            if reason is not None:
-                return await self._record(conn, request, "skipped", reason, recipient, None, None)
+            order, why = policy.ordered_channels(request, profile, self._settings)
+            candidates = [policy.candidate(request, profile, c, self._settings) for c in order]
+            record.choice = {
+                "order": order,
+                "why": why,
+                "refused": {c.channel: c.refusal for c in candidates if c.refusal},
+            }
+            usable = [c for c in candidates if c.refusal is None]
+            if not usable:
+                reasons = [c.refusal for c in candidates if c.refusal]
+                reason = reasons[0] if len(reasons) == 1 else "no_usable_channel: " + "; ".join(map(str, reasons))
+                return await self._record(record, "skipped", reason, order[0])
 
-            message = OutboundMessage(
-                idempotency_key=request.idempotency_key,
-                customer_id=request.customer_id,
-                channel=request.channel,
-                recipient=recipient,
-                kind=request.kind,
-                topic=request.topic,
-                journey_id=request.journey_id,
-                step_id=request.step_id,
-                unsubscribe_url=(
-                    unsubscribe_url(self._settings, request.customer_id, request.channel, request.topic)
-                    if request.kind == "marketing" and request.channel == "email"
-                    else None
-                ),
-            )
-            try:
-                message.content = render_value(request.template, _template_context(request, profile, message))
-            except TemplateError as exc:
-                return await self._record(conn, request, "failed", f"template_error: {exc}", recipient, None, None)
+            if request.kind == "marketing":
+                quiet_until = policy.quiet_hours_end(profile, self._settings, now)
+                if quiet_until is not None:
+                    if request.quiet_hours == "skip":
+                        return await self._record(record, "skipped", "quiet_hours", usable[0].channel)
+                    return _deferred(request, usable[0].channel, "quiet_hours", quiet_until - now)
+                usable, capped = await self._within_caps(conn, request, profile, usable, now)
+                if not usable:
+                    cap, wait = min(capped, key=lambda item: item[1])
+                    if request.when_capped == "skip":
+                        return await self._record(record, "skipped", f"frequency_cap: {cap.describe()}", order[0])
+                    return _deferred(request, order[0], f"frequency_cap: {cap.describe()}", wait)
 
-            channel = self._channels.get(request.channel)
-            if channel is None:
-                return await self._record(conn, request, "failed", "channel_not_configured", recipient, None, None)
-            try:
-                result = await channel.deliver(message)
-            except PermanentDeliveryError as exc:
-                log.warning("send.permanent_failure", key=request.idempotency_key, error=str(exc))
-                failed = DeliveryResult(response=exc.response)
-                return await self._record(
-                    conn, request, "failed", f"provider_rejected: {exc}", recipient, failed, message.content
-                )
-            # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
-            activity.heartbeat(
-                {"idempotency_key": request.idempotency_key, "delivered": result.model_dump(mode="json")}
+            failures: list[dict[str, Any]] = []
+            for chosen in usable:
+                outcome = await self._deliver(record, profile, chosen, failures)
+                if outcome is not None:
+                    return outcome
+            reason = f"provider_rejected: {failures[-1]['error']}" if failures else "no_usable_channel"
+            return await self._record(
+                record,
+                "failed",
+                reason,
+                usable[-1].channel,
+                recipient=usable[-1].recipient,
+                result=DeliveryResult(response={**(failures[-1].get("response") or {}), "attempts": failures}),
             )
-            return await self._record(conn, request, "sent", None, recipient, result, message.content)
+
+    async def _deliver(
+        self, record: _Recorder, profile: Profile, chosen: policy.Candidate, failures: list[dict[str, Any]]
+    ) -> SendResult | None:
+        """Try one channel. A SendResult when the step is settled; None to try the next channel."""
+        request = record.request
+        message = OutboundMessage(
+            idempotency_key=request.idempotency_key,
+            customer_id=request.customer_id,
+            channel=chosen.channel,
+            recipient=chosen.recipient,
+            kind=request.kind,
+            topic=request.topic,
+            journey_id=request.journey_id,
+            step_id=request.step_id,
+            unsubscribe_url=(
+                unsubscribe_url(self._settings, request.customer_id, chosen.channel, request.topic)
+                if request.kind == "marketing" and chosen.channel == "email"
+                else None
+            ),
+        )
+        fields = request.content.get(chosen.channel) or (request.template if chosen.channel == request.channel else {})
+        try:
+            message.content = render_value(
+                policy.localized(fields, profile.locale), _template_context(request, profile, message)
+            )
+        except TemplateError as exc:
+            return await self._record(
+                record, "failed", f"template_error: {exc}", chosen.channel, recipient=chosen.recipient
+            )
+        channel = self._channels.get(chosen.channel)
+        if channel is None:
+            failures.append({"channel": chosen.channel, "error": "channel_not_configured"})
+            return None
+        record.choice["chosen"] = chosen.channel
+        try:
+            result = await channel.deliver(message)
+        except PermanentDeliveryError as exc:
+            log.warning("send.permanent_failure", key=request.idempotency_key, channel=chosen.channel, error=str(exc))
+            failures.append({"channel": chosen.channel, "error": str(exc), "response": exc.response})
+            record.choice["failed"] = failures
+            return None
+        # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
+        activity.heartbeat(
+            {
+                "idempotency_key": request.idempotency_key,
+                "channel": chosen.channel,
+                "delivered": result.model_dump(mode="json"),
+            }
+        )
+        return await self._record(
+            record, "sent", None, chosen.channel, recipient=chosen.recipient, result=result, rendered=message.content
+        )
+
+    async def _within_caps(
+        self, conn: Connection, request: SendRequest, profile: Profile, usable: list[policy.Candidate], now: datetime
+    ) -> tuple[list[policy.Candidate], list[tuple[policy.Cap, timedelta]]]:
+        """The usable channels no frequency cap blocks, and the caps that block the others."""
+        caps = policy.caps_for(profile, self._settings)
+        if not caps:
+            return usable, []
+        longest = max(cap.per for cap in caps)
+        rows = await conn.fetch(
+            """
+            SELECT channel, decided_at FROM messages
+             WHERE customer_id = $1 AND kind = 'marketing' AND status = 'sent'
+               AND decided_at > $2 AND decided_at <= $3
+            """,
+            request.customer_id,
+            now - longest,
+            now,
+        )
+        sent = [(r["channel"], r["decided_at"]) for r in rows]
+        allowed, blocked = [], []
+        for candidate in usable:
+            hit = policy.cap_blocking(caps, candidate.channel, sent, now)
+            if hit is None:
+                allowed.append(candidate)
+            else:
+                blocked.append(hit)
+        return allowed, blocked
 
     @activity.defn(name="record_send_failure")
     async def record_send_failure(self, failure: SendFailure) -> SendResult:
@@ -225,62 +305,66 @@ class JourneyActivities:
                 record.converted_at,
             )
 
-    # --- decisions -----------------------------------------------------------------------------------------
-
-    def _forbidden(self, request: SendRequest, profile: Profile) -> str | None:
-        """Why consent forbids this send, or None. Transactional messages need no marketing consent."""
-        if request.kind == "transactional":
-            return None
-        if request.channel in CONSENT_CHANNELS:
-            status = profile.channel_consent.get(request.channel)
-            if status == "withdrawn":
-                return f"consent_withdrawn:{request.channel}"
-            if status is None and self._settings.consent_default == "opt_in":
-                return f"no_consent:{request.channel}"
-        if request.topic and profile.topic_consent.get(request.topic) == "withdrawn":
-            return f"topic_withdrawn:{request.topic}"
-        return None
-
-    def _recipient(self, request: SendRequest, profile: Profile) -> str | None:
-        if request.channel == "email":
-            return profile.email
-        if request.channel == "sms":
-            return profile.phone
-        if request.channel == "push":
-            token = profile.attributes.get("push_token")
-            return str(token) if token else None
-        if request.channel == "webhook":
-            return request.template.get("url") or self._settings.webhook_url
-        return None
-
     async def _record(
         self,
-        conn: Connection,
-        request: SendRequest,
+        record: _Recorder,
         status: str,
         reason: str | None,
-        recipient: str | None,
-        result: DeliveryResult | None,
-        rendered: dict[str, Any] | None,
+        channel: str,
+        *,
+        recipient: str | None = None,
+        result: DeliveryResult | None = None,
+        rendered: dict[str, Any] | None = None,
     ) -> SendResult:
         await _insert_message(
-            conn, request, status, reason, recipient, result, rendered, error=reason if status == "failed" else None
+            record.conn,
+            record.request,
+            status,
+            reason,
+            recipient,
+            result,
+            rendered,
+            error=reason if status == "failed" else None,
+            channel=channel,
+            decided_at=record.now,
+            choice=record.choice,
         )
         log.info(
             "send.recorded",
-            key=request.idempotency_key,
+            key=record.request.idempotency_key,
             status=status,
             reason=reason,
-            channel=request.channel,
-            customer_id=request.customer_id,
+            channel=channel,
+            customer_id=record.request.customer_id,
         )
         return SendResult(
             status=status,  # type: ignore[arg-type]
             reason=reason,
-            channel=request.channel,
-            idempotency_key=request.idempotency_key,
+            channel=channel,
+            idempotency_key=record.request.idempotency_key,
             provider_message_id=result.provider_message_id if result else None,
         )
+
+
+class _Recorder:
+    """What every record of one send shares: its transaction, request, clock and channel choice so far."""
+
+    def __init__(self, conn: Connection, request: SendRequest, now: datetime) -> None:
+        self.conn = conn
+        self.request = request
+        self.now = now
+        self.choice: dict[str, Any] = {}
+
+
+def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) -> SendResult:
+    """Not now: nothing is recorded, the workflow waits ``wait`` and asks again with the same key."""
+    return SendResult(
+        status="deferred",
+        reason=reason,
+        channel=channel,
+        idempotency_key=request.idempotency_key,
+        retry_after_seconds=max(wait.total_seconds(), 1.0),
+    )
 
 
 async def _insert_message(
@@ -293,6 +377,9 @@ async def _insert_message(
     rendered: dict[str, Any] | None,
     *,
     error: str | None,
+    channel: str | None = None,
+    decided_at: datetime | None = None,
+    choice: dict[str, Any] | None = None,
 ) -> None:
     await conn.execute(
         _INSERT_MESSAGE_SQL,
@@ -302,7 +389,7 @@ async def _insert_message(
         request.step_id,
         request.customer_id,
         request.entry_id,
-        request.channel,
+        channel or request.channel,
         request.topic,
         request.kind,
         status,
@@ -313,6 +400,8 @@ async def _insert_message(
         result.response if result else None,
         error,
         activity.info().attempt if activity.in_activity() else 1,
+        decided_at or request.now or datetime.now(UTC),
+        choice or None,
     )
 
 
@@ -374,11 +463,11 @@ def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> 
     return calendar.next_time_of_day(now, tz, at, tuple(step.weekdays) if step.weekdays else None)
 
 
-def _delivered_before(key: str) -> DeliveryResult | None:
-    """What an earlier attempt of this activity delivered, from its heartbeat details."""
+def _delivered_before(key: str) -> tuple[str, DeliveryResult] | None:
+    """The channel and answer an earlier attempt of this activity delivered, from its heartbeat details."""
     if not activity.in_activity():
         return None
     for detail in activity.info().heartbeat_details:
         if isinstance(detail, dict) and detail.get("idempotency_key") == key and "delivered" in detail:
-            return DeliveryResult.model_validate(detail["delivered"])
+            return str(detail.get("channel", "")), DeliveryResult.model_validate(detail["delivered"])
     return None

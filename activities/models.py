@@ -64,15 +64,26 @@ class SendRequest(BaseModel):
     customer_id: str
     entry_id: str
     channel: str
+    """The step's first channel (a single-channel step's only one)."""
     template: dict[str, Any]
+    """Content for ``channel``."""
     topic: str | None = None
     kind: Literal["marketing", "transactional"] = "marketing"
     trigger: Event
     workflow_id: str = ""
     run_id: str = ""
+    candidates: list[str] = Field(default_factory=list)
+    """Channels to choose from, in the step's order (empty: just ``channel``)."""
+    strategy: Literal["list", "preferred", "cheapest"] = "list"
+    content: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Content per channel (with optional ``locales``)."""
+    quiet_hours: Literal["wait", "skip"] = "wait"
+    when_capped: Literal["wait", "skip"] = "skip"
+    now: datetime | None = None
+    """The journey's clock when it asked (quiet hours and frequency caps are judged on it)."""
 
 
-SendStatus = Literal["sent", "skipped", "failed"]
+SendStatus = Literal["sent", "skipped", "failed", "deferred"]
 
 
 class SendResult(BaseModel):
@@ -84,6 +95,8 @@ class SendResult(BaseModel):
     provider_message_id: str | None = None
     duplicate: bool = False
     """True when this key was already handled (a retried, replayed or reset send): nothing was delivered again."""
+    retry_after_seconds: float | None = None
+    """With ``deferred``: ask again after this long (quiet hours end, a frequency-cap slot frees up)."""
 
 
 class SendFailure(BaseModel):

@@ -12,10 +12,18 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelBackend = Literal["console", "smtp", "webhook", "inbox"]
+
+
+class FrequencyCap(BaseModel):
+    """At most ``limit`` marketing messages per ``per`` (e.g. ``7d``), over all channels or one ``channel``."""
+
+    limit: int = Field(ge=0)
+    per: str = Field(pattern=r"^\s*(\d+\s*[wdhms]\s*)+$")
+    channel: str | None = None
 
 
 class Settings(BaseSettings):
@@ -71,6 +79,17 @@ class Settings(BaseSettings):
     consent_default: Literal["opt_in", "opt_out"] = "opt_in"
     # Signs unsubscribe and preference links. Set your own in production.
     link_secret: SecretStr = SecretStr("parcours-dev-link-secret-change-me")
+
+    # Marketing is not sent inside quiet hours (customer's local time, HH:MM-HH:MM; a customer's own
+    # ``quiet_hours`` attribute wins). Empty: none, unless the customer set their own.
+    quiet_hours: str | None = None
+    # Marketing frequency caps across all journeys, e.g. [{"limit": 3, "per": "7d"}, {"limit": 1, "per": "1d",
+    # "channel": "sms"}]. A customer's own ``frequency_cap`` attribute (daily, weekly, monthly) adds to these.
+    frequency_caps: list[FrequencyCap] = Field(default_factory=list)
+    # Cost of one message per channel, for sends that pick the cheapest channel.
+    channel_costs: dict[str, float] = Field(
+        default_factory=lambda: {"in_app": 0.0, "webhook": 0.0, "push": 0.0001, "email": 0.0005, "sms": 0.04}
+    )
 
     # Default time zone for customers without one.
     default_timezone: str = "UTC"

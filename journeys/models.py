@@ -69,31 +69,104 @@ class _Step(_Model):
 
 
 class SendStep(_Step):
+    """Send one message. The channel is fixed (``channel`` + ``template``) or chosen per customer from
+    ``channels`` (a priority list, or ``preferred`` / ``cheapest``) with ``content`` for each channel: the first
+    channel the customer consented to and can be reached on is used, and on a permanent delivery failure the next
+    one is tried. Content may carry ``locales`` overrides (``fr``, ``fr-CA``) chosen by the customer's locale.
+    """
+
     type: Literal["send"]
-    channel: str
-    template: dict[str, Any]
+    channel: str | None = None
+    template: dict[str, Any] | None = None
+    channels: list[str] | Literal["preferred", "cheapest"] | None = None
+    content: dict[str, dict[str, Any]] | None = None
     topic: str | None = None
     kind: Literal["marketing", "transactional"] = "marketing"
+    quiet_hours: Literal["wait", "skip"] = "wait"
+    """Marketing inside the customer's quiet hours waits until they end, or is skipped."""
+    when_capped: Literal["wait", "skip"] = "skip"
+    """Marketing over a frequency cap is skipped, or waits for the next allowed slot."""
     next: str | None = None
 
     @field_validator("channel")
     @classmethod
-    def _known_channel(cls, value: str) -> str:
-        if value not in CHANNELS:
-            raise ValueError(f"unknown channel '{value}': use one of {', '.join(CHANNELS)}")
+    def _known_channel(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_channel(value)
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: list[str] | str | None) -> list[str] | str | None:
+        for name in value if isinstance(value, list) else []:
+            _check_channel(name)
+        return value
+
+    @field_validator("content")
+    @classmethod
+    def _known_content_channels(cls, value: dict[str, dict[str, Any]] | None) -> dict[str, dict[str, Any]] | None:
+        for name in value or {}:
+            _check_channel(name)
         return value
 
     @model_validator(mode="after")
-    def _content_fits_channel(self) -> SendStep:
-        for one_of in REQUIRED_CONTENT[self.channel]:
-            if not any(self.template.get(name) for name in one_of):
-                raise ValueError(f"a {self.channel} template needs {' or '.join(repr(n) for n in one_of)}")
-        if self.channel == "webhook" and not isinstance(self.template.get("payload"), dict):
-            raise ValueError("a webhook template's 'payload' must be an object")
+    def _channels_and_content(self) -> SendStep:
+        if (self.channel is None) == (self.channels is None):
+            raise ValueError("give either 'channel' (with 'template') or 'channels' (with 'content')")
+        content = dict(self.content or {})
+        if self.channel is not None:
+            _check_channel(self.channel)
+            if self.template is not None:
+                content[self.channel] = self.template
+            if self.channel not in content:
+                raise ValueError(f"a send on '{self.channel}' needs a 'template'")
+        elif isinstance(self.channels, list):
+            if not self.channels:
+                raise ValueError("'channels' must list at least one channel")
+            for name in self.channels:
+                _check_channel(name)
+                if name not in content:
+                    raise ValueError(f"channel '{name}' is listed but 'content' has nothing for it")
+        elif not content:
+            raise ValueError(f"'channels: {self.channels}' chooses among the channels in 'content': give some")
+        for name, fields in content.items():
+            _check_channel(name)
+            _check_content(name, fields)
+            for locale, override in (fields.get("locales") or {}).items():
+                if not isinstance(override, dict):
+                    raise ValueError(f"content.{name}.locales.{locale} must be an object of fields")
         return self
+
+    def all_content(self) -> dict[str, dict[str, Any]]:
+        """Content per channel, whichever form the step was written in."""
+        content = dict(self.content or {})
+        if self.channel is not None and self.template is not None:
+            content[self.channel] = self.template
+        return content
+
+    def candidates(self) -> list[str]:
+        """Channels in the step's own order (for ``preferred``/``cheapest`` the send activity reorders them)."""
+        if self.channel is not None:
+            return [self.channel]
+        if isinstance(self.channels, list):
+            return list(self.channels)
+        return list(self.all_content())
 
     def targets(self) -> dict[str, str | None]:
         return {"next": self.next}
+
+
+def _check_channel(name: str) -> None:
+    if name not in CHANNELS:
+        raise ValueError(f"unknown channel '{name}': use one of {', '.join(CHANNELS)}")
+
+
+def _check_content(channel: str, fields: dict[str, Any]) -> None:
+    for one_of in REQUIRED_CONTENT[channel]:
+        if not any(fields.get(name) for name in one_of):
+            raise ValueError(f"a {channel} template needs {' or '.join(repr(n) for n in one_of)}")
+    if channel == "webhook" and not isinstance(fields.get("payload"), dict):
+        raise ValueError("a webhook template's 'payload' must be an object")
 
 
 class WaitStep(_Step):

@@ -64,12 +64,15 @@ def check_journey(journey: Journey) -> list[JourneyIssue]:
             if target and target != END and target not in seen:
                 issues.append(_issue(index, step.id, field, f"unknown step '{target}' (known: {', '.join(ids)})"))
         if isinstance(step, SendStep):
-            for name, value in step.template.items():
-                for text in template_strings(value):
-                    try:
-                        check_template(text)
-                    except TemplateError as exc:
-                        issues.append(_issue(index, step.id, f"template.{name}", f"template error: {exc}"))
+            prefix = (lambda ch: "template") if step.channel is not None else (lambda ch: f"content.{ch}")
+            for channel, fields in step.all_content().items():
+                for name, value in fields.items():
+                    for text in template_strings(value):
+                        try:
+                            check_template(text)
+                        except TemplateError as exc:
+                            where = f"{prefix(channel)}.{name}"
+                            issues.append(_issue(index, step.id, where, f"template error: {exc}"))
     if issues:
         return issues  # the graph checks below need valid references
 

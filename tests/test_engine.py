@@ -389,11 +389,11 @@ class RecordingFailsOnce(JourneyActivities):
 
     failed = False
 
-    async def _record(self, conn, request, status, *args, **kwargs):  # type: ignore[no-untyped-def]
+    async def _record(self, record, status, *args, **kwargs):  # type: ignore[no-untyped-def]
         if status == "sent" and not RecordingFailsOnce.failed:
             RecordingFailsOnce.failed = True
             raise ConnectionError("connection to PostgreSQL lost after the provider accepted the message")
-        return await super()._record(conn, request, status, *args, **kwargs)
+        return await super()._record(record, status, *args, **kwargs)
 
 
 async def test_send_retried_after_the_smtp_server_accepted_delivers_one_email(dev_env, pool, smtp_sink) -> None:

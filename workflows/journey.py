@@ -179,6 +179,10 @@ class JourneyWorkflow:
             step_id = await self._run_step(step_id)
             if self._status == "exited":
                 return self._finish()
+        # An exit that cut the last step's wait short still counts as an exit, not as reaching the end.
+        if self._goal_event is None and (self._exit_request is not None or self._exit_event is not None):
+            await self._should_exit()
+            return self._finish()
         if self._goal_event is not None:
             await self._convert(self._goal_event)
         else:
@@ -395,6 +399,8 @@ class JourneyWorkflow:
     async def _send(self, step: SendStep, visit: int) -> SendResult:
         info = workflow.info()
         key = ":".join([self._input.journey_id, self._input.customer_id, self._input.entry_id, step.id, str(visit)])
+        content = step.all_content()
+        candidates = step.candidates()
         request = SendRequest(
             idempotency_key=key,
             journey_id=self._input.journey_id,
@@ -404,36 +410,54 @@ class JourneyWorkflow:
             visit=visit,
             customer_id=self._input.customer_id,
             entry_id=self._input.entry_id,
-            channel=step.channel,
-            template=step.template,
+            channel=candidates[0],
+            template=content[candidates[0]],
             topic=step.topic,
             kind=step.kind,
             trigger=self._input.trigger,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
+            candidates=candidates,
+            strategy=step.channels if isinstance(step.channels, str) else "list",
+            content=content,
+            quiet_hours=step.quiet_hours,
+            when_capped=step.when_capped,
         )
+        while True:
+            result = await self._send_once(request.model_copy(update={"now": workflow.now()}), step)
+            if result.status != "deferred":
+                break
+            # Quiet hours or a frequency cap: wait (the goal or an exit may end the journey meanwhile), ask again.
+            self._show(step.id, f"step `{step.id}`: {step.channel or 'message'} held back ({result.reason})")
+            await self._wait(lambda: False, timedelta(seconds=result.retry_after_seconds or 60))
+            if self._interrupted():
+                return result.model_copy(
+                    update={"status": "skipped", "reason": f"{result.reason}, then {self._why_interrupted()}"}
+                )
+        if result.status == "sent":
+            self._progress.last_message_key = key
+        return result
+
+    async def _send_once(self, request: SendRequest, step: SendStep) -> SendResult:
         try:
-            result: SendResult = await workflow.execute_activity(
+            return await workflow.execute_activity(
                 "send_message",
                 request,
                 result_type=SendResult,
                 start_to_close_timeout=SEND_TIMEOUT,
                 retry_policy=SEND_RETRY,
-                summary=f"{step.channel}: {step.label or step.id}",
+                summary=f"{'/'.join(request.candidates)}: {step.label or step.id}",
             )
         except ActivityError as err:
             # Retries are exhausted: the provider never took the message. Record it and carry on.
             reason = f"delivery_error: {err.cause or err}"[:500]
-            result = await workflow.execute_local_activity(
+            return await workflow.execute_local_activity(
                 "record_send_failure",
-                SendFailure(request=request.model_copy(update={"template": {}}), reason=reason),
+                SendFailure(request=request.model_copy(update={"template": {}, "content": {}}), reason=reason),
                 result_type=SendResult,
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
             )
-        if result.status == "sent":
-            self._progress.last_message_key = key
-        return result
 
     async def _load_profile(self) -> Profile:
         return await workflow.execute_local_activity(

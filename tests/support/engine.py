@@ -6,6 +6,7 @@ trigger event), so what the tests see is what production does.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -63,6 +64,7 @@ async def make_customer(
     push: bool = False,
     consent: tuple[str, ...] = ("email",),
     attributes: dict[str, Any] | None = None,
+    locale: str | None = None,
 ) -> str:
     """A customer with the given addresses and channel consent granted; returns the id."""
     customer_id = f"cust-{uuid.uuid4().hex[:12]}"
@@ -71,10 +73,12 @@ async def make_customer(
         attrs["push_token"] = f"device-{customer_id}"
     async with pool.acquire() as conn:
         await conn.execute(
-            "INSERT INTO customers (id, email, phone, timezone, attributes) VALUES ($1, $2, $3, 'Europe/Paris', $4)",
+            "INSERT INTO customers (id, email, phone, timezone, locale, attributes)"
+            " VALUES ($1, $2, $3, 'Europe/Paris', $4, $5)",
             customer_id,
             f"{customer_id}@example.com" if email else None,
             "+33600000000" if phone else None,
+            locale,
             attrs,
         )
         for channel in consent:
@@ -138,14 +142,31 @@ def engine_settings(smtp: SmtpSink, **overrides: Any) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def running_engine(
+    env: WorkflowEnvironment, pool: asyncpg.Pool, smtp: SmtpSink, **overrides: Any
+) -> AsyncIterator[Engine]:
+    """A worker with these settings on a fresh task queue, for as long as the block runs."""
+    settings = engine_settings(smtp, **overrides)
+    async with channels_for(settings, pool) as channels, build_worker(env.client, settings, pool, channels):
+        yield Engine(env, settings, pool, smtp)
+
+
 @pytest_asyncio.fixture(loop_scope="session")
 async def engine(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
 ) -> AsyncIterator[Engine]:
-    settings = engine_settings(smtp_sink)
-    async with channels_for(settings, pool) as channels:
-        async with build_worker(time_skipping_env.client, settings, pool, channels):
-            yield Engine(time_skipping_env, settings, pool, smtp_sink)
+    async with running_engine(time_skipping_env, pool, smtp_sink) as engine:
+        yield engine
 
 
-__all__ = ["Engine", "JourneyActivities", "engine", "engine_settings", "event", "example", "make_customer"]
+__all__ = [
+    "Engine",
+    "JourneyActivities",
+    "engine",
+    "engine_settings",
+    "event",
+    "example",
+    "make_customer",
+    "running_engine",
+]

@@ -1,0 +1,210 @@
+"""Channel choice, per-channel and localized content, quiet hours and frequency caps, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+from temporalio.testing import WorkflowEnvironment
+
+from journeys.runtime import JourneyResult
+from tests.support.engine import Engine, journey_from, make_customer, running_engine
+from tests.support.mail import SmtpSink
+
+PARIS = ZoneInfo("Europe/Paris")
+CONTENT = {
+    "email": {"subject": "By email", "text": "e", "locales": {"fr": {"subject": "Par e-mail"}}},
+    "sms": {"text": "By SMS"},
+    "push": {"title": "By push", "body": "p"},
+}
+
+
+def one_send(**send: Any) -> dict[str, Any]:
+    return {
+        "id": "one-send",
+        "name": "One send",
+        "trigger": {"event": "visited"},
+        "steps": [{"id": "message", "type": "send", **send}],
+    }
+
+
+async def only_message(engine: Engine, customer: str) -> asyncpg.Record:
+    rows = await engine.messages(customer)
+    assert len(rows) == 1
+    return rows[0]
+
+
+async def test_first_usable_channel_in_the_steps_order_and_why_others_were_not(engine: Engine) -> None:
+    journey = journey_from(one_send(channels=["push", "sms", "email"], content=CONTENT))
+    customer = await make_customer(engine.pool, phone=True, consent=("email", "sms"))  # no push token or consent
+    await (await engine.enter(journey, customer)).result()
+    row = await only_message(engine, customer)
+    assert (row["channel"], row["status"]) == ("sms", "sent")
+    assert row["choice"]["chosen"] == "sms"
+    assert row["choice"]["refused"] == {"push": "no_consent:push"}
+    assert engine.mail_to(customer) == []
+
+
+async def test_permanent_failure_falls_back_to_the_next_channel(engine: Engine) -> None:
+    journey = journey_from(one_send(channels=["email", "sms"], content=CONTENT))
+    customer = await make_customer(engine.pool, phone=True, consent=("email", "sms"))
+    engine.smtp.fail(550, times=1)
+    await (await engine.enter(journey, customer)).result()
+    row = await only_message(engine, customer)
+    assert (row["channel"], row["status"], row["rendered"]["text"]) == ("sms", "sent", "By SMS")
+    assert [f["channel"] for f in row["choice"]["failed"]] == ["email"]
+    assert "550" in row["choice"]["failed"][0]["error"]
+
+
+async def test_every_channel_refused_is_one_skip_listing_the_reasons(engine: Engine) -> None:
+    journey = journey_from(one_send(channels=["email", "sms"], content=CONTENT))
+    customer = await make_customer(engine.pool, consent=())
+    await (await engine.enter(journey, customer)).result()
+    row = await only_message(engine, customer)
+    assert row["status"] == "skipped"
+    assert row["reason"] == "no_usable_channel: no_consent:email; no_consent:sms"
+
+
+async def test_preferred_channel_first(engine: Engine) -> None:
+    journey = journey_from(one_send(channels="preferred", content=CONTENT))
+    customer = await make_customer(
+        engine.pool, phone=True, push=True, consent=("email", "sms", "push"), attributes={"preferred_channel": "sms"}
+    )
+    await (await engine.enter(journey, customer)).result()
+    row = await only_message(engine, customer)
+    assert row["channel"] == "sms"
+    assert row["choice"]["why"] == "customer's preferred channel (sms) first"
+
+
+async def test_cheapest_usable_channel(engine: Engine) -> None:
+    journey = journey_from(one_send(channels="cheapest", content=CONTENT))
+    everything = await make_customer(engine.pool, phone=True, push=True, consent=("email", "sms", "push"))
+    no_push = await make_customer(engine.pool, phone=True, consent=("email", "sms"))
+    await (await engine.enter(journey, everything)).result()
+    await (await engine.enter(journey, no_push)).result()
+    assert (await only_message(engine, everything))["channel"] == "push"
+    assert (await only_message(engine, no_push))["channel"] == "email"
+    assert (await only_message(engine, no_push))["choice"]["order"] == ["push", "email", "sms"]
+
+
+async def test_content_follows_the_customers_locale(engine: Engine) -> None:
+    journey = journey_from(one_send(channel="email", template=CONTENT["email"]))
+    french = await make_customer(engine.pool, locale="fr-FR")
+    other = await make_customer(engine.pool, locale="de")
+    await (await engine.enter(journey, french)).result()
+    await (await engine.enter(journey, other)).result()
+    assert [m["Subject"] for m in engine.mail_to(french)] == ["Par e-mail"]
+    assert [m["Subject"] for m in engine.mail_to(other)] == ["By email"]
+
+
+def window_around(now_utc: Any, before: timedelta, after: timedelta) -> str:
+    local = now_utc.astimezone(PARIS)
+    return f"{(local - before):%H:%M}-{(local + after):%H:%M}"
+
+
+async def test_quiet_hours_hold_marketing_until_they_end_or_skip_it(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    now = await time_skipping_env.get_current_time()
+    window = window_around(now, timedelta(hours=1), timedelta(hours=3))
+    async with running_engine(time_skipping_env, pool, smtp_sink, quiet_hours=window) as engine:
+        waits = journey_from(one_send(channel="email", template=CONTENT["email"]))
+        skips = journey_from(one_send(channel="email", template=CONTENT["email"], quiet_hours="skip"))
+        receipt = journey_from(one_send(channel="email", template=CONTENT["email"], kind="transactional"))
+        a, b, c = [await make_customer(pool) for _ in range(3)]
+        handles = [await engine.enter(waits, a), await engine.enter(skips, b), await engine.enter(receipt, c)]
+        for handle in handles:
+            await handle.result()
+
+    held = await only_message(engine, a)
+    assert held["status"] == "sent"
+    assert held["decided_at"].astimezone(PARIS).strftime("%H:%M") == window.split("-")[1]
+    assert held["decided_at"] - now >= timedelta(hours=2, minutes=59)
+    skipped = await only_message(engine, b)
+    assert (skipped["status"], skipped["reason"]) == ("skipped", "quiet_hours")
+    sent_at_once = await only_message(engine, c)
+    assert sent_at_once["status"] == "sent"
+    assert sent_at_once["decided_at"] - now < timedelta(minutes=5)
+
+
+async def test_a_customers_own_quiet_hours_win(engine: Engine) -> None:
+    now = await engine.env.get_current_time()
+    own = window_around(now, timedelta(minutes=30), timedelta(hours=1))
+    journey = journey_from(one_send(channel="email", template=CONTENT["email"], quiet_hours="skip"))
+    customer = await make_customer(engine.pool, attributes={"quiet_hours": own})
+    await (await engine.enter(journey, customer)).result()
+    assert (await only_message(engine, customer))["reason"] == "quiet_hours"
+
+
+def daily_drip(**send: Any) -> dict[str, Any]:
+    mail = {"type": "send", "channel": "email", **send}
+    return {
+        "id": "daily",
+        "name": "Daily",
+        "trigger": {"event": "visited"},
+        "steps": [
+            {"id": "d1", **mail, "template": {"subject": "1", "text": "x"}},
+            {"id": "w1", "type": "wait", "duration": "1d"},
+            {"id": "d2", **mail, "template": {"subject": "2", "text": "x"}},
+            {"id": "w2", "type": "wait", "duration": "1d"},
+            {"id": "d3", **mail, "template": {"subject": "3", "text": "x"}},
+        ],
+    }
+
+
+async def test_frequency_cap_skips_or_waits_for_the_next_slot(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    caps = [{"limit": 2, "per": "7d"}]
+    async with running_engine(time_skipping_env, pool, smtp_sink, frequency_caps=caps) as engine:
+        skipper, waiter = await make_customer(pool), await make_customer(pool)
+        await (await engine.enter(journey_from(daily_drip()), skipper)).result()
+        await (await engine.enter(journey_from(daily_drip(when_capped="wait")), waiter)).result()
+
+    rows = await engine.messages(skipper)
+    assert [(r["step_id"], r["status"]) for r in rows] == [("d1", "sent"), ("d2", "sent"), ("d3", "skipped")]
+    assert rows[2]["reason"] == "frequency_cap: global cap: 2 per 7d"
+    rows = await engine.messages(waiter)
+    assert [r["status"] for r in rows] == ["sent", "sent", "sent"]
+    assert rows[2]["decided_at"] - rows[0]["decided_at"] >= timedelta(days=7)
+
+
+async def test_a_customers_frequency_preference_and_transactional_exemption(engine: Engine) -> None:
+    weekly = await make_customer(engine.pool, attributes={"frequency_cap": "weekly"})
+    await (await engine.enter(journey_from(daily_drip()), weekly)).result()
+    assert [r["status"] for r in await engine.messages(weekly)] == ["sent", "skipped", "skipped"]
+
+    receipts = await make_customer(engine.pool, attributes={"frequency_cap": "weekly"})
+    await (await engine.enter(journey_from(daily_drip(kind="transactional")), receipts)).result()
+    assert [r["status"] for r in await engine.messages(receipts)] == ["sent", "sent", "sent"]
+
+
+async def test_concurrent_sends_cannot_both_take_the_last_slot(
+    dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    # A race wants real time: on the time-skipping server the clock runs on while activities wait for the lock.
+    async with running_engine(dev_env, pool, smtp_sink, frequency_caps=[{"limit": 1, "per": "1d"}]) as engine:
+        customer = await make_customer(pool)
+        journeys = [
+            journey_from(one_send(channel="email", template={"subject": f"j{i}", "text": "x"})) for i in range(4)
+        ]
+        handles = [await engine.enter(j, customer) for j in journeys]
+        results = await asyncio.gather(*(h.result() for h in handles), return_exceptions=True)
+    failures = [_cause_chain(r) for r in results if isinstance(r, BaseException)]
+    assert failures == []
+    assert all(isinstance(r, JourneyResult) and r.status == "completed" for r in results)
+    statuses = sorted(r["status"] for r in await engine.messages(customer))
+    assert statuses == ["sent", "skipped", "skipped", "skipped"]
+    assert len(engine.mail_to(customer)) == 1
+
+
+def _cause_chain(error: BaseException) -> str:
+    parts = []
+    current: BaseException | None = error
+    while current is not None:
+        parts.append(f"{type(current).__name__}: {current}")
+        current = current.__cause__
+    return " <- ".join(parts)
