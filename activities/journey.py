@@ -54,7 +54,7 @@ INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, cus
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
                       error, attempts, sent_at, decided_at, choice)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $10 = 'sent' THEN now() END, $18, $19)
+        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -93,6 +93,8 @@ class JourneyActivities:
     @activity.defn(name="send_message")
     async def send_message(self, request: SendRequest) -> SendResult:
         delivered = _delivered_before(request.idempotency_key)
+        if delivered is None:
+            activity.heartbeat()  # alive; the details slot stays free for "delivered"
         now = request.now or datetime.now(UTC)
         async with self._pool.acquire() as conn, conn.transaction():
             customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from journeys.runtime import Event
+from journeys.validation import find_nul
 
 # Workflow ids are "{journey}:{customer}" and visibility queries quote the customer id: keep both unambiguous.
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:=-]{0,199}$"
@@ -46,6 +47,13 @@ class ErrorBody(BaseModel):
 # --- events ------------------------------------------------------------------------------------------------
 
 
+def _storable(value: dict[str, Any]) -> dict[str, Any]:
+    nul = find_nul(value)
+    if nul:
+        raise ValueError(f"'{nul}' contains a NUL character, which cannot be stored")
+    return value
+
+
 class EventIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -54,7 +62,7 @@ class EventIn(BaseModel):
     )
     customer_id: CustomerId
     name: EventName
-    properties: dict[str, Any] = Field(default_factory=dict)
+    properties: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
     occurred_at: datetime | None = Field(default=None, description="Defaults to the time the API received it.")
 
     def to_event(self) -> Event:
@@ -111,11 +119,13 @@ def _email(value: str | None) -> str | None:
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: Annotated[str | None, AfterValidator(_email), Field(max_length=320)] = None
+    email: Annotated[str, Field(max_length=320), AfterValidator(_email)] | None = None
     phone: Annotated[str | None, Field(pattern=r"^\+?[0-9 ().-]{3,32}$")] = None
     timezone: Annotated[str | None, AfterValidator(_timezone)] = None
     locale: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")] = None
-    attributes: dict[str, Any] | None = Field(default=None, description="Merged into the stored attributes.")
+    attributes: Annotated[dict[str, Any], AfterValidator(_storable)] | None = Field(
+        default=None, description="Merged into the stored attributes."
+    )
 
 
 class CustomerOut(BaseModel):

@@ -100,11 +100,34 @@ def _decode(source: str | bytes | dict[str, Any], fmt: str | None) -> Any:
         raise JourneyValidationError(
             [JourneyIssue(location="(document)", message=f"not valid YAML/JSON: {exc}")]
         ) from None
+    nul = find_nul(data) if isinstance(data, dict) else None
+    if nul:
+        raise JourneyValidationError([JourneyIssue(location=nul, field=nul, message="contains a NUL character")])
     if not isinstance(data, dict):
         raise JourneyValidationError(
             [JourneyIssue(location="(document)", message="a journey must be a mapping with id, name, trigger, steps")]
         )
     return data
+
+
+def find_nul(value: Any, path: str = "") -> str | None:
+    """The path of the first NUL character in keys or strings (PostgreSQL text and jsonb cannot hold it)."""
+    if isinstance(value, str):
+        return path or "(value)" if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            found = find_nul(item, here)
+            if found:
+                return found
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = find_nul(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def _issue(index: int, step_id: str | None, field: str | None, message: str) -> JourneyIssue:
@@ -178,6 +201,7 @@ __all__ = [
     "JourneyValidationError",
     "WaitForStep",
     "check_journey",
+    "find_nul",
     "load_journey_file",
     "parse_journey",
 ]

@@ -63,6 +63,9 @@ with workflow.unsafe.imports_passed_through():
 PROFILE_TIMEOUT = timedelta(seconds=10)
 PROFILE_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=20)
 SEND_TIMEOUT = timedelta(seconds=60)
+# A worker that dies mid-send stops heartbeating: retry elsewhere after this, not after SEND_TIMEOUT. It must stay
+# above a provider's timeout (10 s) plus a wait for the customer's row lock.
+SEND_HEARTBEAT = timedelta(seconds=30)
 SEND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
@@ -445,6 +448,7 @@ class JourneyWorkflow:
                 request,
                 result_type=SendResult,
                 start_to_close_timeout=SEND_TIMEOUT,
+                heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=SEND_RETRY,
                 summary=f"{'/'.join(request.candidates)}: {step.label or step.id}",
             )

@@ -113,6 +113,8 @@ class SmtpEmailChannel:
             use_tls=s.smtp_use_tls,
             start_tls=s.smtp_starttls,
             timeout=s.smtp_timeout_seconds,
+            # Our own name in EHLO; without it every connection resolves this host's FQDN in a thread.
+            local_hostname=s.email_message_id_domain,
         )
         try:
             await smtp.connect()
