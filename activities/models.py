@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from journeys.models import WaitUntilStep
+from journeys.models import EventHistoryCondition, WaitUntilStep
 from journeys.runtime import Event, StepRecord
 
 
@@ -52,6 +52,67 @@ class MomentResult(BaseModel):
     until: datetime | None
     """None when the profile has no usable date for the step."""
     timezone: str
+
+
+class HistoryRequest(BaseModel):
+    """Does the customer's event history meet each condition (as of ``now``, the journey's clock)?"""
+
+    customer_id: str
+    conditions: list[EventHistoryCondition]
+    now: datetime
+
+
+class HistoryResult(BaseModel):
+    matches: list[bool]
+
+
+class StepContext(BaseModel):
+    """Who and where, for the activities of non-send steps."""
+
+    journey_id: str
+    journey_name: str = ""
+    step_id: str
+    customer_id: str
+    entry_id: str
+    trigger: Event
+    idempotency_key: str = ""
+
+
+class ProfileUpdate(BaseModel):
+    context: StepContext
+    set: dict[str, Any]
+
+
+class ProfileUpdateResult(BaseModel):
+    updated: bool
+    attributes: dict[str, Any] = Field(default_factory=dict)
+    """What was set, after rendering."""
+
+
+class WebhookCall(BaseModel):
+    context: StepContext
+    url: str
+    method: str = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] | None = None
+
+
+class WebhookAnswer(BaseModel):
+    ok: bool
+    status: int | None = None
+    body: Any = None
+    error: str | None = None
+
+
+class Handoff(BaseModel):
+    context: StepContext
+    target_journey: str
+    now: datetime
+
+
+class HandoffResult(BaseModel):
+    outcome: Literal["entered", "refused", "already_running", "unavailable"]
+    reason: str | None = None
 
 
 class SendRequest(BaseModel):

@@ -12,16 +12,14 @@ from typing import Any
 import asyncpg
 import structlog
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
+from activities.admission import admit, current_journey
 from activities.segment_models import SegmentEnterRequest, SegmentEnterResult, SegmentPage, SegmentPageRequest
 from config.settings import Settings
 from journeys.models import SEGMENT_TRIGGER, Journey
-from journeys.runtime import Event, workflow_id
-from store import entries as entry_store
+from journeys.runtime import Event
 from store import segments as segment_store
-from workflows.entry import enter_journey, was_started
 
 log = structlog.get_logger(__name__)
 
@@ -43,32 +41,10 @@ class SegmentActivities:
 
     async def _current(self, journey_id: str) -> tuple[Journey | None, int, str | None]:
         """The journey's latest definition and version, or why a segment run must stop."""
-        row = await self._pool.fetchrow(
-            """SELECT j.status, j.latest_version, v.definition FROM journeys j
-                 JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version WHERE j.id = $1""",
-            journey_id,
-        )
-        if row is None:
-            return None, 0, "unknown journey"
-        if row["status"] != "active":
-            return None, 0, f"journey {row['status']}"
-        journey = Journey.model_validate(row["definition"])
-        if journey.entry.segment is None:
+        journey, version, stopped = await current_journey(self._pool, journey_id)
+        if journey is not None and journey.entry.segment is None:
             return None, 0, "no segment"
-        return journey, row["latest_version"], None
-
-    async def _running(self, journey_id: str, customer_id: str, entry_id: str) -> bool:
-        """Whether the customer is in the journey now by another entry (this entry's own run, on a retry: no)."""
-        handle = self._client.get_workflow_handle(workflow_id(journey_id, customer_id))
-        try:
-            description = await handle.describe()
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        if description.status != WorkflowExecutionStatus.RUNNING:
-            return False
-        return not await entry_store.has_entry(self._pool, journey_id, customer_id, entry_id)
+        return journey, version, stopped
 
     @activity.defn(name="segment_members")
     async def segment_members(self, request: SegmentPageRequest) -> SegmentPage:
@@ -99,15 +75,6 @@ class SegmentActivities:
         result = SegmentEnterResult(version=version)
         for customer_id in request.customer_ids:
             entry_id = segment_entry_id(journey.id, request.run_key, customer_id)
-            if await self._running(journey.id, customer_id, entry_id):
-                result.already_running.append(customer_id)
-                continue
-            claim = await entry_store.claim_entry(
-                self._pool, journey.id, customer_id, entry_id, version, journey.entry, request.now, source="segment"
-            )
-            if not claim:
-                result.refused.append(customer_id)
-                continue
             trigger = Event(
                 event_id=entry_id,
                 customer_id=customer_id,
@@ -115,19 +82,12 @@ class SegmentActivities:
                 properties={"segment_run": request.run_key},
                 occurred_at=request.now,
             )
-            handle = await enter_journey(
-                self._client,
-                journey,
-                version,
-                trigger,
-                task_queue=self._settings.task_queue,
-                default_timezone=self._settings.default_timezone,
+            outcome = await admit(
+                self._pool, self._client, self._settings, journey, version, trigger, request.now, "segment"
             )
-            if await was_started(self._client, handle) is False and claim.new:
-                await entry_store.release_entry(self._pool, journey.id, customer_id, entry_id)
-                result.already_running.append(customer_id)
-            else:
-                result.entered.append(customer_id)
+            {"entered": result.entered, "refused": result.refused, "already_running": result.already_running}[
+                outcome
+            ].append(customer_id)
             activity.heartbeat(customer_id)
         log.info(
             "segment.batch_entered",

@@ -194,28 +194,130 @@ class WaitForStep(_Step):
         return {"on_event": self.on_event, "on_timeout": self.on_timeout}
 
 
-class BranchStep(_Step):
-    """Go to ``then`` when the condition holds, else to ``else``.
+class EventHistoryCondition(_Model):
+    """Part of a segment: how many times the customer did ``event`` in the last ``within``."""
 
-    Fields start with ``profile.`` (the customer: ``profile.email``, ``profile.country`` for an attribute) or
-    ``trigger.`` (the properties of the event that started the journey).
+    event: EventName
+    within: Duration
+    where: ConditionGroup | None = None
+    count: Literal["none", "any"] | int = "any"
+    """``none``: never in that time (e.g. no purchase in 60 days); ``any``: at least once; a number: at least N."""
+
+
+BRANCH_ROOTS = ("profile", "trigger", "events", "responses")
+
+
+def _check_roots(group: ConditionGroup | None) -> ConditionGroup | None:
+    for field in group.fields() if group else []:
+        if field.split(".", 1)[0] not in BRANCH_ROOTS:
+            raise ValueError(
+                f"field '{field}' must start with profile. (the customer), trigger. (the trigger event), "
+                "events.<name>. (the last such event received) or responses.<name>. (a webhook step's answer)"
+            )
+    return group
+
+
+class BranchCase(_Model):
+    """A case holds when its ``where`` holds and every ``history`` condition does (at least one is given)."""
+
+    where: ConditionGroup | None = None
+    history: list[EventHistoryCondition] = Field(default_factory=list)
+    next: str | None = None
+
+    _roots = field_validator("where")(classmethod(lambda cls, v: _check_roots(v)))
+
+    @model_validator(mode="after")
+    def _something_to_test(self) -> BranchCase:
+        if self.where is None and not self.history:
+            raise ValueError("a case needs a 'where' or a 'history' condition")
+        return self
+
+
+class BranchStep(_Step):
+    """Go where the first matching case says, else to ``default`` (or: ``where``, ``then``, ``else``).
+
+    ``where`` fields start with ``profile.`` (the customer: ``profile.email``, ``profile.country`` for an
+    attribute), ``trigger.`` (the trigger event's properties), ``events.<name>.`` (the last ``<name>`` event
+    received in this journey) or ``responses.<name>.`` (what a webhook step answered). ``history`` conditions
+    look at everything the customer did, e.g. "ordered in the last 30 days".
     """
 
     type: Literal["branch"]
-    where: ConditionGroup
+    where: ConditionGroup | None = None
+    history: list[EventHistoryCondition] = Field(default_factory=list)
     then: str | None = None
     else_: str | None = Field(default=None, alias="else")
+    cases: list[BranchCase] | None = None
+    default: str | None = None
 
-    @field_validator("where")
-    @classmethod
-    def _known_roots(cls, value: ConditionGroup) -> ConditionGroup:
-        for field in value.fields():
-            if field.split(".", 1)[0] not in ("profile", "trigger"):
-                raise ValueError(f"field '{field}' must start with 'profile.' or 'trigger.'")
-        return value
+    _roots = field_validator("where")(classmethod(lambda cls, v: _check_roots(v)))
+
+    @model_validator(mode="after")
+    def _one_form(self) -> BranchStep:
+        simple = self.where is not None or bool(self.history)
+        if simple == (self.cases is not None):
+            raise ValueError("give either 'where'/'history' with 'then'/'else', or 'cases' with 'default'")
+        if self.cases is not None and not self.cases:
+            raise ValueError("'cases' must list at least one case")
+        if self.cases is None and (self.default is not None):
+            raise ValueError("'default' goes with 'cases' (use 'else' with 'where')")
+        return self
+
+    def case_list(self) -> list[BranchCase]:
+        """The cases, with the simple form as one case."""
+        if self.cases is not None:
+            return self.cases
+        return [BranchCase(where=self.where, history=self.history, next=self.then)]
+
+    def history_conditions(self) -> list[EventHistoryCondition]:
+        return [h for case in self.case_list() for h in case.history]
 
     def targets(self) -> dict[str, str | None]:
+        if self.cases is not None:
+            return {**{f"cases[{i}]": case.next for i, case in enumerate(self.cases)}, "default": self.default}
         return {"then": self.then, "else": self.else_}
+
+
+class UpdateProfileStep(_Step):
+    """Set profile attributes (values may be Liquid templates over ``customer`` and ``event``)."""
+
+    type: Literal["update_profile"]
+    set: dict[str, Any] = Field(min_length=1)
+    next: str | None = None
+
+    def targets(self) -> dict[str, str | None]:
+        return {"next": self.next}
+
+
+class WebhookStep(_Step):
+    """Call an HTTP endpoint; later steps branch on its JSON answer as ``responses.<save_as>``.
+
+    The body and headers may be Liquid templates. 5xx and timeouts are retried; a 4xx, or retries running out,
+    goes to ``on_failure`` (by default: on to the next step, with the failure recorded).
+    """
+
+    type: Literal["webhook"]
+    url: str = Field(pattern=r"^https?://")
+    method: Literal["GET", "POST", "PUT", "PATCH"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: dict[str, Any] | None = None
+    save_as: Identifier | None = None
+    next: str | None = None
+    on_failure: str | None = None
+
+    def targets(self) -> dict[str, str | None]:
+        return {"next": self.next, "on_failure": self.on_failure}
+
+
+class StartJourneyStep(_Step):
+    """Hand the customer to another journey (its latest version; its re-entry policy applies)."""
+
+    type: Literal["start_journey"]
+    journey: Identifier
+    next: str | None = None
+
+    def targets(self) -> dict[str, str | None]:
+        return {"next": self.next}
 
 
 class WaitUntilStep(_Step):
@@ -283,7 +385,18 @@ class ExitStep(_Step):
     reason: str = "exit step"
 
 
-AnyStep = SendStep | WaitStep | WaitForStep | WaitUntilStep | BranchStep | SplitStep | ExitStep
+AnyStep = (
+    SendStep
+    | WaitStep
+    | WaitForStep
+    | WaitUntilStep
+    | BranchStep
+    | SplitStep
+    | UpdateProfileStep
+    | WebhookStep
+    | StartJourneyStep
+    | ExitStep
+)
 Step = Annotated[AnyStep, Field(discriminator="type")]
 WAITING_STEPS = (WaitStep, WaitForStep, WaitUntilStep)
 
@@ -337,16 +450,6 @@ class Holdout(_Model):
     percent: float = Field(gt=0, lt=100)
     observe_for: Duration | None = None
     """How long a held-out customer is watched for the goal (default: the goal's window, else 30 days)."""
-
-
-class EventHistoryCondition(_Model):
-    """Part of a segment: how many times the customer did ``event`` in the last ``within``."""
-
-    event: EventName
-    within: Duration
-    where: ConditionGroup | None = None
-    count: Literal["none", "any"] | int = "any"
-    """``none``: never in that time (e.g. no purchase in 60 days); ``any``: at least once; a number: at least N."""
 
 
 class Segment(_Model):

@@ -65,6 +65,8 @@ class JourneyProgress(BaseModel):
     entered_at: datetime | None = None
     variant: str | None = None
     """The split variant the customer took last, or ``holdout`` for the control group."""
+    responses: dict[str, Any] = Field(default_factory=dict)
+    """Webhook steps' answers by ``save_as`` (``{"status": 200, "body": ...}``), for later branches."""
 
 
 class JourneyInput(BaseModel):

@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
-EntrySource = Literal["trigger", "segment"]
+EntrySource = Literal["trigger", "segment", "handoff"]
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('parcours.entry:' || $1 || ':' || $2, 0))"
 _LATEST_SQL = """

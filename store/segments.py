@@ -189,3 +189,15 @@ async def member_page(db: Any, segment: Segment, now: datetime, *, after: str | 
     p = Params(after or "", limit)
     sql = f"SELECT c.id FROM customers c WHERE c.id > $1 AND {segment_where(segment, now, p)} ORDER BY c.id LIMIT $2"
     return [r["id"] for r in await db.fetch(sql, *p.values)]
+
+
+async def history_matches(
+    db: Any, customer_id: str, conditions: list[EventHistoryCondition], now: datetime
+) -> list[bool]:
+    """For one customer, whether each event-history condition holds as of ``now`` (one query)."""
+    if not conditions:
+        return []
+    p = Params(customer_id)
+    columns = ", ".join(f"({history_sql(c, now, p)}) AS m{i}" for i, c in enumerate(conditions))
+    row = await db.fetchrow(f"SELECT {columns} FROM (SELECT $1::text AS id) c", *p.values)
+    return [bool(row[f"m{i}"]) for i in range(len(conditions))]

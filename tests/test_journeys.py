@@ -158,7 +158,31 @@ def test_branch_fields_must_say_where_they_come_from() -> None:
             {"id": "b", "type": "branch", "where": [{"field": "country", "value": "FR"}]}, {"id": "e", "type": "exit"}
         )
     )
-    assert problems and "field 'country' must start with 'profile.' or 'trigger.'" in problems[0]
+    assert problems == [
+        "steps[0] (id 'b').where: field 'country' must start with profile. (the customer), trigger. (the trigger "
+        "event), events.<name>. (the last such event received) or responses.<name>. (a webhook step's answer)"
+    ]
+
+
+def test_branch_cases_name_their_targets() -> None:
+    problems = issues_of(
+        with_steps(
+            {
+                "id": "b",
+                "type": "branch",
+                "default": "nowhere",
+                "cases": [
+                    {"history": [{"event": "order_placed", "within": "30d"}], "next": "e"},
+                    {"where": [{"field": "profile.vip", "value": True}], "next": "gone"},
+                ],
+            },
+            {"id": "e", "type": "exit"},
+        )
+    )
+    assert problems == [
+        "steps[0] (id 'b').cases[1]: unknown step 'gone' (known: b, e)",
+        "steps[0] (id 'b').default: unknown step 'nowhere' (known: b, e)",
+    ]
 
 
 def test_not_yaml_at_all() -> None:

@@ -17,6 +17,7 @@ from activities.channels.inbox import InboxChannel
 from activities.channels.registry import build_channels, close_channels
 from activities.journey import JourneyActivities
 from activities.segments import SegmentActivities
+from activities.steps import StepActivities
 from config.settings import Settings
 from workflows.journey import JourneyWorkflow
 from workflows.segment import SegmentEntryWorkflow
@@ -38,11 +39,12 @@ def build_worker(
 ) -> Worker:
     activities = activities or JourneyActivities(pool, channels, settings)
     segments = SegmentActivities(pool, client, settings)
+    steps = StepActivities(pool, client, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), *segments.all()],
+        activities=[*activities.all(), *segments.all(), *steps.all()],
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,

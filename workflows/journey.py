@@ -19,14 +19,23 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.models import (
         ConversionRecord,
+        Handoff,
+        HandoffResult,
+        HistoryRequest,
+        HistoryResult,
         MomentRequest,
         MomentResult,
         OutcomeRecord,
         Profile,
         ProfileRequest,
+        ProfileUpdate,
+        ProfileUpdateResult,
         SendFailure,
         SendRequest,
         SendResult,
+        StepContext,
+        WebhookAnswer,
+        WebhookCall,
     )
     from journeys.conditions import lookup
     from journeys.models import (
@@ -37,9 +46,12 @@ with workflow.unsafe.imports_passed_through():
         Journey,
         SendStep,
         SplitStep,
+        StartJourneyStep,
+        UpdateProfileStep,
         WaitForStep,
         WaitStep,
         WaitUntilStep,
+        WebhookStep,
     )
     from journeys.runtime import (
         EVENT_SIGNAL,
@@ -72,6 +84,14 @@ SEND_RETRY = RetryPolicy(
     maximum_interval=timedelta(minutes=5),
     maximum_attempts=12,
     non_retryable_error_types=["InvalidSendRequest"],
+)
+WEBHOOK_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=1), maximum_attempts=6
+)
+HANDOFF_TIMEOUT = timedelta(seconds=30)
+HANDOFF_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(minutes=5), maximum_attempts=20
 )
 RECORD_TIMEOUT = timedelta(seconds=10)
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=50)
@@ -247,10 +267,35 @@ class JourneyWorkflow:
             outcome, detail = variant, {"variant": variant}
             next_id = self._journey.resolve(step_id, f"variants.{variant}")
         elif isinstance(step, BranchStep):
-            profile = await self._load_profile()
-            data = {"profile": profile.as_condition_data(), "trigger": self._input.trigger.properties}
-            taken = "then" if step.where.evaluate(data) else "else"
+            taken = await self._branch(step)
             outcome, next_id = taken, self._journey.resolve(step_id, taken)
+        elif isinstance(step, UpdateProfileStep):
+            update = await workflow.execute_local_activity(
+                "update_profile",
+                ProfileUpdate(context=self._context(step.id, visit), set=step.set),
+                result_type=ProfileUpdateResult,
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+            outcome = "updated" if update.updated else "unknown_customer"
+            detail = {"set": update.attributes}
+            next_id = self._journey.resolve(step_id, "next")
+        elif isinstance(step, WebhookStep):
+            answer = await self._call_webhook(step, visit)
+            self._progress.responses[step.save_as or step.id] = answer.model_dump(exclude={"ok"})
+            outcome, detail = ("ok" if answer.ok else "failed"), {"status": answer.status, "error": answer.error}
+            next_id = self._journey.resolve(step_id, "next" if answer.ok or not step.on_failure else "on_failure")
+        elif isinstance(step, StartJourneyStep):
+            handed = await workflow.execute_activity(
+                "start_journey",
+                Handoff(context=self._context(step.id, visit), target_journey=step.journey, now=workflow.now()),
+                result_type=HandoffResult,
+                start_to_close_timeout=HANDOFF_TIMEOUT,
+                retry_policy=HANDOFF_RETRY,
+                summary=f"hand over to {step.journey}",
+            )
+            outcome, detail = handed.outcome, {"journey": step.journey, "reason": handed.reason}
+            next_id = self._journey.resolve(step_id, "next")
         else:
             assert isinstance(step, ExitStep)
             outcome, next_id = "exit", END
@@ -463,6 +508,68 @@ class JourneyWorkflow:
                 retry_policy=RECORD_RETRY,
             )
 
+    async def _branch(self, step: BranchStep) -> str:
+        """The target field of the first case that holds (``then``/``else`` in the simple form)."""
+        profile = await self._load_profile()
+        latest: dict[str, Any] = {}
+        for event in self._progress.events:
+            latest[event.name] = event.properties
+        data = {
+            "profile": profile.as_condition_data(),
+            "trigger": self._input.trigger.properties,
+            "events": latest,
+            "responses": self._progress.responses,
+        }
+        history = step.history_conditions()
+        matches: list[bool] = []
+        if history:
+            result = await workflow.execute_local_activity(
+                "check_history",
+                HistoryRequest(customer_id=self._input.customer_id, conditions=history, now=workflow.now()),
+                result_type=HistoryResult,
+                start_to_close_timeout=PROFILE_TIMEOUT,
+                retry_policy=PROFILE_RETRY,
+            )
+            matches = result.matches
+        for index, case in enumerate(step.case_list()):
+            holds = case.where is None or case.where.evaluate(data)
+            checks, matches = matches[: len(case.history)], matches[len(case.history) :]
+            if holds and all(checks):
+                return "then" if step.cases is None else f"cases[{index}]"
+        return "else" if step.cases is None else "default"
+
+    def _context(self, step_id: str, visit: int) -> StepContext:
+        return StepContext(
+            journey_id=self._input.journey_id,
+            journey_name=self._journey.name,
+            step_id=step_id,
+            customer_id=self._input.customer_id,
+            entry_id=self._input.entry_id,
+            trigger=self._input.trigger,
+            idempotency_key=":".join(
+                [self._input.journey_id, self._input.customer_id, self._input.entry_id, step_id, str(visit)]
+            ),
+        )
+
+    async def _call_webhook(self, step: WebhookStep, visit: int) -> WebhookAnswer:
+        try:
+            return await workflow.execute_activity(
+                "call_webhook",
+                WebhookCall(
+                    context=self._context(step.id, visit),
+                    url=step.url,
+                    method=step.method,
+                    headers=step.headers,
+                    body=step.body,
+                ),
+                result_type=WebhookAnswer,
+                start_to_close_timeout=WEBHOOK_TIMEOUT,
+                retry_policy=WEBHOOK_RETRY,
+                summary=f"{step.method} {step.url}"[:200],
+            )
+        except ActivityError as err:
+            return WebhookAnswer(ok=False, error=f"gave up: {err.cause or err}"[:500])
+
     async def _load_profile(self) -> Profile:
         return await workflow.execute_local_activity(
             "load_profile",
@@ -560,4 +667,10 @@ def _describe(step: Any) -> str:
         return f"step `{step.id}`: A/B split ({label})"
     if isinstance(step, BranchStep):
         return f"step `{step.id}`: branching ({label})"
+    if isinstance(step, UpdateProfileStep):
+        return f"step `{step.id}`: updating the profile ({label})"
+    if isinstance(step, WebhookStep):
+        return f"step `{step.id}`: calling {step.url} ({label})"
+    if isinstance(step, StartJourneyStep):
+        return f"step `{step.id}`: handing over to journey `{step.journey}` ({label})"
     return f"step `{step.id}`: exit ({label})"

@@ -28,7 +28,19 @@ MAX_RESPONSE_TEXT = 2000
 PROVIDER_ID_HEADER = "x-message-id"
 
 
-def _response_body(response: httpx.Response) -> Any:
+def signed_headers(signer: Webhook, key: str, body: str) -> dict[str, str]:
+    """Standard Webhooks headers for ``body``, with the idempotency key as the message id."""
+    timestamp = datetime.now(UTC).replace(microsecond=0)
+    return {
+        "content-type": "application/json",
+        "webhook-id": key,
+        "webhook-timestamp": str(int(timestamp.timestamp())),
+        "webhook-signature": signer.sign(key, timestamp, body),
+        "idempotency-key": key,
+    }
+
+
+def response_body(response: httpx.Response) -> Any:
     """The parsed JSON body if it is small JSON, else the text truncated to MAX_RESPONSE_TEXT characters.
 
     Bounded either way: the result is stored with the message and travels in Temporal payloads.
@@ -65,16 +77,6 @@ class WebhookChannel:
             "payload": payload,
         }
 
-    def _headers(self, key: str, body: str) -> dict[str, str]:
-        timestamp = datetime.now(UTC).replace(microsecond=0)
-        return {
-            "content-type": "application/json",
-            "webhook-id": key,
-            "webhook-timestamp": str(int(timestamp.timestamp())),
-            "webhook-signature": self._signer.sign(key, timestamp, body),
-            "idempotency-key": key,
-        }
-
     async def deliver(self, message: OutboundMessage) -> DeliveryResult:
         url = message.content.get("url") or self._settings.webhook_url
         if not url:
@@ -87,14 +89,16 @@ class WebhookChannel:
         except (TypeError, ValueError) as exc:
             raise PermanentDeliveryError(f"webhook payload is not JSON: {exc}") from exc
         try:
-            response = await self._client.post(url, content=body.encode(), headers=self._headers(key, body))
+            response = await self._client.post(
+                url, content=body.encode(), headers=signed_headers(self._signer, key, body)
+            )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise PermanentDeliveryError(f"invalid webhook url {url!r}: {exc}") from exc
         except httpx.TransportError as exc:
             raise TransientDeliveryError(f"webhook {url} unreachable: {exc!r}") from exc
 
         status = response.status_code
-        result: dict[str, Any] = {"status": status, "body": _response_body(response)}
+        result: dict[str, Any] = {"status": status, "body": response_body(response)}
         if response.is_success:
             return DeliveryResult(provider_message_id=response.headers.get(PROVIDER_ID_HEADER) or key, response=result)
         if status in RETRYABLE_STATUSES or status >= 500:

@@ -1,0 +1,129 @@
+"""Activities of the steps that are not sends: history checks, profile updates, webhook calls, hand-offs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+import httpx
+import structlog
+from standardwebhooks.webhooks import Webhook
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from activities.admission import admit, current_journey
+from activities.channels.webhook import RETRYABLE_STATUSES, response_body, signed_headers
+from activities.models import (
+    Handoff,
+    HandoffResult,
+    HistoryRequest,
+    HistoryResult,
+    ProfileUpdate,
+    ProfileUpdateResult,
+    StepContext,
+    WebhookAnswer,
+    WebhookCall,
+)
+from config.settings import Settings
+from journeys.runtime import Event
+from journeys.templates import TemplateError, render_value
+from store import segments as segment_store
+
+log = structlog.get_logger(__name__)
+
+
+class StepActivities:
+    """Activities with their dependencies injected; the worker registers the bound methods."""
+
+    def __init__(
+        self, pool: asyncpg.Pool, client: Client, settings: Settings, http: httpx.AsyncClient | None = None
+    ) -> None:
+        self._pool = pool
+        self._client = client
+        self._settings = settings
+        self._http = http or httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        self._signer = Webhook(settings.webhook_secret.get_secret_value())
+
+    def all(self) -> list[Any]:
+        return [self.check_history, self.update_profile, self.call_webhook, self.start_journey]
+
+    @activity.defn(name="check_history")
+    async def check_history(self, request: HistoryRequest) -> HistoryResult:
+        async with self._pool.acquire() as conn:
+            matches = await segment_store.history_matches(conn, request.customer_id, request.conditions, request.now)
+        return HistoryResult(matches=matches)
+
+    @activity.defn(name="update_profile")
+    async def update_profile(self, update: ProfileUpdate) -> ProfileUpdateResult:
+        context = _context(update.context, await self._attributes(update.context.customer_id))
+        try:
+            values = render_value(update.set, context)
+        except TemplateError as exc:
+            raise ApplicationError(f"template error in 'set': {exc}", type="InvalidStep", non_retryable=True) from exc
+        row = await self._pool.fetchrow(
+            "UPDATE customers SET attributes = attributes || $2, updated_at = now() WHERE id = $1 RETURNING id",
+            update.context.customer_id,
+            values,
+        )
+        return ProfileUpdateResult(updated=row is not None, attributes=values if row is not None else {})
+
+    @activity.defn(name="call_webhook")
+    async def call_webhook(self, call: WebhookCall) -> WebhookAnswer:
+        """One HTTP call. 5xx, 408/409/425/429 and network errors raise (Temporal retries); other 4xx answer."""
+        context = _context(call.context, await self._attributes(call.context.customer_id))
+        try:
+            body = render_value(call.body, context) if call.body is not None else None
+            headers = render_value(call.headers, context)
+        except TemplateError as exc:
+            return WebhookAnswer(ok=False, error=f"template error: {exc}")
+        payload = json.dumps(body, separators=(",", ":")) if body is not None else ""
+        headers = {**headers, **signed_headers(self._signer, call.context.idempotency_key, payload)}
+        try:
+            response = await self._http.request(call.method, call.url, content=payload or None, headers=headers)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"{call.method} {call.url}: {exc!r}") from exc
+        if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
+            raise RuntimeError(f"{call.method} {call.url} answered {response.status_code}")
+        ok = response.is_success
+        return WebhookAnswer(
+            ok=ok,
+            status=response.status_code,
+            body=response_body(response),
+            error=None if ok else f"answered {response.status_code}",
+        )
+
+    @activity.defn(name="start_journey")
+    async def start_journey(self, handoff: Handoff) -> HandoffResult:
+        journey, version, unavailable = await current_journey(self._pool, handoff.target_journey)
+        if journey is None:
+            return HandoffResult(outcome="unavailable", reason=unavailable)
+        ctx = handoff.context
+        trigger = Event(
+            event_id=f"handoff:{ctx.journey_id}:{ctx.entry_id}:{ctx.step_id}",
+            customer_id=ctx.customer_id,
+            name=f"$journey:{ctx.journey_id}",
+            properties={**ctx.trigger.properties, "from_journey": ctx.journey_id, "from_step": ctx.step_id},
+            occurred_at=handoff.now,
+        )
+        outcome = await admit(
+            self._pool, self._client, self._settings, journey, version, trigger, handoff.now, "handoff"
+        )
+        return HandoffResult(outcome=outcome)
+
+    async def _attributes(self, customer_id: str) -> dict[str, Any]:
+        row = await self._pool.fetchrow(
+            "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1", customer_id
+        )
+        if row is None:
+            return {"id": customer_id}
+        base = {k: row[k] for k in ("id", "email", "phone", "timezone", "locale") if row[k] is not None}
+        return {**(row["attributes"] or {}), **base, "attributes": row["attributes"] or {}}
+
+
+def _context(context: StepContext, customer: dict[str, Any]) -> dict[str, Any]:
+    trigger = context.trigger
+    event = {**trigger.properties, "id": trigger.event_id, "name": trigger.name, "properties": trigger.properties}
+    journey = {"id": context.journey_id, "name": context.journey_name, "step": context.step_id}
+    return {"customer": customer, "profile": customer, "event": event, "journey": journey}
