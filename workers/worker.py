@@ -11,6 +11,7 @@ import asyncpg
 import structlog
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.channels.base import Channel
 from activities.channels.inbox import InboxChannel
@@ -26,6 +27,10 @@ log = structlog.get_logger(__name__)
 
 WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+# The sandbox still refuses non-deterministic calls (datetime.now, random, I/O) at run time, but no longer
+# re-imports the workflow modules for every run: they keep no module-level state, and that re-import was a
+# quarter of the worker's CPU (bench/README.md). The replay test keeps the full sandbox.
+WORKFLOW_RUNNER = SandboxedWorkflowRunner(restrictions=SandboxRestrictions.default.with_passthrough_all_modules())
 
 
 def build_worker(
@@ -50,6 +55,7 @@ def build_worker(
         max_concurrent_local_activities=settings.database_pool_max,
         # On shutdown, let in-flight sends finish (and record) rather than cancel them mid-delivery.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        workflow_runner=WORKFLOW_RUNNER,
     )
 
 
