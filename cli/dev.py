@@ -225,14 +225,14 @@ async def prepare_email(settings: Settings, data_dir: Path, stack: contextlib.As
     ), f"local sink 127.0.0.1:{settings.smtp_port}, saved in {sink.folder}"
 
 
-async def publish_examples(pool: asyncpg.Pool) -> list[tuple[str, int, bool]]:
+async def publish_examples(pool: asyncpg.Pool, client: Client, settings: Settings) -> list[tuple[str, int, bool]]:
     results = []
     for path in example_files():
         checked = check_file(path)
         if checked.journey is None:
             log.error("example.invalid", file=str(path), issues=[str(i) for i in checked.issues])
             continue
-        version, created = await publish_journey(pool, checked.journey)
+        version, created = await publish_journey(pool, checked.journey, client=client, settings=settings)
         results.append((checked.journey.id, version, created))
     return results
 
@@ -301,7 +301,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
                 await search_attributes.register(client, settings.temporal_namespace)
 
             settings, email_line = await prepare_email(settings, data_dir, stack)
-            published = await publish_examples(pool)
+            published = await publish_examples(pool, client, settings)
 
             worker_stop = asyncio.Event()
             worker_task = asyncio.create_task(run_worker(client, settings, pool, worker_stop), name="worker")

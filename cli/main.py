@@ -6,6 +6,7 @@ find the database and Temporal). Every error is one line on stderr and a non-zer
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
@@ -21,6 +22,7 @@ from rich.table import Table
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
 from cli.publishing import Checked, check_file, publish_journey
 from config.settings import Settings
+from workers.client import connect
 
 app = typer.Typer(
     help="Parcours: durable customer journeys on Temporal.",
@@ -187,6 +189,14 @@ def journeys_publish(
 
     async def main() -> list[tuple[Checked, int, bool]]:
         done = []
+        client = None
+        if any(c.journey is not None and c.journey.entry.segment is not None for c in checked):
+            # A segment journey's schedule lives in Temporal: without it, the API creates it on the next
+            # publish, pause or resume.
+            try:
+                client = await asyncio.wait_for(connect(settings), timeout=5)
+            except Exception as exc:
+                err_console.print(f"[yellow]warning:[/] Temporal unreachable ({exc}); segment schedules not updated")
         async with open_pool(settings) as pool:
             progress = _progress() if many else None
             task = progress.add_task("Publishing", total=len(checked)) if progress else None
@@ -195,7 +205,7 @@ def journeys_publish(
             try:
                 for c in checked:
                     assert c.journey is not None
-                    version, created = await publish_journey(pool, c.journey)
+                    version, created = await publish_journey(pool, c.journey, client=client, settings=settings)
                     done.append((c, version, created))
                     if progress and task is not None:
                         progress.advance(task)

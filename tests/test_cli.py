@@ -16,10 +16,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from cli.main import app
 from tests.support.mail import SmtpSink, free_port
+from tests.support.temporal import binary
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "journeys" / "examples" / "welcome-series.yaml"
@@ -106,6 +108,47 @@ def test_publish_then_list_and_republish_unchanged(cli: CliRunner, tmp_path: Pat
     listed = cli.invoke(app, ["journeys", "list"])
     assert listed.exit_code == 0, listed.output
     assert journey_id in listed.output
+
+
+def test_publishing_a_segment_journey_creates_its_schedule(
+    cli: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> None:
+    address = dev_env.client.service_client.config.target_host
+    monkeypatch.setenv("PARCOURS_TEMPORAL_ADDRESS", address)
+    journey_id = f"seg-{uuid.uuid4().hex[:8]}"
+    path = tmp_path / "segment.yaml"
+    path.write_text(
+        f"""
+id: {journey_id}
+name: Lapsed customers
+entry:
+  segment:
+    every: 1d
+    events: [{{event: order_placed, within: 60d, count: none}}]
+steps:
+  - {{id: hello, type: send, channel: email, template: {{subject: We miss you, text: Come back}}}}
+"""
+    )
+    published = cli.invoke(app, ["journeys", "publish", str(path)])
+    assert published.exit_code == 0, published.output
+    described = subprocess.run(
+        [
+            binary("temporal"),
+            "schedule",
+            "describe",
+            "--schedule-id",
+            f"segment:{journey_id}",
+            "--address",
+            address,
+            "--output",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert described.returncode == 0, described.stderr
+    assert "SegmentEntryWorkflow" in described.stdout
 
 
 def test_missing_file_and_missing_database_are_one_line_errors(
