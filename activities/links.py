@@ -1,4 +1,14 @@
-"""Signed links that go into messages (one-click unsubscribe). The API verifies them with the same secret."""
+"""Links that go into messages (one-click unsubscribe, the preference page). The API opens them with the same secret.
+
+A link token is sealed, not just signed: its payload (purpose, customer, channel, topic, expiry) is encrypted
+and authenticated, so the URL carries no customer id anyone could read, guess or change. The construction uses
+only the standard library: keys derived from ``link_secret`` with HMAC-SHA256, a random 96-bit nonce, a
+keystream of HMAC-SHA256(enc_key, nonce || counter) (a PRF in counter mode), and encrypt-then-MAC with
+HMAC-SHA256(mac_key, version || nonce || ciphertext) truncated to 128 bits, checked in constant time.
+
+    url = unsubscribe_url(settings, "ada", "email", "promotions")
+    payload = open_token(settings, token, purpose=UNSUBSCRIBE)   # InvalidLink / ExpiredLink
+"""
 
 from __future__ import annotations
 
@@ -6,40 +16,101 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import time
+from typing import Any
 
 from config.settings import Settings
 
-UNSUBSCRIBE_TTL_SECONDS = 60 * 60 * 24 * 90
+VERSION = b"\x01"
+NONCE_BYTES = 12
+TAG_BYTES = 16
+UNSUBSCRIBE = "u"
+PREFERENCES = "p"
+_PURPOSES = {UNSUBSCRIBE: "unsubscribe", PREFERENCES: "preferences"}
 
 
 class InvalidLink(ValueError):
-    pass
+    """The token was altered, is malformed, or was made for another purpose (the API answers 400)."""
 
 
-def sign(settings: Settings, payload: dict[str, object], ttl_seconds: int) -> str:
-    body = dict(payload, exp=int(time.time()) + ttl_seconds)
-    raw = base64.urlsafe_b64encode(json.dumps(body, separators=(",", ":")).encode()).rstrip(b"=")
-    mac = hmac.new(settings.link_secret.get_secret_value().encode(), raw, hashlib.sha256).digest()
-    return raw.decode() + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+class ExpiredLink(InvalidLink):
+    """The token is authentic but past its expiry (the API answers 410)."""
 
 
-def verify(settings: Settings, token: str) -> dict[str, object]:
-    """The payload of a valid, unexpired token; InvalidLink otherwise."""
+def _keys(settings: Settings) -> tuple[bytes, bytes]:
+    secret = settings.link_secret.get_secret_value().encode()
+    enc = hmac.new(secret, b"parcours-links/v1/encrypt", hashlib.sha256).digest()
+    mac = hmac.new(secret, b"parcours-links/v1/authenticate", hashlib.sha256).digest()
+    return enc, mac
+
+
+def _keystream(key: bytes, nonce: bytes, length: int) -> bytes:
+    blocks = (hmac.new(key, nonce + i.to_bytes(4, "big"), hashlib.sha256).digest() for i in range(length // 32 + 1))
+    return b"".join(blocks)[:length]
+
+
+def _xor(data: bytes, stream: bytes) -> bytes:
+    return bytes(a ^ b for a, b in zip(data, stream, strict=True))
+
+
+def seal(settings: Settings, purpose: str, payload: dict[str, Any], ttl_seconds: int) -> str:
+    """An opaque, URL-safe token holding ``payload`` for ``purpose`` until ``ttl_seconds`` from now."""
+    enc_key, mac_key = _keys(settings)
+    body = json.dumps(dict(payload, p=purpose, exp=int(time.time()) + ttl_seconds), separators=(",", ":")).encode()
+    nonce = os.urandom(NONCE_BYTES)
+    ciphertext = _xor(body, _keystream(enc_key, nonce, len(body)))
+    tag = hmac.new(mac_key, VERSION + nonce + ciphertext, hashlib.sha256).digest()[:TAG_BYTES]
+    return base64.urlsafe_b64encode(VERSION + nonce + ciphertext + tag).rstrip(b"=").decode()
+
+
+def open_token(settings: Settings, token: str, *, purpose: str) -> dict[str, Any]:
+    """The payload of an authentic, unexpired token made for ``purpose``.
+
+    Raises:
+        InvalidLink: altered, malformed, or made for another purpose.
+        ExpiredLink: authentic but expired.
+    """
+    enc_key, mac_key = _keys(settings)
     try:
-        raw, mac = token.split(".", 1)
-        expected = hmac.new(settings.link_secret.get_secret_value().encode(), raw.encode(), hashlib.sha256).digest()
-        given = base64.urlsafe_b64decode(mac + "=" * (-len(mac) % 4))
-        if not hmac.compare_digest(expected, given):
-            raise InvalidLink("the link's signature does not match")
-        payload = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
-    except (ValueError, json.JSONDecodeError) as exc:
-        raise InvalidLink(f"malformed link: {exc}") from None
-    if not isinstance(payload, dict) or int(payload.get("exp", 0)) < time.time():
-        raise InvalidLink("the link has expired")
+        raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
+    except (ValueError, UnicodeEncodeError):
+        raise InvalidLink("the link is malformed") from None
+    if len(raw) < 1 + NONCE_BYTES + TAG_BYTES + 2 or raw[:1] != VERSION:
+        raise InvalidLink("the link is malformed")
+    nonce, ciphertext, tag = raw[1 : 1 + NONCE_BYTES], raw[1 + NONCE_BYTES : -TAG_BYTES], raw[-TAG_BYTES:]
+    expected = hmac.new(mac_key, VERSION + nonce + ciphertext, hashlib.sha256).digest()[:TAG_BYTES]
+    if not hmac.compare_digest(expected, tag):
+        raise InvalidLink("the link's signature does not match")
+    try:
+        payload = json.loads(_xor(ciphertext, _keystream(enc_key, nonce, len(ciphertext))))
+    except ValueError:
+        raise InvalidLink("the link is malformed") from None
+    if not isinstance(payload, dict) or payload.get("p") != purpose:
+        raise InvalidLink(f"this is not a {_PURPOSES.get(purpose, purpose)} link")
+    if not isinstance(payload.get("exp"), int) or payload["exp"] < time.time():
+        raise ExpiredLink("the link has expired")
     return payload
 
 
 def unsubscribe_url(settings: Settings, customer_id: str, channel: str, topic: str | None) -> str:
-    token = sign(settings, {"c": customer_id, "ch": channel, "t": topic}, UNSUBSCRIBE_TTL_SECONDS)
+    """The one-click unsubscribe URL for a message (RFC 8058); the send activity puts it in List-Unsubscribe."""
+    token = seal(
+        settings, UNSUBSCRIBE, {"c": customer_id, "ch": channel, "t": topic}, _days(settings.unsubscribe_link_ttl_days)
+    )
     return f"{settings.public_base_url.rstrip('/')}/v1/unsubscribe/{token}"
+
+
+def preferences_url(settings: Settings, customer_id: str) -> str:
+    """The customer's hosted preference page."""
+    token = seal(settings, PREFERENCES, {"c": customer_id}, _days(settings.preference_link_ttl_days))
+    return f"{settings.public_base_url.rstrip('/')}/preferences/{token}"
+
+
+def template_links(settings: Settings, customer_id: str, unsubscribe: str | None) -> dict[str, str]:
+    """What Liquid templates see: ``preferences_url`` and ``unsubscribe_url`` ("" when the message has none)."""
+    return {"preferences_url": preferences_url(settings, customer_id), "unsubscribe_url": unsubscribe or ""}
+
+
+def _days(days: float) -> int:
+    return int(days * 86400)

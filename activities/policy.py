@@ -7,6 +7,7 @@ database), so every rule can be read and tested on its own.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -59,16 +60,43 @@ def ordered_channels(request: SendRequest, profile: Profile, settings: Settings)
     return channels, "step order"
 
 
-def candidate(request: SendRequest, profile: Profile, channel: str, settings: Settings) -> Candidate:
+def candidate(
+    request: SendRequest,
+    profile: Profile,
+    channel: str,
+    settings: Settings,
+    topic_defaults: Mapping[str, str] | None = None,
+) -> Candidate:
     recipient = recipient_for(request, profile, channel, settings)
-    refusal = consent_refusal(request, profile, channel, settings)
+    refusal = consent_refusal(request, profile, channel, settings, topic_defaults)
     if refusal is None and recipient is None and channel != "in_app":
         refusal = f"unreachable:{channel}"
     return Candidate(channel, recipient, refusal)
 
 
-def consent_refusal(request: SendRequest, profile: Profile, channel: str, settings: Settings) -> str | None:
-    """Why consent forbids this send on this channel, or None. Transactional messages need no marketing consent."""
+def topic_default(topic: str, settings: Settings, topic_defaults: Mapping[str, str] | None = None) -> str:
+    """``opt_in`` or ``opt_out`` for a topic: the API's definition (``topic_defaults``), else the settings' topics,
+    else ``opt_out`` (an unknown topic is sent unless withdrawn)."""
+    if topic_defaults and topic in topic_defaults:
+        return topic_defaults[topic]
+    for defined in settings.topics:
+        if defined.name == topic:
+            return defined.default
+    return "opt_out"
+
+
+def consent_refusal(
+    request: SendRequest,
+    profile: Profile,
+    channel: str,
+    settings: Settings,
+    topic_defaults: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why consent forbids this send on this channel, or None. Transactional messages need no marketing consent.
+
+    ``topic_defaults`` (topic -> ``opt_in``/``opt_out``) are the topics defined through the API, which win over
+    ``settings.topics``. An opt-in topic needs the customer's explicit grant.
+    """
     if request.kind == "transactional":
         return None
     if channel in CONSENT_CHANNELS:
@@ -77,8 +105,12 @@ def consent_refusal(request: SendRequest, profile: Profile, channel: str, settin
             return f"consent_withdrawn:{channel}"
         if status is None and settings.consent_default == "opt_in":
             return f"no_consent:{channel}"
-    if request.topic and profile.topic_consent.get(request.topic) == "withdrawn":
-        return f"topic_withdrawn:{request.topic}"
+    if request.topic:
+        status = profile.topic_consent.get(request.topic)
+        if status == "withdrawn":
+            return f"topic_withdrawn:{request.topic}"
+        if status is None and topic_default(request.topic, settings, topic_defaults) == "opt_in":
+            return f"topic_not_granted:{request.topic}"
     return None
 
 

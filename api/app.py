@@ -20,7 +20,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
-from api import routes_customers, routes_events, routes_health, routes_journeys
+from api import (
+    routes_customers,
+    routes_events,
+    routes_health,
+    routes_journeys,
+    routes_preferences,
+)
 from api.router import EventRouter
 from api.routes_deps import require_api_key, validation_field
 from api.schemas import ApiError, ErrorBody
@@ -61,6 +67,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.state.router = router
 
     app.include_router(routes_health.router)
+    app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
     auth = [Depends(require_api_key)]
     for module in (routes_events, routes_customers, routes_journeys):
         app.include_router(module.router, dependencies=auth)

@@ -26,6 +26,16 @@ class FrequencyCap(BaseModel):
     channel: str | None = None
 
 
+class Topic(BaseModel):
+    """A subscription topic. ``opt_in``: not subscribed until the customer says yes; ``opt_out``: subscribed unless
+    they withdrew."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    label: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=2000)
+    default: Literal["opt_in", "opt_out"] = "opt_out"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PARCOURS_", env_file=".env", extra="ignore")
 
@@ -79,6 +89,14 @@ class Settings(BaseSettings):
     consent_default: Literal["opt_in", "opt_out"] = "opt_in"
     # Signs unsubscribe and preference links. Set your own in production.
     link_secret: SecretStr = SecretStr("parcours-dev-link-secret-change-me")
+    # How long unsubscribe links and preference-page links stay valid.
+    unsubscribe_link_ttl_days: float = Field(default=90, gt=0)
+    preference_link_ttl_days: float = Field(default=30, gt=0)
+    # Subscription topics, e.g. [{"name": "product_news", "label": "Product news", "default": "opt_in"}]. Topics
+    # defined through the API (PUT /v1/topics/{name}) win over these; an unknown topic behaves as opt_out.
+    topics: list[Topic] = Field(default_factory=list)
+    # Interests the preference page offers as checkboxes (zero-party data, saved as the ``interests`` attribute).
+    interests: list[str] = Field(default_factory=list)
 
     # Marketing is not sent inside quiet hours (customer's local time, HH:MM-HH:MM; a customer's own
     # ``quiet_hours`` attribute wins). Empty: none, unless the customer set their own.

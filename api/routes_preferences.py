@@ -1,0 +1,298 @@
+"""The preference center: topics (API), the hosted preference page and one-click unsubscribe (public, by link).
+
+The public pages need no API key: the sealed token in the path is the credential (see ``activities.links``).
+Forms post to the same path, so a cross-site page cannot forge a post without already holding the token.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+from urllib.parse import parse_qs
+from zoneinfo import available_timezones
+
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from activities import links
+from api import preference_pages as pages
+from api.routes_deps import pool, read_json, require_api_key, settings, validation_field
+from api.schemas import ApiError
+from config.settings import Settings
+from journeys import calendar
+from store import customers as customer_store
+from store import preferences as store
+from store.preferences import CONSENT_CHANNELS, FREQUENCIES, Preferences
+
+router = APIRouter()
+
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+AppSettings = Annotated[Settings, Depends(settings)]
+TopicName = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$", description="The topic's name")]
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+_ZONES = available_timezones()
+_MAX_TOKEN = 2048
+
+
+# --- topics (API key) --------------------------------------------------------------------------------------
+
+
+class TopicIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    label: str = Field(default="", max_length=200)
+    description: str = Field(default="", max_length=2000)
+    default: Literal["opt_in", "opt_out"] = Field(
+        description="opt_in: not subscribed until the customer says yes; opt_out: subscribed unless withdrawn"
+    )
+
+
+class TopicOut(BaseModel):
+    name: str
+    label: str
+    description: str
+    default: Literal["opt_in", "opt_out"]
+    source: Literal["api", "settings"]
+
+
+_auth = [Depends(require_api_key)]
+
+
+@router.get("/v1/topics", response_model=list[TopicOut], tags=["topics"], dependencies=_auth)
+async def list_topics(db: Pool, config: AppSettings) -> list[dict[str, Any]]:
+    """Every topic: those defined through the API, then those from ``PARCOURS_TOPICS`` not redefined."""
+    return await store.list_topics(db, config)
+
+
+@router.get("/v1/topics/{name}", response_model=TopicOut, tags=["topics"], dependencies=_auth)
+async def get_topic(name: TopicName, db: Pool, config: AppSettings) -> dict[str, Any]:
+    topic = await store.get_topic(db, config, name)
+    if topic is None:
+        raise ApiError(404, f"unknown topic '{name}'", field="name")
+    return topic
+
+
+@router.put(
+    "/v1/topics/{name}",
+    response_model=TopicOut,
+    tags=["topics"],
+    dependencies=_auth,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": TopicIn.model_json_schema()}}}
+    },
+)
+async def put_topic(name: TopicName, request: Request, db: Pool) -> dict[str, Any]:
+    """Define or redefine a topic; this definition wins over ``PARCOURS_TOPICS`` from the very next send."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object", field="body")
+    try:
+        body = TopicIn.model_validate(data)
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        raise ApiError(422, message, field=field) from None
+    return await store.put_topic(db, name, label=body.label, description=body.description, default=body.default)
+
+
+# --- public pages ------------------------------------------------------------------------------------------
+
+
+def _html(content: str, status: int = 200) -> HTMLResponse:
+    return HTMLResponse(content, status_code=status, headers=pages.headers())
+
+
+class _PageError(Exception):
+    def __init__(self, response: HTMLResponse) -> None:
+        self.response = response
+
+
+def _open(config: Settings, token: str, purpose: str) -> dict[str, Any]:
+    try:
+        if len(token) > _MAX_TOKEN:
+            raise links.InvalidLink("the link is too long")
+        return links.open_token(config, token, purpose=purpose)
+    except links.ExpiredLink:
+        raise _PageError(
+            _html(
+                pages.message_page(
+                    "This link has expired",
+                    "For your security, links in our messages work for a limited time. "
+                    "Use the link in a more recent message from us.",
+                ),
+                410,
+            )
+        ) from None
+    except links.InvalidLink:
+        raise _PageError(
+            _html(
+                pages.message_page(
+                    "This link is not valid",
+                    "The link may have been changed or cut off when it was copied. "
+                    "Open it again from the message we sent you, or copy the whole address.",
+                ),
+                400,
+            )
+        ) from None
+
+
+def _gone() -> HTMLResponse:
+    return _html(pages.message_page("This link no longer works", "We have no record for this link any more."), 410)
+
+
+async def _form(request: Request) -> dict[str, list[str]]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    raw = await request.body()
+    if content_type not in ("", "application/x-www-form-urlencoded"):
+        raise _PageError(
+            _html(pages.message_page("Unsupported form", "Send the form as application/x-www-form-urlencoded."), 415)
+        )
+    try:
+        return parse_qs(raw.decode("utf-8"), keep_blank_values=True, max_num_fields=1000)
+    except (UnicodeDecodeError, ValueError):
+        raise _PageError(_html(pages.message_page("Unreadable form", "The form could not be read."), 400)) from None
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{message} (field '{field}')")
+        self.field = field
+
+
+def _one(form: dict[str, list[str]], name: str) -> str:
+    values = form.get(name) or [""]
+    return values[-1].strip()
+
+
+def _parse_preferences(form: dict[str, list[str]], current: store.CustomerPreferences, config: Settings) -> Preferences:
+    chosen_channels = set(form.get("channel", []))
+    if unknown := chosen_channels - set(CONSENT_CHANNELS):
+        raise _FieldError("channel", f"unknown channel '{sorted(unknown)[0]}'")
+    topic_names = {t["name"] for t in current.topics}
+    chosen_topics = set(form.get("topic", []))
+    if unknown := chosen_topics - topic_names:
+        raise _FieldError("topic", f"unknown topic '{sorted(unknown)[0]}'")
+    frequency = _one(form, "frequency") or "none"
+    if frequency not in FREQUENCIES:
+        raise _FieldError("frequency", f"choose one of {', '.join(FREQUENCIES)}")
+    start, end = _one(form, "quiet_start"), _one(form, "quiet_end")
+    quiet_hours = None
+    if start or end:
+        if not (start and end):
+            raise _FieldError("quiet_end" if start else "quiet_start", "give both the start and the end of quiet hours")
+        try:
+            calendar.parse_window(f"{start}-{end}")
+        except ValueError:
+            raise _FieldError("quiet_start", "quiet hours must be times such as 21:00 and 08:00") from None
+        quiet_hours = f"{start}-{end}"
+    preferred = _one(form, "preferred_channel") or None
+    if preferred is not None and preferred not in (*CONSENT_CHANNELS, "in_app"):
+        raise _FieldError("preferred_channel", f"unknown channel '{preferred}'")
+    timezone = _one(form, "timezone") or None
+    if timezone is not None and timezone not in _ZONES:
+        raise _FieldError("timezone", f"unknown time zone '{timezone}'")
+    locale = _one(form, "language") or None
+    if locale is not None and not _LOCALE.match(locale):
+        raise _FieldError("language", f"'{locale}' is not a language code such as en, fr or fr-CA")
+    chosen_interests = form.get("interest", [])
+    if unknown_interests := set(chosen_interests) - set(config.interests):
+        raise _FieldError("interest", f"unknown interest '{sorted(unknown_interests)[0]}'")
+    # Interests no longer offered on the page are kept: the customer did not take them back.
+    kept = [i for i in current.preferences.interests if i not in config.interests]
+    return Preferences(
+        channels={c: c in chosen_channels for c in CONSENT_CHANNELS},
+        topics={t: t in chosen_topics for t in topic_names},
+        frequency=frequency,
+        quiet_hours=quiet_hours,
+        preferred_channel=preferred,
+        timezone=timezone,
+        locale=locale,
+        interests=[i for i in config.interests if i in chosen_interests] + kept,
+    )
+
+
+@router.get("/preferences/{token}", response_class=HTMLResponse, tags=["preference center"])
+async def preference_page(token: str, request: Request, db: Pool, config: AppSettings) -> HTMLResponse:
+    """The customer's preference page (link from ``activities.links.preferences_url``)."""
+    try:
+        payload = _open(config, token, links.PREFERENCES)
+    except _PageError as exc:
+        return exc.response
+    data = await store.load_preferences(db, config, str(payload.get("c")))
+    if data is None:
+        return _gone()
+    return _html(pages.preference_page(data, config.interests, action=request.url.path))
+
+
+@router.post("/preferences/{token}", response_class=HTMLResponse, tags=["preference center"])
+async def save_preference_page(token: str, request: Request, db: Pool, config: AppSettings) -> HTMLResponse:
+    """Save the form; answers the page again, saying "Saved" (or naming the field that is wrong, with 400)."""
+    try:
+        payload = _open(config, token, links.PREFERENCES)
+        form = await _form(request)
+    except _PageError as exc:
+        return exc.response
+    customer_id = str(payload.get("c"))
+    data = await store.load_preferences(db, config, customer_id)
+    if data is None:
+        return _gone()
+    try:
+        wanted = _parse_preferences(form, data, config)
+    except _FieldError as exc:
+        return _html(pages.preference_page(data, config.interests, action=request.url.path, error=str(exc)), 400)
+    try:
+        await store.save_preferences(db, config, customer_id, wanted)
+    except customer_store.UnknownCustomerError:
+        return _gone()
+    saved = await store.load_preferences(db, config, customer_id)
+    if saved is None:
+        return _gone()
+    return _html(pages.preference_page(saved, config.interests, action=request.url.path, saved=True))
+
+
+@router.get("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["preference center"])
+async def unsubscribe_page(token: str, request: Request, config: AppSettings) -> HTMLResponse:
+    """A confirmation page with a button. A GET never unsubscribes: mail scanners follow links."""
+    try:
+        payload = _open(config, token, links.UNSUBSCRIBE)
+    except _PageError as exc:
+        return exc.response
+    prefs = links.preferences_url(config, str(payload.get("c")))
+    prefs_path = "/preferences/" + prefs.rsplit("/preferences/", 1)[1]
+    return _html(pages.unsubscribe_confirm_page(pages.describe(payload), request.url.path, prefs_path))
+
+
+@router.post("/v1/unsubscribe/{token}", response_class=HTMLResponse, tags=["preference center"])
+async def one_click_unsubscribe(token: str, request: Request, db: Pool, config: AppSettings) -> HTMLResponse:
+    """RFC 8058 one-click unsubscribe: body ``List-Unsubscribe=One-Click``. Withdraws the message's topic (or its
+    channel when it had none), source ``one_click_unsubscribe``; effective for the very next send."""
+    try:
+        payload = _open(config, token, links.UNSUBSCRIBE)
+        form = await _form(request)
+    except _PageError as exc:
+        return exc.response
+    if _one(form, "List-Unsubscribe") != "One-Click":
+        return _html(
+            pages.message_page(
+                "Unsubscribe not confirmed",
+                "The request must carry List-Unsubscribe=One-Click (field 'List-Unsubscribe').",
+            ),
+            400,
+        )
+    topic, channel = payload.get("t"), payload.get("ch")
+    scope, name = ("topic", str(topic)) if topic else ("channel", str(channel))
+    try:
+        await customer_store.record_consent(
+            db,
+            str(payload.get("c")),
+            scope,
+            name,
+            "withdrawn",
+            source="one_click_unsubscribe",  # type: ignore[arg-type]
+        )
+    except customer_store.UnknownCustomerError:
+        return _gone()
+    return _html(
+        pages.message_page("You are unsubscribed", f"You will not receive {pages.describe(payload)} any more.")
+    )
