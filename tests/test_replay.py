@@ -20,9 +20,11 @@ from workflows.journey import JourneyWorkflow
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
 
-def test_the_corpus_covers_both_examples() -> None:
+def test_the_corpus_covers_every_example() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"welcome-series", "abandoned-cart", "abandoned-cart-clicked"} <= names
+    # Recorded by tests/test_examples.py.
+    assert {"win-back", "limited-time-offer", "birthday", "onboarding-fallback"} <= names
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
