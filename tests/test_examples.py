@@ -198,13 +198,9 @@ async def test_limited_time_offer_email_at_once_then_a_push_at_nine_the_day_befo
     journey = example("limited-time-offer")
     now = await engine.env.get_current_time()
     last_day = (local(now) + timedelta(days=6)).date()
-    offer = {"offer_code": "AUTUMN20", "discount_percent": 20}
-    with_push = await make_customer(
-        engine.pool, push=True, consent=("email", "push"), attributes={"offer_last_day": last_day.isoformat()}
-    )
-    french_no_push = await make_customer(
-        engine.pool, locale="fr-FR", attributes={"offer_last_day": last_day.isoformat()}
-    )
+    offer = {"offer_code": "AUTUMN20", "discount_percent": 20, "last_day": last_day.isoformat()}
+    with_push = await make_customer(engine.pool, push=True, consent=("email", "push"))
+    french_no_push = await make_customer(engine.pool, locale="fr-FR")
     handle = await engine.enter(journey, with_push, offer)
     french = await engine.enter(journey, french_no_push, offer)
 
@@ -230,7 +226,10 @@ async def test_limited_time_offer_email_at_once_then_a_push_at_nine_the_day_befo
     over = next(s for s in state.steps_done if s.step_id == "offer-over")
     until = datetime.fromisoformat(over.detail["until"])
     assert local(until) == datetime.combine(last_day + timedelta(days=1), datetime.min.time(), tzinfo=PARIS)
+    attributes = await engine.pool.fetchval("SELECT attributes FROM customers WHERE id = $1", with_push)
+    assert attributes["offer_last_day"] == last_day.isoformat()
     assert await engine.outcomes(with_push) == {
+        "remember-last-day": "updated",
         "offer-email": "sent",
         "morning-before-last-day": "waited",
         "reminder": "sent",
@@ -253,10 +252,9 @@ async def test_an_order_before_the_reminder_ends_the_offer_journey_without_a_pus
     journey = example("limited-time-offer")
     now = await engine.env.get_current_time()
     last_day = (local(now) + timedelta(days=6)).date()
-    customer = await make_customer(
-        engine.pool, push=True, consent=("email", "push"), attributes={"offer_last_day": last_day.isoformat()}
-    )
-    handle = await engine.enter(journey, customer, {"offer_code": "AUTUMN20", "discount_percent": 20})
+    customer = await make_customer(engine.pool, push=True, consent=("email", "push"))
+    offer = {"offer_code": "AUTUMN20", "discount_percent": 20, "last_day": last_day.isoformat()}
+    handle = await engine.enter(journey, customer, offer)
     await engine.env.sleep(timedelta(days=2))
     order = event(customer, "order_placed", {"total": 80})
     await handle.signal(EVENT_SIGNAL, order)
