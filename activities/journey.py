@@ -9,7 +9,9 @@ recorded, never in between.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
@@ -41,6 +43,7 @@ from config.settings import Settings
 from journeys import calendar
 from journeys.conditions import lookup
 from journeys.templates import TemplateError, render_value
+from store import suppressions
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +125,7 @@ class JourneyActivities:
             profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
             order, why = policy.ordered_channels(request, profile, self._settings)
             candidates = [policy.candidate(request, profile, c, self._settings) for c in order]
+            candidates = [await _unless_suppressed(conn, c) for c in candidates]
             record.choice = {
                 "order": order,
                 "why": why,
@@ -200,6 +204,16 @@ class JourneyActivities:
         except PermanentDeliveryError as exc:
             log.warning("send.permanent_failure", key=request.idempotency_key, channel=chosen.channel, error=str(exc))
             failures.append({"channel": chosen.channel, "error": str(exc), "response": exc.response})
+            if chosen.channel == "email" and chosen.recipient and _dead_mailbox(str(exc), exc.response):
+                # In this transaction: recorded with the failed message, or not at all.
+                await suppressions.add_suppression(
+                    record.conn,
+                    "email",
+                    chosen.recipient,
+                    "hard_bounce",
+                    source="smtp",
+                    detail={"smtp_code": exc.response.get("smtp_code"), "idempotency_key": request.idempotency_key},
+                )
             record.choice["failed"] = failures
             return None
         # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
@@ -356,6 +370,28 @@ class _Recorder:
         self.request = request
         self.now = now
         self.choice: dict[str, Any] = {}
+
+
+async def _unless_suppressed(conn: Connection, candidate: policy.Candidate) -> policy.Candidate:
+    """The candidate, refused with ``suppressed:<reason>`` when its address is suppressed (any kind of message).
+
+    A suppression outranks a consent refusal: it says why this address must not be written to at all.
+    """
+    reason = await suppressions.suppression_for(conn, candidate.channel, candidate.recipient)
+    return candidate if reason is None else dataclasses.replace(candidate, refusal=f"suppressed:{reason}")
+
+
+# SMTP answers that say the mailbox does not exist: 550/551/553 refusing the recipient (RCPT), or any of them
+# with an enhanced status 5.1.x (bad destination address) at DATA. A 550 5.7.x (policy, content) is about the
+# message, not the address, and suppresses nothing.
+_DEAD_MAILBOX_CODES = (550, 551, 553)
+_BAD_ADDRESS_STATUS = re.compile(r"\b5\.1\.\d{1,3}\b")
+
+
+def _dead_mailbox(error: str, response: dict[str, Any]) -> bool:
+    if response.get("smtp_code") not in _DEAD_MAILBOX_CODES:
+        return False
+    return error.startswith("recipient refused") or bool(_BAD_ADDRESS_STATUS.search(str(response.get("smtp_message"))))
 
 
 def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) -> SendResult:

@@ -26,6 +26,7 @@ from api import (
     routes_health,
     routes_journeys,
     routes_preferences,
+    routes_privacy,
 )
 from api.router import EventRouter
 from api.routes_deps import require_api_key, validation_field
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     auth = [Depends(require_api_key)]
     for module in (routes_events, routes_customers, routes_journeys):
         app.include_router(module.router, dependencies=auth)
+    app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -358,7 +358,8 @@ async def test_unknown_customer_is_skipped_not_failed(engine: Engine) -> None:
 async def test_permanent_smtp_refusal_is_recorded_and_the_journey_goes_on(engine: Engine) -> None:
     journey = example("welcome-series")
     customer = await make_customer(engine.pool)
-    engine.smtp.fail(550, times=1)
+    # A refusal of this message (policy), not of the mailbox: a 550 5.1.1 would suppress the address (test_privacy).
+    engine.smtp.fail("550 5.7.1 Message refused by policy", times=1)
     await finish(await engine.enter(journey, customer))
     rows = await engine.messages(customer)
     assert [r["status"] for r in rows] == ["failed", "sent", "sent"]

@@ -1,0 +1,355 @@
+"""Consent history, provider bounce/complaint webhooks, and data rights (export, erase).
+
+Provider webhooks (``POST /v1/providers/{provider}/events``) take the API key like every route, or as the
+password of HTTP Basic authentication (any user name): Amazon SNS and Postmark can call a URL with
+``https://parcours:<key>@host/...`` but cannot add a header of their choice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import structlog
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from api.routes_deps import pool, read_json, require_api_key, settings, temporal
+from api.schemas import CUSTOMER_ID_PATTERN, ApiError
+from config.settings import Settings
+from journeys.runtime import EXIT_SIGNAL, ExitRequest
+from store import customers as customer_store
+from store import privacy
+from store import suppressions as suppression_store
+from workflows import search_attributes as sa
+
+log = structlog.get_logger(__name__)
+
+CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer id")]
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+Temporal = Annotated[Client, Depends(temporal)]
+AppSettings = Annotated[Settings, Depends(settings)]
+
+ERASED_REASON = "erased"
+# How long an erasure waits for the customer's running journeys to close after the exit signal. Runs still open
+# then: the data is erased anyway, the answer is 202 and the erasure stays incomplete until called again.
+ERASE_WAIT_SECONDS = 20.0
+# Passes over visibility (eventually consistent) looking for running runs not yet asked to exit.
+ERASE_PASSES = 3
+PASS_PAUSE_SECONDS = 0.5
+PROVIDERS = ("generic", "ses", "postmark")
+
+
+async def require_provider_key(request: Request) -> None:
+    """The API key in the usual headers, or as the password of ``Authorization: Basic``."""
+    auth = request.headers.get("authorization") or ""
+    scheme, _, value = auth.partition(" ")
+    if scheme.lower() != "basic":
+        await require_api_key(request)
+        return
+    try:
+        _user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise ApiError(401, "malformed Basic credentials", field="authorization") from None
+    keys = settings(request).api_keys
+    if not password or not any(hmac.compare_digest(password.encode(), k.encode()) for k in keys):
+        raise ApiError(401, "invalid API key", field="authorization")
+
+
+customers = APIRouter(tags=["privacy"], dependencies=[Depends(require_api_key)])
+providers = APIRouter(tags=["privacy"], dependencies=[Depends(require_provider_key)])
+
+
+# --- consent history -----------------------------------------------------------------------------------------
+
+
+@customers.get("/v1/customers/{customer_id}/consent/history")
+async def consent_history(
+    customer_id: CustomerPath,
+    db: Pool,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="``next_before`` of the previous page")] = None,
+) -> dict[str, Any]:
+    """Every consent change, newest first: scope, name, status, source, lawful basis, time. Never overwritten."""
+    if await customer_store.get_customer(db, customer_id) is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    items = await privacy.consent_history(db, customer_id, limit=limit, before=before)
+    return {"items": items, "next_before": items[-1]["id"] if len(items) == limit else None}
+
+
+# --- export and erase ----------------------------------------------------------------------------------------
+
+
+@customers.get("/v1/customers/{customer_id}/export")
+async def export_customer(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+    """Everything stored about the customer as one JSON document (right of access / portability)."""
+    document = await privacy.export_customer(db, customer_id)
+    if document is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    return {"customer_id": customer_id, "exported_at": datetime.now(UTC), **document}
+
+
+def pseudonym_secret(app_settings: Settings) -> bytes:
+    # No setting of its own yet: the pseudonym key is derived from link_secret (store.privacy.PSEUDONYM_LABEL
+    # separates the uses). Rotating link_secret changes the pseudonyms of later erasures.
+    return app_settings.link_secret.get_secret_value().encode()
+
+
+@customers.delete("/v1/customers/{customer_id}")
+async def erase_customer(
+    customer_id: CustomerPath, db: Pool, client: Temporal, app_settings: AppSettings, response: Response
+) -> dict[str, Any]:
+    """Erase the customer's personal data; keep anonymous aggregates under a pseudonym; end running journeys
+    (exit reason ``erased``); record the erasure. Safe to repeat. ``202``: some run had not closed in time, the data
+    is erased but call again to finish."""
+    requested_at = datetime.now(UTC)
+    runs = await _exit_runs(client, customer_id)
+    complete = not runs["still_running"]
+    erasure = await privacy.erase_customer(
+        db, customer_id, pseudonym_secret(app_settings), requested_at=requested_at, complete=complete
+    )
+    deleted = await _delete_closed_histories(client, customer_id) if complete else 0
+    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, runs=runs)
+    if not complete:
+        response.status_code = 202
+    return {
+        **erasure,
+        "complete": complete,
+        "runs": {"exited": runs["exited"], "still_running": len(runs["still_running"]), "histories_deleted": deleted},
+    }
+
+
+def _customer_query(customer_id: str, extra: str) -> str:
+    # CUSTOMER_ID_PATTERN admits no quote or backslash.
+    return f'{sa.CUSTOMER_ID.name} = "{customer_id}" AND {extra}'
+
+
+async def _exit_runs(client: Client, customer_id: str) -> dict[str, Any]:
+    """Signal exit(``erased``) to every running journey of the customer and wait for them to close."""
+    handles: dict[str, Any] = {}
+    for attempt in range(ERASE_PASSES):
+        found = 0
+        async for execution in client.list_workflows(_customer_query(customer_id, 'ExecutionStatus = "Running"')):
+            if execution.run_id in handles:
+                continue
+            found += 1
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            try:
+                await handle.signal(EXIT_SIGNAL, ExitRequest(reason=ERASED_REASON))
+            except RPCError as exc:
+                if exc.status != RPCStatusCode.NOT_FOUND:  # closed meanwhile: nothing to do
+                    raise
+                continue
+            handles[execution.run_id] = handle
+        if found == 0:
+            break
+        if attempt + 1 < ERASE_PASSES:
+            await asyncio.sleep(PASS_PAUSE_SECONDS)
+
+    async def closed(handle: Any) -> bool:
+        with contextlib.suppress(Exception):  # failed, cancelled, terminated: closed all the same
+            await handle.result()
+        return True
+
+    still_running: list[str] = []
+    if handles:
+        waits = {run_id: asyncio.create_task(closed(h)) for run_id, h in handles.items()}
+        _done, pending = await asyncio.wait(waits.values(), timeout=ERASE_WAIT_SECONDS)
+        for task in pending:
+            task.cancel()
+        still_running = [run_id for run_id, task in waits.items() if task in pending]
+    return {"exited": len(handles), "still_running": still_running}
+
+
+async def _delete_closed_histories(client: Client, customer_id: str) -> int:
+    """Delete the customer's closed runs from Temporal: their histories hold the profile and events too."""
+    deleted = 0
+    async for execution in client.list_workflows(_customer_query(customer_id, 'ExecutionStatus != "Running"')):
+        try:
+            await client.workflow_service.delete_workflow_execution(
+                DeleteWorkflowExecutionRequest(
+                    namespace=client.namespace,
+                    workflow_execution=WorkflowExecution(workflow_id=execution.id, run_id=execution.run_id),
+                )
+            )
+            deleted += 1
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                log.warning("customer.history_not_deleted", workflow_id=execution.id, error=str(exc))
+    return deleted
+
+
+# --- provider webhooks: bounces and complaints ---------------------------------------------------------------
+
+Report = tuple[str, str, str, dict[str, Any]]
+"""(channel, address, reason ``hard_bounce``/``complaint``, detail)"""
+
+
+@providers.post("/v1/providers/{provider}/events")
+async def provider_events(provider: str, request: Request, db: Pool) -> dict[str, Any]:
+    """Bounces and complaints from a provider. Hard bounces and spam complaints suppress the address and withdraw
+    the channel consent of the customers with that address (ledger source ``bounce``/``complaint``); soft bounces
+    and other notifications are acknowledged and ignored. Formats: ``generic``, ``ses`` (Amazon SES through SNS, or
+    raw), ``postmark``."""
+    if provider not in PROVIDERS:
+        raise ApiError(404, f"unknown provider '{provider}': use one of {', '.join(PROVIDERS)}", field="provider")
+    body = await read_json(request)
+    if provider == "ses" and isinstance(body, dict) and body.get("Type") == "SubscriptionConfirmation":
+        # Confirming means fetching a URL the sender chose: left to the operator (logged, and answered here).
+        log.warning("providers.sns_subscription", topic=body.get("TopicArn"), subscribe_url=body.get("SubscribeURL"))
+        return {"status": "subscription_confirmation", "subscribe_url": body.get("SubscribeURL"), "results": []}
+    reports = {"generic": _generic, "ses": _ses, "postmark": _postmark}[provider](body)
+    results = []
+    for item in reports:
+        if item is None:
+            results.append({"status": "ignored"})
+            continue
+        channel, address, reason, detail = item
+        outcome = await suppression_store.suppress(
+            db,
+            channel,
+            address,
+            reason,
+            source=provider,
+            detail=detail,  # type: ignore[arg-type]
+        )
+        results.append({"status": "suppressed", "reason": reason, "channel": channel, **outcome})
+    return {"status": "ok", "results": results}
+
+
+def _field(data: Any, path: str, name: str) -> Any:
+    if not isinstance(data, dict) or name not in data:
+        raise ApiError(422, f"{path}{name}: field required", field=f"{path}{name}")
+    return data[name]
+
+
+def _string(data: Any, path: str, name: str, *, max_length: int = 320) -> str:
+    value = _field(data, path, name)
+    if not isinstance(value, str) or not value.strip() or len(value) > max_length:
+        message = f"{path}{name}: must be a non-empty string of at most {max_length} characters"
+        raise ApiError(422, message, field=f"{path}{name}")
+    return value.strip()
+
+
+def _email(value: str, field: str) -> str:
+    if value.count("@") != 1 or value.startswith("@") or value.endswith("@"):
+        raise ApiError(422, f"{field}: not an email address", field=field)
+    return value
+
+
+_GENERIC_TYPES = {"hard_bounce": "hard_bounce", "complaint": "complaint", "soft_bounce": None}
+
+
+def _generic(body: Any) -> list[Report | None]:
+    """``{"type": "hard_bounce"|"complaint"|"soft_bounce", "channel": "email"|"sms", "address": ...}``, or
+    ``{"events": [...]}`` of those."""
+    if isinstance(body, dict) and "events" in body:
+        items, prefix = body["events"], "events"
+        if not isinstance(items, list) or not items or len(items) > 500:
+            raise ApiError(422, "events: must be a list of 1 to 500 objects", field="events")
+    else:
+        items, prefix = [body], None
+    out: list[Report | None] = []
+    for index, item in enumerate(items):
+        path = f"{prefix}[{index}]." if prefix else ""
+        if not isinstance(item, dict):
+            raise ApiError(422, f"{path or 'body'}: must be a JSON object", field=path.rstrip(".") or "body")
+        kind = _string(item, path, "type")
+        if kind not in _GENERIC_TYPES:
+            raise ApiError(
+                422,
+                f"{path}type: unknown type '{kind[:50]}': use hard_bounce, complaint or soft_bounce",
+                field=f"{path}type",
+            )
+        channel = item.get("channel", "email")
+        if channel not in ("email", "sms"):
+            raise ApiError(422, f"{path}channel: use email or sms", field=f"{path}channel")
+        address = _string(item, path, "address")
+        if channel == "email":
+            _email(address, f"{path}address")
+        reason = _GENERIC_TYPES[kind]
+        out.append(None if reason is None else (channel, address, reason, {"type": kind}))
+    return out
+
+
+def _ses(body: Any) -> list[Report | None]:
+    """Amazon SES bounce/complaint notifications: an SNS envelope (``Type: Notification``, ``Message`` a JSON
+    string), or the SES message itself (raw delivery). Permanent bounces and complaints count."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "body: must be a JSON object", field="body")
+    message, path = body, ""
+    if "Type" in body:
+        if body["Type"] != "Notification":
+            return [None]
+        raw = _string(body, "", "Message", max_length=1_000_000)
+        try:
+            message = json.loads(raw)
+        except (json.JSONDecodeError, RecursionError):
+            raise ApiError(422, "Message: not a JSON document", field="Message") from None
+        path = "Message."
+        if not isinstance(message, dict):
+            raise ApiError(422, "Message: must be a JSON object", field="Message")
+    key = "notificationType" if "notificationType" in message else "eventType"
+    kind = _string(message, path, key)
+    mail_id = message.get("mail", {}).get("messageId") if isinstance(message.get("mail"), dict) else None
+    if kind == "Bounce":
+        bounce = _field(message, path, "bounce")
+        bounce_type = _string(bounce, f"{path}bounce.", "bounceType")
+        recipients = _recipients(bounce, f"{path}bounce.", "bouncedRecipients")
+        if bounce_type != "Permanent":
+            return [None for _ in recipients]
+        detail = {"bounceType": bounce_type, "bounceSubType": bounce.get("bounceSubType"), "messageId": mail_id}
+        return [("email", address, "hard_bounce", detail) for address in recipients]
+    if kind == "Complaint":
+        complaint = _field(message, path, "complaint")
+        recipients = _recipients(complaint, f"{path}complaint.", "complainedRecipients")
+        detail = {"feedbackType": complaint.get("complaintFeedbackType"), "messageId": mail_id}
+        return [("email", address, "complaint", detail) for address in recipients]
+    return [None]  # Delivery, Send, Open...: nothing to do
+
+
+def _recipients(data: Any, path: str, name: str) -> list[str]:
+    items = _field(data, path, name)
+    if not isinstance(items, list) or not items:
+        raise ApiError(422, f"{path}{name}: must be a non-empty list", field=f"{path}{name}")
+    return [
+        _email(_string(item, f"{path}{name}[{i}].", "emailAddress"), f"{path}{name}[{i}].emailAddress")
+        for i, item in enumerate(items)
+    ]
+
+
+# Postmark bounce types that mean the address is dead (https://postmarkapp.com/developer/api/bounce-api).
+_POSTMARK_HARD = ("HardBounce", "BadEmailAddress")
+_POSTMARK_COMPLAINT = ("SpamComplaint",)
+
+
+def _postmark(body: Any) -> list[Report | None]:
+    """Postmark bounce and spam complaint webhooks (``RecordType`` ``Bounce``/``SpamComplaint``)."""
+    if not isinstance(body, dict):
+        raise ApiError(422, "body: must be a JSON object", field="body")
+    record_type = _string(body, "", "RecordType")
+    if record_type not in ("Bounce", "SpamComplaint"):
+        return [None]
+    kind = _string(body, "", "Type")
+    address = _email(_string(body, "", "Email"), "Email")
+    detail = {"Type": kind, "TypeCode": body.get("TypeCode"), "MessageID": body.get("MessageID")}
+    if record_type == "SpamComplaint" or kind in _POSTMARK_COMPLAINT:
+        return [("email", address, "complaint", detail)]
+    if kind in _POSTMARK_HARD:
+        return [("email", address, "hard_bounce", detail)]
+    return [None]
+
+
+router = APIRouter()
+router.include_router(customers)
+router.include_router(providers)
