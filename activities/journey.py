@@ -27,7 +27,7 @@ from activities.channels.base import (
     OutboundMessage,
     PermanentDeliveryError,
 )
-from activities.links import unsubscribe_url
+from activities.links import template_links, unsubscribe_url
 from activities.models import (
     ConversionRecord,
     MomentRequest,
@@ -43,6 +43,7 @@ from config.settings import Settings
 from journeys import calendar
 from journeys.conditions import lookup
 from journeys.templates import TemplateError, render_value
+from store import preferences as preference_store
 from store import suppressions
 
 log = structlog.get_logger(__name__)
@@ -124,7 +125,8 @@ class JourneyActivities:
 
             profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
             order, why = policy.ordered_channels(request, profile, self._settings)
-            candidates = [policy.candidate(request, profile, c, self._settings) for c in order]
+            topic_defaults = await preference_store.topic_defaults(conn)
+            candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
             candidates = [await _unless_suppressed(conn, c) for c in candidates]
             record.choice = {
                 "order": order,
@@ -188,7 +190,11 @@ class JourneyActivities:
         fields = request.content.get(chosen.channel) or (request.template if chosen.channel == request.channel else {})
         try:
             message.content = render_value(
-                policy.localized(fields, profile.locale), _template_context(request, profile, message)
+                policy.localized(fields, profile.locale),
+                {
+                    **_template_context(request, profile, message),
+                    **template_links(self._settings, request.customer_id, message.unsubscribe_url),
+                },
             )
         except TemplateError as exc:
             return await self._record(
@@ -240,11 +246,10 @@ class JourneyActivities:
             """
             SELECT channel, decided_at FROM messages
              WHERE customer_id = $1 AND kind = 'marketing' AND status = 'sent'
-               AND decided_at > $2 AND decided_at <= $3
+               AND decided_at > $2
             """,
             request.customer_id,
             now - longest,
-            now,
         )
         sent = [(r["channel"], r["decided_at"]) for r in rows]
         allowed, blocked = [], []

@@ -168,7 +168,8 @@ def cap_blocking(
     for cap in caps:
         if cap.channel is not None and cap.channel != channel:
             continue
-        window = sorted(t for c, t in sent if (cap.channel is None or c == cap.channel) and now - cap.per < t <= now)
+        # No upper bound: a send decided a moment ago may hold the lock after one decided later was recorded.
+        window = sorted(t for c, t in sent if (cap.channel is None or c == cap.channel) and t > now - cap.per)
         if len(window) >= cap.limit:
             if cap.limit == 0:
                 return cap, cap.per

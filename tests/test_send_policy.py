@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
 from journeys.runtime import JourneyResult
+from store import preferences as preference_store
 from tests.support.engine import Engine, journey_from, make_customer, running_engine
 from tests.support.mail import SmtpSink
 
@@ -208,3 +210,23 @@ def _cause_chain(error: BaseException) -> str:
         parts.append(f"{type(current).__name__}: {current}")
         current = current.__cause__
     return " <- ".join(parts)
+
+
+async def test_an_opt_in_topic_defined_through_the_api_needs_a_grant(engine: Engine) -> None:
+    topic = f"vip-previews-{uuid.uuid4().hex[:6]}"
+    await preference_store.put_topic(engine.pool, topic, label="VIP previews", description="", default="opt_in")
+    journey = journey_from(one_send(channel="email", template=CONTENT["email"], topic=topic))
+    customer = await make_customer(engine.pool)
+    await (await engine.enter(journey, customer)).result()
+    assert (await only_message(engine, customer))["reason"] == f"topic_not_granted:{topic}"
+
+
+async def test_templates_link_the_preference_page(engine: Engine) -> None:
+    journey = journey_from(
+        one_send(channel="email", template={"subject": "Hi", "text": "Manage: {{ preferences_url }}"})
+    )
+    customer = await make_customer(engine.pool)
+    await (await engine.enter(journey, customer)).result()
+    body = engine.mail_to(customer)[0].get_content()
+    assert "/preferences/" in body
+    assert customer not in body.split("/preferences/", 1)[1]
