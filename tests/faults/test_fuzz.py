@@ -8,29 +8,49 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
+import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.testing import WorkflowEnvironment
 
 from cli.dev import _ApiServer
 from journeys import parse_journey
 from journeys.validation import JourneyValidationError
+from store import EmbeddedPostgres, create_pool, migrate
 from tests.support.engine import Engine, make_customer
-from tests.support.mail import free_port
-from tests.support.stack import API_KEY, Stack
+from tests.support.mail import SmtpSink, free_port
+from tests.support.stack import API_KEY, Stack, running_stack
 from workflows.entry import enter_journey
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 
-schemathesis = pytest.importorskip("schemathesis")
 
 FUZZ = settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
-async def test_api_schema_fuzzing_no_500_and_responses_match_the_schema(stack: Stack) -> None:
+@pytest_asyncio.fixture
+async def fuzz_stack(
+    dev_env: WorkflowEnvironment, postgres: EmbeddedPostgres, smtp_sink: SmtpSink
+) -> AsyncIterator[Stack]:
+    """The stack on a database of its own: the fuzzer writes random topics, customers and journeys."""
+    url = await asyncio.to_thread(postgres.ensure_database, f"fuzz_{uuid.uuid4().hex[:8]}")
+    await migrate(url)
+    pool = await create_pool(url)
+    try:
+        async with running_stack(dev_env, pool, smtp_sink) as stack:
+            yield stack
+    finally:
+        await pool.close()
+
+
+async def test_api_schema_fuzzing_no_500_and_responses_match_the_schema(fuzz_stack: Stack) -> None:
+    stack = fuzz_stack
     from schemathesis.checks import not_a_server_error
     from schemathesis.specs.openapi.checks import response_schema_conformance
 

@@ -13,6 +13,7 @@ duration of the test (ASGITransport does not run the lifespan).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -115,12 +116,13 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
         await asyncio.sleep(interval)
 
 
-@pytest_asyncio.fixture(name="stack")
-async def stack_fixture(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
+@contextlib.asynccontextmanager
+async def running_stack(env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
+    """The API, its outbox drainer and a worker on ``pool``, for as long as the block runs."""
     settings = make_settings(smtp_host=smtp_sink.host, smtp_port=smtp_sink.port)
-    app = create_app(settings, pool=pool, client=dev_env.client)
+    app = create_app(settings, pool=pool, client=env.client)
     async with channels_for(settings, pool) as channels:
-        worker = build_worker(dev_env.client, settings, pool, channels)
+        worker = build_worker(env.client, settings, pool, channels)
         async with (
             worker,
             run_drainer(app.state.router),
@@ -128,4 +130,10 @@ async def stack_fixture(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_s
                 transport=httpx.ASGITransport(app=app), base_url="http://parcours.test", headers={"X-API-Key": API_KEY}
             ) as http,
         ):
-            yield Stack(settings, pool, dev_env.client, app, http, smtp_sink)
+            yield Stack(settings, pool, env.client, app, http, smtp_sink)
+
+
+@pytest_asyncio.fixture(name="stack")
+async def stack_fixture(dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink) -> AsyncIterator[Stack]:
+    async with running_stack(dev_env, pool, smtp_sink) as stack:
+        yield stack
