@@ -281,7 +281,8 @@ async def one_click_unsubscribe(token: str, request: Request, db: Pool, config: 
             400,
         )
     topic, channel = payload.get("t"), payload.get("ch")
-    scope, name = ("topic", str(topic)) if topic else ("channel", str(channel))
+    scope: Literal["channel", "topic"] = "topic" if topic else "channel"
+    name = str(topic) if topic else str(channel)
     try:
         await customer_store.record_consent(
             db,

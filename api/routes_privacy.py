@@ -217,9 +217,9 @@ async def provider_events(provider: str, request: Request, db: Pool) -> dict[str
         channel, address, reason, detail = item
         outcome = await suppression_store.suppress(
             db,
-            channel,
+            channel,  # type: ignore[arg-type]  # the parsers only produce email or sms
             address,
-            reason,
+            reason,  # type: ignore[arg-type]  # ... and hard_bounce or complaint
             source=provider,
             detail=detail,  # type: ignore[arg-type]
         )

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
-import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from typing import Any, NoReturn, TypeVar
@@ -24,7 +22,7 @@ from temporalio.client import Client
 
 from config.logging import configure_logging
 from config.settings import Settings
-from store.embedded import EmbeddedPostgres
+from store.embedded import EmbeddedPostgres, port_is_free
 from store.pool import create_pool
 from workers.client import connect, temporal_address
 
@@ -105,15 +103,7 @@ async def open_client(settings: Settings) -> Client:
 
 
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return True
-            raise
-    return False
+    return not port_is_free(port, host)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -92,12 +92,13 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _port_is_free(port: int) -> bool:
-    # PostgreSQL binds with SO_REUSEADDR, so do the same: a socket in TIME_WAIT does not count as taken.
+def port_is_free(port: int, host: str = HOST) -> bool:
+    """Whether a server could listen on ``host:port`` now (with SO_REUSEADDR, as servers bind: a socket in
+    TIME_WAIT does not count as taken)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind((HOST, port))
+            sock.bind((host, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
                 return False
@@ -303,7 +304,7 @@ class EmbeddedPostgres:
             port = self._explicit_port
         else:
             port = self._port or self._remembered_port() or _free_port()
-            if not _port_is_free(port):
+            if not port_is_free(port):
                 log.warning("embedded_postgres.port_taken", port=port)
                 port = _free_port()
         tmp = self._port_file.with_suffix(".tmp")

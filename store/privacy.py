@@ -206,6 +206,7 @@ async def erase_customer(
             complete,
             total,
         )
+    assert row is not None  # INSERT ... RETURNING always returns the row
     return {**dict(row), "this_request": counts}
 
 
