@@ -497,11 +497,17 @@ def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> 
         fixed = step.date if step.date.tzinfo else step.date.replace(tzinfo=tz)
         return calendar.shift_local(fixed.astimezone(UTC), tz, step.offset)
     if step.attribute is not None:
-        raw = lookup(profile.as_condition_data(), step.attribute.removeprefix("profile."))
+        if step.attribute.startswith("trigger."):
+            raw = lookup(request.trigger_properties, step.attribute.removeprefix("trigger."))
+        else:
+            raw = lookup(profile.as_condition_data(), step.attribute.removeprefix("profile."))
         if step.every_year:
             day = calendar.parse_anniversary(raw)
             return None if day is None else calendar.next_anniversary(now, tz, day, at, step.offset)
         moment = calendar.parse_moment(raw, tz, at)
+        if moment is not None and step.at is not None:
+            # "at 09:00" on the day of a date-time: its local day at that time.
+            moment = calendar.at_local(moment.astimezone(tz).date(), step.at, tz)
         return None if moment is None else calendar.shift_local(moment, tz, step.offset)
     return calendar.next_time_of_day(now, tz, at, tuple(step.weekdays) if step.weekdays else None)
 

@@ -46,6 +46,7 @@ class MomentRequest(BaseModel):
     step: WaitUntilStep
     now: datetime
     default_timezone: str = "UTC"
+    trigger_properties: dict[str, Any] = Field(default_factory=dict)
 
 
 class MomentResult(BaseModel):

@@ -325,8 +325,9 @@ class WaitUntilStep(_Step):
 
     One of: ``at`` alone (the next such time of day, optionally only on ``weekdays``); ``date`` (a fixed
     date-time; without a zone it is the customer's local time); ``attribute`` (a date or date-time in the
-    profile, e.g. ``trial_ends_at``, plus ``offset``; with ``every_year`` the next anniversary, e.g. a birthday).
-    A moment already past goes on at once.
+    profile, e.g. ``trial_ends_at``, or in the trigger event, ``trigger.offer_ends_at``, plus ``offset``; with
+    ``every_year`` the next anniversary, e.g. a birthday). With ``at``, a date-time's day is taken at that time
+    of day. A moment already past goes on at once, or to ``on_past``.
     """
 
     type: Literal["wait_until"]
@@ -339,6 +340,8 @@ class WaitUntilStep(_Step):
     next: str | None = None
     on_missing: str | None = None
     """Where to go when the profile has no usable date; by default the journey ends there."""
+    on_past: str | None = None
+    """Where to go when the moment has already passed (e.g. skip an "ends tomorrow" reminder); default: on."""
 
     @model_validator(mode="after")
     def _one_kind(self) -> WaitUntilStep:
@@ -353,7 +356,7 @@ class WaitUntilStep(_Step):
         return self
 
     def targets(self) -> dict[str, str | None]:
-        return {"next": self.next, "on_missing": self.on_missing or END}
+        return {"next": self.next, "on_missing": self.on_missing or END, "on_past": self.on_past}
 
 
 class SplitVariant(_Model):

@@ -73,6 +73,17 @@ def check_journey(journey: Journey) -> list[JourneyIssue]:
                         except TemplateError as exc:
                             where = f"{prefix(channel)}.{name}"
                             issues.append(_issue(index, step.id, where, f"template error: {exc}"))
+    goal = journey.goal
+    for index, criterion in enumerate(journey.exit_when):
+        if goal is not None and goal.within is None and criterion.event == goal.event:
+            issues.append(
+                JourneyIssue(
+                    location=f"exit_when[{index}].event",
+                    field=f"exit_when[{index}].event",
+                    message=f"'{criterion.event}' is the goal's event: the goal always ends the journey first, "
+                    "so this exit never happens (remove it, or give the goal a 'within' window)",
+                )
+            )
     if issues:
         return issues  # the graph checks below need valid references
 

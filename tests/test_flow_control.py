@@ -262,3 +262,44 @@ async def test_a_cancelled_run_records_why_the_customer_left(engine: Engine) -> 
     )
     assert row["detail"]["reason"] == "cancelled"
     assert len(engine.mail_to(customer)) == 1
+
+
+def offer_reminder() -> dict[str, Any]:
+    return {
+        "id": "offer",
+        "name": "Offer",
+        "trigger": {"event": "offer_granted"},
+        "steps": [
+            {"id": "offer-mail", "type": "send", "channel": "email", "template": {**MAIL, "subject": "Your offer"}},
+            {
+                "id": "day-before",
+                "type": "wait_until",
+                "attribute": "trigger.ends_at",
+                "offset": "-1d",
+                "at": "09:00",
+                "on_past": "end",
+            },
+            {"id": "reminder", "type": "send", "channel": "email", "template": {**MAIL, "subject": "Ends tomorrow"}},
+        ],
+    }
+
+
+async def test_wait_until_a_trigger_date_time_at_a_time_of_day_and_skip_when_past(engine: Engine) -> None:
+    journey = journey_from(offer_reminder())
+    now = await engine.env.get_current_time()
+    paris = ZoneInfo("Europe/Paris")
+    ends = (now + timedelta(days=5)).astimezone(paris).replace(hour=23, minute=59, second=0, microsecond=0)
+    customer = await make_customer(engine.pool)
+    handle = await engine.enter(journey, customer, {"ends_at": ends.isoformat()})
+    await handle.result()
+    state: JourneyState = await handle.query(STATE_QUERY, result_type=JourneyState)
+    reminder = next(s.started_at for s in state.steps_done if s.step_id == "reminder").astimezone(paris)
+    assert (reminder.date(), reminder.hour, reminder.minute) == ((ends - timedelta(days=1)).date(), 9, 0)
+
+    # Less than a day left: the reminder's moment has passed, and on_past says to end there.
+    late = await make_customer(engine.pool)
+    now = await engine.env.get_current_time()
+    soon = (now + timedelta(hours=2)).isoformat()
+    await (await engine.enter(journey, late, {"ends_at": soon})).result()
+    assert [m["Subject"] for m in engine.mail_to(late)] == ["Your offer"]
+    assert (await engine.outcomes(late))["day-before"] == "past"

@@ -230,3 +230,15 @@ def test_conditions() -> None:
     assert not ConditionGroup.model_validate([{"field": "profile.orders", "op": "lt", "value": 3}]).evaluate(data)
     assert ConditionGroup.model_validate([{"field": "profile.missing", "op": "not_exists"}]).evaluate(data)
     assert not ConditionGroup.model_validate([{"field": "profile.missing", "op": "gt", "value": 1}]).evaluate(data)
+
+
+def test_an_exit_on_the_goals_own_event_is_flagged() -> None:
+    definition = copy.deepcopy(BASE)
+    definition["goal"] = {"event": "order_placed"}
+    definition["exit_when"] = [{"event": "order_placed"}]
+    assert issues_of(definition) == [
+        "exit_when[0].event: 'order_placed' is the goal's event: the goal always ends the journey first, so this "
+        "exit never happens (remove it, or give the goal a 'within' window)"
+    ]
+    definition["goal"]["within"] = "7d"
+    parse_journey(definition)

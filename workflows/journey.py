@@ -256,6 +256,8 @@ class JourneyWorkflow:
                 outcome, next_id = "no_date", self._journey.resolve(step_id, "on_missing")
             elif until <= workflow.now():
                 outcome = "past"
+                if step.on_past:
+                    next_id = self._journey.resolve(step_id, "on_past")
             else:
                 detail = {"until": until.isoformat()}
                 await self._wait(lambda: False, until - workflow.now())
@@ -418,6 +420,7 @@ class JourneyWorkflow:
                 step=step,
                 now=workflow.now(),
                 default_timezone=self._input.default_timezone,
+                trigger_properties=self._input.trigger.properties,
             ),
             result_type=MomentResult,
             start_to_close_timeout=PROFILE_TIMEOUT,
