@@ -10,7 +10,16 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from journeys.models import END, WAITING_STEPS, BranchStep, Journey, SendStep, WaitForStep
+from journeys.models import (
+    END,
+    WAITING_STEPS,
+    BranchStep,
+    Journey,
+    SendStep,
+    UpdateProfileStep,
+    WaitForStep,
+    WebhookStep,
+)
 from journeys.templates import TemplateError, check_template, template_strings
 
 
@@ -63,16 +72,12 @@ def check_journey(journey: Journey) -> list[JourneyIssue]:
         for field, target in step.targets().items():
             if target and target != END and target not in seen:
                 issues.append(_issue(index, step.id, field, f"unknown step '{target}' (known: {', '.join(ids)})"))
-        if isinstance(step, SendStep):
-            prefix = (lambda ch: "template") if step.channel is not None else (lambda ch: f"content.{ch}")
-            for channel, fields in step.all_content().items():
-                for name, value in fields.items():
-                    for text in template_strings(value):
-                        try:
-                            check_template(text)
-                        except TemplateError as exc:
-                            where = f"{prefix(channel)}.{name}"
-                            issues.append(_issue(index, step.id, where, f"template error: {exc}"))
+        for where, value in _templated_fields(step):
+            for text in template_strings(value):
+                try:
+                    check_template(text)
+                except TemplateError as exc:
+                    issues.append(_issue(index, step.id, where, f"template error: {exc}"))
     goal = journey.goal
     for index, criterion in enumerate(journey.exit_when):
         if goal is not None and goal.within is None and criterion.event == goal.event:
@@ -119,6 +124,22 @@ def _decode(source: str | bytes | dict[str, Any], fmt: str | None) -> Any:
             [JourneyIssue(location="(document)", message="a journey must be a mapping with id, name, trigger, steps")]
         )
     return data
+
+
+def _templated_fields(step: Any) -> list[tuple[str, Any]]:
+    """(field path, value) of every field of a step that is rendered with Liquid."""
+    if isinstance(step, SendStep):
+        prefix = "template" if step.channel is not None else "content.{}"
+        return [
+            (f"{prefix.format(channel)}.{name}", value)
+            for channel, fields in step.all_content().items()
+            for name, value in fields.items()
+        ]
+    if isinstance(step, UpdateProfileStep):
+        return [(f"set.{name}", value) for name, value in step.set.items()]
+    if isinstance(step, WebhookStep):
+        return [("body", step.body), ("headers", step.headers)]
+    return []
 
 
 def find_nul(value: Any, path: str = "") -> str | None:

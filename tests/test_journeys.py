@@ -242,3 +242,16 @@ def test_an_exit_on_the_goals_own_event_is_flagged() -> None:
     ]
     definition["goal"]["within"] = "7d"
     parse_journey(definition)
+
+
+def test_templates_of_profile_updates_and_webhooks_are_checked() -> None:
+    problems = issues_of(
+        with_steps(
+            {"id": "remember", "type": "update_profile", "set": {"plan": "{{ event.plan | nope }}"}},
+            {"id": "call", "type": "webhook", "url": "https://crm.example/hook", "body": {"x": "{% if %}"}},
+        )
+    )
+    assert problems == [
+        "steps[0] (id 'remember').set.plan: template error: unknown filter 'nope'",
+        "steps[1] (id 'call').body: template error: missing expression",
+    ]

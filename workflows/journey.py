@@ -272,15 +272,18 @@ class JourneyWorkflow:
             taken = await self._branch(step)
             outcome, next_id = taken, self._journey.resolve(step_id, taken)
         elif isinstance(step, UpdateProfileStep):
-            update = await workflow.execute_local_activity(
-                "update_profile",
-                ProfileUpdate(context=self._context(step.id, visit), set=step.set),
-                result_type=ProfileUpdateResult,
-                start_to_close_timeout=RECORD_TIMEOUT,
-                retry_policy=RECORD_RETRY,
-            )
-            outcome = "updated" if update.updated else "unknown_customer"
-            detail = {"set": update.attributes}
+            try:
+                update = await workflow.execute_local_activity(
+                    "update_profile",
+                    ProfileUpdate(context=self._context(step.id, visit), set=step.set),
+                    result_type=ProfileUpdateResult,
+                    start_to_close_timeout=RECORD_TIMEOUT,
+                    retry_policy=RECORD_RETRY,
+                )
+                outcome = "updated" if update.updated else "unknown_customer"
+                detail = {"set": update.attributes}
+            except ActivityError as err:  # e.g. a value that does not render for this customer
+                outcome, detail = "failed", {"error": str(err.cause or err)[:500]}
             next_id = self._journey.resolve(step_id, "next")
         elif isinstance(step, WebhookStep):
             answer = await self._call_webhook(step, visit)
