@@ -42,6 +42,7 @@ from activities.models import (
 from config.settings import Settings
 from journeys import calendar
 from journeys.conditions import lookup
+from journeys.runtime import StepRecord
 from journeys.templates import TemplateError, render_value
 from store import preferences as preference_store
 from store import suppressions
@@ -101,71 +102,84 @@ class JourneyActivities:
             activity.heartbeat()  # alive; the details slot stays free for "delivered"
         now = request.now or datetime.now(UTC)
         async with self._pool.acquire() as conn, conn.transaction():
-            customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)
-            existing = await conn.fetchrow(
-                "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
-                request.idempotency_key,
-            )
-            if existing is not None:
-                return SendResult(
-                    status=existing["status"],
-                    reason=existing["reason"],
-                    channel=existing["channel"],
-                    idempotency_key=request.idempotency_key,
-                    provider_message_id=existing["provider_message_id"],
-                    duplicate=True,
+            result = await self._send_locked(conn, request, delivered, now)
+            if request.outcome is not None and result.status != "deferred":
+                # The step's outcome, in the same transaction as the message: one round trip less per send.
+                await _insert_outcomes(
+                    conn, request.outcome.model_copy(update={"steps": [_send_outcome(request, result)]})
                 )
-            record = _Recorder(conn, request, now)
-            if delivered is not None:
-                # An earlier attempt delivered but could not record it: record, never deliver again.
-                channel, result = delivered
-                return await self._record(record, "sent", None, channel or request.channel, result=result)
-            if customer is None:
-                return await self._record(record, "skipped", "unknown_customer", request.channel)
+                result.outcome_recorded = True
+            return result
 
-            profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
-            order, why = policy.ordered_channels(request, profile, self._settings)
-            topic_defaults = await preference_store.topic_defaults(conn)
-            candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
-            candidates = [await _unless_suppressed(conn, c) for c in candidates]
-            record.choice = {
-                "order": order,
-                "why": why,
-                "refused": {c.channel: c.refusal for c in candidates if c.refusal},
-            }
-            usable = [c for c in candidates if c.refusal is None]
-            if not usable:
-                reasons = [c.refusal for c in candidates if c.refusal]
-                reason = reasons[0] if len(reasons) == 1 else "no_usable_channel: " + "; ".join(map(str, reasons))
-                return await self._record(record, "skipped", reason, order[0])
-
-            if request.kind == "marketing":
-                quiet_until = policy.quiet_hours_end(profile, self._settings, now)
-                if quiet_until is not None:
-                    if request.quiet_hours == "skip":
-                        return await self._record(record, "skipped", "quiet_hours", usable[0].channel)
-                    return _deferred(request, usable[0].channel, "quiet_hours", quiet_until - now)
-                usable, capped = await self._within_caps(conn, request, profile, usable, now)
-                if not usable:
-                    cap, wait = min(capped, key=lambda item: item[1])
-                    if request.when_capped == "skip":
-                        return await self._record(record, "skipped", f"frequency_cap: {cap.describe()}", order[0])
-                    return _deferred(request, order[0], f"frequency_cap: {cap.describe()}", wait)
-
-            failures: list[dict[str, Any]] = []
-            for chosen in usable:
-                outcome = await self._deliver(record, profile, chosen, failures)
-                if outcome is not None:
-                    return outcome
-            reason = f"provider_rejected: {failures[-1]['error']}" if failures else "no_usable_channel"
-            return await self._record(
-                record,
-                "failed",
-                reason,
-                usable[-1].channel,
-                recipient=usable[-1].recipient,
-                result=DeliveryResult(response={**(failures[-1].get("response") or {}), "attempts": failures}),
+    async def _send_locked(
+        self, conn: Connection, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
+    ) -> SendResult:
+        """Decide, deliver and record one send, in the caller's transaction."""
+        customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)
+        existing = await conn.fetchrow(
+            "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
+            request.idempotency_key,
+        )
+        if existing is not None:
+            return SendResult(
+                status=existing["status"],
+                reason=existing["reason"],
+                channel=existing["channel"],
+                idempotency_key=request.idempotency_key,
+                provider_message_id=existing["provider_message_id"],
+                duplicate=True,
             )
+        record = _Recorder(conn, request, now)
+        if delivered is not None:
+            # An earlier attempt delivered but could not record it: record, never deliver again.
+            channel, result = delivered
+            return await self._record(record, "sent", None, channel or request.channel, result=result)
+        if customer is None:
+            return await self._record(record, "skipped", "unknown_customer", request.channel)
+
+        profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
+        order, why = policy.ordered_channels(request, profile, self._settings)
+        topic_defaults = await preference_store.topic_defaults(conn)
+        candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
+        candidates = [await _unless_suppressed(conn, c) for c in candidates]
+        record.choice = {
+            "order": order,
+            "why": why,
+            "refused": {c.channel: c.refusal for c in candidates if c.refusal},
+        }
+        usable = [c for c in candidates if c.refusal is None]
+        if not usable:
+            reasons = [c.refusal for c in candidates if c.refusal]
+            reason = reasons[0] if len(reasons) == 1 else "no_usable_channel: " + "; ".join(map(str, reasons))
+            return await self._record(record, "skipped", reason, order[0])
+
+        if request.kind == "marketing":
+            quiet_until = policy.quiet_hours_end(profile, self._settings, now)
+            if quiet_until is not None:
+                if request.quiet_hours == "skip":
+                    return await self._record(record, "skipped", "quiet_hours", usable[0].channel)
+                return _deferred(request, usable[0].channel, "quiet_hours", quiet_until - now)
+            usable, capped = await self._within_caps(conn, request, profile, usable, now)
+            if not usable:
+                cap, wait = min(capped, key=lambda item: item[1])
+                if request.when_capped == "skip":
+                    return await self._record(record, "skipped", f"frequency_cap: {cap.describe()}", order[0])
+                return _deferred(request, order[0], f"frequency_cap: {cap.describe()}", wait)
+
+        failures: list[dict[str, Any]] = []
+        for chosen in usable:
+            outcome = await self._deliver(record, profile, chosen, failures)
+            if outcome is not None:
+                return outcome
+        reason = f"provider_rejected: {failures[-1]['error']}" if failures else "no_usable_channel"
+        return await self._record(
+            record,
+            "failed",
+            reason,
+            usable[-1].channel,
+            recipient=usable[-1].recipient,
+            result=DeliveryResult(response={**(failures[-1].get("response") or {}), "attempts": failures}),
+        )
 
     async def _deliver(
         self, record: _Recorder, profile: Profile, chosen: policy.Candidate, failures: list[dict[str, Any]]
@@ -276,33 +290,8 @@ class JourneyActivities:
 
     @activity.defn(name="record_step_outcomes")
     async def record_step_outcomes(self, record: OutcomeRecord) -> None:
-        rows = [
-            (
-                record.journey_id,
-                record.journey_version,
-                record.customer_id,
-                record.entry_id,
-                step.step_id,
-                step.visit,
-                step.type,
-                step.outcome,
-                step.detail,
-                record.workflow_id,
-                record.run_id,
-                step.finished_at,
-            )
-            for step in record.steps
-        ]
         async with self._pool.acquire() as conn:
-            await conn.executemany(
-                """
-                INSERT INTO step_outcomes (journey_id, journey_version, customer_id, entry_id, step_id, visit,
-                                           step_type, outcome, detail, workflow_id, run_id, recorded_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                ON CONFLICT (journey_id, customer_id, entry_id, step_id, visit) DO NOTHING
-                """,
-                rows,
-            )
+            await _insert_outcomes(conn, record)
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, record: ConversionRecord) -> None:
@@ -407,6 +396,49 @@ def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) 
         channel=channel,
         idempotency_key=request.idempotency_key,
         retry_after_seconds=max(wait.total_seconds(), 1.0),
+    )
+
+
+async def _insert_outcomes(conn: Connection, record: OutcomeRecord) -> None:
+    await conn.executemany(
+        """
+        INSERT INTO step_outcomes (journey_id, journey_version, customer_id, entry_id, step_id, visit,
+                                   step_type, outcome, detail, workflow_id, run_id, recorded_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+        ON CONFLICT (journey_id, customer_id, entry_id, step_id, visit) DO NOTHING
+        """,
+        [
+            (
+                record.journey_id,
+                record.journey_version,
+                record.customer_id,
+                record.entry_id,
+                step.step_id,
+                step.visit,
+                step.type,
+                step.outcome,
+                step.detail,
+                record.workflow_id,
+                record.run_id,
+                step.finished_at,
+            )
+            for step in record.steps
+        ],
+    )
+
+
+def _send_outcome(request: SendRequest, result: SendResult) -> StepRecord:
+    """The send step's outcome, as the workflow would have recorded it."""
+    assert request.outcome is not None
+    detail = {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key}
+    return StepRecord(
+        step_id=request.step_id,
+        type="send",
+        visit=request.visit,
+        outcome=result.status,
+        detail={k: v for k, v in detail.items() if v is not None},
+        started_at=request.outcome_started_at or datetime.now(UTC),
+        finished_at=datetime.now(UTC),
     )
 
 

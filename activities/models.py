@@ -116,6 +116,16 @@ class HandoffResult(BaseModel):
     reason: str | None = None
 
 
+class OutcomeRecord(BaseModel):
+    journey_id: str
+    journey_version: int
+    customer_id: str
+    entry_id: str
+    workflow_id: str
+    run_id: str
+    steps: list[StepRecord]
+
+
 class SendRequest(BaseModel):
     idempotency_key: str
     journey_id: str
@@ -143,6 +153,9 @@ class SendRequest(BaseModel):
     when_capped: Literal["wait", "skip"] = "skip"
     now: datetime | None = None
     """The journey's clock when it asked (quiet hours and frequency caps are judged on it)."""
+    outcome: OutcomeRecord | None = None
+    """When set, the activity records the step's outcome in its own transaction (its ``steps`` are ignored)."""
+    outcome_started_at: datetime | None = None
 
 
 SendStatus = Literal["sent", "skipped", "failed", "deferred"]
@@ -159,6 +172,8 @@ class SendResult(BaseModel):
     """True when this key was already handled (a retried, replayed or reset send): nothing was delivered again."""
     retry_after_seconds: float | None = None
     """With ``deferred``: ask again after this long (quiet hours end, a frequency-cap slot frees up)."""
+    outcome_recorded: bool = False
+    """The step's outcome was recorded with the message (the workflow need not record it)."""
 
 
 class SendFailure(BaseModel):
@@ -166,16 +181,6 @@ class SendFailure(BaseModel):
 
     request: SendRequest
     reason: str
-
-
-class OutcomeRecord(BaseModel):
-    journey_id: str
-    journey_version: int
-    customer_id: str
-    entry_id: str
-    workflow_id: str
-    run_id: str
-    steps: list[StepRecord]
 
 
 class ConversionRecord(BaseModel):

@@ -7,6 +7,7 @@ they are the running customers of older releases. Behaviour changes go behind ``
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.journey import JourneyWorkflow
+from workflows.journey import SEND_RECORDS_OUTCOME, JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -25,6 +26,25 @@ def test_the_corpus_covers_every_example() -> None:
     assert {"welcome-series", "abandoned-cart", "abandoned-cart-clicked"} <= names
     # Recorded by tests/test_examples.py.
     assert {"win-back", "limited-time-offer", "birthday", "onboarding-fallback"} <= names
+
+
+def patches_in(path: Path) -> set[str]:
+    """The workflow.patched() ids a recorded history carries (in its patch markers' payloads)."""
+    found = set()
+    for event in json.loads(path.read_text())["events"]:
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker.get("markerName") == "core_patch":
+            for payload in marker.get("details", {}).get("patch-data", {}).get("payloads", []):
+                found.add(json.loads(base64.b64decode(payload["data"]))["id"])
+    return found
+
+
+def test_the_corpus_covers_both_sides_of_every_patch() -> None:
+    """Each workflow.patched() change has a history from before it and one taken with it."""
+    patched = {p.stem for p in HISTORIES if SEND_RECORDS_OUTCOME in patches_in(p)}
+    unpatched = {p.stem for p in HISTORIES if SEND_RECORDS_OUTCOME not in patches_in(p)}
+    assert "welcome-series-send-records-outcome" in patched
+    assert "welcome-series" in unpatched
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

@@ -96,6 +96,10 @@ HANDOFF_RETRY = RetryPolicy(
 RECORD_TIMEOUT = timedelta(seconds=10)
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum_attempts=50)
 
+# Patches: behaviour changes that running journeys must not see (replayed histories take the old path).
+SEND_RECORDS_OUTCOME = "send-records-its-outcome"
+"""The send activity records the step's outcome in its own transaction instead of a separate local activity."""
+
 # How long a held-out (control group) customer is watched for the goal when the journey names no window.
 DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
 
@@ -225,8 +229,10 @@ class JourneyWorkflow:
 
         detail: dict[str, Any] = {}
         outcome: str
+        persist = True
         if isinstance(step, SendStep):
-            result = await self._send(step, visit)
+            result = await self._send(step, visit, started)
+            persist = not result.outcome_recorded
             outcome, next_id = result.status, self._journey.resolve(step_id, "next")
             detail = {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key}
         elif isinstance(step, WaitStep):
@@ -316,7 +322,8 @@ class JourneyWorkflow:
                 detail={k: v for k, v in detail.items() if v is not None},
                 started_at=started,
                 finished_at=workflow.now(),
-            )
+            ),
+            persist=persist,
         )
         return next_id
 
@@ -450,8 +457,9 @@ class JourneyWorkflow:
 
     # --- activities ----------------------------------------------------------------------------------------
 
-    async def _send(self, step: SendStep, visit: int) -> SendResult:
+    async def _send(self, step: SendStep, visit: int, started: datetime) -> SendResult:
         info = workflow.info()
+        records_outcome = workflow.patched(SEND_RECORDS_OUTCOME)
         key = ":".join([self._input.journey_id, self._input.customer_id, self._input.entry_id, step.id, str(visit)])
         content = step.all_content()
         candidates = step.candidates()
@@ -476,6 +484,8 @@ class JourneyWorkflow:
             content=content,
             quiet_hours=step.quiet_hours,
             when_capped=step.when_capped,
+            outcome=self._outcome_record([]) if records_outcome else None,
+            outcome_started_at=started if records_outcome else None,
         )
         while True:
             result = await self._send_once(request.model_copy(update={"now": workflow.now()}), step)
@@ -585,24 +595,29 @@ class JourneyWorkflow:
             retry_policy=PROFILE_RETRY,
         )
 
-    async def _record(self, record: StepRecord) -> None:
+    async def _record(self, record: StepRecord, *, persist: bool = True) -> None:
+        """Remember the step; store its outcome unless the step's activity already did."""
         self._progress.steps_done.append(record)
         self._progress.steps_done_total += 1
         del self._progress.steps_done[:-MAX_STEPS_KEPT]
+        if persist:
+            await workflow.execute_local_activity(
+                "record_step_outcomes",
+                self._outcome_record([record]),
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+
+    def _outcome_record(self, steps: list[StepRecord]) -> OutcomeRecord:
         info = workflow.info()
-        await workflow.execute_local_activity(
-            "record_step_outcomes",
-            OutcomeRecord(
-                journey_id=self._input.journey_id,
-                journey_version=self._input.journey_version,
-                customer_id=self._input.customer_id,
-                entry_id=self._input.entry_id,
-                workflow_id=info.workflow_id,
-                run_id=info.run_id,
-                steps=[record],
-            ),
-            start_to_close_timeout=RECORD_TIMEOUT,
-            retry_policy=RECORD_RETRY,
+        return OutcomeRecord(
+            journey_id=self._input.journey_id,
+            journey_version=self._input.journey_version,
+            customer_id=self._input.customer_id,
+            entry_id=self._input.entry_id,
+            workflow_id=info.workflow_id,
+            run_id=info.run_id,
+            steps=steps,
         )
 
     async def _convert(self, event: Event) -> None:
