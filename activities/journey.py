@@ -10,7 +10,6 @@ recorded, never in between.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -39,6 +38,7 @@ from activities.models import (
     SendRequest,
     SendResult,
 )
+from activities.profiles import CONSENT_SQL, PROFILE_SQL, fetch_profile, liquid_context, profile_from_rows
 from config.settings import Settings
 from journeys import calendar
 from journeys.conditions import lookup
@@ -52,8 +52,6 @@ log = structlog.get_logger(__name__)
 Connection = asyncpg.Connection | PoolConnectionProxy
 
 
-_PROFILE_SQL = "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1"
-_CONSENT_SQL = "SELECT scope, name, status FROM consent_current WHERE customer_id = $1"
 _INSERT_MESSAGE_SQL = """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
@@ -85,13 +83,13 @@ class JourneyActivities:
     @activity.defn(name="load_profile")
     async def load_profile(self, request: ProfileRequest) -> Profile:
         async with self._pool.acquire() as conn:
-            return await _fetch_profile(conn, request.customer_id)
+            return await fetch_profile(conn, request.customer_id)
 
     @activity.defn(name="resolve_moment")
     async def resolve_moment(self, request: MomentRequest) -> MomentResult:
         """When a wait_until step ends for this customer: their zone, their dates, the step's rule."""
         async with self._pool.acquire() as conn:
-            profile = await _fetch_profile(conn, request.customer_id)
+            profile = await fetch_profile(conn, request.customer_id)
         tz = calendar.zone(profile.timezone, request.default_timezone)
         return MomentResult(until=_moment(request, profile, tz), timezone=tz.key)
 
@@ -115,7 +113,7 @@ class JourneyActivities:
         self, conn: Connection, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
     ) -> SendResult:
         """Decide, deliver and record one send, in the caller's transaction."""
-        customer = await conn.fetchrow(_PROFILE_SQL + " FOR UPDATE", request.customer_id)
+        customer = await conn.fetchrow(PROFILE_SQL + " FOR UPDATE", request.customer_id)
         existing = await conn.fetchrow(
             "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
             request.idempotency_key,
@@ -137,7 +135,7 @@ class JourneyActivities:
         if customer is None:
             return await self._record(record, "skipped", "unknown_customer", request.channel)
 
-        profile = _profile_from_rows(customer, await conn.fetch(_CONSENT_SQL, request.customer_id))
+        profile = profile_from_rows(customer, await conn.fetch(CONSENT_SQL, request.customer_id))
         order, why = policy.ordered_channels(request, profile, self._settings)
         topic_defaults = await preference_store.topic_defaults(conn)
         candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
@@ -206,7 +204,9 @@ class JourneyActivities:
             message.content = render_value(
                 policy.localized(fields, profile.locale),
                 {
-                    **_template_context(request, profile, message),
+                    **liquid_context(
+                        profile, request.trigger, request.journey_id, request.journey_name, request.step_id
+                    ),
                     **template_links(self._settings, request.customer_id, message.unsubscribe_url),
                 },
             )
@@ -478,48 +478,6 @@ async def _insert_message(
         decided_at or request.now or datetime.now(UTC),
         choice or None,
     )
-
-
-async def _fetch_profile(conn: Connection, customer_id: str) -> Profile:
-    row = await conn.fetchrow(_PROFILE_SQL, customer_id)
-    if row is None:
-        return Profile(customer_id=customer_id, exists=False)
-    return _profile_from_rows(row, await conn.fetch(_CONSENT_SQL, customer_id))
-
-
-def _profile_from_rows(row: asyncpg.Record, consent: list[asyncpg.Record]) -> Profile:
-    attributes = row["attributes"]
-    if isinstance(attributes, str):
-        attributes = json.loads(attributes)
-    return Profile(
-        customer_id=row["id"],
-        email=row["email"],
-        phone=row["phone"],
-        timezone=row["timezone"],
-        locale=row["locale"],
-        attributes=attributes or {},
-        channel_consent={r["name"]: r["status"] for r in consent if r["scope"] == "channel"},
-        topic_consent={r["name"]: r["status"] for r in consent if r["scope"] == "topic"},
-    )
-
-
-def _template_context(request: SendRequest, profile: Profile, message: OutboundMessage) -> dict[str, Any]:
-    customer = profile.as_condition_data()
-    trigger = request.trigger
-    event = {
-        **trigger.properties,
-        "id": trigger.event_id,
-        "name": trigger.name,
-        "occurred_at": trigger.occurred_at.isoformat(),
-        "properties": trigger.properties,
-    }
-    return {
-        "customer": customer,
-        "profile": customer,
-        "event": event,
-        "journey": {"id": request.journey_id, "name": request.journey_name, "step": request.step_id},
-        "unsubscribe_url": message.unsubscribe_url or "",
-    }
 
 
 def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> datetime | None:

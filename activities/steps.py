@@ -26,6 +26,7 @@ from activities.models import (
     WebhookAnswer,
     WebhookCall,
 )
+from activities.profiles import fetch_profile, liquid_context
 from config.settings import Settings
 from journeys.runtime import Event
 from journeys.templates import TemplateError, render_value
@@ -57,7 +58,7 @@ class StepActivities:
 
     @activity.defn(name="update_profile")
     async def update_profile(self, update: ProfileUpdate) -> ProfileUpdateResult:
-        context = _context(update.context, await self._attributes(update.context.customer_id))
+        context = await self._context(update.context)
         try:
             values = render_value(update.set, context)
         except TemplateError as exc:
@@ -72,7 +73,7 @@ class StepActivities:
     @activity.defn(name="call_webhook")
     async def call_webhook(self, call: WebhookCall) -> WebhookAnswer:
         """One HTTP call. 5xx, 408/409/425/429 and network errors raise (Temporal retries); other 4xx answer."""
-        context = _context(call.context, await self._attributes(call.context.customer_id))
+        context = await self._context(call.context)
         try:
             body = render_value(call.body, context) if call.body is not None else None
             headers = render_value(call.headers, context)
@@ -112,18 +113,7 @@ class StepActivities:
         )
         return HandoffResult(outcome=outcome)
 
-    async def _attributes(self, customer_id: str) -> dict[str, Any]:
-        row = await self._pool.fetchrow(
-            "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1", customer_id
-        )
-        if row is None:
-            return {"id": customer_id}
-        base = {k: row[k] for k in ("id", "email", "phone", "timezone", "locale") if row[k] is not None}
-        return {**(row["attributes"] or {}), **base, "attributes": row["attributes"] or {}}
-
-
-def _context(context: StepContext, customer: dict[str, Any]) -> dict[str, Any]:
-    trigger = context.trigger
-    event = {**trigger.properties, "id": trigger.event_id, "name": trigger.name, "properties": trigger.properties}
-    journey = {"id": context.journey_id, "name": context.journey_name, "step": context.step_id}
-    return {"customer": customer, "profile": customer, "event": event, "journey": journey}
+    async def _context(self, context: StepContext) -> dict[str, Any]:
+        async with self._pool.acquire() as conn:
+            profile = await fetch_profile(conn, context.customer_id)
+        return liquid_context(profile, context.trigger, context.journey_id, context.journey_name, context.step_id)
