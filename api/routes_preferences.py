@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from activities import links
 from api import preference_pages as pages
 from api.routes_deps import pool, read_json, require_api_key, settings, validation_field
-from api.schemas import ApiError
+from api.schemas import ApiError, StorableText
 from config.settings import Settings
 from journeys import calendar
 from store import customers as customer_store
@@ -42,8 +42,8 @@ _MAX_TOKEN = 2048
 class TopicIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    label: str = Field(default="", max_length=200)
-    description: str = Field(default="", max_length=2000)
+    label: StorableText = Field(default="", max_length=200)
+    description: StorableText = Field(default="", max_length=2000)
     default: Literal["opt_in", "opt_out"] = Field(
         description="opt_in: not subscribed until the customer says yes; opt_out: subscribed unless withdrawn"
     )

@@ -47,11 +47,16 @@ class ErrorBody(BaseModel):
 # --- events ------------------------------------------------------------------------------------------------
 
 
-def _storable(value: dict[str, Any]) -> dict[str, Any]:
+def _storable(value: Any) -> Any:
+    """Refuse what PostgreSQL cannot store: a NUL character in text, or in any key or string of JSON."""
     nul = find_nul(value)
     if nul:
-        raise ValueError(f"'{nul}' contains a NUL character, which cannot be stored")
+        where = "the text" if nul == "(value)" else f"'{nul}'"
+        raise ValueError(f"{where} contains a NUL character, which cannot be stored")
     return value
+
+
+StorableText = Annotated[str, AfterValidator(_storable)]
 
 
 class EventIn(BaseModel):

@@ -390,3 +390,16 @@ async def test_preference_page_in_headless_chromium(time_skipping_env: WorkflowE
         "weekly", "21:30-07:45", "email"
     )  # fmt: skip
     assert (ARTIFACTS / "preference-page.png").stat().st_size > 10_000
+
+
+async def test_a_topic_label_with_a_nul_character_is_refused_naming_the_field(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
+) -> None:
+    settings = Settings(api_keys=["k"])
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        response = await http.put(
+            "/v1/topics/nul-test", json={"label": "bad\u0000label", "default": "opt_in"}, headers={"X-API-Key": "k"}
+        )
+    assert response.status_code == 422
+    assert response.json()["error"]["field"] == "label"
