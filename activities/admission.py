@@ -17,6 +17,7 @@ from config.settings import Settings
 from journeys.models import Journey
 from journeys.runtime import Event, workflow_id
 from store import entries as entry_store
+from store import identity as identity_store
 from workflows.entry import enter_journey, was_started
 
 Admission = Literal["entered", "refused", "already_running"]
@@ -39,7 +40,13 @@ async def current_journey(pool: asyncpg.Pool, journey_id: str) -> tuple[Journey 
 async def running_by_another_entry(
     pool: asyncpg.Pool, client: Client, journey_id: str, customer_id: str, entry_id: str
 ) -> bool:
-    """Whether the customer is in the journey now by another entry (this entry's own run, on a retry: no)."""
+    """Whether the customer is in the journey now by another entry (this entry's own run, on a retry: no).
+
+    A run adopted from a profile merged into the customer counts as theirs.
+    """
+    adopted = (await identity_store.adopted_runs(pool, [customer_id])).get(customer_id, {}).get(journey_id)
+    if adopted is not None and await _running(client, adopted):
+        return True
     handle = client.get_workflow_handle(workflow_id(journey_id, customer_id))
     try:
         description = await handle.describe()
@@ -50,6 +57,16 @@ async def running_by_another_entry(
     if description.status != WorkflowExecutionStatus.RUNNING:
         return False
     return not await entry_store.has_entry(pool, journey_id, customer_id, entry_id)
+
+
+async def _running(client: Client, wid: str) -> bool:
+    try:
+        description = await client.get_workflow_handle(wid).describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return bool(description.status == WorkflowExecutionStatus.RUNNING)
 
 
 async def admit(

@@ -31,6 +31,7 @@ from config.settings import Settings
 from journeys.runtime import Event
 from journeys.templates import TemplateError, render_value
 from store import segments as segment_store
+from store.customers import field_stamps_sql, written_fields
 
 log = structlog.get_logger(__name__)
 
@@ -64,9 +65,12 @@ class StepActivities:
         except TemplateError as exc:
             raise ApplicationError(f"template error in 'set': {exc}", type="InvalidStep", non_retryable=True) from exc
         row = await self._pool.fetchrow(
-            "UPDATE customers SET attributes = attributes || $2, updated_at = now() WHERE id = $1 RETURNING id",
+            f"""UPDATE customers SET attributes = attributes || $2, updated_at = now(),
+                       field_meta = field_meta || {field_stamps_sql("$3", "false")}
+                 WHERE id = $1 RETURNING id""",
             update.context.customer_id,
             values,
+            written_fields({}, values),
         )
         return ProfileUpdateResult(updated=row is not None, attributes=values if row is not None else {})
 

@@ -6,6 +6,12 @@ it is just signalled) once the journey's re-entry policy allows it (``store.entr
 before the call); for a journey that listens to the event, signal the running workflow (none: nothing to
 do). If Temporal cannot be reached, the events stay unrouted and the caller still gets "accepted": ``drain``
 retries them with backoff, and also picks up events a crashed process left unrouted.
+
+Identity: an event names its customer by id, by anonymous id or by a linked alias; it is stored under the
+customer that resolves to (``store.identity``). A customer's events for a journey whose run was adopted from a
+merged profile go to that run's workflow id. After ``identify``, ``notify_merge`` tells the merged profile's runs:
+each carries on for the customer (``IDENTIFY_SIGNAL``), or exits when the customer already runs that journey, so
+nobody is in one journey twice because of a merge. The drainer retries notifications that failed.
 """
 
 from __future__ import annotations
@@ -20,14 +26,15 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
 from journeys.models import Journey
-from journeys.runtime import EVENT_SIGNAL, Event, workflow_id
+from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, IDENTIFY_SIGNAL, Event, ExitRequest, Identified, workflow_id
 from store import entries as entry_store
 from store import events as event_store
+from store import identity as identity_store
 from store import journeys as journey_store
 from workflows.entry import enter_journey, was_started
 
@@ -71,9 +78,12 @@ class RouteResult:
 @dataclass(frozen=True)
 class EventOutcome:
     event_id: str
-    status: Literal["accepted", "duplicate"]
+    status: Literal["accepted", "duplicate", "unknown_customer"]
+    """``unknown_customer``: the event names an email or phone no customer is linked to; it was not stored."""
     routed: bool
     """False: stored and queued, the drainer routes it when Temporal answers."""
+    customer_id: str | None = None
+    """The customer the event resolved to."""
 
 
 class EventRouter:
@@ -109,26 +119,46 @@ class EventRouter:
 
     # --- ingestion --------------------------------------------------------------------------------------
 
-    async def ingest(self, events: list[Event]) -> list[EventOutcome]:
-        """Store ``events`` idempotently and route the new ones; a Temporal failure is not the caller's error."""
+    async def ingest(
+        self, events: list[Event], keys: list[tuple[str, str, str | None]] | None = None
+    ) -> list[EventOutcome]:
+        """Resolve, store idempotently and route the new events; a Temporal failure is not the caller's error.
+
+        ``keys``: per event, the alias it names its customer by (``store.events.store_resolved``).
+        """
         async with self._pool.acquire() as conn:
-            fresh = await event_store.store_events(conn, events)
-        new = [e for e, is_new in zip(events, fresh, strict=True) if is_new]
+            stored = await event_store.store_resolved(conn, events, keys)
+        resolved = [
+            e if c is None or c == e.customer_id else e.model_copy(update={"customer_id": c})
+            for e, c in zip(events, stored.customer_ids, strict=True)
+        ]
+        new = [e for e, is_new in zip(resolved, stored.fresh, strict=True) if is_new]
         routed: set[str] = set()
         if new and not self._degraded:
-            routed = await self._route_many(new)
+            routed = await self._route_many(new, adopted=stored.adopted)
             if len(routed) < len(new):
                 self._wake.set()
         return [
-            EventOutcome(e.event_id, "accepted" if is_new else "duplicate", is_new and e.event_id in routed)
-            for e, is_new in zip(events, fresh, strict=True)
+            EventOutcome(
+                e.event_id,
+                "unknown_customer" if c is None else "accepted" if is_new else "duplicate",
+                is_new and e.event_id in routed,
+                c,
+            )
+            for e, is_new, c in zip(resolved, stored.fresh, stored.customer_ids, strict=True)
         ]
 
-    async def _route_many(self, events: list[Event], conn: Any = None) -> set[str]:
+    async def _route_many(
+        self, events: list[Event], conn: Any = None, adopted: dict[str, dict[str, str]] | None = None
+    ) -> set[str]:
         """Route ``events`` (in order per customer) and mark the outcome; return the ids routed.
 
         ``conn``: where to record outcomes (the drainer's transaction, which holds the rows' locks).
+        ``adopted``: the customers' adopted runs, when the caller has them already.
         """
+        if adopted is None:
+            customers = sorted({e.customer_id for e in events})
+            adopted = await identity_store.adopted_runs(conn or self._pool, customers)
         by_customer: dict[str, list[Event]] = defaultdict(list)
         for event in events:
             by_customer[event.customer_id].append(event)
@@ -140,7 +170,7 @@ class EventRouter:
             async with semaphore:
                 for event in queue:
                     try:
-                        await self.route(event)
+                        await self.route(event, adopted.get(event.customer_id, {}))
                     except Exception as exc:  # anything: the event stays in the outbox, the drainer retries
                         self._degraded = True
                         log.warning("event.route_failed", event_id=event.event_id, error=repr(exc))
@@ -162,12 +192,17 @@ class EventRouter:
         for event_id, error in failed:
             await event_store.mark_route_failed(conn, event_id, error)
 
-    async def route(self, event: Event) -> RouteResult:
+    async def route(self, event: Event, adopted: dict[str, str] | None = None) -> RouteResult:
         """Deliver one event to every journey it triggers or that listens to it.
+
+        ``adopted``: journey id -> workflow id of the runs the customer adopted in a merge (looked up if None).
 
         Raises:
             TemporalUnavailableError: Temporal did not answer; retry later.
         """
+        if adopted is None:
+            adopted = (await identity_store.adopted_runs(self._pool, [event.customer_id])).get(event.customer_id, {})
+        adopted = dict(adopted)
         result = RouteResult()
         triggered: set[str] = set()
         for journey in await self._active():
@@ -190,6 +225,19 @@ class EventRouter:
                 # Not a new entry; if the journey also listens to this event, a running customer still gets it.
                 result.refused.append(wid)
                 continue
+            adopted_wid = adopted.get(journey.journey_id)
+            if adopted_wid is not None:
+                # The customer is in this journey through a run adopted in a merge: that run gets the event.
+                if await self._signal(adopted_wid, EVENT_SIGNAL, event):
+                    if claim.new:
+                        await entry_store.release_entry(
+                            self._pool, journey.journey_id, event.customer_id, event.event_id
+                        )
+                    triggered.add(journey.journey_id)
+                    result.started.append(adopted_wid)
+                    continue
+                await identity_store.forget_adopted(self._pool, event.customer_id, journey.journey_id, adopted_wid)
+                del adopted[journey.journey_id]
             handle = await self._call(self._start(journey, event, wid))
             if claim.new and await was_started(self._client, handle) is False:
                 # The customer is in the journey right now: the event only reached the running run.
@@ -199,16 +247,88 @@ class EventRouter:
         for journey_id, names in self._listeners.items():
             if journey_id in triggered or event.name not in names:
                 continue
+            adopted_wid = adopted.get(journey_id)
+            if adopted_wid is not None:
+                if await self._signal(adopted_wid, EVENT_SIGNAL, event):
+                    result.signalled.append(adopted_wid)
+                    continue
+                await identity_store.forget_adopted(self._pool, event.customer_id, journey_id, adopted_wid)
             wid = workflow_id(journey_id, event.customer_id)
-            handle = self._client.get_workflow_handle(wid)
-            try:
-                await self._call(handle.signal(EVENT_SIGNAL, event, rpc_timeout=RPC_TIMEOUT))
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    continue  # no running customer of this journey: nothing to do
-                raise
-            result.signalled.append(wid)
+            if await self._signal(wid, EVENT_SIGNAL, event):
+                result.signalled.append(wid)
+            # else: no running customer of this journey, nothing to do
         return result
+
+    async def _signal(self, wid: str, signal: str, arg: Any) -> bool:
+        """Signal the running workflow ``wid``; False when there is none (never started, or closed)."""
+        handle = self._client.get_workflow_handle(wid)
+        try:
+            await self._call(handle.signal(signal, arg, rpc_timeout=RPC_TIMEOUT))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def _running(self, wid: str) -> bool:
+        try:
+            description = await self._call(self._client.get_workflow_handle(wid).describe(rpc_timeout=RPC_TIMEOUT))
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return bool(description.status == WorkflowExecutionStatus.RUNNING)
+
+    # --- merges -----------------------------------------------------------------------------------------
+
+    async def notify_merge(self, merge: dict[str, Any], conn: Any = None) -> list[dict[str, Any]]:
+        """Tell the merged profile's journey runs who they belong to now, and record what became of each.
+
+        A run carries on for the customer unless the customer already runs that journey: then it exits with the
+        reason ``merged``. Safe to repeat: a run told before is told again (the workflow ignores the repeat).
+
+        Raises:
+            TemporalUnavailableError: Temporal did not answer; the drainer retries.
+        """
+        target, merge_id = merge["customer_id"], merge["id"]
+        runs: list[dict[str, Any]] = []
+        for run in merge["runs"]:
+            if run.get("status") != "pending":
+                runs.append(run)
+                continue
+            journey_id, wid = run["journey_id"], run["workflow_id"]
+            adopted = (await identity_store.adopted_runs(self._pool, [target])).get(target, {})
+            others = [w for w in (adopted.get(journey_id), workflow_id(journey_id, target)) if w and w != wid]
+            already = False
+            for other in others:
+                if await self._running(other):
+                    already = True
+                    break
+            if already:
+                status = "exited" if await self._signal(wid, EXIT_SIGNAL, ExitRequest(reason="merged")) else "closed"
+            else:
+                told = Identified(customer_id=target, merge_id=merge_id, previous_customer_id=merge["merged_id"])
+                status = "adopted" if await self._signal(wid, IDENTIFY_SIGNAL, told) else "closed"
+                if status == "adopted":
+                    await identity_store.adopt(self._pool, target, journey_id, wid, merge_id)
+            runs.append({**run, "status": status})
+            log.info("identity.run_told", merge_id=merge_id, workflow_id=wid, outcome=status)
+        if conn is None:
+            await identity_store.finish_notification(self._pool, merge_id, runs)
+        else:
+            await identity_store.finish_notification(conn, merge_id, runs)
+        return runs
+
+    async def notify_merges(self, merges: list[dict[str, Any]]) -> None:
+        """Inline after ``identify``: tell the runs now; what fails is left to the drainer."""
+        for merge in merges:
+            if merge["notified_at"] is None:
+                try:
+                    await self.notify_merge(merge)
+                except Exception as exc:  # the merge is committed; the drainer tells the runs later
+                    self._degraded = True
+                    self._wake.set()
+                    log.warning("identity.notify_failed", merge_id=merge["id"], error=repr(exc))
 
     @staticmethod
     def now() -> datetime:
@@ -241,7 +361,25 @@ class EventRouter:
     # --- the outbox drainer -----------------------------------------------------------------------------
 
     async def drain_once(self, *, min_age: timedelta = INLINE_GRACE) -> tuple[int, int]:
-        """Route one batch of unrouted events; returns ``(routed, failed)``."""
+        """Tell the runs of pending merges, then route one batch of unrouted events; returns ``(routed, failed)``."""
+        told, failed_merges = await self._drain_merges(min_age)
+        routed, failed = await self._drain_events(min_age)
+        return routed + told, failed + failed_merges
+
+    async def _drain_merges(self, min_age: timedelta) -> tuple[int, int]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            pending = await identity_store.pending_notifications(
+                conn, DRAIN_BATCH, min_age_seconds=min_age.total_seconds(), lock=True
+            )
+            for index, merge in enumerate(pending):
+                try:
+                    await self.notify_merge(merge, conn)
+                except Exception as exc:  # Temporal down: the rest waits for the next round
+                    log.warning("identity.notify_failed", merge_id=merge["id"], error=repr(exc))
+                    return index, len(pending) - index
+        return len(pending), 0
+
+    async def _drain_events(self, min_age: timedelta) -> tuple[int, int]:
         async with self._pool.acquire() as conn, conn.transaction():
             # The row locks keep another process's drainer off these events while we route them.
             batch = await event_store.unrouted(conn, DRAIN_BATCH, min_age=min_age, lock=True)

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api.routes_deps import pool, read_json, temporal, validation_field
+from api.routes_deps import ResolvedCustomer, pool, read_json, temporal, validation_field
 from api.schemas import (
-    CUSTOMER_ID_PATTERN,
     ApiError,
     ConsentIn,
     ConsentOut,
@@ -25,7 +24,6 @@ from workflows import search_attributes as sa
 
 router = APIRouter(tags=["customers"])
 
-CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer id")]
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
 
 _STATUS = {
@@ -55,14 +53,14 @@ def _doc(model: Any) -> dict[str, Any]:
 
 
 @router.put("/v1/customers/{customer_id}", response_model=CustomerOut, openapi_extra=_doc(CustomerIn))
-async def put_customer(customer_id: CustomerPath, request: Request, db: Pool) -> dict[str, Any]:
+async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
     body: CustomerIn = await _body(request, CustomerIn)
     return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
 
 
 @router.get("/v1/customers/{customer_id}", response_model=CustomerOut)
-async def get_customer(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
     row = await customer_store.get_customer(db, customer_id)
     if row is None:
         raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
@@ -70,14 +68,14 @@ async def get_customer(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
 
 
 @router.get("/v1/customers/{customer_id}/consent", response_model=ConsentOut)
-async def get_consent(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+async def get_consent(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
     if await customer_store.get_customer(db, customer_id) is None:
         raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
     return await customer_store.current_consent(db, customer_id)
 
 
 @router.put("/v1/customers/{customer_id}/consent", response_model=ConsentOut, openapi_extra=_doc(ConsentIn))
-async def put_consent(customer_id: CustomerPath, request: Request, db: Pool) -> dict[str, Any]:
+async def put_consent(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Record consent changes (appended to the ledger) and answer the current state."""
     body: ConsentIn = await _body(request, ConsentIn)
     changes: list[Any] = [("channel", name, status) for name, status in body.channels.items()]
@@ -93,7 +91,7 @@ async def put_consent(customer_id: CustomerPath, request: Request, db: Pool) -> 
 
 @router.get("/v1/customers/{customer_id}/journeys", response_model=list[CustomerJourney])
 async def customer_journeys(
-    customer_id: CustomerPath,
+    customer_id: ResolvedCustomer,
     client: Annotated[Client, Depends(temporal)],
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CustomerJourney]:
@@ -119,7 +117,7 @@ async def customer_journeys(
 
 @router.get("/v1/customers/{customer_id}/inbox", response_model=list[InboxMessage])
 async def inbox(
-    customer_id: CustomerPath,
+    customer_id: ResolvedCustomer,
     db: Pool,
     unread: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -138,7 +136,7 @@ async def inbox(
 
 @router.post("/v1/customers/{customer_id}/inbox/{message_id}/read", response_model=InboxMessage)
 async def mark_read(
-    customer_id: CustomerPath, message_id: Annotated[int, Path(ge=1, le=2**63 - 1)], db: Pool
+    customer_id: ResolvedCustomer, message_id: Annotated[int, Path(ge=1, le=2**63 - 1)], db: Pool
 ) -> dict[str, Any]:
     """Mark one in-app message read (again: keeps the first read time)."""
     row = await db.fetchrow(

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any
+import re
+from typing import Annotated, Any
 
 import asyncpg
-from fastapi import Request
+from fastapi import Depends, Path, Request
 from temporalio.client import Client
 
 from api.router import EventRouter
-from api.schemas import ApiError
+from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from config.settings import Settings
+from store import identity as identity_store
 
 
 def settings(request: Request) -> Settings:
@@ -70,4 +72,19 @@ def validation_field(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     loc = [str(p) for p in first.get("loc", ()) if p not in ("body",)]
     message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
     field = ".".join(loc) or None
+    if field is None and re.match(r"^[a-z_]+: ", message):  # a model-level check names its field first
+        field, message = message.split(": ", 1)
     return (f"{field}: {message}" if field else message), field
+
+
+async def resolved_customer(
+    request: Request,
+    customer_id: Annotated[
+        str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer id (a merged profile id or anon:{id} too)")
+    ],
+) -> str:
+    """The customer a path id stands for: a profile merged into another (``anon:{id}`` too) is that customer."""
+    return await identity_store.resolve_customer(pool(request), customer_id)
+
+
+ResolvedCustomer = Annotated[str, Depends(resolved_customer)]

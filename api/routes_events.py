@@ -44,6 +44,9 @@ _BODY_DOC = {
     openapi_extra=_BODY_DOC,
     summary="Send one event or a batch",
     description=(
+        "An event names its customer by `customer_id`, by `alias` (an email or phone linked with "
+        "`POST /v1/identify`) or by `anonymous_id` (a visitor not identified yet); each result says which "
+        "customer it resolved to. "
         "Each event is stored once by its `event_id` (generated when absent) and routed to the journeys it "
         "triggers or that wait for it. Per event: `accepted`, `duplicate` (that id was stored before) or "
         "`invalid` (with the field); invalid items do not block the valid ones. If Temporal is unreachable the "
@@ -71,9 +74,12 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
 
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, Event]] = []
+    keys: list[tuple[str, str, str | None]] = []
     for index, item in enumerate(items):
         try:
-            valid.append((index, EventIn.model_validate(item).to_event()))
+            parsed = EventIn.model_validate(item)
+            valid.append((index, parsed.to_event()))
+            keys.append(parsed.identity())
         except ValidationError as exc:
             message, field = validation_field(exc.errors())  # type: ignore[arg-type]
             event_id = item.get("event_id") if isinstance(item, dict) else None
@@ -83,9 +89,26 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
                 status="invalid",
                 error=ErrorDetail(message=message, field=field),
             )
-    outcomes = await router_.ingest([event for _, event in valid]) if valid else []
-    for (index, event), outcome in zip(valid, outcomes, strict=True):
-        results[index] = EventResult(index=index, event_id=event.event_id, status=outcome.status, routed=outcome.routed)
+    outcomes = await router_.ingest([event for _, event in valid], keys) if valid else []
+    for (index, event), outcome, key in zip(valid, outcomes, keys, strict=True):
+        if outcome.status == "unknown_customer":
+            results[index] = EventResult(
+                index=index,
+                event_id=event.event_id,
+                status="invalid",
+                error=ErrorDetail(
+                    message=f"no customer is linked to {key[0]} '{key[1]}' (link it with POST /v1/identify)",
+                    field="alias",
+                ),
+            )
+            continue
+        results[index] = EventResult(
+            index=index,
+            event_id=event.event_id,
+            status=outcome.status,
+            customer_id=outcome.customer_id,
+            routed=outcome.routed,
+        )
     final = [r for r in results if r is not None]
     response = EventsResponse(
         accepted=sum(r.status == "accepted" for r in final),

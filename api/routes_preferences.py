@@ -23,6 +23,7 @@ from api.schemas import ApiError, StorableText
 from config.settings import Settings
 from journeys import calendar
 from store import customers as customer_store
+from store import identity as identity_store
 from store import preferences as store
 from store.preferences import CONSENT_CHANNELS, FREQUENCIES, Preferences
 
@@ -137,6 +138,11 @@ def _open(config: Settings, token: str, purpose: str) -> dict[str, Any]:
         ) from None
 
 
+async def _customer(db: asyncpg.Pool, payload: dict[str, Any]) -> str:
+    """The customer a link was made for; a profile merged since stands for the customer it merged into."""
+    return await identity_store.resolve_customer(db, str(payload.get("c")))
+
+
 def _gone() -> HTMLResponse:
     return _html(pages.message_page("This link no longer works", "We have no record for this link any more."), 410)
 
@@ -219,7 +225,7 @@ async def preference_page(token: str, request: Request, db: Pool, config: AppSet
         payload = _open(config, token, links.PREFERENCES)
     except _PageError as exc:
         return exc.response
-    data = await store.load_preferences(db, config, str(payload.get("c")))
+    data = await store.load_preferences(db, config, await _customer(db, payload))
     if data is None:
         return _gone()
     return _html(pages.preference_page(data, config.interests, action=request.url.path))
@@ -233,7 +239,7 @@ async def save_preference_page(token: str, request: Request, db: Pool, config: A
         form = await _form(request)
     except _PageError as exc:
         return exc.response
-    customer_id = str(payload.get("c"))
+    customer_id = await _customer(db, payload)
     data = await store.load_preferences(db, config, customer_id)
     if data is None:
         return _gone()
@@ -286,7 +292,7 @@ async def one_click_unsubscribe(token: str, request: Request, db: Pool, config: 
     try:
         await customer_store.record_consent(
             db,
-            str(payload.get("c")),
+            await _customer(db, payload),
             scope,
             name,
             "withdrawn",

@@ -18,24 +18,24 @@ from typing import Annotated, Any
 
 import asyncpg
 import structlog
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from api.routes_deps import pool, read_json, require_api_key, settings, temporal
-from api.schemas import CUSTOMER_ID_PATTERN, ApiError
+from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
+from api.schemas import ApiError
 from config.settings import Settings
 from journeys.runtime import EXIT_SIGNAL, ExitRequest
 from store import customers as customer_store
+from store import identity as identity_store
 from store import privacy
 from store import suppressions as suppression_store
 from workflows import search_attributes as sa
 
 log = structlog.get_logger(__name__)
 
-CustomerPath = Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer id")]
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
 Temporal = Annotated[Client, Depends(temporal)]
 AppSettings = Annotated[Settings, Depends(settings)]
@@ -75,7 +75,7 @@ providers = APIRouter(tags=["privacy"], dependencies=[Depends(require_provider_k
 
 @customers.get("/v1/customers/{customer_id}/consent/history")
 async def consent_history(
-    customer_id: CustomerPath,
+    customer_id: ResolvedCustomer,
     db: Pool,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="``next_before`` of the previous page")] = None,
@@ -91,7 +91,7 @@ async def consent_history(
 
 
 @customers.get("/v1/customers/{customer_id}/export")
-async def export_customer(customer_id: CustomerPath, db: Pool) -> dict[str, Any]:
+async def export_customer(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
     """Everything stored about the customer as one JSON document (right of access / portability)."""
     document = await privacy.export_customer(db, customer_id)
     if document is None:
@@ -107,25 +107,34 @@ def pseudonym_secret(app_settings: Settings) -> bytes:
 
 @customers.delete("/v1/customers/{customer_id}")
 async def erase_customer(
-    customer_id: CustomerPath, db: Pool, client: Temporal, app_settings: AppSettings, response: Response
+    customer_id: ResolvedCustomer, db: Pool, client: Temporal, app_settings: AppSettings, response: Response
 ) -> dict[str, Any]:
     """Erase the customer's personal data; keep anonymous aggregates under a pseudonym; end running journeys
     (exit reason ``erased``); record the erasure. Safe to repeat. ``202``: some run had not closed in time, the data
     is erased but call again to finish."""
     requested_at = datetime.now(UTC)
-    runs = await _exit_runs(client, customer_id)
-    complete = not runs["still_running"]
+    # Profiles merged into the customer are the same person: their runs and histories go too.
+    people = [customer_id, *await identity_store.merged_profiles(db, customer_id)]
+    exited, still_running = 0, list[str]()
+    for person in people:
+        found = await _exit_runs(client, person)
+        exited += found["exited"]
+        still_running += found["still_running"]
+    complete = not still_running
     erasure = await privacy.erase_customer(
         db, customer_id, pseudonym_secret(app_settings), requested_at=requested_at, complete=complete
     )
-    deleted = await _delete_closed_histories(client, customer_id) if complete else 0
-    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, runs=runs)
+    deleted = 0
+    if complete:
+        for person in people:
+            deleted += await _delete_closed_histories(client, person)
+    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited)
     if not complete:
         response.status_code = 202
     return {
         **erasure,
         "complete": complete,
-        "runs": {"exited": runs["exited"], "still_running": len(runs["still_running"]), "histories_deleted": deleted},
+        "runs": {"exited": exited, "still_running": len(still_running), "histories_deleted": deleted},
     }
 
 

@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from journeys.runtime import Event
 from journeys.validation import find_nul
+from store.identity import ANON_PREFIX, alias_of, anonymous_profile
 
 # Workflow ids are "{journey}:{customer}" and visibility queries quote the customer id: keep both unambiguous.
 CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:=-]{0,199}$"
 EVENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:=/-]{0,199}$"
+# An anonymous visitor's profile id is "anon:{anonymous id}", itself a customer id.
+ANONYMOUS_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+:=-]{0,189}$"
+PHONE_PATTERN = r"^\+?[0-9 ().-]{3,32}$"
 EVENT_NAME_PATTERN = r"^[^\x00-\x1f\x7f\"\\]{1,200}$"
 
 CustomerId = Annotated[str, Field(pattern=CUSTOMER_ID_PATTERN, description="1-200 of A-Z a-z 0-9 . _ @ + : = -")]
 EventName = Annotated[str, Field(pattern=EVENT_NAME_PATTERN, description="1-200 printable characters")]
+AnonymousId = Annotated[
+    str, Field(pattern=ANONYMOUS_ID_PATTERN, description="A device or cookie id: 1-190 of A-Z a-z 0-9 . _ @ + : = -")
+]
 
 
 class ApiError(Exception):
@@ -59,16 +67,59 @@ def _storable(value: Any) -> Any:
 StorableText = Annotated[str, AfterValidator(_storable)]
 
 
+def _email(value: str | None) -> str | None:
+    if value is not None and (value.count("@") != 1 or value.startswith("@") or value.endswith("@")):
+        raise ValueError("not an email address")
+    return value
+
+
+class AliasIn(BaseModel):
+    """An address linked to a customer by ``POST /v1/identify``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["email", "phone"]
+    value: Annotated[str, Field(min_length=1, max_length=320)]
+
+    @model_validator(mode="after")
+    def _check(self) -> AliasIn:
+        if self.kind == "email":
+            _email(self.value)
+        elif not re.fullmatch(PHONE_PATTERN, self.value):
+            raise ValueError("not a phone number")
+        return self
+
+
 class EventIn(BaseModel):
+    """One behaviour event. Its customer: ``customer_id``, else ``alias`` (a linked email or phone), else
+    ``anonymous_id`` (a visitor not identified yet, whose profile is ``anon:{anonymous_id}``)."""
+
     model_config = ConfigDict(extra="forbid")
 
     event_id: str | None = Field(
         default=None, pattern=EVENT_ID_PATTERN, description="Idempotency key; generated when absent."
     )
-    customer_id: CustomerId
+    customer_id: CustomerId | None = Field(default=None, description="The customer, or a profile merged into one.")
+    anonymous_id: AnonymousId | None = Field(default=None, description="The device or cookie id.")
+    alias: AliasIn | None = Field(default=None, description="An email or phone linked by identify.")
     name: EventName
     properties: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
     occurred_at: datetime | None = Field(default=None, description="Defaults to the time the API received it.")
+
+    @model_validator(mode="after")
+    def _identified(self) -> EventIn:
+        if self.customer_id is None and self.anonymous_id is None and self.alias is None:
+            raise ValueError("customer_id: send customer_id, anonymous_id or alias to say whose event it is")
+        return self
+
+    def identity(self) -> tuple[str, str, str | None]:
+        """The alias the event names its customer by, and the profile id when nobody is linked to it."""
+        if self.customer_id is not None:
+            return (*alias_of(self.customer_id), self.customer_id)
+        if self.alias is not None:
+            return self.alias.kind, self.alias.value, None
+        assert self.anonymous_id is not None
+        return "anonymous_id", self.anonymous_id, anonymous_profile(self.anonymous_id)
 
     def to_event(self) -> Event:
         occurred = self.occurred_at or datetime.now(UTC)
@@ -76,10 +127,11 @@ class EventIn(BaseModel):
             occurred = occurred.replace(tzinfo=UTC)
         return Event(
             event_id=self.event_id or str(uuid.uuid4()),
-            customer_id=self.customer_id,
+            customer_id=self.identity()[2] or "",
             name=self.name,
             properties=self.properties,
             occurred_at=occurred,
+            anonymous_id=self.anonymous_id,
         )
 
 
@@ -91,6 +143,8 @@ class EventResult(BaseModel):
     index: int
     event_id: str | None
     status: Literal["accepted", "duplicate", "invalid"]
+    customer_id: str | None = None
+    """The customer the event resolved to (an alias or a merged profile id resolves to the customer)."""
     routed: bool | None = None
     """Accepted events: False when routing waits for Temporal (it is retried, never dropped)."""
     error: ErrorDetail | None = None
@@ -115,17 +169,11 @@ def _timezone(value: str | None) -> str | None:
     return value
 
 
-def _email(value: str | None) -> str | None:
-    if value is not None and (value.count("@") != 1 or value.startswith("@") or value.endswith("@")):
-        raise ValueError("not an email address")
-    return value
-
-
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: Annotated[str, Field(max_length=320), AfterValidator(_email)] | None = None
-    phone: Annotated[str | None, Field(pattern=r"^\+?[0-9 ().-]{3,32}$")] = None
+    phone: Annotated[str | None, Field(pattern=PHONE_PATTERN)] = None
     timezone: Annotated[str | None, AfterValidator(_timezone)] = None
     locale: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")] = None
     attributes: Annotated[dict[str, Any], AfterValidator(_storable)] | None = Field(
@@ -142,6 +190,73 @@ class CustomerOut(BaseModel):
     attributes: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+def _known(value: str) -> str:
+    if value.startswith(ANON_PREFIX):
+        raise ValueError(f"'{ANON_PREFIX}...' is an anonymous profile; identify a known customer id")
+    return value
+
+
+class IdentifyIn(BaseModel):
+    """``POST /v1/identify``: link anonymous ids and aliases to a customer, merging the profiles behind them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer_id: Annotated[CustomerId, AfterValidator(_known)] = Field(
+        description="The known customer (created when new; a merged profile id stands for its customer)."
+    )
+    anonymous_ids: list[AnonymousId] = Field(
+        default_factory=list, max_length=100, description="Device or cookie ids: their profiles merge in."
+    )
+    customer_ids: list[Annotated[CustomerId, AfterValidator(_known)]] = Field(
+        default_factory=list, max_length=100, description="Other profiles of the same person (a lead, a duplicate)."
+    )
+    aliases: list[AliasIn] = Field(
+        default_factory=list, max_length=100, description="Emails and phones events may name the customer by."
+    )
+    traits: CustomerIn | None = Field(default=None, description="Profile fields to set, as PUT /v1/customers.")
+    explicit: bool = Field(
+        default=False, description="The customer stated the traits themselves: a later merge keeps them."
+    )
+    source: Annotated[StorableText, Field(min_length=1, max_length=100)] = Field(
+        default="api", description="Where the identification comes from (e.g. signup, login, checkout)."
+    )
+    actor: Annotated[StorableText, Field(min_length=1, max_length=200)] | None = Field(
+        default=None, description="Who asked (a service or an operator); recorded in the merge log."
+    )
+
+    @model_validator(mode="after")
+    def _not_itself(self) -> IdentifyIn:
+        if self.customer_id in self.customer_ids:
+            raise ValueError(f"customer_ids: '{self.customer_id}' is the customer itself")
+        return self
+
+
+class MergeOut(BaseModel):
+    id: int
+    customer_id: str
+    merged_id: str | None
+    """The profile merged in (``anon:{id}`` for an anonymous id; none for an email or phone)."""
+    alias_kind: str
+    alias_value: str
+    source: str
+    actor: str
+    fields: dict[str, list[str]]
+    """``taken``: fields that came from the merged profile; ``kept``: the customer's own won."""
+    moved: dict[str, int]
+    runs: list[dict[str, Any]]
+    """The merged profile's journey runs: ``adopted`` (carries on for the customer), ``exited`` (the customer
+    already ran that journey), ``closed``, or ``pending`` until told."""
+    merged_at: datetime
+    notified_at: datetime | None
+
+
+class IdentifyOut(BaseModel):
+    customer_id: str
+    created: bool
+    profile: CustomerOut
+    merges: list[MergeOut]
 
 
 ConsentValue = Literal["granted", "withdrawn"]

@@ -16,6 +16,7 @@ from journeys.models import Journey
 WORKFLOW_NAME = "JourneyWorkflow"
 EVENT_SIGNAL = "event"
 EXIT_SIGNAL = "exit"
+IDENTIFY_SIGNAL = "identified"
 STATE_QUERY = "state"
 
 
@@ -32,12 +33,22 @@ class Event(BaseModel):
     name: str
     properties: dict[str, Any] = Field(default_factory=dict)
     occurred_at: datetime
+    anonymous_id: str | None = None
+    """The device or cookie id the event was sent under, if any (``customer_id`` is what it resolved to)."""
 
 
 class ExitRequest(BaseModel):
     """Asks a running journey to end now (archiving a journey, erasing a customer, an operator)."""
 
     reason: str
+
+
+class Identified(BaseModel):
+    """Tells a run started for a visitor (or a profile since merged) that it now belongs to ``customer_id``."""
+
+    customer_id: str
+    merge_id: int
+    previous_customer_id: str
 
 
 class StepRecord(BaseModel):
@@ -67,6 +78,8 @@ class JourneyProgress(BaseModel):
     """The split variant the customer took last, or ``holdout`` for the control group."""
     responses: dict[str, Any] = Field(default_factory=dict)
     """Webhook steps' answers by ``save_as`` (``{"status": 200, "body": ...}``), for later branches."""
+    customer_id: str | None = None
+    """Set once the run was identified (``IDENTIFY_SIGNAL``): the customer it carries on for."""
 
 
 class JourneyInput(BaseModel):
@@ -104,6 +117,8 @@ class JourneyState(BaseModel):
     events_seen: list[Event]
     exit_reason: str | None = None
     variant: str | None = None
+    entered_as: str | None = None
+    """The profile id the run started for, when it has since been identified as ``customer_id``."""
 
 
 class JourneyResult(BaseModel):

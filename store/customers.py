@@ -16,16 +16,34 @@ ConsentStatus = Literal["granted", "withdrawn"]
 
 _COLUMNS = "id, email, phone, timezone, locale, attributes, created_at, updated_at"
 
+
+def field_stamps_sql(fields: str, explicit: str) -> str:
+    """SQL for the ``field_meta`` entries of the fields written now (``fields``: a text[] parameter).
+
+    Each written field gets ``{"at": <time>, "explicit": <bool>}``; the merge rules (``store.identity``) read it.
+    """
+    return (
+        "COALESCE((SELECT jsonb_object_agg(f, jsonb_build_object('at', clock_timestamp(), 'explicit', "
+        f"{explicit})) FROM unnest({fields}::text[]) AS f), '{{}}'::jsonb)"
+    )
+
+
+def written_fields(values: dict[str, Any], attributes: dict[str, Any] | None) -> list[str]:
+    """The ``field_meta`` names of a write: profile columns given, and ``attributes.<key>`` per attribute."""
+    return [k for k, v in values.items() if v is not None] + [f"attributes.{k}" for k in attributes or {}]
+
+
 # COALESCE keeps a field the caller did not send; attributes merge key by key (jsonb ||).
 _UPSERT_SQL = f"""
-INSERT INTO customers (id, email, phone, timezone, locale, attributes)
-VALUES ($1, $2, $3, $4, $5, COALESCE($6::jsonb, '{{}}'::jsonb))
+INSERT INTO customers (id, email, phone, timezone, locale, attributes, field_meta)
+VALUES ($1, $2, $3, $4, $5, COALESCE($6::jsonb, '{{}}'::jsonb), {field_stamps_sql("$7", "$8::boolean")})
 ON CONFLICT (id) DO UPDATE SET
     email      = COALESCE(EXCLUDED.email, customers.email),
     phone      = COALESCE(EXCLUDED.phone, customers.phone),
     timezone   = COALESCE(EXCLUDED.timezone, customers.timezone),
     locale     = COALESCE(EXCLUDED.locale, customers.locale),
     attributes = customers.attributes || COALESCE($6::jsonb, '{{}}'::jsonb),
+    field_meta = customers.field_meta || EXCLUDED.field_meta,
     updated_at = now()
 RETURNING {_COLUMNS}
 """
@@ -53,9 +71,14 @@ async def upsert_customer(
     timezone: str | None = None,
     locale: str | None = None,
     attributes: dict[str, Any] | None = None,
+    explicit: bool = False,
 ) -> dict[str, Any]:
-    """Insert the customer or update the fields given (None leaves a field as it is); returns the row."""
-    row = await db.fetchrow(_UPSERT_SQL, customer_id, email, phone, timezone, locale, attributes)
+    """Insert the customer or update the fields given (None leaves a field as it is); returns the row.
+
+    ``explicit``: the customer stated these values themselves; a merge keeps them (``store.identity``).
+    """
+    fields = written_fields({"email": email, "phone": phone, "timezone": timezone, "locale": locale}, attributes)
+    row = await db.fetchrow(_UPSERT_SQL, customer_id, email, phone, timezone, locale, attributes, fields, explicit)
     return dict(row)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from journeys.runtime import Event
+from store.identity import alias_of, normalise
 
 _STORE_SQL = """
 INSERT INTO events (event_id, customer_id, name, properties, occurred_at)
@@ -14,8 +16,79 @@ ON CONFLICT (event_id) DO NOTHING
 RETURNING event_id
 """
 
+# Resolve each event's identity (an alias linked to a customer, else its fallback profile id), store the events
+# that resolved, and answer the runs the resolved customers adopted from merged profiles: one round trip.
+_STORE_RESOLVED_SQL = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[], $6::text[],
+                         $7::text[], $8::text[])
+           WITH ORDINALITY AS i(event_id, name, anonymous_id, properties, occurred_at, kind, value, fallback, n)
+), resolved AS (
+    SELECT input.*, COALESCE(ids.customer_id, input.fallback) AS customer_id
+      FROM input LEFT JOIN identities ids ON ids.kind = input.kind AND ids.value = input.value
+), stored AS (
+    INSERT INTO events (event_id, customer_id, name, properties, occurred_at, anonymous_id)
+    SELECT event_id, customer_id, name, properties, occurred_at, anonymous_id FROM resolved
+     WHERE customer_id IS NOT NULL
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING event_id
+)
+SELECT r.n, r.event_id, r.customer_id, r.event_id IN (SELECT event_id FROM stored) AS fresh,
+       a.journey_id, a.workflow_id
+  FROM resolved r LEFT JOIN adopted_runs a ON a.customer_id = r.customer_id
+ ORDER BY r.n
+"""
+
+
+@dataclass
+class Stored:
+    """What ``store_resolved`` did with each event."""
+
+    fresh: list[bool]
+    """True if newly stored; False if its id was known (or, with no customer, it was not stored)."""
+    customer_ids: list[str | None]
+    """The customer each event resolved to; None: it names an email or phone linked to nobody."""
+    adopted: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per customer: journey id -> workflow id of a run adopted from a merged profile (``store.identity``)."""
+
+
+async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str, str | None]] | None = None) -> Stored:
+    """Resolve identities and store ``events`` in one round trip.
+
+    Args:
+        keys: per event, ``(alias kind, value, fallback)``; by default the event's ``customer_id`` (``anon:X`` is
+            the anonymous id X) with itself as the fallback. An event that resolves to nobody is not stored.
+    """
+    if not events:
+        return Stored([], [])
+    keys = keys or [(*alias_of(e.customer_id), e.customer_id) for e in events]
+    rows = await db.fetch(
+        _STORE_RESOLVED_SQL,
+        [e.event_id for e in events],
+        [e.name for e in events],
+        [e.anonymous_id for e in events],
+        [e.properties for e in events],
+        [e.occurred_at for e in events],
+        [k for k, _, _ in keys],
+        [normalise(k, v) for k, v, _ in keys],
+        [f for _, _, f in keys],
+    )
+    out = Stored([False] * len(events), [None] * len(events))
+    first: set[str] = set()
+    for row in rows:
+        index = row["n"] - 1
+        if index < len(out.customer_ids) and out.customer_ids[index] is None:
+            out.customer_ids[index] = row["customer_id"]
+            if row["fresh"] and row["event_id"] not in first:  # an id repeated in the batch is new only once
+                first.add(row["event_id"])
+                out.fresh[index] = True
+        if row["journey_id"] is not None:
+            out.adopted.setdefault(row["customer_id"], {})[row["journey_id"]] = row["workflow_id"]
+    return out
+
+
 _UNROUTED_SQL = """
-SELECT event_id, customer_id, name, properties, occurred_at
+SELECT event_id, customer_id, name, properties, occurred_at, anonymous_id
   FROM events
  WHERE routed_at IS NULL AND (route_attempts > 0 OR received_at < now() - $2::interval)
  ORDER BY received_at, event_id

@@ -190,14 +190,20 @@ async def save_preferences(
                 removed.append(key)
             else:
                 set_attributes[key] = value
+        # What the customer states on the page is explicit: a later merge keeps it (store.identity).
+        stamped = customer_store.written_fields(
+            {"timezone": wanted.timezone, "locale": wanted.locale}, {**set_attributes, **dict.fromkeys(removed)}
+        )
         await conn.execute(
-            """UPDATE customers
+            f"""UPDATE customers
                   SET attributes = (attributes - $2::text[]) || $3::jsonb,
-                      timezone = $4, locale = $5, updated_at = now()
+                      timezone = $4, locale = $5, updated_at = now(),
+                      field_meta = field_meta || {customer_store.field_stamps_sql("$6", "true")}
                 WHERE id = $1""",
             customer_id,
             removed,
             set_attributes,
             wanted.timezone,
             wanted.locale,
+            stamped,
         )

@@ -16,11 +16,12 @@ from typing import Any
 
 import asyncpg
 
-from store import suppressions
+from store import identity, suppressions
 
 # Where consent changes come from (the ledger's ``source``). The API's own writes use ``api``; the preference
 # page and one-click unsubscribe their own; provider webhooks ``bounce``/``complaint``; bulk loads ``import``.
-CONSENT_SOURCES = ("api", "preference_page", "one_click_unsubscribe", "bounce", "complaint", "import")
+# ``merge``: carried over from a profile merged into the customer (store.identity).
+CONSENT_SOURCES = ("api", "preference_page", "one_click_unsubscribe", "bounce", "complaint", "import", "merge")
 # GDPR article 6 lawful bases, for ``lawful_basis`` (free text is accepted; these are the names to use).
 LAWFUL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
 
@@ -102,6 +103,29 @@ async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
             "suppressions": await suppressions.suppressions_for_addresses(
                 conn, [("email", profile["email"]), ("sms", profile["phone"])]
             ),
+            "identities": await rows(
+                "SELECT kind, value, source, created_at FROM identities"
+                " WHERE customer_id = $1 ORDER BY created_at, kind"
+            ),
+            "merges": await rows(
+                "SELECT id, merged_id, alias_kind, alias_value, source, actor, fields, moved, runs, merged_at"
+                " FROM identity_merges WHERE customer_id = $1 ORDER BY id"
+            ),
+            # What stays under the ids of profiles merged into the customer: their own consent ledgers.
+            "merged_profiles": [
+                {
+                    "id": merged_id,
+                    "consent_history": [
+                        dict(r)
+                        for r in await conn.fetch(
+                            "SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events"
+                            " WHERE customer_id = $1 ORDER BY id",
+                            merged_id,
+                        )
+                    ],
+                }
+                for merged_id in await identity.merged_profiles(conn, customer_id)
+            ],
         }
 
 
@@ -166,6 +190,9 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
         "journey_entries",
         f"UPDATE journey_entries SET customer_id = $2, entry_id = {_scrub('entry_id')} WHERE customer_id = $1",
     ),
+    ("identities", "DELETE FROM identities WHERE customer_id = $1"),
+    ("adopted_runs", "DELETE FROM adopted_runs WHERE customer_id = $1"),
+    ("identity_merges", "DELETE FROM identity_merges WHERE customer_id = $1"),
     ("customers", "DELETE FROM customers WHERE id = $1"),
 ]
 
@@ -183,12 +210,15 @@ async def erase_customer(
     async with pool.acquire() as conn, conn.transaction():
         # The lock sends and consent changes take: a send in flight finishes first.
         await conn.fetchval("SELECT id FROM customers WHERE id = $1 FOR UPDATE", customer_id)
-        for name, sql in _ERASE_STATEMENTS:
-            args = (customer_id, alias) if "$2" in sql else (customer_id,)
-            status = await conn.execute(sql, *args)
-            affected = int(status.rsplit(" ", 1)[-1])
-            if "(duplicates)" not in name:
-                counts[name] = affected
+        # Profiles merged into the customer are the same person: erased with them, each under its own pseudonym.
+        merged = await identity.merged_profiles(conn, customer_id)
+        for person in [*merged, customer_id]:
+            for name, sql in _ERASE_STATEMENTS:
+                args = (person, pseudonym(secret, person)) if "$2" in sql else (person,)
+                status = await conn.execute(sql, *args)
+                affected = int(status.rsplit(" ", 1)[-1])
+                if "(duplicates)" not in name:
+                    counts[name] = counts.get(name, 0) + affected
         previous = await conn.fetchrow("SELECT counts FROM erasures WHERE pseudonym = $1 FOR UPDATE", alias)
         total = dict(previous["counts"]) if previous else {}
         for name, n in counts.items():

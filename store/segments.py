@@ -187,7 +187,9 @@ def segment_where(segment: Segment, now: datetime, p: Params, alias: str = "c") 
 async def member_page(db: Any, segment: Segment, now: datetime, *, after: str | None, limit: int) -> list[str]:
     """Ids of the segment's members after ``after`` (keyset on the customer id), at most ``limit``, in order."""
     p = Params(after or "", limit)
-    sql = f"SELECT c.id FROM customers c WHERE c.id > $1 AND {segment_where(segment, now, p)} ORDER BY c.id LIMIT $2"
+    where = segment_where(segment, now, p)
+    # A profile merged into another is not a member: the customer it merged into is.
+    sql = f"SELECT c.id FROM customers c WHERE c.id > $1 AND c.merged_into IS NULL AND {where} ORDER BY c.id LIMIT $2"
     return [r["id"] for r in await db.fetch(sql, *p.values)]
 
 

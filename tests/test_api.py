@@ -112,6 +112,7 @@ async def test_same_event_twice_is_stored_and_routed_once(stack: Stack) -> None:
         "index": 0,
         "event_id": trigger["event_id"],
         "status": "duplicate",
+        "customer_id": customer_id,
         "routed": False,
         "error": None,
     }

@@ -56,10 +56,12 @@ with workflow.unsafe.imports_passed_through():
     from journeys.runtime import (
         EVENT_SIGNAL,
         EXIT_SIGNAL,
+        IDENTIFY_SIGNAL,
         STATE_QUERY,
         WORKFLOW_NAME,
         Event,
         ExitRequest,
+        Identified,
         JourneyInput,
         JourneyProgress,
         JourneyResult,
@@ -158,12 +160,34 @@ class JourneyWorkflow:
         if self._exit_request is None:
             self._exit_request = request.reason
 
+    @workflow.signal(name=IDENTIFY_SIGNAL)
+    def on_identified(self, identified: Identified) -> None:
+        """The visitor this run started for was identified: carry on for that customer from the next activity.
+
+        Profile reads, sends (address, channels, consent, caps), history checks and records use the customer's id
+        from now on. Message idempotency keys and split buckets keep the id the run started with, so a step is
+        never sent twice and a variant never changes.
+        """
+        if identified.customer_id == self._customer:
+            return
+        self._progress.customer_id = identified.customer_id
+        workflow.upsert_search_attributes([sa.CUSTOMER_ID.value_set(identified.customer_id)])
+        if self._status == "running":
+            was = identified.previous_customer_id
+            self._show(self._current, f"identified as `{identified.customer_id}` (was `{was}`)")
+
+    @property
+    def _customer(self) -> str:
+        """Whom the run is for now: the customer it was identified as, else the one it started for."""
+        return self._progress.customer_id or self._input.customer_id
+
     @workflow.query(name=STATE_QUERY)
     def state(self) -> JourneyState:
         return JourneyState(
             journey_id=self._input.journey_id,
             journey_version=self._input.journey_version,
-            customer_id=self._input.customer_id,
+            customer_id=self._customer,
+            entered_as=self._input.customer_id if self._customer != self._input.customer_id else None,
             entry_id=self._input.entry_id,
             status=self._status,
             current_step=self._current,
@@ -191,7 +215,7 @@ class JourneyWorkflow:
         workflow.upsert_search_attributes(
             [
                 sa.JOURNEY_ID.value_set(input.journey_id),
-                sa.CUSTOMER_ID.value_set(input.customer_id),
+                sa.CUSTOMER_ID.value_set(self._customer),
                 sa.JOURNEY_VERSION.value_set(input.journey_version),
             ]
         )
@@ -426,7 +450,7 @@ class JourneyWorkflow:
         result = await workflow.execute_local_activity(
             "resolve_moment",
             MomentRequest(
-                customer_id=self._input.customer_id,
+                customer_id=self._customer,
                 step=step,
                 now=workflow.now(),
                 default_timezone=self._input.default_timezone,
@@ -470,7 +494,7 @@ class JourneyWorkflow:
             journey_version=self._input.journey_version,
             step_id=step.id,
             visit=visit,
-            customer_id=self._input.customer_id,
+            customer_id=self._customer,
             entry_id=self._input.entry_id,
             channel=candidates[0],
             template=content[candidates[0]],
@@ -541,7 +565,7 @@ class JourneyWorkflow:
         if history:
             result = await workflow.execute_local_activity(
                 "check_history",
-                HistoryRequest(customer_id=self._input.customer_id, conditions=history, now=workflow.now()),
+                HistoryRequest(customer_id=self._customer, conditions=history, now=workflow.now()),
                 result_type=HistoryResult,
                 start_to_close_timeout=PROFILE_TIMEOUT,
                 retry_policy=PROFILE_RETRY,
@@ -559,7 +583,7 @@ class JourneyWorkflow:
             journey_id=self._input.journey_id,
             journey_name=self._journey.name,
             step_id=step_id,
-            customer_id=self._input.customer_id,
+            customer_id=self._customer,
             entry_id=self._input.entry_id,
             trigger=self._input.trigger,
             idempotency_key=":".join(
@@ -589,7 +613,7 @@ class JourneyWorkflow:
     async def _load_profile(self) -> Profile:
         return await workflow.execute_local_activity(
             "load_profile",
-            ProfileRequest(customer_id=self._input.customer_id),
+            ProfileRequest(customer_id=self._customer),
             result_type=Profile,
             start_to_close_timeout=PROFILE_TIMEOUT,
             retry_policy=PROFILE_RETRY,
@@ -613,7 +637,7 @@ class JourneyWorkflow:
         return OutcomeRecord(
             journey_id=self._input.journey_id,
             journey_version=self._input.journey_version,
-            customer_id=self._input.customer_id,
+            customer_id=self._customer,
             entry_id=self._input.entry_id,
             workflow_id=info.workflow_id,
             run_id=info.run_id,
@@ -628,7 +652,7 @@ class JourneyWorkflow:
             ConversionRecord(
                 journey_id=self._input.journey_id,
                 journey_version=self._input.journey_version,
-                customer_id=self._input.customer_id,
+                customer_id=self._customer,
                 entry_id=self._input.entry_id,
                 event=event,
                 value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
@@ -648,7 +672,7 @@ class JourneyWorkflow:
         """What the Temporal UI shows: the step as a search attribute, and readable current details."""
         self._current = step_id
         workflow.upsert_search_attributes([sa.STEP.value_set(step_id or self._status)])
-        workflow.set_current_details(f"**{self._journey.name}** · customer `{self._input.customer_id}`\n\n{details}")
+        workflow.set_current_details(f"**{self._journey.name}** · customer `{self._customer}`\n\n{details}")
 
     def _finish(self) -> JourneyResult:
         if self._status == "exited":

@@ -130,12 +130,16 @@ class Engine:
         return {r["step_id"]: r["outcome"] for r in rows}
 
     async def save_history(self, handle: WorkflowHandle, name: str) -> None:
-        """Keep the run's history for the replay corpus when PARCOURS_RECORD_HISTORIES=1."""
-        path = HISTORIES / f"{name}.json"
-        # Never overwrite: a recorded history stands for the customers running that release; give a new name.
-        if os.environ.get("PARCOURS_RECORD_HISTORIES") == "1" and not path.exists():
-            history = await handle.fetch_history()
-            path.write_text(history.to_json())
+        await save_history(handle, name)
+
+
+async def save_history(handle: WorkflowHandle, name: str) -> None:
+    """Keep the run's history for the replay corpus when PARCOURS_RECORD_HISTORIES=1."""
+    path = HISTORIES / f"{name}.json"
+    # Never overwrite: a recorded history stands for the customers running that release; give a new name.
+    if os.environ.get("PARCOURS_RECORD_HISTORIES") == "1" and not path.exists():
+        history = await handle.fetch_history()
+        path.write_text(history.to_json())
 
 
 def engine_settings(smtp: SmtpSink, **overrides: Any) -> Settings:

@@ -1,0 +1,90 @@
+"""Identity: ``POST /v1/identify`` links anonymous ids and aliases to a customer; the merge log per customer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import ValidationError
+
+from api.router import EventRouter
+from api.routes_deps import ResolvedCustomer, event_router, pool, read_json, validation_field
+from api.schemas import ApiError, IdentifyIn, IdentifyOut, MergeOut
+from store import customers as customer_store
+from store import identity as identity_store
+
+router = APIRouter(tags=["identity"])
+
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+
+
+@router.post(
+    "/v1/identify",
+    response_model=IdentifyOut,
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": IdentifyIn.model_json_schema()}}}
+    },
+    summary="Link anonymous ids and aliases to a customer",
+)
+async def identify(request: Request, db: Pool, router_: Annotated[EventRouter, Depends(event_router)]) -> IdentifyOut:
+    """Link device or cookie ids (``anonymous_ids``), other profiles of the same person (``customer_ids``) and
+    addresses (``aliases``) to ``customer_id``, creating the customer when new and setting ``traits``.
+
+    The profiles behind them merge into the customer in one transaction (fields by the merge rules, events,
+    messages, journey entries and consent carried over; see the README, "Identity"); later events under any of
+    them resolve to the customer. Their running journeys are told: each carries on for the customer, or exits
+    when the customer is already in that journey. Every link is recorded in the merge log
+    (``GET /v1/customers/{id}/merges``). Repeating a call changes nothing; an alias that belongs to another
+    customer is a ``409`` naming it, and nothing is written.
+    """
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object", field="body")
+    try:
+        body = IdentifyIn.model_validate(data)
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        raise ApiError(422, message, field=field) from None
+    links = [
+        identity_store.Link("anonymous_id", value, f"anonymous_ids[{i}]") for i, value in enumerate(body.anonymous_ids)
+    ]
+    links += [
+        identity_store.Link("customer_id", value, f"customer_ids[{i}]") for i, value in enumerate(body.customer_ids)
+    ]
+    links += [identity_store.Link(a.kind, a.value, f"aliases[{i}].value") for i, a in enumerate(body.aliases)]
+    try:
+        result = await identity_store.identify(
+            db,
+            body.customer_id,
+            links,
+            traits=body.traits.model_dump() if body.traits else None,
+            explicit=body.explicit,
+            source=body.source,
+            actor=body.actor or "api",
+        )
+    except identity_store.IdentityConflictError as exc:
+        raise ApiError(409, exc.message, field=exc.field) from None
+    await router_.notify_merges(result.merges)
+    merges = await identity_store.merges(db, result.customer_id, limit=len(result.merges) or 1)
+    told = {m["id"]: m for m in merges}
+    profile = await customer_store.get_customer(db, result.customer_id)
+    return IdentifyOut(
+        customer_id=result.customer_id,
+        created=result.created,
+        profile=profile,  # type: ignore[arg-type]
+        merges=[MergeOut.model_validate(told.get(m["id"], m)) for m in result.merges],
+    )
+
+
+@router.get("/v1/customers/{customer_id}/merges", response_model=list[MergeOut])
+async def merges(
+    customer_id: ResolvedCustomer,
+    db: Pool,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="``id`` of the last merge of the page")] = None,
+) -> list[dict[str, Any]]:
+    """The customer's merge log, newest first: what was linked and merged, who asked, from where, when."""
+    if await customer_store.get_customer(db, customer_id) is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    return await identity_store.merges(db, customer_id, limit=limit, before=before)
