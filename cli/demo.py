@@ -102,7 +102,30 @@ async def create_population(pool: asyncpg.Pool, router: Any, count: int) -> list
                 )
             await router.ingest(events)
             progress.advance(task)
+    await identified_visitor(pool, router)
     return ids
+
+
+async def identified_visitor(pool: asyncpg.Pool, router: Any) -> None:
+    """A visitor leaves a cart before signing up: their run (``abandoned-cart:anon:demo-visitor``) carries on for
+    ``demo-signup`` after ``identify`` (see README, "Identity"). Safe to repeat."""
+    from store.customers import record_consent
+    from store.identity import Link, anonymous_profile, identify
+
+    visitor, customer_id = "demo-visitor", "demo-signup"
+    cart = {"cart_value": 64, "currency": "EUR", "item_count": 2, "cart_url": "https://shop.example/cart/visitor"}
+    await router.ingest([_event(anonymous_profile(visitor), "cart_abandoned", cart, f"demo:{visitor}:cart_abandoned")])
+    result = await identify(
+        pool,
+        customer_id,
+        [Link("anonymous_id", visitor, "anonymous_ids[0]")],
+        traits={"email": f"{customer_id}@example.com", "attributes": {"first_name": "Grace", "demo": True}},
+        explicit=True,
+        source="demo",
+    )
+    if result.created:
+        await record_consent(pool, customer_id, "channel", "email", "granted", source="demo")
+    await router.notify_merges(result.merges)
 
 
 async def trickle(router: Any, ids: list[str], stop: asyncio.Event, interval: tuple[float, float] = (2.0, 6.0)) -> None:

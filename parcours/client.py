@@ -77,22 +77,31 @@ class ParcoursClient:
 
     def track(
         self,
-        customer_id: str,
+        customer_id: str | None,
         event: str,
         properties: dict[str, Any] | None = None,
         *,
+        anonymous_id: str | None = None,
         event_id: str | None = None,
         occurred_at: datetime | None = None,
     ) -> str:
-        """Queue an event; returns its id. Sends the batch when it is full."""
+        """Queue an event of ``customer_id``, or of a visitor known by ``anonymous_id`` only; returns its id.
+
+        Sends the batch when it is full.
+        """
+        if customer_id is None and anonymous_id is None:
+            raise ValueError("track needs a customer_id or an anonymous_id")
         event_id = event_id or str(uuid.uuid4())
         item = {
             "event_id": event_id,
-            "customer_id": customer_id,
             "name": event,
             "properties": properties or {},
             "occurred_at": (occurred_at or datetime.now(UTC)).isoformat(),
         }
+        if customer_id is not None:
+            item["customer_id"] = customer_id
+        if anonymous_id is not None:
+            item["anonymous_id"] = anonymous_id
         with self._lock:
             self._queue.append(item)
             full = len(self._queue) >= self.batch_size
@@ -109,9 +118,21 @@ class ParcoursClient:
         timezone: str | None = None,
         locale: str | None = None,
         attributes: dict[str, Any] | None = None,
+        anonymous_ids: list[str] | None = None,
+        customer_ids: list[str] | None = None,
+        aliases: dict[str, str] | None = None,
+        explicit: bool = False,
+        source: str = "api",
+        actor: str | None = None,
     ) -> dict[str, Any]:
-        """Create or update the customer's profile now (not batched); returns the stored profile."""
-        body = {
+        """Identify the customer now (not batched): set profile fields, link anonymous ids, other profile ids and
+        aliases (``{"email": ...}``, ``{"phone": ...}``), merging the profiles behind them.
+
+        Queued events are sent first, so a visitor's events are stored before the merge. Returns the answer of
+        ``POST /v1/identify``: ``customer_id``, ``created``, ``profile`` and the ``merges`` this call made.
+        """
+        self.flush()
+        traits = {
             key: value
             for key, value in {
                 "email": email,
@@ -122,7 +143,18 @@ class ParcoursClient:
             }.items()
             if value is not None
         }
-        return self._request("PUT", f"/v1/customers/{customer_id}", body)  # type: ignore[no-any-return]
+        body: dict[str, Any] = {"customer_id": customer_id, "explicit": explicit, "source": source}
+        if traits:
+            body["traits"] = traits
+        if anonymous_ids:
+            body["anonymous_ids"] = anonymous_ids
+        if customer_ids:
+            body["customer_ids"] = customer_ids
+        if aliases:
+            body["aliases"] = [{"kind": kind, "value": value} for kind, value in aliases.items()]
+        if actor is not None:
+            body["actor"] = actor
+        return self._request("POST", "/v1/identify", body)  # type: ignore[no-any-return]
 
     def flush(self) -> list[dict[str, Any]]:
         """Send everything queued, in batches; returns the per-event results.

@@ -96,8 +96,8 @@ async def test_identify_and_track_in_batches(served: Served, pool: asyncpg.Pool)
 
     def use_client() -> list[str]:
         with fast_client(served.url, batch_size=3) as parcours:
-            profile = parcours.identify(customer_id, email="c@example.com", attributes={"plan": "pro"})
-            assert profile["id"] == customer_id
+            answer = parcours.identify(customer_id, email="c@example.com", attributes={"plan": "pro"})
+            assert answer["profile"]["id"] == customer_id and answer["created"] is True
             ids = [parcours.track(customer_id, "viewed", {"n": n}) for n in range(5)]
             assert parcours.pending == 2  # the first 3 went out as a full batch
         return ids
@@ -109,6 +109,32 @@ async def test_identify_and_track_in_batches(served: Served, pool: asyncpg.Pool)
     for event_id in ids:
         stored = await event_store.get_event(pool, event_id)
         assert stored is not None and stored["customer_id"] == customer_id
+
+
+async def test_a_visitor_tracked_anonymously_then_identified(served: Served, pool: asyncpg.Pool) -> None:
+    tag = uuid.uuid4().hex[:10]
+    visitor, customer_id = f"device-{tag}", f"client-{tag}"
+
+    def use_client() -> tuple[list[str], dict[str, Any]]:
+        with fast_client(served.url) as parcours:
+            ids = [parcours.track(None, "viewed", {"n": n}, anonymous_id=visitor) for n in range(2)]
+            answer = parcours.identify(
+                customer_id, anonymous_ids=[visitor], aliases={"email": f"{tag}@example.com"}, source="signup"
+            )
+            ids.append(parcours.track(None, "viewed", {"n": 2}, anonymous_id=visitor))
+        return ids, answer
+
+    ids, answer = await asyncio.to_thread(use_client)
+    # The queued events went out before the identify call, so the merge moved them.
+    assert [(m["alias_kind"], m["moved"].get("events")) for m in answer["merges"]] == [
+        ("anonymous_id", 2),
+        ("email", None),
+    ]
+    for event_id in ids:
+        stored = await event_store.get_event(pool, event_id)
+        assert stored is not None and (stored["customer_id"], stored["anonymous_id"]) == (customer_id, visitor)
+    with pytest.raises(ValueError, match="customer_id or an anonymous_id"):
+        fast_client(served.url).track(None, "viewed")
 
 
 async def test_retries_a_503_with_the_same_event_ids(served: Served, pool: asyncpg.Pool) -> None:
@@ -147,7 +173,7 @@ async def test_a_4xx_is_raised_at_once(served: Served) -> None:
     assert len(served.flaky.bodies) == 1  # not retried
     with pytest.raises(ParcoursClientError) as info:
         await asyncio.to_thread(fast_client(served.url).identify, "c-1", timezone="Nowhere/Land")
-    assert info.value.status == 422 and info.value.field == "timezone"
+    assert info.value.status == 422 and info.value.field == "traits.timezone"
 
 
 async def test_retries_until_the_server_comes_up(dev_env: WorkflowEnvironment, pool: asyncpg.Pool) -> None:

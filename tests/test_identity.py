@@ -244,6 +244,10 @@ async def test_a_merge_never_puts_a_customer_in_one_journey_twice(
         assert await _not_found(stack, f"{once['id']}:{customer}")
         entries = await pool.fetch("SELECT customer_id FROM journey_entries WHERE journey_id = $1", once["id"])
         assert [r["customer_id"] for r in entries] == [customer]
+        # Leave no run behind on the shared test server (its timers would wait for this test's worker).
+        await _events(stack, {"customer_id": customer, "name": f"done-{running['id'].removeprefix('j-')}"})
+        own = stack.client.get_workflow_handle(f"{running['id']}:{customer}", result_type=JourneyResult)
+        assert (await own.result()).status == "completed"
 
 
 async def test_merge_rules_aliases_and_bad_input_through_the_api(

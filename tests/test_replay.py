@@ -16,6 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
+from journeys.runtime import IDENTIFY_SIGNAL
 from workflows.journey import SEND_RECORDS_OUTCOME, JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
@@ -26,6 +27,17 @@ def test_the_corpus_covers_every_example() -> None:
     assert {"welcome-series", "abandoned-cart", "abandoned-cart-clicked"} <= names
     # Recorded by tests/test_examples.py.
     assert {"win-back", "limited-time-offer", "birthday", "onboarding-fallback"} <= names
+
+
+def test_the_corpus_has_a_run_identified_halfway() -> None:
+    """Recorded by tests/test_identity.py: a visitor's cart journey told mid-wait that it belongs to a customer."""
+    path = Path(__file__).parent / "histories" / "abandoned-cart-identified.json"
+    signals = [
+        e["workflowExecutionSignaledEventAttributes"]["signalName"]
+        for e in json.loads(path.read_text())["events"]
+        if "workflowExecutionSignaledEventAttributes" in e
+    ]
+    assert IDENTIFY_SIGNAL in signals
 
 
 def patches_in(path: Path) -> set[str]:
