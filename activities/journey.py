@@ -295,7 +295,9 @@ class JourneyActivities:
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, record: ConversionRecord) -> None:
-        async with self._pool.acquire() as conn:
+        async with self._pool.acquire() as conn, conn.transaction():
+            if record.outcomes is not None:
+                await _insert_outcomes(conn, record.outcomes)
             await conn.execute(
                 """
                 INSERT INTO conversions (journey_id, journey_version, customer_id, entry_id, event_id, event_name,

@@ -193,3 +193,5 @@ class ConversionRecord(BaseModel):
     variant: str | None = None
     last_message_key: str | None = None
     converted_at: datetime
+    outcomes: OutcomeRecord | None = None
+    """Step outcomes recorded in the same transaction (the step the goal cut short)."""

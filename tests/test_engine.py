@@ -138,6 +138,11 @@ async def test_order_during_the_cart_journey_stops_it(engine: Engine) -> None:
 
     assert result.status == "converted"
     assert [r["step_id"] for r in await engine.messages(customer)] == ["cart-email"]
+    # The analytics say where the order came in: the click wait it cut short, then the conversion.
+    assert (await engine.outcomes(customer))["wait-for-click"] == "goal"
+    conversion = await engine.pool.fetchrow("SELECT value FROM conversions WHERE customer_id = $1", customer)
+    assert float(conversion["value"]) == 10
+    await engine.save_history(handle, "abandoned-cart-converted")
 
 
 async def test_trigger_filter_is_the_routers_business_but_the_goal_filter_is_the_workflows(engine: Engine) -> None:

@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from journeys.runtime import IDENTIFY_SIGNAL
-from workflows.journey import SEND_RECORDS_OUTCOME, JourneyWorkflow
+from workflows.journey import CONVERSION_RECORDS_LAST_STEP, SEND_RECORDS_OUTCOME, JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -57,6 +57,9 @@ def test_the_corpus_covers_both_sides_of_every_patch() -> None:
     unpatched = {p.stem for p in HISTORIES if SEND_RECORDS_OUTCOME not in patches_in(p)}
     assert "welcome-series-send-records-outcome" in patched
     assert "welcome-series" in unpatched
+    converted = {p.stem for p in HISTORIES if CONVERSION_RECORDS_LAST_STEP in patches_in(p)}
+    assert "abandoned-cart-converted" in converted  # the step's outcome goes with the conversion
+    assert "abandoned-cart-identified" not in converted  # converted before: two local activities
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

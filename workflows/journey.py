@@ -101,6 +101,8 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=200), maximum
 # Patches: behaviour changes that running journeys must not see (replayed histories take the old path).
 SEND_RECORDS_OUTCOME = "send-records-its-outcome"
 """The send activity records the step's outcome in its own transaction instead of a separate local activity."""
+CONVERSION_RECORDS_LAST_STEP = "conversion-records-last-step"
+"""The outcome of the step the goal cut short is recorded with the conversion, in one local activity."""
 
 # How long a held-out (control group) customer is watched for the goal when the journey names no window.
 DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
@@ -131,6 +133,8 @@ class JourneyWorkflow:
         self._exit_event: tuple[Event, ExitCriterion] | None = None
         self._exit_request: str | None = None
         self._current: str | None = self._progress.current_step
+        # Step outcomes kept back to be recorded with the next record (the conversion), never across a task.
+        self._unrecorded: list[StepRecord] = []
 
     # --- signals and queries -------------------------------------------------------------------------------
 
@@ -337,6 +341,13 @@ class JourneyWorkflow:
             self._status, self._exit_reason = "exited", step.reason
             detail = {"reason": step.reason}
 
+        # The goal ended the journey during this step: the conversion, recorded next, takes its outcome along.
+        defer = (
+            persist
+            and self._goal_event is not None
+            and self._status == "running"
+            and workflow.patched(CONVERSION_RECORDS_LAST_STEP)
+        )
         await self._record(
             StepRecord(
                 step_id=step_id,
@@ -348,6 +359,7 @@ class JourneyWorkflow:
                 finished_at=workflow.now(),
             ),
             persist=persist,
+            defer=defer,
         )
         return next_id
 
@@ -619,15 +631,21 @@ class JourneyWorkflow:
             retry_policy=PROFILE_RETRY,
         )
 
-    async def _record(self, record: StepRecord, *, persist: bool = True) -> None:
-        """Remember the step; store its outcome unless the step's activity already did."""
+    async def _record(self, record: StepRecord, *, persist: bool = True, defer: bool = False) -> None:
+        """Remember the step; store its outcome unless the step's activity already did.
+
+        ``defer``: store it with the next record instead (the conversion that follows), saving a local activity.
+        """
         self._progress.steps_done.append(record)
         self._progress.steps_done_total += 1
         del self._progress.steps_done[:-MAX_STEPS_KEPT]
-        if persist:
+        if defer:
+            self._unrecorded.append(record)
+        elif persist:
+            steps, self._unrecorded = [*self._unrecorded, record], []
             await workflow.execute_local_activity(
                 "record_step_outcomes",
-                self._outcome_record([record]),
+                self._outcome_record(steps),
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
             )
@@ -659,10 +677,12 @@ class JourneyWorkflow:
                 last_message_key=self._progress.last_message_key,
                 variant=self._progress.variant,
                 converted_at=workflow.now(),
+                outcomes=self._outcome_record(self._unrecorded) if self._unrecorded else None,
             ),
             start_to_close_timeout=RECORD_TIMEOUT,
             retry_policy=RECORD_RETRY,
         )
+        self._unrecorded = []
         self._status = "converted"
         self._show(None, f"converted: {event.name}")
 
