@@ -40,6 +40,15 @@ SELECT r.n, r.event_id, r.customer_id, r.event_id IN (SELECT event_id FROM store
 """
 
 
+# Shared locks on the aliases a batch names, in a fixed order, taken before the batch resolves: an identify
+# call linking one of them holds the exclusive lock until it commits (store.identity.identify), so an event is
+# either stored before the merge (and moved by it) or resolved after it, never stored under the merged id after.
+_SHARE_ALIASES_SQL = """
+SELECT count(pg_advisory_xact_lock_shared(hashtextextended('parcours.identity:' || k, 0)))
+  FROM (SELECT DISTINCT unnest($1::text[]) AS k ORDER BY 1) AS aliases
+"""
+
+
 @dataclass
 class Stored:
     """What ``store_resolved`` did with each event."""
@@ -53,26 +62,19 @@ class Stored:
 
 
 async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str, str | None]] | None = None) -> Stored:
-    """Resolve identities and store ``events`` in one round trip.
+    """Resolve identities and store ``events`` in one statement (in a transaction with the alias locks).
 
     Args:
+        db: a connection (not a pool).
         keys: per event, ``(alias kind, value, fallback)``; by default the event's ``customer_id`` (``anon:X`` is
             the anonymous id X) with itself as the fallback. An event that resolves to nobody is not stored.
     """
     if not events:
         return Stored([], [])
     keys = keys or [(*alias_of(e.customer_id), e.customer_id) for e in events]
-    rows = await db.fetch(
-        _STORE_RESOLVED_SQL,
-        [e.event_id for e in events],
-        [e.name for e in events],
-        [e.anonymous_id for e in events],
-        [e.properties for e in events],
-        [e.occurred_at for e in events],
-        [k for k, _, _ in keys],
-        [normalise(k, v) for k, v, _ in keys],
-        [f for _, _, f in keys],
-    )
+    async with db.transaction():
+        await db.execute(_SHARE_ALIASES_SQL, [f"{k}:{normalise(k, v)}" for k, v, _ in keys])
+        rows = await _store(db, events, keys)
     out = Stored([False] * len(events), [None] * len(events))
     first: set[str] = set()
     for row in rows:
@@ -85,6 +87,20 @@ async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str
         if row["journey_id"] is not None:
             out.adopted.setdefault(row["customer_id"], {})[row["journey_id"]] = row["workflow_id"]
     return out
+
+
+async def _store(conn: Any, events: list[Event], keys: list[tuple[str, str, str | None]]) -> list[Any]:
+    return await conn.fetch(  # type: ignore[no-any-return]
+        _STORE_RESOLVED_SQL,
+        [e.event_id for e in events],
+        [e.name for e in events],
+        [e.anonymous_id for e in events],
+        [e.properties for e in events],
+        [e.occurred_at for e in events],
+        [k for k, _, _ in keys],
+        [normalise(k, v) for k, v, _ in keys],
+        [f for _, _, f in keys],
+    )
 
 
 _UNROUTED_SQL = """

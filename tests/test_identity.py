@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,9 +14,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from journeys import parse_journey
 from journeys.runtime import STATE_QUERY, JourneyResult, JourneyState
+from store import customers as customer_store
+from store import events as event_store
+from store import identity as identity_store
 from store import journeys as journey_store
-from store.identity import merge_fields
-from tests.support.engine import EXAMPLES, save_history
+from store.identity import anonymous_profile, merge_fields
+from tests.support.engine import EXAMPLES, event, save_history
 from tests.support.mail import SmtpSink
 from tests.support.stack import Stack, eventually, running_stack, stack_fixture  # noqa: F401
 from workflows import search_attributes as sa
@@ -376,3 +380,31 @@ async def test_export_and_erase_cover_aliases_merges_and_merged_profiles(stack: 
     ):
         assert await pool.fetchval(sql, customer, visitor) == 0, sql
     assert (await stack.http.get(f"/v1/customers/anon:{visitor}")).status_code == 404
+
+
+async def test_an_event_arriving_during_an_identify_waits_for_it_and_lands_with_the_customer(
+    pool: asyncpg.Pool,
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    visitor, customer = f"cookie-{tag}", f"cust-{tag}"
+    await customer_store.upsert_customer(pool, customer, email=f"{customer}@example.com")
+    async with pool.acquire() as blocker, blocker.transaction():
+        # Hold the customer's row: the identify below takes its alias locks, then waits here mid-transaction.
+        await blocker.execute("SELECT 1 FROM customers WHERE id = $1 FOR UPDATE", customer)
+        identify = asyncio.create_task(
+            identity_store.identify(pool, customer, [identity_store.Link("anonymous_id", visitor, "anonymous_ids[0]")])
+        )
+        await asyncio.sleep(0.2)
+
+        async def store() -> event_store.Stored:
+            async with pool.acquire() as conn:
+                return await event_store.store_resolved(conn, [event(anonymous_profile(visitor), "page_viewed")])
+
+        arriving = asyncio.create_task(store())
+        await asyncio.sleep(0.3)
+        assert not identify.done()
+        assert not arriving.done(), "the event was stored while the merge of its visitor was in progress"
+    await identify
+    stored = await arriving
+    assert stored.customer_ids == [customer]
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE customer_id = $1", anonymous_profile(visitor)) == 0
