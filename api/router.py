@@ -125,7 +125,10 @@ class EventRouter:
         """Resolve, store idempotently and route the new events; a Temporal failure is not the caller's error.
 
         ``keys``: per event, the alias it names its customer by (``store.events.store_resolved``).
+        An event that carries both a customer id and an anonymous id not linked yet links them first, as
+        ``identify`` would (source ``event``).
         """
+        await self._link_anonymous(events)
         async with self._pool.acquire() as conn:
             stored = await event_store.store_resolved(conn, events, keys)
         resolved = [
@@ -147,6 +150,28 @@ class EventRouter:
             )
             for e, is_new, c in zip(resolved, stored.fresh, stored.customer_ids, strict=True)
         ]
+
+    async def _link_anonymous(self, events: list[Event]) -> None:
+        pairs = sorted(
+            {
+                (e.customer_id, e.anonymous_id)
+                for e in events
+                if e.anonymous_id and e.customer_id and not e.customer_id.startswith(identity_store.ANON_PREFIX)
+            }
+        )
+        if not pairs:
+            return
+        async with self._pool.acquire() as conn:
+            owners = await identity_store.resolve(conn, [("anonymous_id", a, None) for _, a in pairs])
+        for (customer_id, anonymous_id), owner in zip(pairs, owners.customer_ids, strict=True):
+            if owner is not None:
+                continue  # linked already (to this customer, or to another: the event keeps its customer id)
+            link = identity_store.Link("anonymous_id", anonymous_id, "anonymous_id")
+            try:
+                result = await identity_store.identify(self._pool, customer_id, [link], source="event", actor="events")
+            except identity_store.IdentityConflictError:
+                continue  # another call linked it meanwhile
+            await self.notify_merges(result.merges)
 
     async def _route_many(
         self, events: list[Event], conn: Any = None, adopted: dict[str, dict[str, str]] | None = None

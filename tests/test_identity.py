@@ -408,3 +408,25 @@ async def test_an_event_arriving_during_an_identify_waits_for_it_and_lands_with_
     stored = await arriving
     assert stored.customer_ids == [customer]
     assert await pool.fetchval("SELECT count(*) FROM events WHERE customer_id = $1", anonymous_profile(visitor)) == 0
+
+
+async def test_an_event_with_both_ids_links_the_visitor_to_the_customer(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    visitor, customer = f"cookie-{tag}", f"cust-{tag}"
+    async with running_stack(time_skipping_env, pool, smtp_sink) as stack:
+        await _events(stack, {"anonymous_id": visitor, "name": "page_viewed"})
+        # A logged-in page view carries both ids (as a browser SDK sends them): that is an identification.
+        [login] = await _events(stack, {"customer_id": customer, "anonymous_id": visitor, "name": "page_viewed"})
+        assert login["customer_id"] == customer
+        [later] = await _events(stack, {"anonymous_id": visitor, "name": "page_viewed"})
+        assert later["customer_id"] == customer
+        [merge] = (await stack.http.get(f"/v1/customers/{customer}/merges")).json()
+        assert (merge["alias_value"], merge["source"], merge["actor"], merge["moved"]) == (
+            visitor,
+            "event",
+            "events",
+            {"events": 1},
+        )
+    assert await pool.fetchval("SELECT count(*) FROM events WHERE customer_id = $1", customer) == 3
