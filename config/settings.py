@@ -66,6 +66,17 @@ class Settings(BaseSettings):
     smtp_starttls: bool = False
     smtp_use_tls: bool = False
     smtp_timeout_seconds: float = 10.0
+    smtp_pool_size: int = Field(
+        default=10,
+        ge=0,
+        description="Idle SMTP sessions kept open per channel for reuse; 0: one connection per delivery.",
+    )
+    smtp_idle_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="An idle SMTP session unused for this long is closed instead of reused (servers drop idle "
+        "sessions, Postfix after 300 s).",
+    )
     email_from: str = "Parcours <journeys@parcours.localhost>"
     email_message_id_domain: str = "parcours.localhost"
     # Base URL the List-Unsubscribe header and the preference links point at.

@@ -1,17 +1,22 @@
 """Email over SMTP.
 
 The Message-ID is derived from the idempotency key, so a delivery retried after a lost reply carries the same
-id and the receiving side (or a later audit) can recognise the duplicate.
+id and the receiving side (or a later audit) can recognise the duplicate. Authenticated SMTP sessions are pooled
+per channel and reused across deliveries (``smtp_pool_size``, ``smtp_idle_seconds``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import time
 from email.message import EmailMessage
 from email.utils import formatdate
+from typing import Any
 
 import aiosmtplib
+import structlog
 
 from activities.channels.base import (
     DeliveryError,
@@ -21,6 +26,8 @@ from activities.channels.base import (
     TransientDeliveryError,
 )
 from config.settings import Settings
+
+log = structlog.get_logger()
 
 _LINE_BREAKS = re.compile(r"[\r\n]+\s*")
 
@@ -89,12 +96,39 @@ def _smtp_error(exc: aiosmtplib.SMTPException) -> DeliveryError:
     return TransientDeliveryError(f"SMTP failure: {exc.message}")
 
 
-class SmtpEmailChannel:
-    """Delivers email over SMTP, one connection per delivery.
+class _Session(aiosmtplib.SMTP):
+    """An SMTP session that counts the replies to its commands, so a failed exchange tells whether the server
+    answered, and keeps the code of the last one (after a refusal: the answer to aiosmtplib's RSET)."""
 
-    Connection handling is confined to ``_acquire`` and ``_release`` so a pool can replace it later.
-    Failures while connecting (refused connection, greeting, STARTTLS, AUTH) are transient whatever their
-    code: they say nothing about the message, and a retry after the server or configuration is fixed succeeds.
+    replies = 0
+    last_code: int | None = None
+
+    async def execute_command(self, *args: bytes, **kwargs: Any) -> aiosmtplib.SMTPResponse:
+        response = await super().execute_command(*args, **kwargs)
+        self.replies += 1
+        self.last_code = response.code
+        return response
+
+
+class _SessionGone(Exception):
+    """A reused session was found dead before the server answered anything about this message."""
+
+
+class SmtpEmailChannel:
+    """Delivers email over SMTP, reusing authenticated sessions across deliveries.
+
+    Connection handling is confined to ``_acquire`` and ``_release``. Up to ``smtp_pool_size`` idle sessions are
+    kept and handed to one delivery at a time, most recently used first; one idle for ``smtp_idle_seconds`` or
+    more is closed instead (servers drop idle sessions). A session goes back to the pool after a completed
+    exchange: the server took the message, or refused it and aiosmtplib reset the envelope on a session that is
+    still up; on any other failure its socket is closed. ``smtp_pool_size=0`` means one connection per delivery.
+
+    A reused session may have been dropped by the server without us noticing yet. If it fails (disconnected,
+    connection reset) before the server answered the first command of the envelope, the server cannot have the
+    message, so the delivery is made once more on a fresh connection; never after the server answered, and never
+    after a fresh connection fails. Failures while connecting (refused connection, greeting, STARTTLS, AUTH) are
+    transient whatever their code: they say nothing about the message, and a retry after the server or
+    configuration is fixed succeeds.
     """
 
     def __init__(self, settings: Settings, *, name: str = "email") -> None:
@@ -102,10 +136,29 @@ class SmtpEmailChannel:
             raise ValueError("smtp_use_tls and smtp_starttls are mutually exclusive")
         self.name = name
         self._settings = settings
+        # Idle sessions and when each went idle (time.monotonic()), oldest first. Only touched between awaits,
+        # so two concurrent deliveries never take the same session.
+        self._idle: list[tuple[_Session, float]] = []
+        self._closed = False
 
-    async def _acquire(self) -> aiosmtplib.SMTP:
+    def _take_idle(self) -> _Session | None:
+        """The most recently used idle session that is still connected and fresh enough; closes stale ones."""
+        now = time.monotonic()
+        while self._idle:
+            smtp, idle_since = self._idle.pop()
+            if smtp.is_connected and now - idle_since < self._settings.smtp_idle_seconds:
+                return smtp
+            smtp.close()  # gone, or idle so long the server may drop it any moment
+        return None
+
+    async def _acquire(self, *, fresh: bool = False) -> tuple[_Session, bool]:
+        """A session for one delivery, and whether it was reused; ``fresh``: never a pooled one."""
+        if not fresh:
+            idle = self._take_idle()
+            if idle is not None:
+                return idle, True
         s = self._settings
-        smtp = aiosmtplib.SMTP(
+        smtp = _Session(
             hostname=s.smtp_host,
             port=s.smtp_port,
             username=s.smtp_username,
@@ -123,10 +176,13 @@ class SmtpEmailChannel:
             raise TransientDeliveryError(
                 f"cannot open an SMTP session with {s.smtp_host}:{s.smtp_port}: {exc!r}"
             ) from exc
-        return smtp
+        return smtp, False
 
-    async def _release(self, smtp: aiosmtplib.SMTP, *, healthy: bool) -> None:
-        """End the session: politely after a completed exchange, by closing the socket otherwise."""
+    async def _release(self, smtp: _Session, *, healthy: bool) -> None:
+        """After a completed exchange keep the session if the pool has room, else QUIT; otherwise close the socket."""
+        if healthy and smtp.is_connected and not self._closed and len(self._idle) < self._settings.smtp_pool_size:
+            self._idle.append((smtp, time.monotonic()))
+            return
         try:
             if healthy:
                 await smtp.quit()
@@ -137,21 +193,37 @@ class SmtpEmailChannel:
 
     async def deliver(self, message: OutboundMessage) -> DeliveryResult:
         email = build_email(message, self._settings)
-        smtp = await self._acquire()
+        smtp, reused = await self._acquire()
+        try:
+            return await self._send(smtp, email, reused=reused)
+        except _SessionGone as gone:
+            log.info("idle SMTP session was gone, sending on a fresh connection", channel=self.name, error=str(gone))
+        smtp, _ = await self._acquire(fresh=True)
+        return await self._send(smtp, email, reused=False)
+
+    async def _send(self, smtp: _Session, email: EmailMessage, *, reused: bool) -> DeliveryResult:
+        smtp.replies, smtp.last_code = 0, None
         healthy = False
         try:
             _refused, reply = await smtp.send_message(email)
             healthy = True
-        except aiosmtplib.SMTPResponseException as exc:
-            healthy = smtp.is_connected  # aiosmtplib has reset the envelope after a refusal
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+            # aiosmtplib sends RSET after a refusal; the session is clean if the server said 250 to it.
+            healthy = smtp.is_connected and smtp.last_code == 250
             raise _smtp_error(exc) from exc
+        except OSError as exc:
+            # Includes SMTPServerDisconnected (a ConnectionError) and SMTP timeouts (TimeoutError). A timeout is not
+            # a dead session (the server may just be slow), and a retry would double the wait.
+            if reused and smtp.replies == 0 and not isinstance(exc, TimeoutError):
+                raise _SessionGone(repr(exc)) from exc
+            if isinstance(exc, aiosmtplib.SMTPException):
+                raise _smtp_error(exc) from exc
+            raise TransientDeliveryError(f"SMTP connection failed: {exc!r}") from exc
         except aiosmtplib.SMTPException as exc:
             raise _smtp_error(exc) from exc
         except ValueError as exc:
             # aiosmtplib checks the addresses before it opens the envelope.
             raise PermanentDeliveryError(f"invalid address: {exc}") from exc
-        except (OSError, TimeoutError) as exc:
-            raise TransientDeliveryError(f"SMTP connection failed: {exc!r}") from exc
         finally:
             await self._release(smtp, healthy=healthy)
         # aiosmtplib raises on any answer to DATA but 250, so a returned reply is a 250.
@@ -160,4 +232,7 @@ class SmtpEmailChannel:
         )
 
     async def close(self) -> None:
-        """Nothing to release: connections live for one delivery."""
+        """QUIT every idle session. Sessions in use when this is called are QUIT when their delivery ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        await asyncio.gather(*(self._release(smtp, healthy=True) for smtp, _ in idle))
