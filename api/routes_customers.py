@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import ValidationError
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api.routes_deps import ResolvedCustomer, pool, read_json, temporal, validation_field
+from api.routes_deps import ResolvedCustomer, pool, read_model, temporal
 from api.schemas import (
     ApiError,
     ConsentIn,
@@ -37,17 +36,6 @@ _STATUS = {
 }
 
 
-async def _body(request: Request, model: Any) -> Any:
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(422, "the body must be a JSON object", field="body")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
-        raise ApiError(422, message, field=field) from None
-
-
 def _doc(model: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
@@ -55,7 +43,7 @@ def _doc(model: Any) -> dict[str, Any]:
 @router.put("/v1/customers/{customer_id}", response_model=CustomerOut, openapi_extra=_doc(CustomerIn))
 async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
-    body: CustomerIn = await _body(request, CustomerIn)
+    body: CustomerIn = await read_model(request, CustomerIn)
     return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
 
 
@@ -77,7 +65,7 @@ async def get_consent(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]
 @router.put("/v1/customers/{customer_id}/consent", response_model=ConsentOut, openapi_extra=_doc(ConsentIn))
 async def put_consent(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Record consent changes (appended to the ledger) and answer the current state."""
-    body: ConsentIn = await _body(request, ConsentIn)
+    body: ConsentIn = await read_model(request, ConsentIn)
     changes: list[Any] = [("channel", name, status) for name, status in body.channels.items()]
     changes += [("topic", name, status) for name, status in body.topics.items()]
     try:

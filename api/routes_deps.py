@@ -5,16 +5,19 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import asyncpg
 from fastapi import Depends, Path, Request
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
 from api.router import EventRouter
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from config.settings import Settings
 from store import identity as identity_store
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def settings(request: Request) -> Settings:
@@ -62,6 +65,18 @@ async def read_json(request: Request) -> Any:
         ) from None
     except RecursionError:
         raise ApiError(400, "malformed JSON: nested too deeply", field="body") from None
+
+
+async def read_model(request: Request, model: type[M]) -> M:
+    """The body as a JSON object validated by ``model``; 422 naming the first wrong field."""
+    data = await read_json(request)
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object", field="body")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        raise ApiError(422, message, field=field) from None
 
 
 def validation_field(errors: list[dict[str, Any]]) -> tuple[str, str | None]:

@@ -6,10 +6,9 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import ValidationError
 
 from api.router import EventRouter
-from api.routes_deps import ResolvedCustomer, event_router, pool, read_json, validation_field
+from api.routes_deps import ResolvedCustomer, event_router, pool, read_model
 from api.schemas import ApiError, IdentifyIn, IdentifyOut, MergeOut
 from store import customers as customer_store
 from store import identity as identity_store
@@ -38,14 +37,7 @@ async def identify(request: Request, db: Pool, router_: Annotated[EventRouter, D
     (``GET /v1/customers/{id}/merges``). Repeating a call changes nothing; an alias that belongs to another
     customer is a ``409`` naming it, and nothing is written.
     """
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(422, "the body must be a JSON object", field="body")
-    try:
-        body = IdentifyIn.model_validate(data)
-    except ValidationError as exc:
-        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
-        raise ApiError(422, message, field=field) from None
+    body = await read_model(request, IdentifyIn)
     links = [
         identity_store.Link("anonymous_id", value, f"anonymous_ids[{i}]") for i, value in enumerate(body.anonymous_ids)
     ]

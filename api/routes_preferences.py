@@ -14,11 +14,11 @@ from zoneinfo import available_timezones
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import HTMLResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from activities import links
 from api import preference_pages as pages
-from api.routes_deps import pool, read_json, require_api_key, settings, validation_field
+from api.routes_deps import pool, read_model, require_api_key, settings
 from api.schemas import ApiError, StorableText
 from config.settings import Settings
 from journeys import calendar
@@ -86,14 +86,7 @@ async def get_topic(name: TopicName, db: Pool, config: AppSettings) -> dict[str,
 )
 async def put_topic(name: TopicName, request: Request, db: Pool) -> dict[str, Any]:
     """Define or redefine a topic; this definition wins over ``PARCOURS_TOPICS`` from the very next send."""
-    data = await read_json(request)
-    if not isinstance(data, dict):
-        raise ApiError(422, "the body must be a JSON object", field="body")
-    try:
-        body = TopicIn.model_validate(data)
-    except ValidationError as exc:
-        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
-        raise ApiError(422, message, field=field) from None
+    body = await read_model(request, TopicIn)
     return await store.put_topic(db, name, label=body.label, description=body.description, default=body.default)
 
 
