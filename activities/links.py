@@ -1,10 +1,15 @@
 """Links that go into messages (one-click unsubscribe, the preference page). The API opens them with the same secret.
 
 A link token is sealed, not just signed: its payload (purpose, customer, channel, topic, expiry) is encrypted
-and authenticated, so the URL carries no customer id anyone could read, guess or change. The construction uses
-only the standard library: keys derived from ``link_secret`` with HMAC-SHA256, a random 96-bit nonce, a
-keystream of HMAC-SHA256(enc_key, nonce || counter) (a PRF in counter mode), and encrypt-then-MAC with
-HMAC-SHA256(mac_key, version || nonce || ciphertext) truncated to 128 bits, checked in constant time.
+and authenticated, so the URL carries no customer id anyone could read, guess or change.
+
+Version 2 (what ``seal`` makes): AES-256-GCM (``cryptography``) with a key derived from ``link_secret`` by
+HMAC-SHA256, a random 96-bit nonce, and the version byte as associated data: ``v || nonce || ciphertext+tag``.
+
+Version 1 (made before; still opened, so links already in mailboxes keep working until they expire): the
+standard-library construction, an HMAC-SHA256 keystream in counter mode, encrypt-then-MAC with HMAC-SHA256
+truncated to 128 bits. Nothing makes version 1 tokens any more; drop ``_open_v1`` once
+``unsubscribe_link_ttl_days`` have passed since every worker made version 2.
 
     url = unsubscribe_url(settings, "ada", "email", "promotions")
     payload = open_token(settings, token, purpose=UNSUBSCRIBE)   # InvalidLink / ExpiredLink
@@ -20,9 +25,13 @@ import os
 import time
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
 from config.settings import Settings
 
-VERSION = b"\x01"
+VERSION = b"\x02"
+VERSION_1 = b"\x01"
 NONCE_BYTES = 12
 TAG_BYTES = 16
 UNSUBSCRIBE = "u"
@@ -36,6 +45,11 @@ class InvalidLink(ValueError):
 
 class ExpiredLink(InvalidLink):
     """The token is authentic but past its expiry (the API answers 410)."""
+
+
+def _aead(settings: Settings) -> AESGCM:
+    secret = settings.link_secret.get_secret_value().encode()
+    return AESGCM(hmac.new(secret, b"parcours-links/v2/aes-256-gcm", hashlib.sha256).digest())
 
 
 def _keys(settings: Settings) -> tuple[bytes, bytes]:
@@ -56,12 +70,10 @@ def _xor(data: bytes, stream: bytes) -> bytes:
 
 def seal(settings: Settings, purpose: str, payload: dict[str, Any], ttl_seconds: int) -> str:
     """An opaque, URL-safe token holding ``payload`` for ``purpose`` until ``ttl_seconds`` from now."""
-    enc_key, mac_key = _keys(settings)
     body = json.dumps(dict(payload, p=purpose, exp=int(time.time()) + ttl_seconds), separators=(",", ":")).encode()
     nonce = os.urandom(NONCE_BYTES)
-    ciphertext = _xor(body, _keystream(enc_key, nonce, len(body)))
-    tag = hmac.new(mac_key, VERSION + nonce + ciphertext, hashlib.sha256).digest()[:TAG_BYTES]
-    return base64.urlsafe_b64encode(VERSION + nonce + ciphertext + tag).rstrip(b"=").decode()
+    sealed = _aead(settings).encrypt(nonce, body, VERSION)
+    return base64.urlsafe_b64encode(VERSION + nonce + sealed).rstrip(b"=").decode()
 
 
 def open_token(settings: Settings, token: str, *, purpose: str) -> dict[str, Any]:
@@ -71,19 +83,21 @@ def open_token(settings: Settings, token: str, *, purpose: str) -> dict[str, Any
         InvalidLink: altered, malformed, or made for another purpose.
         ExpiredLink: authentic but expired.
     """
-    enc_key, mac_key = _keys(settings)
     try:
         raw = base64.urlsafe_b64decode(token.encode("ascii") + b"=" * (-len(token) % 4))
     except (ValueError, UnicodeEncodeError):
         raise InvalidLink("the link is malformed") from None
-    if len(raw) < 1 + NONCE_BYTES + TAG_BYTES + 2 or raw[:1] != VERSION:
+    if len(raw) < 1 + NONCE_BYTES + TAG_BYTES + 2 or raw[:1] not in (VERSION, VERSION_1):
         raise InvalidLink("the link is malformed")
-    nonce, ciphertext, tag = raw[1 : 1 + NONCE_BYTES], raw[1 + NONCE_BYTES : -TAG_BYTES], raw[-TAG_BYTES:]
-    expected = hmac.new(mac_key, VERSION + nonce + ciphertext, hashlib.sha256).digest()[:TAG_BYTES]
-    if not hmac.compare_digest(expected, tag):
-        raise InvalidLink("the link's signature does not match")
+    if raw[:1] == VERSION:
+        try:
+            body = _aead(settings).decrypt(raw[1 : 1 + NONCE_BYTES], raw[1 + NONCE_BYTES :], VERSION)
+        except InvalidTag:
+            raise InvalidLink("the link's signature does not match") from None
+    else:
+        body = _open_v1(settings, raw)
     try:
-        payload = json.loads(_xor(ciphertext, _keystream(enc_key, nonce, len(ciphertext))))
+        payload = json.loads(body)
     except ValueError:
         raise InvalidLink("the link is malformed") from None
     if not isinstance(payload, dict) or payload.get("p") != purpose:
@@ -91,6 +105,16 @@ def open_token(settings: Settings, token: str, *, purpose: str) -> dict[str, Any
     if not isinstance(payload.get("exp"), int) or payload["exp"] < time.time():
         raise ExpiredLink("the link has expired")
     return payload
+
+
+def _open_v1(settings: Settings, raw: bytes) -> bytes:
+    """The plaintext of an authentic version 1 token."""
+    enc_key, mac_key = _keys(settings)
+    nonce, ciphertext, tag = raw[1 : 1 + NONCE_BYTES], raw[1 + NONCE_BYTES : -TAG_BYTES], raw[-TAG_BYTES:]
+    expected = hmac.new(mac_key, VERSION_1 + nonce + ciphertext, hashlib.sha256).digest()[:TAG_BYTES]
+    if not hmac.compare_digest(expected, tag):
+        raise InvalidLink("the link's signature does not match")
+    return _xor(ciphertext, _keystream(enc_key, nonce, len(ciphertext)))
 
 
 def unsubscribe_url(settings: Settings, customer_id: str, channel: str, topic: str | None) -> str:
