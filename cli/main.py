@@ -271,9 +271,13 @@ def events_send(
         list[str] | None, typer.Option("--prop", "-p", help="key=value (value read as JSON when it parses).")
     ] = None,
     event_id: Annotated[str | None, typer.Option("--id", help="Event id (default: a new UUID).")] = None,
+    anonymous: Annotated[
+        bool, typer.Option("--anonymous", help="CUSTOMER is the anonymous (device or cookie) id of a visitor.")
+    ] = False,
 ) -> None:
     """Store an event and route it to the journeys that listen to it, as POST /v1/events does."""
     from journeys.runtime import Event
+    from store.identity import anonymous_profile
 
     settings = load_settings()
     setup_logging(settings)
@@ -282,10 +286,11 @@ def events_send(
         properties = dict(_parse_prop(p) for p in prop or [])
         item = Event(
             event_id=event_id or str(uuid.uuid4()),
-            customer_id=customer,
+            customer_id=anonymous_profile(customer) if anonymous else customer,
             name=event,
             properties=properties,
             occurred_at=datetime.now(UTC),
+            anonymous_id=customer if anonymous else None,
         )
         from api.router import EventRouter
 
@@ -299,7 +304,56 @@ def events_send(
         routed = "routed" if outcome.routed else "stored; routed when Temporal answers"
         if outcome.status == "duplicate":
             routed = "already received, nothing to do"
-        console.print(f"{event} for {customer}: {outcome.status} ({routed}), event id {outcome.event_id}")
+        whom = outcome.customer_id or customer
+        console.print(f"{event} for {whom}: {outcome.status} ({routed}), event id {outcome.event_id}")
+
+
+@customers_app.command("identify")
+def customers_identify(
+    customer_id: Annotated[str, typer.Argument(help="The known customer id (created when new).")],
+    anonymous_id: Annotated[
+        list[str] | None, typer.Option("--anonymous-id", "-a", help="A visitor's device or cookie id (repeatable).")
+    ] = None,
+    merge: Annotated[
+        list[str] | None, typer.Option("--merge", help="Another profile id of the same person (repeatable).")
+    ] = None,
+    email: Annotated[str | None, typer.Option("--email", help="Link this address (events may name it).")] = None,
+    source: Annotated[str, typer.Option("--source", help="Where the identification comes from.")] = "cli",
+) -> None:
+    """Link anonymous ids, other profiles and an email to a customer, as POST /v1/identify does."""
+    from store.identity import IdentityConflictError, Link
+
+    settings = load_settings()
+    setup_logging(settings)
+    links = [Link("anonymous_id", value, f"--anonymous-id {value}") for value in anonymous_id or []]
+    links += [Link("customer_id", value, f"--merge {value}") for value in merge or []]
+    if email:
+        links.append(Link("email", email, "--email"))
+
+    async def main() -> Any:
+        from api.router import EventRouter
+        from store.identity import identify
+
+        async with open_pool(settings) as pool:
+            try:
+                result = await identify(pool, customer_id, links, source=source, actor="cli")
+            except IdentityConflictError as exc:
+                fail(f"{exc.field}: {exc.message}")
+            router = EventRouter(pool, await open_client(settings), settings)
+            await router.notify_merges(result.merges)
+            return result, await _merge_log(pool, result.customer_id, len(result.merges))
+
+    result, merges = run(main())
+    console.print(f"{result.customer_id}: {'created' if result.created else 'known'}, {len(merges)} new link(s)")
+    for m in merges:
+        runs = ", ".join(f"{r['workflow_id']} {r['status']}" for r in m["runs"]) or "no journeys"
+        console.print(f"  {m['alias_kind']} {m['alias_value']}: moved {dict(m['moved']) or 'nothing'}; {runs}")
+
+
+async def _merge_log(pool: Any, customer_id: str, limit: int) -> list[dict[str, Any]]:
+    from store.identity import merges
+
+    return await merges(pool, customer_id, limit=limit) if limit else []
 
 
 # Customers
@@ -313,13 +367,19 @@ def customers_show(customer_id: Annotated[str, typer.Argument(help="Customer id.
     run(_show_customer(settings, customer_id))
 
 
-async def _show_customer(settings: Settings, customer_id: str) -> None:
+async def _show_customer(settings: Settings, asked: str) -> None:
     from store.customers import current_consent, get_customer
+    from store.identity import identities_of, merges, resolve_customer
 
     async with open_pool(settings) as pool:
+        customer_id = await resolve_customer(pool, asked)
+        if customer_id != asked:
+            console.print(f"{asked} was merged into {customer_id}")
         profile = await get_customer(pool, customer_id)
         if profile is None:
-            fail(f"customer {customer_id!r} not found")
+            fail(f"customer {asked!r} not found")
+        aliases = await identities_of(pool, customer_id)
+        merge_log = await merges(pool, customer_id, limit=10)
         consent = await current_consent(pool, customer_id)
         messages = await pool.fetch(
             """SELECT created_at, journey_id, step_id, channel, status, reason, rendered
@@ -336,6 +396,18 @@ async def _show_customer(settings: Settings, customer_id: str) -> None:
         for name, value in (consent.get(scope) or {}).items():
             table.add_row(scope.rstrip("s"), name, _plain(value.get("status") if isinstance(value, dict) else value))
     console.print(table if table.row_count else "Consent: none recorded")
+
+    if aliases:
+        table = Table("Kind", "Alias", "Source", "Linked", title="Aliases", title_justify="left")
+        for a in aliases:
+            table.add_row(a["kind"], a["value"], a["source"], _when(a["created_at"]))
+        console.print(table)
+    if merge_log:
+        table = Table("When", "Merged", "Source", "Actor", "Journey runs", title="Merges", title_justify="left")
+        for entry in merge_log:
+            fates = ", ".join(f"{r['journey_id']} {r['status']}" for r in entry["runs"]) or "-"
+            table.add_row(_when(entry["merged_at"]), entry["merged_id"] or "-", entry["source"], entry["actor"], fates)
+        console.print(table)
 
     try:
         runs = await _journey_runs(settings, customer_id)

@@ -315,3 +315,31 @@ def test_dev_names_the_port_in_use_and_its_setting(tmp_path: Path, monkeypatch: 
     assert "PARCOURS_API_PORT" in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "data" / "postgres").exists(), "nothing should start when a port is taken"
+
+
+def test_a_visitor_event_then_identify_and_show_from_the_command_line(
+    cli: CliRunner, monkeypatch: pytest.MonkeyPatch, dev_env: WorkflowEnvironment
+) -> None:
+    monkeypatch.setenv("PARCOURS_TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+    tag = uuid.uuid4().hex[:8]
+    visitor, customer = f"cookie-{tag}", f"cust-{tag}"
+    sent = cli.invoke(app, ["events", "send", visitor, "page_viewed", "--anonymous", "-p", "path=/sale"])
+    assert sent.exit_code == 0, sent.output
+    assert f"page_viewed for anon:{visitor}: accepted" in sent.output
+
+    identified = cli.invoke(
+        app, ["customers", "identify", customer, "-a", visitor, "--email", f"{tag}@example.com", "--source", "support"]
+    )
+    assert identified.exit_code == 0, identified.output
+    assert f"{customer}: created, 2 new link(s)" in identified.output
+    assert f"anonymous_id {visitor}: moved {{'events': 1}}" in identified.output
+
+    shown = cli.invoke(app, ["customers", "show", f"anon:{visitor}"])
+    assert shown.exit_code == 0, shown.output
+    assert f"anon:{visitor} was merged into {customer}" in shown.output
+    assert "Aliases" in shown.output and f"{tag}@example.com" in shown.output
+    assert "Merges" in shown.output and "support" in shown.output
+
+    taken = cli.invoke(app, ["customers", "identify", f"other-{tag}", "-a", visitor])
+    assert taken.exit_code != 0
+    assert f"already belongs to customer '{customer}'" in taken.output
