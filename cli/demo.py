@@ -122,6 +122,7 @@ async def identified_visitor(pool: asyncpg.Pool, router: Any) -> None:
         traits={"email": f"{customer_id}@example.com", "attributes": {"first_name": "Grace", "demo": True}},
         explicit=True,
         source="demo",
+        actor="demo",
     )
     if result.created:
         await record_consent(pool, customer_id, "channel", "email", "granted", source="demo")
