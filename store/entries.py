@@ -1,7 +1,8 @@
 """Journey entries: who entered which journey when, and whether the re-entry policy lets them in again.
 
 ``claim_entry`` decides and records in one transaction that holds an advisory lock on (journey, customer), so
-two routers (or a router and a segment run) can never both let a ``once`` customer in. A claim for an
+two routers (or a router and a segment run) can never both let a ``once`` customer in. With ``always`` there is
+nothing to decide: the entry is recorded by one statement. A claim for an
 ``entry_id`` already recorded is the same entry (a retried route of the same event): it is allowed again.
 
 With ``always`` every trigger is recorded, even one that merely signals a run still in progress; callers that
@@ -86,6 +87,18 @@ async def _claim(
     now: datetime,
     source: EntrySource,
 ) -> Claim:
+    if policy.reentry == "always":
+        # Nothing to decide: record the entry unless this entry_id was recorded before (a retried route).
+        inserted = await conn.fetchval(
+            _INSERT_SQL + " ON CONFLICT (journey_id, customer_id, entry_id) DO NOTHING RETURNING true",
+            journey_id,
+            customer_id,
+            entry_id,
+            version,
+            source,
+            now,
+        )
+        return Claim(True, bool(inserted))
     async with conn.transaction():
         await conn.execute(_LOCK_SQL, journey_id, customer_id)
         same = await conn.fetchval(
@@ -96,13 +109,12 @@ async def _claim(
         )
         if same:
             return Claim(True, False)
-        if policy.reentry != "always":
-            latest = await conn.fetchrow(_LATEST_SQL, journey_id, customer_id)
-            if latest is not None:
-                if policy.reentry == "once":
-                    return Claim(False, False, "reentry_once")
-                if policy.reentry == "cooldown" and now < latest["entered_at"] + policy.cooldown:
-                    return Claim(False, False, "cooldown")
+        latest = await conn.fetchrow(_LATEST_SQL, journey_id, customer_id)
+        if latest is not None:
+            if policy.reentry == "once":
+                return Claim(False, False, "reentry_once")
+            if policy.reentry == "cooldown" and now < latest["entered_at"] + policy.cooldown:
+                return Claim(False, False, "cooldown")
         await conn.execute(_INSERT_SQL, journey_id, customer_id, entry_id, version, source, now)
         return Claim(True, True)
 
