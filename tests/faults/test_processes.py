@@ -12,7 +12,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.app import create_app, run_drainer
 from api.router import EventRouter
@@ -295,3 +296,57 @@ async def _runs_per_customer(rig: Rig, customers: list[str]) -> dict[str, int]:
 
 async def _ready(value: bool) -> bool:
     return value
+
+
+async def test_identify_while_temporal_is_down_hands_the_run_over_once_it_is_back(rig: Rig) -> None:
+    """The merge commits at once; the visitor's run is told when the dev server answers again."""
+    from journeys.runtime import STATE_QUERY, JourneyState
+    from store import identity as identity_store
+
+    tag = uuid.uuid4().hex[:8]
+    journey = parse_journey({
+        "id": f"browse-{tag}", "name": f"Browse {tag}", "trigger": {"event": f"visit-{tag}"},
+        "steps": [{"id": "later", "type": "wait", "duration": "1h"}],
+    })  # fmt: skip
+    await journey_store.publish(rig.pool, journey)
+    visitor, customer = f"cookie-{tag}", f"cust-{tag}"
+    run_id = f"{journey.id}:anon:{visitor}"
+    worker = rig.worker("worker")
+    try:
+        [visit] = await rig.router().ingest([
+            Event(event_id=f"ev-{tag}", customer_id=f"anon:{visitor}", name=journey.trigger.event,
+                  occurred_at=datetime.now(UTC), anonymous_id=visitor)
+        ])  # fmt: skip
+        assert visit.routed
+
+        async def state() -> JourneyState | None:  # answered by the worker process: it is up and connected
+            try:
+                return await rig.client.get_workflow_handle(run_id).query(
+                    STATE_QUERY, result_type=JourneyState, rpc_timeout=timedelta(seconds=5)
+                )
+            except RPCError:
+                return None
+
+        await wait_until(state, timeout=60, what=f"the worker answering; log:\n{worker.log_tail()}")
+        await rig.dev.stop()
+
+        result = await identity_store.identify(
+            rig.pool, customer, [identity_store.Link("anonymous_id", visitor, "anonymous_ids[0]")], source="signup"
+        )
+        started = time.monotonic()
+        await rig.router().notify_merges(result.merges)  # fails quietly: Temporal is down
+        assert time.monotonic() - started < 30
+        [merge] = await identity_store.merges(rig.pool, customer)
+        assert merge["notified_at"] is None and [r["status"] for r in merge["runs"]] == ["pending"]
+
+        rig.client = await rig.dev.start()
+        router = rig.router()
+        await wait_until(lambda: router.drain_once(min_age=timedelta(0)), timeout=60, what="the merge told")
+        [merge] = await identity_store.merges(rig.pool, customer)
+        assert [r["status"] for r in merge["runs"]] == ["adopted"]
+        # The worker process reconnects to the restarted server first.
+        told = await wait_until(state, timeout=90, what=f"the worker answering again; log:\n{worker.log_tail()}")
+        assert (told.customer_id, told.entered_as, told.status) == (customer, f"anon:{visitor}", "running")
+        await rig.client.get_workflow_handle(run_id).terminate("test over")
+    finally:
+        worker.stop()
