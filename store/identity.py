@@ -222,6 +222,14 @@ class Link:
     """Where the alias was in the request, for errors (``anonymous_ids[0]``, ``aliases[1].value``)."""
 
 
+def alias_key(link: Link) -> tuple[str, str]:
+    """The (kind, normalised value) an alias is stored and locked under."""
+    if link.kind == "customer_id":
+        kind, value = alias_of(link.value)
+        return kind, normalise(kind, value)
+    return link.kind, normalise(link.kind, link.value)
+
+
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('parcours.identity:' || $1, 0))"
 
 # Rows that follow the person. Unique keys that would collide (the same entry recorded under both ids) stay behind.
@@ -284,7 +292,7 @@ async def identify(
         try:
             async with pool.acquire() as conn, conn.transaction():
                 target = await resolve_customer(conn, customer_id)
-                keys = sorted({f"{link.kind}:{normalise(link.kind, link.value)}" for link in links} | {target})
+                keys = sorted({":".join(alias_key(link)) for link in links} | {target})
                 for key in keys:  # in a fixed order: two identify calls never wait on each other in a cycle
                     await conn.execute(_LOCK_SQL, key)
                 created = (
@@ -293,7 +301,8 @@ async def identify(
                     )
                     is not None
                 )
-                await upsert_customer(conn, target, explicit=explicit, **(traits or {}))
+                if traits:  # not otherwise: bumping updated_at would date the customer's unstamped fields now
+                    await upsert_customer(conn, target, explicit=explicit, **traits)
                 merges = [
                     row
                     for link in links
@@ -307,6 +316,8 @@ async def identify(
 
 
 async def _link(conn: Any, target: str, link: Link, *, source: str, actor: str) -> dict[str, Any] | None:
+    if link.kind == "customer_id" and link.value.startswith(ANON_PREFIX):  # "anon:X" is the anonymous id X
+        link = Link("anonymous_id", link.value[len(ANON_PREFIX) :], link.field)
     value = normalise(link.kind, link.value)
     owner = await conn.fetchval("SELECT customer_id FROM identities WHERE kind = $1 AND value = $2", link.kind, value)
     if owner == target:
