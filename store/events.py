@@ -6,15 +6,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
+
 from journeys.runtime import Event
 from store.identity import alias_of, normalise
-
-_STORE_SQL = """
-INSERT INTO events (event_id, customer_id, name, properties, occurred_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::timestamptz[])
-ON CONFLICT (event_id) DO NOTHING
-RETURNING event_id
-"""
 
 # Resolve each event's identity (an alias linked to a customer, else its fallback profile id), store the events
 # that resolved, and answer the runs the resolved customers adopted from merged profiles: one round trip.
@@ -113,26 +108,14 @@ SELECT event_id, customer_id, name, properties, occurred_at, anonymous_id
 
 
 async def store_events(db: Any, events: list[Event]) -> list[bool]:
-    """Store ``events`` in one round trip; per event, True if newly stored, False if its id was already known.
+    """Store ``events`` (each resolved like any event, ``store_resolved``); per event, True if newly stored.
 
-    An id repeated within ``events`` counts as new only the first time.
+    An id repeated within ``events`` counts as new only the first time. ``db``: a pool or a connection.
     """
-    if not events:
-        return []
-    rows = await db.fetch(
-        _STORE_SQL,
-        [e.event_id for e in events],
-        [e.customer_id for e in events],
-        [e.name for e in events],
-        [e.properties for e in events],
-        [e.occurred_at for e in events],
-    )
-    inserted = {r["event_id"] for r in rows}
-    out = []
-    for event in events:
-        out.append(event.event_id in inserted)
-        inserted.discard(event.event_id)
-    return out
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            return (await store_resolved(conn, events)).fresh
+    return (await store_resolved(db, events)).fresh
 
 
 async def unrouted(db: Any, limit: int, *, min_age: timedelta = timedelta(0), lock: bool = False) -> list[Event]:
