@@ -255,6 +255,9 @@ async def test_the_same_event_id_twice_has_one_effect(engine: Engine, second_id_
     journey = journey_from(TWO_CLICKS)
     customer = await make_customer(engine.pool)
     handle = await engine.enter(journey, customer)
+    # The click must come after the first wait_for began ("since: step"); a loaded machine could otherwise deliver
+    # it with the start, before the step, where it does not count. A query is answered once the run has started.
+    assert (await handle.query(STATE_QUERY, result_type=JourneyState)).current_step == "first-click"
     first = event(customer, "clicked")
     await handle.signal(EVENT_SIGNAL, first)
     await engine.env.sleep(timedelta(hours=1))
