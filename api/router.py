@@ -161,10 +161,9 @@ class EventRouter:
         )
         if not pairs:
             return
-        async with self._pool.acquire() as conn:
-            owners = await identity_store.resolve(conn, [("anonymous_id", a, None) for _, a in pairs])
-        for (customer_id, anonymous_id), owner in zip(pairs, owners.customer_ids, strict=True):
-            if owner is not None:
+        known = await identity_store.linked(self._pool, "anonymous_id", [a for _, a in pairs])
+        for customer_id, anonymous_id in pairs:
+            if anonymous_id in known:
                 continue  # linked already (to this customer, or to another: the event keeps its customer id)
             link = identity_store.Link("anonymous_id", anonymous_id, "anonymous_id")
             try:
@@ -394,7 +393,7 @@ class EventRouter:
     async def _drain_merges(self, min_age: timedelta) -> tuple[int, int]:
         async with self._pool.acquire() as conn, conn.transaction():
             pending = await identity_store.pending_notifications(
-                conn, DRAIN_BATCH, min_age_seconds=min_age.total_seconds(), lock=True
+                conn, DRAIN_BATCH, min_age_seconds=min_age.total_seconds()
             )
             for index, merge in enumerate(pending):
                 try:

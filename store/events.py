@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from journeys.runtime import Event
-from store.identity import alias_of, normalise
+from store.identity import SHARED_LOCKS_SQL, alias_of, lock_keys, normalise
 
 # Resolve each event's identity (an alias linked to a customer, else its fallback profile id), store the events
 # that resolved, and answer the runs the resolved customers adopted from merged profiles: one round trip.
@@ -32,15 +32,6 @@ SELECT r.n, r.event_id, r.customer_id, r.event_id IN (SELECT event_id FROM store
        a.journey_id, a.workflow_id
   FROM resolved r LEFT JOIN adopted_runs a ON a.customer_id = r.customer_id
  ORDER BY r.n
-"""
-
-
-# Shared locks on the aliases a batch names, in a fixed order, taken before the batch resolves: an identify
-# call linking one of them holds the exclusive lock until it commits (store.identity.identify), so an event is
-# either stored before the merge (and moved by it) or resolved after it, never stored under the merged id after.
-_SHARE_ALIASES_SQL = """
-SELECT count(pg_advisory_xact_lock_shared(hashtextextended('parcours.identity:' || k, 0)))
-  FROM (SELECT DISTINCT unnest($1::text[]) AS k ORDER BY 1) AS aliases
 """
 
 
@@ -68,7 +59,8 @@ async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str
         return Stored([], [])
     keys = keys or [(*alias_of(e.customer_id), e.customer_id) for e in events]
     async with db.transaction():
-        await db.execute(_SHARE_ALIASES_SQL, [f"{k}:{normalise(k, v)}" for k, v, _ in keys])
+        # Waits for an identify in progress on any of these aliases (store.identity.lock_keys).
+        await db.execute(SHARED_LOCKS_SQL, lock_keys((k, v) for k, v, _ in keys))
         rows = await _store(db, events, keys)
     out = Stored([False] * len(events), [None] * len(events))
     first: set[str] = set()

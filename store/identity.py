@@ -30,11 +30,15 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
+
+from journeys.runtime import workflow_id
+from store.customers import upsert_customer
 
 ANON_PREFIX = "anon:"
 AliasKind = Literal["anonymous_id", "customer_id", "email", "phone"]
@@ -77,44 +81,15 @@ class IdentityConflictError(Exception):
 
 # --- resolution ---------------------------------------------------------------------------------------------
 
-_RESOLVE_SQL = """
-WITH keys AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) WITH ORDINALITY AS k(kind, value, fallback, n)
-), resolved AS (
-    SELECT k.n, COALESCE(i.customer_id, k.fallback) AS customer_id
-      FROM keys k LEFT JOIN identities i ON i.kind = k.kind AND i.value = k.value
-)
-SELECT r.n, r.customer_id, a.journey_id, a.workflow_id
-  FROM resolved r LEFT JOIN adopted_runs a ON a.customer_id = r.customer_id
- ORDER BY r.n
-"""
 
-
-@dataclass
-class Resolution:
-    customer_ids: list[str | None]
-    """Per key, the customer it resolves to (None: an email or phone nobody is linked to)."""
-    adopted: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Per resolved customer: journey id -> workflow id of a run adopted from a merged profile."""
-
-
-async def resolve(db: Any, keys: list[tuple[str, str, str | None]]) -> Resolution:
-    """Resolve ``(kind, value, fallback)`` keys in one round trip; unlinked keys resolve to their fallback."""
-    if not keys:
-        return Resolution([])
+async def linked(db: Any, kind: str, values: list[str]) -> set[str]:
+    """Which of ``values`` (aliases of ``kind``) are linked to a customer."""
     rows = await db.fetch(
-        _RESOLVE_SQL,
-        [k for k, _, _ in keys],
-        [normalise(k, v) for k, v, _ in keys],
-        [f for _, _, f in keys],
+        "SELECT value FROM identities WHERE kind = $1 AND value = ANY($2::text[])",
+        kind,
+        [normalise(kind, v) for v in values],
     )
-    out = Resolution([None] * len(keys))
-    for row in rows:
-        customer = row["customer_id"]
-        out.customer_ids[row["n"] - 1] = customer
-        if row["journey_id"] is not None:
-            out.adopted.setdefault(customer, {})[row["journey_id"]] = row["workflow_id"]
-    return out
+    return {r["value"] for r in rows}
 
 
 async def resolve_customer(db: Any, customer_id: str) -> str:
@@ -230,7 +205,22 @@ def alias_key(link: Link) -> tuple[str, str]:
     return link.kind, normalise(link.kind, link.value)
 
 
-_LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtextextended('parcours.identity:' || $1, 0))"
+def lock_keys(aliases: Iterable[tuple[str, str]]) -> list[str]:
+    """The advisory-lock keys of ``(kind, value)`` aliases, for ``EXCLUSIVE_LOCKS_SQL`` / ``SHARED_LOCKS_SQL``.
+
+    ``identify`` holds them exclusively until it commits; event ingestion takes them shared before it resolves
+    (``store.events``), so an event is either stored before a merge (and moved by it) or resolved after it. The
+    statements take the locks in sorted order, so no two callers wait on each other in a cycle.
+    """
+    return sorted({f"{kind}:{normalise(kind, value)}" for kind, value in aliases})
+
+
+_LOCKS_SQL = """
+SELECT count({function}(hashtextextended('parcours.identity:' || k, 0)))
+  FROM (SELECT DISTINCT unnest($1::text[]) AS k ORDER BY 1) AS aliases
+"""
+EXCLUSIVE_LOCKS_SQL = _LOCKS_SQL.format(function="pg_advisory_xact_lock")
+SHARED_LOCKS_SQL = _LOCKS_SQL.format(function="pg_advisory_xact_lock_shared")
 
 # Rows that follow the person. Unique keys that would collide (the same entry recorded under both ids) stay behind.
 _MOVES: list[tuple[str, str]] = [
@@ -286,15 +276,11 @@ async def identify(
     Raises:
         IdentityConflictError: an alias belongs to another customer; nothing was written.
     """
-    from store.customers import upsert_customer  # the customers module imports nothing from here
-
     for attempt in range(3):
         try:
             async with pool.acquire() as conn, conn.transaction():
                 target = await resolve_customer(conn, customer_id)
-                keys = sorted({":".join(alias_key(link)) for link in links} | {target})
-                for key in keys:  # in a fixed order: two identify calls never wait on each other in a cycle
-                    await conn.execute(_LOCK_SQL, key)
+                await conn.execute(EXCLUSIVE_LOCKS_SQL, [*lock_keys(alias_key(link) for link in links), target])
                 created = (
                     await conn.fetchval(
                         "INSERT INTO customers (id) VALUES ($1) ON CONFLICT (id) DO NOTHING RETURNING true", target
@@ -392,8 +378,6 @@ async def _merge_profile(
     # The merged profile's own merge log becomes the customer's: it is the same person's history.
     await conn.execute("UPDATE identity_merges SET customer_id = $2 WHERE customer_id = $1", merged_id, target)
     # The merged profile's journey runs: every journey it entered, and runs it had adopted itself.
-    from journeys.runtime import workflow_id
-
     runs = [
         {"journey_id": r["journey_id"], "workflow_id": workflow_id(r["journey_id"], merged_id), "status": "pending"}
         for r in await conn.fetch(
@@ -471,16 +455,21 @@ async def merged_profiles(db: Any, customer_id: str) -> list[str]:
     return sorted(ids)
 
 
-async def pending_notifications(db: Any, limit: int, *, min_age_seconds: float, lock: bool) -> list[dict[str, Any]]:
-    """Merges whose journey runs have not been told yet, oldest first."""
-    sql = """SELECT id, customer_id, merged_id, runs FROM identity_merges
+async def pending_notifications(db: Any, limit: int, *, min_age_seconds: float) -> list[dict[str, Any]]:
+    """Merges whose journey runs have not been told yet, oldest first, locked (``FOR UPDATE SKIP LOCKED``, in
+    the caller's transaction) so two drainers never tell the same runs at once."""
+    sql = """SELECT * FROM identity_merges
               WHERE notified_at IS NULL AND merged_at < clock_timestamp() - make_interval(secs => $2)
-              ORDER BY id LIMIT $1"""
-    rows = await db.fetch(sql + (" FOR UPDATE SKIP LOCKED" if lock else ""), limit, min_age_seconds)
+              ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"""
+    rows = await db.fetch(sql, limit, min_age_seconds)
     return [dict(r) for r in rows]
 
 
-async def finish_notification(db: Any, merge_id: int, runs: list[dict[str, Any]]) -> None:
-    await db.execute(
-        "UPDATE identity_merges SET runs = $2, notified_at = clock_timestamp() WHERE id = $1", merge_id, runs
+async def finish_notification(db: Any, merge_id: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Record what became of the merge's runs; answers the updated merge log row."""
+    row = await db.fetchrow(
+        "UPDATE identity_merges SET runs = $2, notified_at = clock_timestamp() WHERE id = $1 RETURNING *",
+        merge_id,
+        runs,
     )
+    return dict(row)
