@@ -10,15 +10,14 @@ from datetime import datetime
 from typing import Any, Literal
 
 import asyncpg
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
 
 from config.settings import Settings
 from journeys.models import Journey
 from journeys.runtime import Event, workflow_id
 from store import entries as entry_store
 from store import identity as identity_store
-from workflows.entry import enter_journey, was_started
+from workflows.entry import enter_journey, is_running, was_started
 
 Admission = Literal["entered", "refused", "already_running"]
 
@@ -45,28 +44,11 @@ async def running_by_another_entry(
     A run adopted from a profile merged into the customer counts as theirs.
     """
     adopted = (await identity_store.adopted_runs(pool, [customer_id])).get(customer_id, {}).get(journey_id)
-    if adopted is not None and await _running(client, adopted):
+    if adopted is not None and await is_running(client, adopted):
         return True
-    handle = client.get_workflow_handle(workflow_id(journey_id, customer_id))
-    try:
-        description = await handle.describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    if description.status != WorkflowExecutionStatus.RUNNING:
+    if not await is_running(client, workflow_id(journey_id, customer_id)):
         return False
     return not await entry_store.has_entry(pool, journey_id, customer_id, entry_id)
-
-
-async def _running(client: Client, wid: str) -> bool:
-    try:
-        description = await client.get_workflow_handle(wid).describe()
-    except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
-            return False
-        raise
-    return bool(description.status == WorkflowExecutionStatus.RUNNING)
 
 
 async def admit(

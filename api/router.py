@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import asyncpg
 import structlog
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
@@ -36,7 +36,7 @@ from store import entries as entry_store
 from store import events as event_store
 from store import identity as identity_store
 from store import journeys as journey_store
-from workflows.entry import enter_journey, was_started
+from workflows.entry import enter_journey, is_running, was_started
 
 log = structlog.get_logger(__name__)
 
@@ -294,19 +294,11 @@ class EventRouter:
             raise
         return True
 
-    async def _running(self, wid: str) -> bool:
-        try:
-            description = await self._call(self._client.get_workflow_handle(wid).describe(rpc_timeout=RPC_TIMEOUT))
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return bool(description.status == WorkflowExecutionStatus.RUNNING)
-
     # --- merges -----------------------------------------------------------------------------------------
 
-    async def notify_merge(self, merge: dict[str, Any], conn: Any = None) -> list[dict[str, Any]]:
-        """Tell the merged profile's journey runs who they belong to now, and record what became of each.
+    async def notify_merge(self, merge: dict[str, Any], conn: Any = None) -> dict[str, Any]:
+        """Tell the merged profile's journey runs who they belong to now, record what became of each, and answer
+        the updated merge log row.
 
         A run carries on for the customer unless the customer already runs that journey: then it exits with the
         reason ``merged``. Safe to repeat: a run told before is told again (the workflow ignores the repeat).
@@ -325,7 +317,7 @@ class EventRouter:
             others = [w for w in (adopted.get(journey_id), workflow_id(journey_id, target)) if w and w != wid]
             already = False
             for other in others:
-                if await self._running(other):
+                if await self._call(is_running(self._client, other, rpc_timeout=RPC_TIMEOUT)):
                     already = True
                     break
             if already:
@@ -337,22 +329,24 @@ class EventRouter:
                     await identity_store.adopt(self._pool, target, journey_id, wid, merge_id)
             runs.append({**run, "status": status})
             log.info("identity.run_told", merge_id=merge_id, workflow_id=wid, outcome=status)
-        if conn is None:
-            await identity_store.finish_notification(self._pool, merge_id, runs)
-        else:
-            await identity_store.finish_notification(conn, merge_id, runs)
-        return runs
+        return await identity_store.finish_notification(conn or self._pool, merge_id, runs)
 
-    async def notify_merges(self, merges: list[dict[str, Any]]) -> None:
-        """Inline after ``identify``: tell the runs now; what fails is left to the drainer."""
+    async def notify_merges(self, merges: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Inline after ``identify``: tell the runs now; what fails is left to the drainer.
+
+        Answers the merge log rows as they are now (a row whose runs could not be told yet is still pending).
+        """
+        out = []
         for merge in merges:
             if merge["notified_at"] is None:
                 try:
-                    await self.notify_merge(merge)
+                    merge = await self.notify_merge(merge)
                 except Exception as exc:  # the merge is committed; the drainer tells the runs later
                     self._degraded = True
                     self._wake.set()
                     log.warning("identity.notify_failed", merge_id=merge["id"], error=repr(exc))
+            out.append(merge)
+        return out
 
     @staticmethod
     def now() -> datetime:

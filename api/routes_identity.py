@@ -57,15 +57,13 @@ async def identify(request: Request, db: Pool, router_: Annotated[EventRouter, D
         )
     except identity_store.IdentityConflictError as exc:
         raise ApiError(409, exc.message, field=exc.field) from None
-    await router_.notify_merges(result.merges)
-    merges = await identity_store.merges(db, result.customer_id, limit=len(result.merges) or 1)
-    told = {m["id"]: m for m in merges}
+    merges = await router_.notify_merges(result.merges)
     profile = await customer_store.get_customer(db, result.customer_id)
     return IdentifyOut(
         customer_id=result.customer_id,
         created=result.created,
         profile=profile,  # type: ignore[arg-type]
-        merges=[MergeOut.model_validate(told.get(m["id"], m)) for m in result.merges],
+        merges=[MergeOut.model_validate(m) for m in merges],
     )
 
 

@@ -340,20 +340,13 @@ def customers_identify(
             except IdentityConflictError as exc:
                 fail(f"{exc.field}: {exc.message}")
             router = EventRouter(pool, await open_client(settings), settings)
-            await router.notify_merges(result.merges)
-            return result, await _merge_log(pool, result.customer_id, len(result.merges))
+            return result, await router.notify_merges(result.merges)
 
     result, merges = run(main())
     console.print(f"{result.customer_id}: {'created' if result.created else 'known'}, {len(merges)} new link(s)")
     for m in merges:
         runs = ", ".join(f"{r['workflow_id']} {r['status']}" for r in m["runs"]) or "no journeys"
         console.print(f"  {m['alias_kind']} {m['alias_value']}: moved {dict(m['moved']) or 'nothing'}; {runs}")
-
-
-async def _merge_log(pool: Any, customer_id: str, limit: int) -> list[dict[str, Any]]:
-    from store.identity import merges
-
-    return await merges(pool, customer_id, limit=limit) if limit else []
 
 
 # Customers

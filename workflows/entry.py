@@ -7,8 +7,9 @@ import weakref
 from datetime import timedelta
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
 
 from journeys.models import Journey
 from journeys.runtime import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, JourneyResult, workflow_id
@@ -78,3 +79,14 @@ async def was_started(client: Client, handle: WorkflowHandle[Any, Any]) -> bool 
     if response is None or not hasattr(response, "started") or not await reports_started(client):
         return None
     return bool(response.started)
+
+
+async def is_running(client: Client, workflow_id: str, *, rpc_timeout: timedelta | None = None) -> bool:
+    """Whether ``workflow_id`` has a running run (False: never started, or closed)."""
+    try:
+        description = await client.get_workflow_handle(workflow_id).describe(rpc_timeout=rpc_timeout)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return False
+        raise
+    return description.status == WorkflowExecutionStatus.RUNNING
