@@ -49,6 +49,13 @@ async def consent_history(db: Any, customer_id: str, *, limit: int, before: int 
     return [dict(r) for r in rows]
 
 
+# A customer's whole consent ledger, oldest first.
+_LEDGER_SQL = (
+    "SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events"
+    " WHERE customer_id = $1 ORDER BY id"
+)
+
+
 async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
     """Everything stored about the customer, as one document; None when there is no such customer."""
     async with _connection(db) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
@@ -60,8 +67,8 @@ async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
         if profile is None:
             return None
 
-        async def rows(sql: str) -> list[dict[str, Any]]:
-            return [dict(r) for r in await conn.fetch(sql, customer_id)]
+        async def rows(sql: str, person: str = customer_id) -> list[dict[str, Any]]:
+            return [dict(r) for r in await conn.fetch(sql, person)]
 
         return {
             "profile": dict(profile),
@@ -70,10 +77,7 @@ async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
                     "SELECT scope, name, status, source, lawful_basis, recorded_at FROM consent_current"
                     " WHERE customer_id = $1 ORDER BY scope, name"
                 ),
-                "history": await rows(
-                    "SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events"
-                    " WHERE customer_id = $1 ORDER BY id"
-                ),
+                "history": await rows(_LEDGER_SQL),
             },
             "events": await rows(
                 "SELECT event_id, name, properties, occurred_at, received_at FROM events"
@@ -103,27 +107,14 @@ async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
             "suppressions": await suppressions.suppressions_for_addresses(
                 conn, [("email", profile["email"]), ("sms", profile["phone"])]
             ),
-            "identities": await rows(
-                "SELECT kind, value, source, created_at FROM identities"
-                " WHERE customer_id = $1 ORDER BY created_at, kind"
-            ),
+            "identities": await identity.identities_of(conn, customer_id),
             "merges": await rows(
                 "SELECT id, merged_id, alias_kind, alias_value, source, actor, fields, moved, runs, merged_at"
                 " FROM identity_merges WHERE customer_id = $1 ORDER BY id"
             ),
             # What stays under the ids of profiles merged into the customer: their own consent ledgers.
             "merged_profiles": [
-                {
-                    "id": merged_id,
-                    "consent_history": [
-                        dict(r)
-                        for r in await conn.fetch(
-                            "SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events"
-                            " WHERE customer_id = $1 ORDER BY id",
-                            merged_id,
-                        )
-                    ],
-                }
+                {"id": merged_id, "consent_history": await rows(_LEDGER_SQL, merged_id)}
                 for merged_id in await identity.merged_profiles(conn, customer_id)
             ],
         }
