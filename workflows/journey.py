@@ -496,7 +496,7 @@ class JourneyWorkflow:
     async def _send(self, step: SendStep, visit: int, started: datetime) -> SendResult:
         info = workflow.info()
         records_outcome = workflow.patched(SEND_RECORDS_OUTCOME)
-        key = ":".join([self._input.journey_id, self._input.customer_id, self._input.entry_id, step.id, str(visit)])
+        key = self._message_key(step.id, visit)
         content = step.all_content()
         candidates = step.candidates()
         request = SendRequest(
@@ -590,6 +590,11 @@ class JourneyWorkflow:
                 return "then" if step.cases is None else f"cases[{index}]"
         return "else" if step.cases is None else "default"
 
+    def _message_key(self, step_id: str, visit: int) -> str:
+        """The idempotency key of what a step does on this visit: journey, the customer the run started for (kept
+        after an identify), entry, step, visit."""
+        return ":".join([self._input.journey_id, self._input.customer_id, self._input.entry_id, step_id, str(visit)])
+
     def _context(self, step_id: str, visit: int) -> StepContext:
         return StepContext(
             journey_id=self._input.journey_id,
@@ -598,9 +603,7 @@ class JourneyWorkflow:
             customer_id=self._customer,
             entry_id=self._input.entry_id,
             trigger=self._input.trigger,
-            idempotency_key=":".join(
-                [self._input.journey_id, self._input.customer_id, self._input.entry_id, step_id, str(visit)]
-            ),
+            idempotency_key=self._message_key(step_id, visit),
         )
 
     async def _call_webhook(self, step: WebhookStep, visit: int) -> WebhookAnswer:
