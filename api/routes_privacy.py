@@ -25,7 +25,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
-from api.schemas import ApiError
+from api.schemas import ApiError, is_email
 from config.settings import Settings
 from journeys.runtime import EXIT_SIGNAL, ExitRequest
 from store import customers as customer_store
@@ -251,7 +251,7 @@ def _string(data: Any, path: str, name: str, *, max_length: int = 320) -> str:
 
 
 def _email(value: str, field: str) -> str:
-    if value.count("@") != 1 or value.startswith("@") or value.endswith("@"):
+    if not is_email(value):
         raise ApiError(422, f"{field}: not an email address", field=field)
     return value
 

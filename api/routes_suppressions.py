@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.routes_deps import pool, read_model
-from api.schemas import PHONE_PATTERN, ApiError, StorableText
+from api.schemas import PHONE_PATTERN, ApiError, StorableText, is_email
 from store import suppressions as store
 
 log = structlog.get_logger(__name__)
@@ -26,15 +26,12 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["privacy"])
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
 Channel = Literal["email", "sms"]
+_COLUMNS = "id, channel, address, reason, source, detail, created_at"  # SuppressionOut
 
 
 def _address(channel: str, address: str) -> str:
     """The normalised address, or 422 naming ``address`` when it cannot be one of ``channel``."""
-    ok = (
-        address.count("@") == 1 and not address.startswith("@") and not address.endswith("@")
-        if channel == "email"
-        else re.fullmatch(PHONE_PATTERN, address) is not None
-    )
+    ok = is_email(address) if channel == "email" else re.fullmatch(PHONE_PATTERN, address) is not None
     if not ok or len(address) > 320:
         raise ApiError(
             422, f"address: not an {'email address' if channel == 'email' else 'SMS number'}", field="address"
@@ -87,7 +84,7 @@ async def list_suppressions(
         raise ApiError(422, "channel: give the channel of the address", field="channel")
     normalized = _address(channel, address) if address is not None and channel is not None else None
     rows = await db.fetch(
-        """SELECT id, channel, address, reason, source, detail, created_at FROM suppressions
+        f"""SELECT {_COLUMNS} FROM suppressions
             WHERE ($1::text IS NULL OR channel = $1) AND ($2::text IS NULL OR address = $2)
               AND ($3::text IS NULL OR reason = $3) AND ($4::bigint IS NULL OR id < $4)
             ORDER BY id DESC LIMIT $5""",
@@ -118,8 +115,7 @@ async def add_suppression(request: Request, response: Response, db: Pool) -> dic
     async with db.acquire() as conn:
         new = await store.add_suppression(conn, body.channel, body.address, "manual", source="api", detail=detail)
         row = await conn.fetchrow(
-            "SELECT id, channel, address, reason, source, detail, created_at FROM suppressions"
-            " WHERE channel = $1 AND address = $2",
+            f"SELECT {_COLUMNS} FROM suppressions WHERE channel = $1 AND address = $2",
             body.channel,
             store.normalize_address(body.channel, body.address),
         )
@@ -136,8 +132,8 @@ async def lift_suppression(
     """Lift the suppression of an address, whatever its reason; answers the row removed. Consent withdrawn by
     a bounce or complaint stays withdrawn: the customer must grant it again."""
     row = await db.fetchrow(
-        """DELETE FROM suppressions WHERE channel = $1 AND address = $2
-           RETURNING id, channel, address, reason, source, detail, created_at""",
+        f"""DELETE FROM suppressions WHERE channel = $1 AND address = $2
+           RETURNING {_COLUMNS}""",
         channel,
         _address(channel, address),
     )

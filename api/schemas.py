@@ -67,8 +67,13 @@ def _storable(value: Any) -> Any:
 StorableText = Annotated[str, AfterValidator(_storable)]
 
 
+def is_email(value: str) -> bool:
+    """The shape check every email field of the API uses: one ``@`` with something on each side."""
+    return value.count("@") == 1 and not value.startswith("@") and not value.endswith("@")
+
+
 def _email(value: str | None) -> str | None:
-    if value is not None and (value.count("@") != 1 or value.startswith("@") or value.endswith("@")):
+    if value is not None and not is_email(value):
         raise ValueError("not an email address")
     return value
 
