@@ -59,7 +59,13 @@ class DevServer:
         return self._server.db_file
 
     async def start(self, timeout: float = 30.0) -> Client:  # noqa: ASYNC109
-        """Start (or restart) the server and return a connected client once it answers."""
+        """Start (or restart) the server and return a connected client once it answers.
+
+        The frontend keeps its port (clients reconnect to it); the UI takes a fresh one each time, since the one
+        freed by a stop may meanwhile serve as some connection's ephemeral port.
+        """
+        self.settings = self.settings.model_copy(update={"temporal_ui_port": free_port()})
+        self._server.settings = self.settings
         self._server.start()
         try:
             return await self._server.wait_ready(asyncio.Event(), timeout)
