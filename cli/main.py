@@ -7,6 +7,7 @@ find the database and Temporal). Every error is one line on stderr and a non-zer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
@@ -363,6 +364,7 @@ def customers_show(customer_id: Annotated[str, typer.Argument(help="Customer id.
 async def _show_customer(settings: Settings, asked: str) -> None:
     from store.customers import current_consent, get_customer
     from store.identity import identities_of, merges, resolve_customer
+    from store.messages import recent_messages
 
     async with open_pool(settings) as pool:
         customer_id = await resolve_customer(pool, asked)
@@ -374,13 +376,9 @@ async def _show_customer(settings: Settings, asked: str) -> None:
         aliases = await identities_of(pool, customer_id)
         merge_log = await merges(pool, customer_id, limit=10)
         consent = await current_consent(pool, customer_id)
-        messages = await pool.fetch(
-            """SELECT created_at, journey_id, step_id, channel, status, reason, rendered
-                 FROM messages WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 10""",
-            customer_id,
-        )
+        messages = await recent_messages(pool, customer_id, limit=10)
     table = Table(title=f"Customer {customer_id}", title_justify="left", show_header=False)
-    for key, value in profile.items():
+    for key, value in dataclasses.asdict(profile).items():
         table.add_row(key, _when(value) if isinstance(value, datetime) else _plain(value))
     console.print(table)
 
@@ -423,9 +421,9 @@ async def _show_customer(settings: Settings, asked: str) -> None:
         title_justify="left",
     )
     for m in messages:
-        rendered = m["rendered"] if isinstance(m["rendered"], dict) else {}
-        detail = m["reason"] or rendered.get("subject") or rendered.get("title") or ""
-        table.add_row(_when(m["created_at"]), m["journey_id"], m["step_id"], m["channel"], m["status"], str(detail))
+        rendered = m.rendered if isinstance(m.rendered, dict) else {}
+        detail = m.reason or rendered.get("subject") or rendered.get("title") or ""
+        table.add_row(_when(m.created_at), m.journey_id, m.step_id, m.channel, m.status, str(detail))
     console.print(table if messages else "Messages: none")
 
 
