@@ -13,7 +13,7 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +24,9 @@ from cli.context import CliError, console, database_url, err_console, fail, open
 from cli.publishing import Checked, check_file, publish_journey
 from config.settings import Settings
 from workers.client import connect
+
+if TYPE_CHECKING:
+    from store.journeys import JourneyRow
 
 app = typer.Typer(
     help="Parcours: durable customer journeys on Temporal.",
@@ -227,11 +230,11 @@ def journeys_list() -> None:
     settings = load_settings()
     setup_logging(settings)
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[JourneyRow]:
         from store.journeys import list_journeys
 
         async with open_pool(settings) as pool:
-            return list(await list_journeys(pool))
+            return await list_journeys(pool)
 
     rows = run(main())
     if not rows:
@@ -240,12 +243,12 @@ def journeys_list() -> None:
     table = Table("Id", "Name", "Status", "Version", "Trigger", "Updated")
     for row in rows:
         table.add_row(
-            str(row.get("id")),
-            str(row.get("name", "")),
-            str(row.get("status", "")),
-            str(row.get("latest_version", row.get("version", ""))),
-            str(row.get("trigger_event", "")),
-            _when(row.get("updated_at")),
+            row.id,
+            row.name,
+            row.status,
+            str(row.latest_version),
+            row.trigger_event,
+            _when(row.updated_at),
         )
     console.print(table)
 

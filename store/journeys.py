@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
@@ -81,17 +82,33 @@ SELECT j.id, j.name, j.status, j.latest_version, j.trigger_event, j.created_at, 
 """
 
 
-async def list_journeys(db: Db) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class JourneyRow:
+    """A published journey: its ``journeys`` row and when its latest version was published."""
+
+    id: str
+    name: str
+    status: JourneyStatus
+    latest_version: int
+    trigger_event: str
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime
+    definition: dict[str, Any] | None = None
+    """The latest version's definition as stored (``get_journey`` only)."""
+
+
+async def list_journeys(db: Db) -> list[JourneyRow]:
     rows = await db.fetch(_LIST_SQL + " ORDER BY j.id")
-    return [dict(r) for r in rows]
+    return [JourneyRow(**dict(r)) for r in rows]
 
 
-async def get_journey(db: Db, journey_id: str) -> dict[str, Any] | None:
-    """The journey's row with its latest definition under ``definition``."""
+async def get_journey(db: Db, journey_id: str) -> JourneyRow | None:
+    """The journey with its latest definition."""
     row = await db.fetchrow(
         _LIST_SQL.replace("v.published_at", "v.published_at, v.definition") + " WHERE j.id = $1", journey_id
     )
-    return dict(row) if row else None
+    return JourneyRow(**dict(row)) if row else None
 
 
 @dataclass(frozen=True)
