@@ -17,6 +17,7 @@ from journeys.models import Journey
 from journeys.runtime import Event, workflow_id
 from store import entries as entry_store
 from store import identity as identity_store
+from store import journeys as journey_store
 from workflows.entry import enter_journey, is_running, was_started
 
 Admission = Literal["entered", "refused", "already_running"]
@@ -24,16 +25,12 @@ Admission = Literal["entered", "refused", "already_running"]
 
 async def current_journey(pool: asyncpg.Pool, journey_id: str) -> tuple[Journey | None, int, str | None]:
     """The journey's latest definition and version, or why it takes no entries now."""
-    row = await pool.fetchrow(
-        """SELECT j.status, j.latest_version, v.definition FROM journeys j
-             JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version WHERE j.id = $1""",
-        journey_id,
-    )
-    if row is None:
+    latest = await journey_store.latest(pool, journey_id)
+    if latest is None:
         return None, 0, "unknown journey"
-    if row["status"] != "active":
-        return None, 0, f"journey {row['status']}"
-    return Journey.model_validate(row["definition"]), row["latest_version"], None
+    if latest.status != "active":
+        return None, 0, f"journey {latest.status}"
+    return latest.journey, latest.version, None
 
 
 async def running_by_another_entry(

@@ -14,9 +14,7 @@ import re
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 
-import asyncpg
 import structlog
-from asyncpg.pool import PoolConnectionProxy
 from temporalio import activity
 
 from activities import policy
@@ -38,34 +36,27 @@ from activities.models import (
     SendRequest,
     SendResult,
 )
-from activities.profiles import CONSENT_SQL, PROFILE_SQL, fetch_profile, liquid_context, profile_from_rows
+from activities.profiles import fetch_profile, liquid_context, profile_of
 from config.settings import Settings
 from journeys import calendar
 from journeys.conditions import lookup
 from journeys.runtime import StepRecord
 from journeys.templates import TemplateError, render_value
+from store import conversions as conversion_store
+from store import customers as customer_store
+from store import messages as message_store
+from store import outcomes as outcome_store
 from store import preferences as preference_store
 from store import suppressions
+from store.db import Connection, Db, Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
-
-Connection = asyncpg.Connection | PoolConnectionProxy
-
-
-_INSERT_MESSAGE_SQL = """
-INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
-                      topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
-                      error, attempts, sent_at, decided_at, choice)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19)
-ON CONFLICT (idempotency_key) DO NOTHING
-"""
 
 
 class JourneyActivities:
     """Activities with their dependencies injected; the worker registers the bound methods."""
 
-    def __init__(self, pool: asyncpg.Pool, channels: dict[str, Channel], settings: Settings) -> None:
+    def __init__(self, pool: Pool, channels: dict[str, Channel], settings: Settings) -> None:
         self._pool = pool
         self._channels = channels
         self._settings = settings
@@ -82,13 +73,13 @@ class JourneyActivities:
 
     @activity.defn(name="load_profile")
     async def load_profile(self, request: ProfileRequest) -> Profile:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return await fetch_profile(conn, request.customer_id)
 
     @activity.defn(name="resolve_moment")
     async def resolve_moment(self, request: MomentRequest) -> MomentResult:
         """When a wait_until step ends for this customer: their zone, their dates, the step's rule."""
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             profile = await fetch_profile(conn, request.customer_id)
         tz = calendar.zone(profile.timezone, request.default_timezone)
         return MomentResult(until=_moment(request, profile, tz), timezone=tz.key)
@@ -99,7 +90,7 @@ class JourneyActivities:
         if delivered is None:
             activity.heartbeat()  # alive; the details slot stays free for "delivered"
         now = request.now or datetime.now(UTC)
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             result = await self._send_locked(conn, request, delivered, now)
             if request.outcome is not None and result.status != "deferred":
                 # The step's outcome, in the same transaction as the message: one round trip less per send.
@@ -113,18 +104,15 @@ class JourneyActivities:
         self, conn: Connection, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
     ) -> SendResult:
         """Decide, deliver and record one send, in the caller's transaction."""
-        customer = await conn.fetchrow(PROFILE_SQL + " FOR UPDATE", request.customer_id)
-        existing = await conn.fetchrow(
-            "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
-            request.idempotency_key,
-        )
+        customer = await customer_store.get_customer(conn, request.customer_id, lock=True)
+        existing = await message_store.message_status(conn, request.idempotency_key)
         if existing is not None:
             return SendResult(
-                status=existing["status"],
-                reason=existing["reason"],
-                channel=existing["channel"],
+                status=existing.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
+                reason=existing.reason,
+                channel=existing.channel,
                 idempotency_key=request.idempotency_key,
-                provider_message_id=existing["provider_message_id"],
+                provider_message_id=existing.provider_message_id,
                 duplicate=True,
             )
         record = _Recorder(conn, request, now)
@@ -135,7 +123,7 @@ class JourneyActivities:
         if customer is None:
             return await self._record(record, "skipped", "unknown_customer", request.channel)
 
-        profile = profile_from_rows(customer, await conn.fetch(CONSENT_SQL, request.customer_id))
+        profile = profile_of(customer, await customer_store.consent_of(conn, request.customer_id))
         order, why = policy.ordered_channels(request, profile, self._settings)
         topic_defaults = await preference_store.topic_defaults(conn)
         candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
@@ -256,16 +244,8 @@ class JourneyActivities:
         if not caps:
             return usable, []
         longest = max(cap.per for cap in caps)
-        rows = await conn.fetch(
-            """
-            SELECT channel, decided_at FROM messages
-             WHERE customer_id = $1 AND kind = 'marketing' AND status = 'sent'
-               AND decided_at > $2
-            """,
-            request.customer_id,
-            now - longest,
-        )
-        sent = [(r["channel"], r["decided_at"]) for r in rows]
+        recent = await message_store.marketing_sent_since(conn, request.customer_id, now - longest)
+        sent = [(m.channel, m.decided_at) for m in recent]
         allowed, blocked = [], []
         for candidate in usable:
             hit = policy.cap_blocking(caps, candidate.channel, sent, now)
@@ -278,43 +258,40 @@ class JourneyActivities:
     @activity.defn(name="record_send_failure")
     async def record_send_failure(self, failure: SendFailure) -> SendResult:
         request = failure.request
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await _insert_message(conn, request, "failed", failure.reason, None, None, None, error=failure.reason)
-            row = await conn.fetchrow(
-                "SELECT status, reason FROM messages WHERE idempotency_key = $1", request.idempotency_key
-            )
+            row = await message_store.message_status(conn, request.idempotency_key)
         assert row is not None  # inserted just now, or already there
         return SendResult(
-            status=row["status"], reason=row["reason"], channel=request.channel, idempotency_key=request.idempotency_key
+            status=row.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
+            reason=row.reason,
+            channel=request.channel,
+            idempotency_key=request.idempotency_key,
         )
 
     @activity.defn(name="record_step_outcomes")
     async def record_step_outcomes(self, record: OutcomeRecord) -> None:
-        async with self._pool.acquire() as conn:
-            await _insert_outcomes(conn, record)
+        await _insert_outcomes(self._pool, record)
 
     @activity.defn(name="record_conversion")
     async def record_conversion(self, record: ConversionRecord) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with transaction(self._pool) as conn:
             if record.outcomes is not None:
                 await _insert_outcomes(conn, record.outcomes)
-            await conn.execute(
-                """
-                INSERT INTO conversions (journey_id, journey_version, customer_id, entry_id, event_id, event_name,
-                                         value, variant, last_message_key, converted_at)
-                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-                ON CONFLICT (journey_id, customer_id, entry_id) DO NOTHING
-                """,
-                record.journey_id,
-                record.journey_version,
-                record.customer_id,
-                record.entry_id,
-                record.event.event_id,
-                record.event.name,
-                record.value,
-                record.variant,
-                record.last_message_key,
-                record.converted_at,
+            await conversion_store.record_conversion(
+                conn,
+                conversion_store.Conversion(
+                    journey_id=record.journey_id,
+                    journey_version=record.journey_version,
+                    customer_id=record.customer_id,
+                    entry_id=record.entry_id,
+                    event_id=record.event.event_id,
+                    event_name=record.event.name,
+                    value=record.value,
+                    variant=record.variant,
+                    last_message_key=record.last_message_key,
+                    converted_at=record.converted_at,
+                ),
             )
 
     async def _record(
@@ -401,28 +378,23 @@ def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) 
     )
 
 
-async def _insert_outcomes(conn: Connection, record: OutcomeRecord) -> None:
-    await conn.executemany(
-        """
-        INSERT INTO step_outcomes (journey_id, journey_version, customer_id, entry_id, step_id, visit,
-                                   step_type, outcome, detail, workflow_id, run_id, recorded_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-        ON CONFLICT (journey_id, customer_id, entry_id, step_id, visit) DO NOTHING
-        """,
+async def _insert_outcomes(db: Db, record: OutcomeRecord) -> None:
+    await outcome_store.record_outcomes(
+        db,
         [
-            (
-                record.journey_id,
-                record.journey_version,
-                record.customer_id,
-                record.entry_id,
-                step.step_id,
-                step.visit,
-                step.type,
-                step.outcome,
-                step.detail,
-                record.workflow_id,
-                record.run_id,
-                step.finished_at,
+            outcome_store.StepOutcome(
+                journey_id=record.journey_id,
+                journey_version=record.journey_version,
+                customer_id=record.customer_id,
+                entry_id=record.entry_id,
+                step_id=step.step_id,
+                visit=step.visit,
+                step_type=step.type,
+                outcome=step.outcome,
+                detail=step.detail,
+                workflow_id=record.workflow_id,
+                run_id=record.run_id,
+                recorded_at=step.finished_at,
             )
             for step in record.steps
         ],
@@ -458,27 +430,29 @@ async def _insert_message(
     decided_at: datetime | None = None,
     choice: dict[str, Any] | None = None,
 ) -> None:
-    await conn.execute(
-        _INSERT_MESSAGE_SQL,
-        request.idempotency_key,
-        request.journey_id,
-        request.journey_version,
-        request.step_id,
-        request.customer_id,
-        request.entry_id,
-        channel or request.channel,
-        request.topic,
-        request.kind,
-        status,
-        reason,
-        recipient,
-        rendered,
-        result.provider_message_id if result else None,
-        result.response if result else None,
-        error,
-        activity.info().attempt if activity.in_activity() else 1,
-        decided_at or request.now or datetime.now(UTC),
-        choice or None,
+    await message_store.insert_message(
+        conn,
+        message_store.NewMessage(
+            idempotency_key=request.idempotency_key,
+            journey_id=request.journey_id,
+            journey_version=request.journey_version,
+            step_id=request.step_id,
+            customer_id=request.customer_id,
+            entry_id=request.entry_id,
+            channel=channel or request.channel,
+            topic=request.topic,
+            kind=request.kind,
+            status=status,
+            reason=reason,
+            recipient=recipient,
+            rendered=rendered,
+            provider_message_id=result.provider_message_id if result else None,
+            provider_response=result.response if result else None,
+            error=error,
+            attempts=activity.info().attempt if activity.in_activity() else 1,
+            decided_at=decided_at or request.now or datetime.now(UTC),
+            choice=choice or None,
+        ),
     )
 
 

@@ -2,39 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
-
-import asyncpg
 
 from activities.models import Profile
 from journeys.runtime import Event
+from store import customers as customer_store
+from store.db import Db
 
-PROFILE_SQL = "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1"
-CONSENT_SQL = "SELECT scope, name, status FROM consent_current WHERE customer_id = $1"
 
+async def fetch_profile(db: Db, customer_id: str) -> Profile:
+    """The profile with its current consent; ``exists=False`` for an unknown customer.
 
-async def fetch_profile(conn: Any, customer_id: str) -> Profile:
-    """The profile with its current consent; ``exists=False`` for an unknown customer."""
-    row = await conn.fetchrow(PROFILE_SQL, customer_id)
-    if row is None:
+    Pass a connection to read both on one connection (two statements).
+    """
+    customer = await customer_store.get_customer(db, customer_id)
+    if customer is None:
         return Profile(customer_id=customer_id, exists=False)
-    return profile_from_rows(row, await conn.fetch(CONSENT_SQL, customer_id))
+    return profile_of(customer, await customer_store.consent_of(db, customer_id))
 
 
-def profile_from_rows(row: asyncpg.Record, consent: list[asyncpg.Record]) -> Profile:
-    attributes = row["attributes"]
-    if isinstance(attributes, str):
-        attributes = json.loads(attributes)
+def profile_of(customer: customer_store.Customer, consent: list[customer_store.Consent]) -> Profile:
+    """The profile activities and templates see, from the customer's row and current consent."""
     return Profile(
-        customer_id=row["id"],
-        email=row["email"],
-        phone=row["phone"],
-        timezone=row["timezone"],
-        locale=row["locale"],
-        attributes=attributes or {},
-        channel_consent={r["name"]: r["status"] for r in consent if r["scope"] == "channel"},
-        topic_consent={r["name"]: r["status"] for r in consent if r["scope"] == "topic"},
+        customer_id=customer.id,
+        email=customer.email,
+        phone=customer.phone,
+        timezone=customer.timezone,
+        locale=customer.locale,
+        attributes=customer.attributes,
+        channel_consent={c.name: c.status for c in consent if c.scope == "channel"},
+        topic_consent={c.name: c.status for c in consent if c.scope == "topic"},
     )
 
 

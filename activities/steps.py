@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import asyncpg
 import httpx
 import structlog
 from standardwebhooks.webhooks import Webhook
@@ -30,8 +29,9 @@ from activities.profiles import fetch_profile, liquid_context
 from config.settings import Settings
 from journeys.runtime import Event
 from journeys.templates import TemplateError, render_value
+from store import customers as customer_store
 from store import segments as segment_store
-from store.customers import field_stamps_sql, written_fields
+from store.db import Pool, connection
 
 log = structlog.get_logger(__name__)
 
@@ -39,9 +39,7 @@ log = structlog.get_logger(__name__)
 class StepActivities:
     """Activities with their dependencies injected; the worker registers the bound methods."""
 
-    def __init__(
-        self, pool: asyncpg.Pool, client: Client, settings: Settings, http: httpx.AsyncClient | None = None
-    ) -> None:
+    def __init__(self, pool: Pool, client: Client, settings: Settings, http: httpx.AsyncClient | None = None) -> None:
         self._pool = pool
         self._client = client
         self._settings = settings
@@ -53,8 +51,7 @@ class StepActivities:
 
     @activity.defn(name="check_history")
     async def check_history(self, request: HistoryRequest) -> HistoryResult:
-        async with self._pool.acquire() as conn:
-            matches = await segment_store.history_matches(conn, request.customer_id, request.conditions, request.now)
+        matches = await segment_store.history_matches(self._pool, request.customer_id, request.conditions, request.now)
         return HistoryResult(matches=matches)
 
     @activity.defn(name="update_profile")
@@ -64,15 +61,8 @@ class StepActivities:
             values = render_value(update.set, context)
         except TemplateError as exc:
             raise ApplicationError(f"template error in 'set': {exc}", type="InvalidStep", non_retryable=True) from exc
-        row = await self._pool.fetchrow(
-            f"""UPDATE customers SET attributes = attributes || $2, updated_at = now(),
-                       field_meta = field_meta || {field_stamps_sql("$3", "false")}
-                 WHERE id = $1 RETURNING id""",
-            update.context.customer_id,
-            values,
-            written_fields({}, values),
-        )
-        return ProfileUpdateResult(updated=row is not None, attributes=values if row is not None else {})
+        updated = await customer_store.update_attributes(self._pool, update.context.customer_id, values)
+        return ProfileUpdateResult(updated=updated, attributes=values if updated else {})
 
     @activity.defn(name="call_webhook")
     async def call_webhook(self, call: WebhookCall) -> WebhookAnswer:
@@ -118,6 +108,6 @@ class StepActivities:
         return HandoffResult(outcome=outcome)
 
     async def _context(self, context: StepContext) -> dict[str, Any]:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             profile = await fetch_profile(conn, context.customer_id)
         return liquid_context(profile, context.trigger, context.journey_id, context.journey_name, context.step_id)

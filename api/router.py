@@ -36,6 +36,7 @@ from store import entries as entry_store
 from store import events as event_store
 from store import identity as identity_store
 from store import journeys as journey_store
+from store.db import Connection, connection
 from workflows.entry import enter_journey, is_running, was_started
 
 log = structlog.get_logger(__name__)
@@ -173,7 +174,7 @@ class EventRouter:
             await self.notify_merges(result.merges)
 
     async def _route_many(
-        self, events: list[Event], conn: Any = None, adopted: dict[str, dict[str, str]] | None = None
+        self, events: list[Event], conn: Connection | None = None, adopted: dict[str, dict[str, str]] | None = None
     ) -> set[str]:
         """Route ``events`` (in order per customer) and mark the outcome; return the ids routed.
 
@@ -203,15 +204,12 @@ class EventRouter:
                     routed.append(event.event_id)
 
         await asyncio.gather(*(one_customer(q) for q in by_customer.values()))
-        if conn is None:
-            async with self._pool.acquire() as own:
-                await self._mark(own, routed, failed)
-        else:
-            await self._mark(conn, routed, failed)
+        async with connection(conn or self._pool) as marking:
+            await self._mark(marking, routed, failed)
         return set(routed)
 
     @staticmethod
-    async def _mark(conn: Any, routed: list[str], failed: list[tuple[str, str]]) -> None:
+    async def _mark(conn: Connection, routed: list[str], failed: list[tuple[str, str]]) -> None:
         await event_store.mark_routed(conn, routed)
         for event_id, error in failed:
             await event_store.mark_route_failed(conn, event_id, error)
@@ -296,7 +294,7 @@ class EventRouter:
 
     # --- merges -----------------------------------------------------------------------------------------
 
-    async def notify_merge(self, merge: dict[str, Any], conn: Any = None) -> dict[str, Any]:
+    async def notify_merge(self, merge: dict[str, Any], conn: Connection | None = None) -> dict[str, Any]:
         """Tell the merged profile's journey runs who they belong to now, record what became of each, and answer
         the updated merge log row.
 

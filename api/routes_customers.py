@@ -19,6 +19,9 @@ from api.schemas import (
     InboxMessage,
 )
 from store import customers as customer_store
+from store import inbox as inbox_store
+from store.customers import Customer
+from store.inbox import InboxItem
 from workflows import search_attributes as sa
 
 router = APIRouter(tags=["customers"])
@@ -41,14 +44,14 @@ def _doc(model: Any) -> dict[str, Any]:
 
 
 @router.put("/v1/customers/{customer_id}", response_model=CustomerOut, openapi_extra=_doc(CustomerIn))
-async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
+async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> Customer:
     """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
     body: CustomerIn = await read_model(request, CustomerIn)
     return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
 
 
 @router.get("/v1/customers/{customer_id}", response_model=CustomerOut)
-async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
+async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> Customer:
     row = await customer_store.get_customer(db, customer_id)
     if row is None:
         raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
@@ -109,31 +112,17 @@ async def inbox(
     db: Pool,
     unread: bool = False,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> list[dict[str, Any]]:
+) -> list[InboxItem]:
     """In-app messages, newest first (``unread=true``: only those not marked read)."""
-    rows = await db.fetch(
-        """SELECT id, title, body, data, created_at, read_at FROM inbox_messages
-            WHERE customer_id = $1 AND (NOT $2 OR read_at IS NULL)
-            ORDER BY created_at DESC, id DESC LIMIT $3""",
-        customer_id,
-        unread,
-        limit,
-    )
-    return [dict(r) for r in rows]
+    return await inbox_store.messages_of(db, customer_id, unread=unread, limit=limit)
 
 
 @router.post("/v1/customers/{customer_id}/inbox/{message_id}/read", response_model=InboxMessage)
 async def mark_read(
     customer_id: ResolvedCustomer, message_id: Annotated[int, Path(ge=1, le=2**63 - 1)], db: Pool
-) -> dict[str, Any]:
+) -> InboxItem:
     """Mark one in-app message read (again: keeps the first read time)."""
-    row = await db.fetchrow(
-        """UPDATE inbox_messages SET read_at = COALESCE(read_at, now())
-            WHERE id = $1 AND customer_id = $2
-        RETURNING id, title, body, data, created_at, read_at""",
-        message_id,
-        customer_id,
-    )
-    if row is None:
+    item = await inbox_store.mark_read(db, customer_id, message_id)
+    if item is None:
         raise ApiError(404, f"no inbox message {message_id} for customer '{customer_id}'", field="message_id")
-    return dict(row)
+    return item

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.routes_deps import pool, temporal
+from store.db import ping
 
 router = APIRouter(tags=["health"])
 
@@ -28,8 +29,7 @@ async def readyz(request: Request) -> JSONResponse:
 
     async def postgres() -> Any:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):
-            async with pool(request).acquire() as conn:
-                return await conn.fetchval("SELECT 1") == 1
+            return await ping(pool(request))
 
     async def temporal_ok() -> Any:
         async with asyncio.timeout(CHECK_TIMEOUT_SECONDS):

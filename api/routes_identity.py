@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from api.router import EventRouter
 from api.routes_deps import ResolvedCustomer, event_router, pool, read_model
-from api.schemas import ApiError, IdentifyIn, IdentifyOut, MergeOut
+from api.schemas import ApiError, CustomerOut, IdentifyIn, IdentifyOut, MergeOut
 from store import customers as customer_store
 from store import identity as identity_store
 
@@ -62,7 +62,7 @@ async def identify(request: Request, db: Pool, router_: Annotated[EventRouter, D
     return IdentifyOut(
         customer_id=result.customer_id,
         created=result.created,
-        profile=profile,  # type: ignore[arg-type]
+        profile=CustomerOut.model_validate(profile, from_attributes=True),
         merges=[MergeOut.model_validate(m) for m in merges],
     )
 

@@ -5,6 +5,7 @@ A journey with ``entry.segment`` has a Temporal Schedule (``api/schedules.py``) 
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated, Any, NoReturn
 
 import asyncpg
@@ -21,6 +22,7 @@ from config.settings import Settings
 from journeys.models import Journey
 from journeys.validation import JourneyValidationError, parse_journey
 from store import journeys as journey_store
+from store.journeys import JourneyRow
 
 router = APIRouter(tags=["journeys"])
 
@@ -75,7 +77,7 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
     await router_.refresh()
     row = await journey_store.get_journey(db, journey.id)
     await _sync_schedule(client, config, row)
-    body = PublishResult(id=journey.id, version=version, created=created, status=row["status"] if row else "active")
+    body = PublishResult(id=journey.id, version=version, created=created, status=row.status if row else "active")
     return JSONResponse(body.model_dump(), status_code=201 if created else 200)
 
 
@@ -87,28 +89,28 @@ def _invalid(exc: JourneyValidationError) -> NoReturn:
     ) from None
 
 
-async def _sync_schedule(client: Client, config: Settings, row: dict[str, Any] | None) -> None:
+async def _sync_schedule(client: Client, config: Settings, row: JourneyRow | None) -> None:
     """Create, update, pause or delete the journey's segment schedule to match its latest version and status."""
     if row is None:
         return
-    journey = Journey.model_validate(row["definition"])
-    await schedules.sync_schedule(client, config, journey, row["latest_version"], row["status"])
+    journey = Journey.model_validate(row.definition)
+    await schedules.sync_schedule(client, config, journey, row.latest_version, row.status)
 
 
 @router.get("/v1/journeys", response_model=list[JourneySummary])
-async def list_journeys(db: Pool) -> list[dict[str, Any]]:
+async def list_journeys(db: Pool) -> list[JourneyRow]:
     return await journey_store.list_journeys(db)
 
 
 @router.get("/v1/journeys/{journey_id}", response_model=JourneyDetail)
-async def get_journey(journey_id: JourneyPath, db: Pool) -> dict[str, Any]:
+async def get_journey(journey_id: JourneyPath, db: Pool) -> JourneyRow:
     row = await journey_store.get_journey(db, journey_id)
     if row is None:
         raise ApiError(404, f"unknown journey '{journey_id}'", field="journey_id")
     return row
 
 
-async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: EventRouter) -> dict[str, Any]:
+async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: EventRouter) -> JourneyRow:
     if not await journey_store.set_status(db, journey_id, status):  # type: ignore[arg-type]
         raise ApiError(404, f"unknown journey '{journey_id}'", field="journey_id")
     await router_.refresh()
@@ -120,7 +122,7 @@ async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: E
 @router.post("/v1/journeys/{journey_id}/pause", response_model=JourneySummary)
 async def pause(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
-) -> dict[str, Any]:
+) -> JourneyRow:
     """No new entries (triggers or segment schedule); customers already in the journey carry on."""
     row = await _set_status(journey_id, "paused", db, router_)
     await _sync_schedule(client, config, row)
@@ -130,7 +132,7 @@ async def pause(
 @router.post("/v1/journeys/{journey_id}/resume", response_model=JourneySummary)
 async def resume(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
-) -> dict[str, Any]:
+) -> JourneyRow:
     row = await _set_status(journey_id, "active", db, router_)
     await _sync_schedule(client, config, row)
     return row
@@ -152,4 +154,4 @@ async def archive(journey_id: JourneyPath, db: Pool, router_: Router, client: Te
     row = await _set_status(journey_id, "archived", db, router_)
     schedule = await schedules.delete_schedule(client, journey_id)
     report = await exit_running(client, journey_id, "archived")
-    return {**row, "exited": len(report.exited), "complete": report.complete, "schedule": schedule}
+    return {**asdict(row), "exited": len(report.exited), "complete": report.complete, "schedule": schedule}

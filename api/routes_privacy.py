@@ -13,6 +13,7 @@ import binascii
 import contextlib
 import hmac
 import json
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -232,7 +233,7 @@ async def provider_events(provider: str, request: Request, db: Pool) -> dict[str
             source=provider,
             detail=detail,  # type: ignore[arg-type]
         )
-        results.append({"status": "suppressed", "reason": reason, "channel": channel, **outcome})
+        results.append({"status": "suppressed", "reason": reason, "channel": channel, **asdict(outcome)})
     return {"status": "ok", "results": results}
 
 

@@ -20,13 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from api.routes_deps import pool, read_model
 from api.schemas import PHONE_PATTERN, ApiError, StorableText, is_email
 from store import suppressions as store
+from store.suppressions import Suppression
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(tags=["privacy"])
 Pool = Annotated[asyncpg.Pool, Depends(pool)]
 Channel = Literal["email", "sms"]
-_COLUMNS = "id, channel, address, reason, source, detail, created_at"  # SuppressionOut
 
 
 def _address(channel: str, address: str) -> str:
@@ -78,23 +78,14 @@ async def list_suppressions(
     reason: Literal["hard_bounce", "complaint", "manual"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="``id`` of the last row of the page")] = None,
-) -> list[dict[str, Any]]:
+) -> list[Suppression]:
     """Suppressed addresses, newest first; ``address`` needs ``channel`` and finds it whatever its case."""
     if address is not None and channel is None:
         raise ApiError(422, "channel: give the channel of the address", field="channel")
     normalized = _address(channel, address) if address is not None and channel is not None else None
-    rows = await db.fetch(
-        f"""SELECT {_COLUMNS} FROM suppressions
-            WHERE ($1::text IS NULL OR channel = $1) AND ($2::text IS NULL OR address = $2)
-              AND ($3::text IS NULL OR reason = $3) AND ($4::bigint IS NULL OR id < $4)
-            ORDER BY id DESC LIMIT $5""",
-        channel,
-        normalized,
-        reason,
-        before,
-        limit,
+    return await store.list_suppressions(
+        db, channel=channel, address=normalized, reason=reason, before=before, limit=limit
     )
-    return [dict(r) for r in rows]
 
 
 @router.post(
@@ -107,37 +98,25 @@ async def list_suppressions(
         }
     },
 )
-async def add_suppression(request: Request, response: Response, db: Pool) -> dict[str, Any]:
+async def add_suppression(request: Request, response: Response, db: Pool) -> Suppression:
     """Suppress an address by hand (reason ``manual``): no message of any kind goes to it on that channel.
     ``201`` when new; ``200`` with the existing row when it was suppressed already (its reason is kept)."""
     body = await read_model(request, SuppressionIn)
     detail = {k: v for k, v in {"note": body.note, "actor": body.actor}.items() if v is not None}
-    async with db.acquire() as conn:
-        new = await store.add_suppression(conn, body.channel, body.address, "manual", source="api", detail=detail)
-        row = await conn.fetchrow(
-            f"SELECT {_COLUMNS} FROM suppressions WHERE channel = $1 AND address = $2",
-            body.channel,
-            store.normalize_address(body.channel, body.address),
-        )
-    assert row is not None  # inserted above, or there already
+    new, row = await store.add_manual(db, body.channel, body.address, detail=detail)
     response.status_code = 201 if new else 200
-    log.info("suppression.added", channel=body.channel, id=row["id"], new=new, actor=body.actor)
-    return dict(row)
+    log.info("suppression.added", channel=body.channel, id=row.id, new=new, actor=body.actor)
+    return row
 
 
 @router.delete("/v1/suppressions", response_model=SuppressionOut)
 async def lift_suppression(
     db: Pool, channel: Channel, address: Annotated[str, Query(min_length=1, max_length=320)]
-) -> dict[str, Any]:
+) -> Suppression:
     """Lift the suppression of an address, whatever its reason; answers the row removed. Consent withdrawn by
     a bounce or complaint stays withdrawn: the customer must grant it again."""
-    row = await db.fetchrow(
-        f"""DELETE FROM suppressions WHERE channel = $1 AND address = $2
-           RETURNING {_COLUMNS}""",
-        channel,
-        _address(channel, address),
-    )
+    row = await store.lift_suppression(db, channel, _address(channel, address))
     if row is None:
         raise ApiError(404, f"address: not suppressed on {channel}", field="address")
-    log.info("suppression.lifted", channel=channel, id=row["id"], reason=row["reason"])
-    return dict(row)
+    log.info("suppression.lifted", channel=channel, id=row.id, reason=row.reason)
+    return row

@@ -7,12 +7,13 @@ find the database and Temporal). Every error is one line on stderr and a non-zer
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,6 +24,9 @@ from cli.context import CliError, console, database_url, err_console, fail, open
 from cli.publishing import Checked, check_file, publish_journey
 from config.settings import Settings
 from workers.client import connect
+
+if TYPE_CHECKING:
+    from store.journeys import JourneyRow
 
 app = typer.Typer(
     help="Parcours: durable customer journeys on Temporal.",
@@ -226,11 +230,11 @@ def journeys_list() -> None:
     settings = load_settings()
     setup_logging(settings)
 
-    async def main() -> list[dict[str, Any]]:
+    async def main() -> list[JourneyRow]:
         from store.journeys import list_journeys
 
         async with open_pool(settings) as pool:
-            return list(await list_journeys(pool))
+            return await list_journeys(pool)
 
     rows = run(main())
     if not rows:
@@ -239,12 +243,12 @@ def journeys_list() -> None:
     table = Table("Id", "Name", "Status", "Version", "Trigger", "Updated")
     for row in rows:
         table.add_row(
-            str(row.get("id")),
-            str(row.get("name", "")),
-            str(row.get("status", "")),
-            str(row.get("latest_version", row.get("version", ""))),
-            str(row.get("trigger_event", "")),
-            _when(row.get("updated_at")),
+            row.id,
+            row.name,
+            row.status,
+            str(row.latest_version),
+            row.trigger_event,
+            _when(row.updated_at),
         )
     console.print(table)
 
@@ -363,6 +367,7 @@ def customers_show(customer_id: Annotated[str, typer.Argument(help="Customer id.
 async def _show_customer(settings: Settings, asked: str) -> None:
     from store.customers import current_consent, get_customer
     from store.identity import identities_of, merges, resolve_customer
+    from store.messages import recent_messages
 
     async with open_pool(settings) as pool:
         customer_id = await resolve_customer(pool, asked)
@@ -374,13 +379,9 @@ async def _show_customer(settings: Settings, asked: str) -> None:
         aliases = await identities_of(pool, customer_id)
         merge_log = await merges(pool, customer_id, limit=10)
         consent = await current_consent(pool, customer_id)
-        messages = await pool.fetch(
-            """SELECT created_at, journey_id, step_id, channel, status, reason, rendered
-                 FROM messages WHERE customer_id = $1 ORDER BY created_at DESC LIMIT 10""",
-            customer_id,
-        )
+        messages = await recent_messages(pool, customer_id, limit=10)
     table = Table(title=f"Customer {customer_id}", title_justify="left", show_header=False)
-    for key, value in profile.items():
+    for key, value in dataclasses.asdict(profile).items():
         table.add_row(key, _when(value) if isinstance(value, datetime) else _plain(value))
     console.print(table)
 
@@ -423,9 +424,9 @@ async def _show_customer(settings: Settings, asked: str) -> None:
         title_justify="left",
     )
     for m in messages:
-        rendered = m["rendered"] if isinstance(m["rendered"], dict) else {}
-        detail = m["reason"] or rendered.get("subject") or rendered.get("title") or ""
-        table.add_row(_when(m["created_at"]), m["journey_id"], m["step_id"], m["channel"], m["status"], str(detail))
+        rendered = m.rendered if isinstance(m.rendered, dict) else {}
+        detail = m.reason or rendered.get("subject") or rendered.get("title") or ""
+        table.add_row(_when(m.created_at), m.journey_id, m.step_id, m.channel, m.status, str(detail))
     console.print(table if messages else "Messages: none")
 
 

@@ -51,7 +51,7 @@ async def publish_journey(
 
         row = await get_journey(pool, journey.id)
         if row is not None:
-            await sync_schedule(client, settings, journey, row["latest_version"], row["status"])
+            await sync_schedule(client, settings, journey, row.latest_version, row.status)
     return version, created
 
 

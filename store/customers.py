@@ -1,15 +1,19 @@
 """Customer profiles and the consent ledger.
 
-Every function takes an asyncpg connection or pool as its first argument, so callers can compose them inside
-their own transaction.
+Every function takes a pool or a connection (``store.db.Db``) as its first argument, so callers can compose
+them inside their own transaction.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
-import asyncpg
+from asyncpg import Record
+
+from store.db import Db, transaction
 
 Scope = Literal["channel", "topic"]
 ConsentStatus = Literal["granted", "withdrawn"]
@@ -62,8 +66,38 @@ class UnknownCustomerError(LookupError):
         super().__init__(f"unknown customer '{customer_id}'")
 
 
+@dataclass(frozen=True)
+class Customer:
+    """A ``customers`` row as the API and activities see it (no merge bookkeeping)."""
+
+    id: str
+    email: str | None
+    phone: str | None
+    timezone: str | None
+    locale: str | None
+    attributes: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, row: Record) -> Customer:
+        attributes = row["attributes"]
+        if isinstance(attributes, str):  # a connection without the pool's jsonb codec
+            attributes = json.loads(attributes)
+        return cls(**{**dict(row), "attributes": attributes or {}})
+
+
+@dataclass(frozen=True)
+class Consent:
+    """The newest status of one channel or topic for a customer (a ``consent_current`` row)."""
+
+    scope: Scope
+    name: str
+    status: ConsentStatus
+
+
 async def upsert_customer(
-    db: Any,
+    db: Db,
     customer_id: str,
     *,
     email: str | None = None,
@@ -72,23 +106,41 @@ async def upsert_customer(
     locale: str | None = None,
     attributes: dict[str, Any] | None = None,
     explicit: bool = False,
-) -> dict[str, Any]:
+) -> Customer:
     """Insert the customer or update the fields given (None leaves a field as it is); returns the row.
 
     ``explicit``: the customer stated these values themselves; a merge keeps them (``store.identity``).
     """
     fields = written_fields({"email": email, "phone": phone, "timezone": timezone, "locale": locale}, attributes)
     row = await db.fetchrow(_UPSERT_SQL, customer_id, email, phone, timezone, locale, attributes, fields, explicit)
-    return dict(row)
+    assert row is not None  # INSERT ... RETURNING always returns the row
+    return Customer.from_record(row)
 
 
-async def get_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
-    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM customers WHERE id = $1", customer_id)
-    return dict(row) if row else None
+async def get_customer(db: Db, customer_id: str, *, lock: bool = False) -> Customer | None:
+    """The customer, or None. ``lock``: ``FOR UPDATE``, in the caller's transaction: the row lock every send,
+    consent change and erasure of the customer takes (``send_message``, ``record_consents``)."""
+    sql = f"SELECT {_COLUMNS} FROM customers WHERE id = $1" + (" FOR UPDATE" if lock else "")
+    row = await db.fetchrow(sql, customer_id)
+    return Customer.from_record(row) if row else None
+
+
+async def update_attributes(db: Db, customer_id: str, values: dict[str, Any]) -> bool:
+    """Merge ``values`` into the customer's attributes key by key (stamped as not explicit, ``store.identity``);
+    False when there is no such customer."""
+    row = await db.fetchrow(
+        f"""UPDATE customers SET attributes = attributes || $2, updated_at = now(),
+                   field_meta = field_meta || {field_stamps_sql("$3", "false")}
+             WHERE id = $1 RETURNING id""",
+        customer_id,
+        values,
+        written_fields({}, values),
+    )
+    return row is not None
 
 
 async def record_consent(
-    db: Any,
+    db: Db,
     customer_id: str,
     scope: Scope,
     name: str,
@@ -102,7 +154,7 @@ async def record_consent(
 
 
 async def record_consents(
-    db: Any,
+    db: Db,
     customer_id: str,
     changes: list[tuple[Scope, str, ConsentStatus]],
     *,
@@ -117,17 +169,7 @@ async def record_consents(
     Raises:
         UnknownCustomerError: no such customer.
     """
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            await _record(conn, customer_id, changes, source, lawful_basis)
-    else:
-        await _record(db, customer_id, changes, source, lawful_basis)
-
-
-async def _record(
-    conn: Any, customer_id: str, changes: Sequence[tuple[str, str, str]], source: str, lawful_basis: str | None
-) -> None:
-    async with conn.transaction():
+    async with transaction(db) as conn:
         if await conn.fetchval("SELECT id FROM customers WHERE id = $1 FOR UPDATE", customer_id) is None:
             raise UnknownCustomerError(customer_id)
         if changes:
@@ -137,10 +179,15 @@ async def _record(
             )
 
 
-async def current_consent(db: Any, customer_id: str) -> dict[str, dict[str, str]]:
-    """The newest status per channel and per topic: ``{"channels": {...}, "topics": {...}}``."""
+async def consent_of(db: Db, customer_id: str) -> list[Consent]:
+    """The customer's newest consent status per channel and per topic."""
     rows = await db.fetch("SELECT scope, name, status FROM consent_current WHERE customer_id = $1", customer_id)
+    return [Consent(row["scope"], row["name"], row["status"]) for row in rows]
+
+
+async def current_consent(db: Db, customer_id: str) -> dict[str, dict[str, str]]:
+    """The newest status per channel and per topic: ``{"channels": {...}, "topics": {...}}``."""
     out: dict[str, dict[str, str]] = {"channels": {}, "topics": {}}
-    for row in rows:
-        out["channels" if row["scope"] == "channel" else "topics"][row["name"]] = row["status"]
+    for consent in await consent_of(db, customer_id):
+        out["channels" if consent.scope == "channel" else "topics"][consent.name] = consent.status
     return out

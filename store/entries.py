@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-import asyncpg
+from store.db import Connection, Db, connection
 
 EntrySource = Literal["trigger", "segment", "handoff"]
 
@@ -55,7 +55,7 @@ class Claim:
 
 
 async def claim_entry(
-    db: Any,
+    db: Db,
     journey_id: str,
     customer_id: str,
     entry_id: str,
@@ -71,14 +71,12 @@ async def claim_entry(
         db: A pool or a connection (not inside a transaction of the caller's: the claim commits on its own).
         now: The moment of entry (the router's clock, or the segment run's workflow time).
     """
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await _claim(conn, journey_id, customer_id, entry_id, version, policy, now, source)
-    return await _claim(db, journey_id, customer_id, entry_id, version, policy, now, source)
+    async with connection(db) as conn:
+        return await _claim(conn, journey_id, customer_id, entry_id, version, policy, now, source)
 
 
 async def _claim(
-    conn: Any,
+    conn: Connection,
     journey_id: str,
     customer_id: str,
     entry_id: str,
@@ -119,7 +117,7 @@ async def _claim(
         return Claim(True, True)
 
 
-async def release_entry(db: Any, journey_id: str, customer_id: str, entry_id: str) -> None:
+async def release_entry(db: Db, journey_id: str, customer_id: str, entry_id: str) -> None:
     """Forget a claim that did not turn into an entry (the customer was still running: only signalled)."""
     await db.execute(
         "DELETE FROM journey_entries WHERE journey_id = $1 AND customer_id = $2 AND entry_id = $3",
@@ -129,7 +127,7 @@ async def release_entry(db: Any, journey_id: str, customer_id: str, entry_id: st
     )
 
 
-async def has_entry(db: Any, journey_id: str, customer_id: str, entry_id: str) -> bool:
+async def has_entry(db: Db, journey_id: str, customer_id: str, entry_id: str) -> bool:
     return bool(
         await db.fetchval(
             "SELECT 1 FROM journey_entries WHERE journey_id = $1 AND customer_id = $2 AND entry_id = $3",
@@ -140,7 +138,7 @@ async def has_entry(db: Any, journey_id: str, customer_id: str, entry_id: str) -
     )
 
 
-async def entries(db: Any, journey_id: str, customer_id: str | None = None) -> list[dict[str, Any]]:
+async def entries(db: Db, journey_id: str, customer_id: str | None = None) -> list[dict[str, Any]]:
     """The recorded entries of a journey (of one customer), oldest first."""
     rows = await db.fetch(
         """SELECT * FROM journey_entries WHERE journey_id = $1 AND ($2::text IS NULL OR customer_id = $2)

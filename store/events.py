@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-import asyncpg
+from asyncpg import Record
 
 from journeys.runtime import Event
+from store.db import Connection, Db, connection
 from store.identity import SHARED_LOCKS_SQL, alias_of, lock_keys, normalise
 
 # Resolve each event's identity (an alias linked to a customer, else its fallback profile id), store the events
@@ -47,7 +48,9 @@ class Stored:
     """Per customer: journey id -> workflow id of a run adopted from a merged profile (``store.identity``)."""
 
 
-async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str, str | None]] | None = None) -> Stored:
+async def store_resolved(
+    db: Connection, events: list[Event], keys: list[tuple[str, str, str | None]] | None = None
+) -> Stored:
     """Resolve identities and store ``events`` in one statement (in a transaction with the alias locks).
 
     Args:
@@ -76,8 +79,8 @@ async def store_resolved(db: Any, events: list[Event], keys: list[tuple[str, str
     return out
 
 
-async def _store(conn: Any, events: list[Event], keys: list[tuple[str, str, str | None]]) -> list[Any]:
-    return await conn.fetch(  # type: ignore[no-any-return]
+async def _store(conn: Connection, events: list[Event], keys: list[tuple[str, str, str | None]]) -> list[Record]:
+    return await conn.fetch(
         _STORE_RESOLVED_SQL,
         [e.event_id for e in events],
         [e.name for e in events],
@@ -99,18 +102,16 @@ SELECT event_id, customer_id, name, properties, occurred_at, anonymous_id
 """
 
 
-async def store_events(db: Any, events: list[Event]) -> list[bool]:
+async def store_events(db: Db, events: list[Event]) -> list[bool]:
     """Store ``events`` (each resolved like any event, ``store_resolved``); per event, True if newly stored.
 
     An id repeated within ``events`` counts as new only the first time. ``db``: a pool or a connection.
     """
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return (await store_resolved(conn, events)).fresh
-    return (await store_resolved(db, events)).fresh
+    async with connection(db) as conn:
+        return (await store_resolved(conn, events)).fresh
 
 
-async def unrouted(db: Any, limit: int, *, min_age: timedelta = timedelta(0), lock: bool = False) -> list[Event]:
+async def unrouted(db: Db, limit: int, *, min_age: timedelta = timedelta(0), lock: bool = False) -> list[Event]:
     """Events not routed yet, oldest first.
 
     Args:
@@ -124,14 +125,14 @@ async def unrouted(db: Any, limit: int, *, min_age: timedelta = timedelta(0), lo
     return [Event(**dict(r)) for r in rows]
 
 
-async def mark_routed(db: Any, event_ids: list[str]) -> None:
+async def mark_routed(db: Db, event_ids: list[str]) -> None:
     if event_ids:
         await db.execute(
             "UPDATE events SET routed_at = now(), route_error = NULL WHERE event_id = ANY($1::text[])", event_ids
         )
 
 
-async def mark_route_failed(db: Any, event_id: str, error: str) -> None:
+async def mark_route_failed(db: Db, event_id: str, error: str) -> None:
     await db.execute(
         "UPDATE events SET route_attempts = route_attempts + 1, route_error = $2 WHERE event_id = $1",
         event_id,
@@ -139,6 +140,6 @@ async def mark_route_failed(db: Any, event_id: str, error: str) -> None:
     )
 
 
-async def get_event(db: Any, event_id: str) -> dict[str, Any] | None:
+async def get_event(db: Db, event_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow("SELECT * FROM events WHERE event_id = $1", event_id)
     return dict(row) if row else None

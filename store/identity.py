@@ -39,6 +39,7 @@ import asyncpg
 
 from journeys.runtime import workflow_id
 from store.customers import upsert_customer
+from store.db import Connection, Db, Pool, transaction
 
 ANON_PREFIX = "anon:"
 AliasKind = Literal["anonymous_id", "customer_id", "email", "phone"]
@@ -82,7 +83,7 @@ class IdentityConflictError(Exception):
 # --- resolution ---------------------------------------------------------------------------------------------
 
 
-async def linked(db: Any, kind: str, values: list[str]) -> set[str]:
+async def linked(db: Db, kind: str, values: list[str]) -> set[str]:
     """Which of ``values`` (aliases of ``kind``) are linked to a customer."""
     rows = await db.fetch(
         "SELECT value FROM identities WHERE kind = $1 AND value = ANY($2::text[])",
@@ -92,14 +93,14 @@ async def linked(db: Any, kind: str, values: list[str]) -> set[str]:
     return {r["value"] for r in rows}
 
 
-async def resolve_customer(db: Any, customer_id: str) -> str:
+async def resolve_customer(db: Db, customer_id: str) -> str:
     """The customer a profile id stands for now (itself unless it was merged into another)."""
     kind, value = alias_of(customer_id)
     linked = await db.fetchval("SELECT customer_id FROM identities WHERE kind = $1 AND value = $2", kind, value)
     return str(linked) if linked is not None else customer_id
 
 
-async def adopted_runs(db: Any, customer_ids: list[str]) -> dict[str, dict[str, str]]:
+async def adopted_runs(db: Db, customer_ids: list[str]) -> dict[str, dict[str, str]]:
     """Per customer: journey id -> workflow id of the runs adopted from merged profiles."""
     rows = await db.fetch(
         "SELECT customer_id, journey_id, workflow_id FROM adopted_runs WHERE customer_id = ANY($1::text[])",
@@ -111,7 +112,7 @@ async def adopted_runs(db: Any, customer_ids: list[str]) -> dict[str, dict[str, 
     return dict(out)
 
 
-async def adopt(db: Any, customer_id: str, journey_id: str, workflow_id: str, merge_id: int) -> None:
+async def adopt(db: Db, customer_id: str, journey_id: str, workflow_id: str, merge_id: int) -> None:
     await db.execute(
         """INSERT INTO adopted_runs (customer_id, journey_id, workflow_id, merge_id) VALUES ($1, $2, $3, $4)
            ON CONFLICT (customer_id, journey_id) DO UPDATE
@@ -123,7 +124,7 @@ async def adopt(db: Any, customer_id: str, journey_id: str, workflow_id: str, me
     )
 
 
-async def forget_adopted(db: Any, customer_id: str, journey_id: str, workflow_id: str) -> None:
+async def forget_adopted(db: Db, customer_id: str, journey_id: str, workflow_id: str) -> None:
     """The adopted run has closed: the customer's events for that journey go to its own workflow id again."""
     await db.execute(
         "DELETE FROM adopted_runs WHERE customer_id = $1 AND journey_id = $2 AND workflow_id = $3",
@@ -260,7 +261,7 @@ class IdentifyResult:
 
 
 async def identify(
-    pool: asyncpg.Pool,
+    pool: Pool,
     customer_id: str,
     links: list[Link],
     *,
@@ -278,7 +279,7 @@ async def identify(
     """
     for attempt in range(3):
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            async with transaction(pool) as conn:
                 target = await resolve_customer(conn, customer_id)
                 await conn.execute(EXCLUSIVE_LOCKS_SQL, [*lock_keys(alias_key(link) for link in links), target])
                 created = (
@@ -301,7 +302,7 @@ async def identify(
     raise AssertionError("unreachable")
 
 
-async def _link(conn: Any, target: str, link: Link, *, source: str, actor: str) -> dict[str, Any] | None:
+async def _link(conn: Connection, target: str, link: Link, *, source: str, actor: str) -> dict[str, Any] | None:
     if link.kind == "customer_id" and link.value.startswith(ANON_PREFIX):  # "anon:X" is the anonymous id X
         link = Link("anonymous_id", link.value[len(ANON_PREFIX) :], link.field)
     value = normalise(link.kind, link.value)
@@ -342,14 +343,16 @@ async def _link(conn: Any, target: str, link: Link, *, source: str, actor: str) 
         runs,
         not runs,
     )
+    assert row is not None  # INSERT ... RETURNING always returns the row
     return dict(row)
 
 
 async def _merge_profile(
-    conn: Any, target: str, merged_id: str
+    conn: Connection, target: str, merged_id: str
 ) -> tuple[FieldMerge, dict[str, int], list[dict[str, Any]]]:
     customer = await conn.fetchrow(f"SELECT {_PROFILE_COLUMNS} FROM customers WHERE id = $1 FOR UPDATE", target)
     merged = await conn.fetchrow(f"SELECT {_PROFILE_COLUMNS} FROM customers WHERE id = $1 FOR UPDATE", merged_id)
+    assert customer is not None  # identify created it before linking
     fields = FieldMerge()
     if merged is not None:
         fields = merge_fields(dict(customer), dict(merged))
@@ -399,7 +402,7 @@ async def _merge_profile(
     return fields, moved, runs
 
 
-async def _carry_consent(conn: Any, target: str, merged_id: str) -> None:
+async def _carry_consent(conn: Connection, target: str, merged_id: str) -> None:
     sql = "SELECT scope, name, status, lawful_basis, recorded_at FROM consent_current WHERE customer_id = $1"
     ours = {(r["scope"], r["name"]): r for r in await conn.fetch(sql, target)}
     carried = []
@@ -424,7 +427,7 @@ async def _carry_consent(conn: Any, target: str, merged_id: str) -> None:
 # --- the merge log --------------------------------------------------------------------------------------------
 
 
-async def merges(db: Any, customer_id: str, *, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+async def merges(db: Db, customer_id: str, *, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
     """The customer's merge log, newest first; ``before`` is the ``id`` of the last row of the previous page."""
     rows = await db.fetch(
         """SELECT * FROM identity_merges WHERE customer_id = $1 AND ($2::bigint IS NULL OR id < $2)
@@ -436,7 +439,7 @@ async def merges(db: Any, customer_id: str, *, limit: int = 100, before: int | N
     return [dict(r) for r in rows]
 
 
-async def identities_of(db: Any, customer_id: str) -> list[dict[str, Any]]:
+async def identities_of(db: Db, customer_id: str) -> list[dict[str, Any]]:
     rows = await db.fetch(
         "SELECT kind, value, source, created_at FROM identities WHERE customer_id = $1 ORDER BY created_at, kind",
         customer_id,
@@ -444,7 +447,7 @@ async def identities_of(db: Any, customer_id: str) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def merged_profiles(db: Any, customer_id: str) -> list[str]:
+async def merged_profiles(db: Db, customer_id: str) -> list[str]:
     """Ids of the profiles merged into the customer, directly or through a chain of merges."""
     rows = await db.fetch("SELECT id FROM customers WHERE merged_into = $1 ORDER BY id", customer_id)
     ids = {r["id"] for r in rows}
@@ -455,7 +458,7 @@ async def merged_profiles(db: Any, customer_id: str) -> list[str]:
     return sorted(ids)
 
 
-async def pending_notifications(db: Any, limit: int, *, min_age_seconds: float) -> list[dict[str, Any]]:
+async def pending_notifications(db: Db, limit: int, *, min_age_seconds: float) -> list[dict[str, Any]]:
     """Merges whose journey runs have not been told yet, oldest first, locked (``FOR UPDATE SKIP LOCKED``, in
     the caller's transaction) so two drainers never tell the same runs at once."""
     sql = """SELECT * FROM identity_merges
@@ -465,11 +468,12 @@ async def pending_notifications(db: Any, limit: int, *, min_age_seconds: float) 
     return [dict(r) for r in rows]
 
 
-async def finish_notification(db: Any, merge_id: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
+async def finish_notification(db: Db, merge_id: int, runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Record what became of the merge's runs; answers the updated merge log row."""
     row = await db.fetchrow(
         "UPDATE identity_merges SET runs = $2, notified_at = clock_timestamp() WHERE id = $1 RETURNING *",
         merge_id,
         runs,
     )
+    assert row is not None, f"merge {merge_id} is gone"
     return dict(row)

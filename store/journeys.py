@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cached_property
 from typing import Any, Literal
 
-import asyncpg
-
 from journeys.models import Journey
+from store.db import Db, transaction
 
 JourneyStatus = Literal["active", "paused", "archived"]
 STATUSES = ("active", "paused", "archived")
@@ -28,21 +30,14 @@ def checksum(journey: Journey) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def publish(db: Any, journey: Journey) -> tuple[int, bool]:
+async def publish(db: Db, journey: Journey) -> tuple[int, bool]:
     """Publish ``journey`` as a new immutable version; returns ``(version, created)``.
 
     A definition identical to the latest version's publishes nothing and returns that version with
     ``created=False``. Concurrent publishers of one journey serialise on its row.
     """
-    if isinstance(db, asyncpg.Pool):
-        async with db.acquire() as conn:
-            return await _publish(conn, journey)
-    return await _publish(db, journey)
-
-
-async def _publish(conn: Any, journey: Journey) -> tuple[int, bool]:
     digest = checksum(journey)
-    async with conn.transaction():
+    async with transaction(db) as conn:
         # Create the journeys row first (version 0) so there is always a row to lock.
         await conn.execute(
             """INSERT INTO journeys (id, name, latest_version, trigger_event) VALUES ($1, $2, 0, $3)
@@ -87,27 +82,69 @@ SELECT j.id, j.name, j.status, j.latest_version, j.trigger_event, j.created_at, 
 """
 
 
-async def list_journeys(db: Any) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class JourneyRow:
+    """A published journey: its ``journeys`` row and when its latest version was published."""
+
+    id: str
+    name: str
+    status: JourneyStatus
+    latest_version: int
+    trigger_event: str
+    created_at: datetime
+    updated_at: datetime
+    published_at: datetime
+    definition: dict[str, Any] | None = None
+    """The latest version's definition as stored (``get_journey`` only)."""
+
+
+async def list_journeys(db: Db) -> list[JourneyRow]:
     rows = await db.fetch(_LIST_SQL + " ORDER BY j.id")
-    return [dict(r) for r in rows]
+    return [JourneyRow(**dict(r)) for r in rows]
 
 
-async def get_journey(db: Any, journey_id: str) -> dict[str, Any] | None:
-    """The journey's row with its latest definition under ``definition``."""
+async def get_journey(db: Db, journey_id: str) -> JourneyRow | None:
+    """The journey with its latest definition."""
     row = await db.fetchrow(
         _LIST_SQL.replace("v.published_at", "v.published_at, v.definition") + " WHERE j.id = $1", journey_id
     )
-    return dict(row) if row else None
+    return JourneyRow(**dict(row)) if row else None
 
 
-async def get_version(db: Any, journey_id: str, version: int) -> Journey | None:
+@dataclass(frozen=True)
+class Latest:
+    """A journey's status and its latest published version."""
+
+    status: JourneyStatus
+    version: int
+    definition: dict[str, Any]
+    """As stored (``canonical``); ``journey`` parses it."""
+
+    @cached_property
+    def journey(self) -> Journey:
+        return Journey.model_validate(self.definition)
+
+
+async def latest(db: Db, journey_id: str) -> Latest | None:
+    """The journey's status, latest version and its definition; None when it was never published."""
+    row = await db.fetchrow(
+        """SELECT j.status, j.latest_version, v.definition FROM journeys j
+             JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version WHERE j.id = $1""",
+        journey_id,
+    )
+    if row is None:
+        return None
+    return Latest(row["status"], row["latest_version"], row["definition"])
+
+
+async def get_version(db: Db, journey_id: str, version: int) -> Journey | None:
     definition = await db.fetchval(
         "SELECT definition FROM journey_versions WHERE journey_id = $1 AND version = $2", journey_id, version
     )
     return Journey.model_validate(definition) if definition is not None else None
 
 
-async def set_status(db: Any, journey_id: str, status: JourneyStatus) -> bool:
+async def set_status(db: Db, journey_id: str, status: JourneyStatus) -> bool:
     """Set the status; False when there is no such journey."""
     if status not in STATUSES:
         raise ValueError(f"unknown journey status '{status}': use one of {', '.join(STATUSES)}")
@@ -119,7 +156,7 @@ async def set_status(db: Any, journey_id: str, status: JourneyStatus) -> bool:
     return result != "UPDATE 0"
 
 
-async def active_versions(db: Any) -> list[tuple[str, int, str, Journey]]:
+async def active_versions(db: Db) -> list[tuple[str, int, str, Journey]]:
     """``(journey_id, latest version, status, definition)`` for every journey that is not archived."""
     rows = await db.fetch(
         _LIST_SQL.replace("v.published_at", "v.definition") + " WHERE j.status <> 'archived' ORDER BY j.id"
@@ -127,7 +164,7 @@ async def active_versions(db: Any) -> list[tuple[str, int, str, Journey]]:
     return [(r["id"], r["latest_version"], r["status"], Journey.model_validate(r["definition"])) for r in rows]
 
 
-async def listened_events(db: Any) -> dict[str, set[str]]:
+async def listened_events(db: Db) -> dict[str, set[str]]:
     """Per non-archived journey, the event names a running customer of any of its versions reacts to.
 
     Customers keep the version they entered with, so an event an older version waits for must still reach them.

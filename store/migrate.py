@@ -15,7 +15,8 @@ from pathlib import Path
 
 import asyncpg
 import structlog
-from asyncpg.pool import PoolConnectionProxy
+
+from store.db import Connection, Db, connection
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,6 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Fixed key for pg_advisory_lock: the first 8 bytes of sha256("parcours.store.migrate"), as a signed bigint.
 ADVISORY_LOCK_KEY = int.from_bytes(hashlib.sha256(b"parcours.store.migrate").digest()[:8], "big", signed=True)
 
-Connection = asyncpg.Connection | PoolConnectionProxy
 _FILE_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 
 _CREATE_TABLE = """
@@ -71,7 +71,7 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return migrations
 
 
-async def migrate(dsn_or_conn: str | Connection | asyncpg.Pool, *, migrations_dir: Path | None = None) -> list[str]:
+async def migrate(dsn_or_conn: str | Db, *, migrations_dir: Path | None = None) -> list[str]:
     """Apply the migrations not applied yet; return their versions (empty when the schema is up to date).
 
     Args:
@@ -89,10 +89,8 @@ async def migrate(dsn_or_conn: str | Connection | asyncpg.Pool, *, migrations_di
             return await _migrate(conn, migrations)
         finally:
             await conn.close()
-    if isinstance(dsn_or_conn, asyncpg.Pool):
-        async with dsn_or_conn.acquire() as pooled:
-            return await _migrate(pooled, migrations)
-    return await _migrate(dsn_or_conn, migrations)
+    async with connection(dsn_or_conn) as given:
+        return await _migrate(given, migrations)
 
 
 async def _migrate(conn: Connection, migrations: list[Migration]) -> list[str]:

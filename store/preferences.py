@@ -11,14 +11,14 @@ The send activity reads all of them in its own transaction, so a change counts f
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import asyncpg
+from asyncpg import Record
 
 from config.settings import Settings
 from store import customers as customer_store
+from store.db import Db, Pool, transaction
 
 CONSENT_CHANNELS = ("email", "sms", "push")
 FREQUENCIES = ("daily", "weekly", "monthly", "none")
@@ -29,7 +29,7 @@ _TOPIC_COLUMNS = "name, label, description, default_status, updated_at"
 # --- topics ------------------------------------------------------------------------------------------------
 
 
-def _topic_row(row: Any) -> dict[str, Any]:
+def _topic_row(row: Record) -> dict[str, Any]:
     return {
         "name": row["name"],
         "label": row["label"],
@@ -39,13 +39,13 @@ def _topic_row(row: Any) -> dict[str, Any]:
     }
 
 
-async def topic_defaults(db: Any) -> dict[str, str]:
+async def topic_defaults(db: Db) -> dict[str, str]:
     """Topics defined through the API: name -> ``opt_in`` | ``opt_out`` (they win over ``settings.topics``)."""
     rows = await db.fetch("SELECT name, default_status FROM topics")
     return {r["name"]: r["default_status"] for r in rows}
 
 
-async def list_topics(db: Any, settings: Settings) -> list[dict[str, Any]]:
+async def list_topics(db: Db, settings: Settings) -> list[dict[str, Any]]:
     """Every topic, the API's definitions over the settings', by name."""
     merged = {
         t.name: {
@@ -62,7 +62,7 @@ async def list_topics(db: Any, settings: Settings) -> list[dict[str, Any]]:
     return [merged[name] for name in sorted(merged)]
 
 
-async def get_topic(db: Any, settings: Settings, name: str) -> dict[str, Any] | None:
+async def get_topic(db: Db, settings: Settings, name: str) -> dict[str, Any] | None:
     row = await db.fetchrow(f"SELECT {_TOPIC_COLUMNS} FROM topics WHERE name = $1", name)
     if row is not None:
         return _topic_row(row)
@@ -78,7 +78,7 @@ async def get_topic(db: Any, settings: Settings, name: str) -> dict[str, Any] | 
     return None
 
 
-async def put_topic(db: Any, name: str, *, label: str, description: str, default: str) -> dict[str, Any]:
+async def put_topic(db: Db, name: str, *, label: str, description: str, default: str) -> dict[str, Any]:
     row = await db.fetchrow(
         f"""INSERT INTO topics (name, label, description, default_status) VALUES ($1, $2, $3, $4)
             ON CONFLICT (name) DO UPDATE SET label = EXCLUDED.label, description = EXCLUDED.description,
@@ -89,6 +89,7 @@ async def put_topic(db: Any, name: str, *, label: str, description: str, default
         description,
         default,
     )
+    assert row is not None  # INSERT ... RETURNING always returns the row
     return _topic_row(row)
 
 
@@ -117,25 +118,18 @@ class CustomerPreferences:
     topics: list[dict[str, Any]]
 
 
-def _attributes(row: Any) -> dict[str, Any]:
-    attributes = row["attributes"]
-    if isinstance(attributes, str):
-        attributes = json.loads(attributes)
-    return attributes or {}
-
-
 def _effective(status: str | None, default: str) -> bool:
     return status == "granted" or (status is None and default == "opt_out")
 
 
-async def load_preferences(db: Any, settings: Settings, customer_id: str) -> CustomerPreferences | None:
+async def load_preferences(db: Db, settings: Settings, customer_id: str) -> CustomerPreferences | None:
     """The customer's current preferences (None: no such customer)."""
     row = await customer_store.get_customer(db, customer_id)
     if row is None:
         return None
     consent = await customer_store.current_consent(db, customer_id)
     topics = await list_topics(db, settings)
-    attributes = _attributes(row)
+    attributes = row.attributes
     frequency = attributes.get("frequency_cap")
     interests = attributes.get("interests")
     prefs = Preferences(
@@ -144,15 +138,15 @@ async def load_preferences(db: Any, settings: Settings, customer_id: str) -> Cus
         frequency=frequency if isinstance(frequency, str) and frequency in FREQUENCIES else "none",
         quiet_hours=attributes.get("quiet_hours") if isinstance(attributes.get("quiet_hours"), str) else None,
         preferred_channel=attributes.get("preferred_channel") or None,
-        timezone=row["timezone"],
-        locale=row["locale"],
+        timezone=row.timezone,
+        locale=row.locale,
         interests=[str(i) for i in interests] if isinstance(interests, list) else [],
     )
-    return CustomerPreferences(customer_id, row["email"], prefs, topics)
+    return CustomerPreferences(customer_id, row.email, prefs, topics)
 
 
 async def save_preferences(
-    pool: asyncpg.Pool, settings: Settings, customer_id: str, wanted: Preferences, *, source: str = "preference_page"
+    pool: Pool, settings: Settings, customer_id: str, wanted: Preferences, *, source: str = "preference_page"
 ) -> None:
     """Store ``wanted`` in one transaction under the customer's row lock.
 
@@ -161,7 +155,7 @@ async def save_preferences(
     Raises:
         customer_store.UnknownCustomerError: no such customer.
     """
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         row = await conn.fetchrow("SELECT id FROM customers WHERE id = $1 FOR UPDATE", customer_id)
         if row is None:
             raise customer_store.UnknownCustomerError(customer_id)

@@ -14,9 +14,8 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-import asyncpg
-
 from store import identity, suppressions
+from store.db import Db, Pool, transaction
 
 # Where consent changes come from (the ledger's ``source``). The API's own writes use ``api``; the preference
 # page and one-click unsubscribe their own; provider webhooks ``bounce``/``complaint``; bulk loads ``import``.
@@ -36,7 +35,7 @@ def pseudonym(secret: bytes, customer_id: str) -> str:
     return PSEUDONYM_PREFIX + hmac.new(key, customer_id.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-async def consent_history(db: Any, customer_id: str, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
+async def consent_history(db: Db, customer_id: str, *, limit: int, before: int | None = None) -> list[dict[str, Any]]:
     """Ledger rows of the customer, newest first; ``before`` is the ``id`` of the last row of the previous page."""
     rows = await db.fetch(
         """SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events
@@ -56,9 +55,9 @@ _LEDGER_SQL = (
 )
 
 
-async def export_customer(db: Any, customer_id: str) -> dict[str, Any] | None:
+async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
     """Everything stored about the customer, as one document; None when there is no such customer."""
-    async with _connection(db) as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+    async with transaction(db, isolation="repeatable_read", readonly=True) as conn:
         profile = await conn.fetchrow(
             "SELECT id, email, phone, timezone, locale, attributes, created_at, updated_at"
             " FROM customers WHERE id = $1",
@@ -189,7 +188,7 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
 
 
 async def erase_customer(
-    pool: asyncpg.Pool, customer_id: str, secret: bytes, *, requested_at: datetime, complete: bool
+    pool: Pool, customer_id: str, secret: bytes, *, requested_at: datetime, complete: bool
 ) -> dict[str, Any]:
     """Erase the customer's personal data in one transaction and record it in ``erasures``.
 
@@ -198,7 +197,7 @@ async def erase_customer(
     """
     alias = pseudonym(secret, customer_id)
     counts: dict[str, int] = {}
-    async with pool.acquire() as conn, conn.transaction():
+    async with transaction(pool) as conn:
         # The lock sends and consent changes take: a send in flight finishes first.
         await conn.fetchval("SELECT id FROM customers WHERE id = $1 FOR UPDATE", customer_id)
         # Profiles merged into the customer are the same person: erased with them, each under its own pseudonym.
@@ -229,21 +228,3 @@ async def erase_customer(
         )
     assert row is not None  # INSERT ... RETURNING always returns the row
     return {**dict(row), "this_request": counts}
-
-
-class _connection:
-    """``async with _connection(pool_or_conn) as conn``: a pooled connection, or the connection given."""
-
-    def __init__(self, db: Any) -> None:
-        self._db = db
-        self._acquired: Any = None
-
-    async def __aenter__(self) -> Any:
-        if isinstance(self._db, asyncpg.Pool):
-            self._acquired = self._db.acquire()
-            return await self._acquired.__aenter__()
-        return self._db
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._acquired is not None:
-            await self._acquired.__aexit__(*exc)

@@ -23,6 +23,7 @@ from typing import Any
 
 from journeys.conditions import Condition, ConditionGroup, _number
 from journeys.models import EventHistoryCondition, Segment
+from store.db import Db
 
 _COLUMNS = ("email", "phone", "timezone", "locale", "id")
 # Strings PostgreSQL can cast to numeric that Python's float() also reads the same way.
@@ -184,7 +185,7 @@ def segment_where(segment: Segment, now: datetime, p: Params, alias: str = "c") 
     return " AND ".join(parts) or "true"
 
 
-async def member_page(db: Any, segment: Segment, now: datetime, *, after: str | None, limit: int) -> list[str]:
+async def member_page(db: Db, segment: Segment, now: datetime, *, after: str | None, limit: int) -> list[str]:
     """Ids of the segment's members after ``after`` (keyset on the customer id), at most ``limit``, in order."""
     p = Params(after or "", limit)
     where = segment_where(segment, now, p)
@@ -194,7 +195,7 @@ async def member_page(db: Any, segment: Segment, now: datetime, *, after: str | 
 
 
 async def history_matches(
-    db: Any, customer_id: str, conditions: list[EventHistoryCondition], now: datetime
+    db: Db, customer_id: str, conditions: list[EventHistoryCondition], now: datetime
 ) -> list[bool]:
     """For one customer, whether each event-history condition holds as of ``now`` (one query)."""
     if not conditions:
@@ -202,4 +203,5 @@ async def history_matches(
     p = Params(customer_id)
     columns = ", ".join(f"({history_sql(c, now, p)}) AS m{i}" for i, c in enumerate(conditions))
     row = await db.fetchrow(f"SELECT {columns} FROM (SELECT $1::text AS id) c", *p.values)
+    assert row is not None  # a SELECT without FROM table answers one row
     return [bool(row[f"m{i}"]) for i in range(len(conditions))]

@@ -105,7 +105,7 @@ async def test_identify_and_track_in_batches(served: Served, pool: asyncpg.Pool)
     ids = await asyncio.to_thread(use_client)
     assert [len(b["events"]) for b in served.flaky.bodies] == [3, 2]
     profile = await customer_store.get_customer(pool, customer_id)
-    assert profile is not None and profile["attributes"] == {"plan": "pro"}
+    assert profile is not None and profile.attributes == {"plan": "pro"}
     for event_id in ids:
         stored = await event_store.get_event(pool, event_id)
         assert stored is not None and stored["customer_id"] == customer_id

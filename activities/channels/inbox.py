@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import asyncpg
-
 from activities.channels.base import (
     DeliveryResult,
     OutboundMessage,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-
-_INSERT = """
-INSERT INTO inbox_messages (customer_id, idempotency_key, title, body, data)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING id
-"""
-_EXISTING = "SELECT id FROM inbox_messages WHERE idempotency_key = $1"
+from store import inbox as inbox_store
+from store.db import Pool
 
 
 class InboxChannel:
@@ -28,7 +20,7 @@ class InboxChannel:
 
     name = "in_app"
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: Pool) -> None:
         self._pool = pool
 
     async def deliver(self, message: OutboundMessage) -> DeliveryResult:
@@ -41,18 +33,18 @@ class InboxChannel:
         if not isinstance(data, dict):
             raise PermanentDeliveryError(f"in_app data must be an object, not {type(data).__name__}")
 
-        inbox_id = await self._pool.fetchval(
-            _INSERT,
+        inbox_id = await inbox_store.add_message(
+            self._pool,
             message.customer_id,
             message.idempotency_key,
-            None if title is None else str(title),
-            body,
-            data,
+            title=None if title is None else str(title),
+            body=body,
+            data=data,
         )
         if inbox_id is None:
             # Delivered before (a retry, replay or reset): answer with the row stored then. A separate statement
             # so that a row committed by a concurrent delivery is visible.
-            inbox_id = await self._pool.fetchval(_EXISTING, message.idempotency_key)
+            inbox_id = await inbox_store.stored_id(self._pool, message.idempotency_key)
             if inbox_id is None:
                 raise TransientDeliveryError("inbox row conflicted but is gone; retry")
         return DeliveryResult(provider_message_id=f"inbox:{inbox_id}", response={"inbox_id": inbox_id})
