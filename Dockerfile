@@ -4,6 +4,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY config config
 COPY journeys journeys
+COPY contracts contracts
 COPY workflows workflows
 COPY activities activities
 COPY store store

@@ -13,8 +13,8 @@ import asyncpg
 from temporalio.client import Client
 
 from config.settings import Settings
+from contracts.journey import Event, workflow_id
 from journeys.models import Journey
-from journeys.runtime import Event, workflow_id
 from store import entries as entry_store
 from store import identity as identity_store
 from workflows.entry import enter_journey, is_running, was_started

@@ -40,9 +40,9 @@ from activities.models import (
 )
 from activities.profiles import CONSENT_SQL, PROFILE_SQL, fetch_profile, liquid_context, profile_from_rows
 from config.settings import Settings
+from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
-from journeys.runtime import StepRecord
 from journeys.templates import TemplateError, render_value
 from store import preferences as preference_store
 from store import suppressions

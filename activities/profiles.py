@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 
 from activities.models import Profile
-from journeys.runtime import Event
+from contracts.journey import Event
 
 PROFILE_SQL = "SELECT id, email, phone, timezone, locale, attributes FROM customers WHERE id = $1"
 CONSENT_SQL = "SELECT scope, name, status FROM consent_current WHERE customer_id = $1"

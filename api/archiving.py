@@ -18,8 +18,8 @@ import structlog
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
-from journeys.runtime import EXIT_SIGNAL, ExitRequest
-from workflows import search_attributes as sa
+from contracts import search_attributes as sa
+from contracts.journey import EXIT_SIGNAL, ExitRequest
 
 log = structlog.get_logger(__name__)
 

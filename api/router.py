@@ -30,8 +30,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from contracts.journey import EVENT_SIGNAL, EXIT_SIGNAL, IDENTIFY_SIGNAL, Event, ExitRequest, Identified, workflow_id
 from journeys.models import Journey
-from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, IDENTIFY_SIGNAL, Event, ExitRequest, Identified, workflow_id
 from store import entries as entry_store
 from store import events as event_store
 from store import identity as identity_store

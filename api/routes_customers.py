@@ -18,8 +18,8 @@ from api.schemas import (
     CustomerOut,
     InboxMessage,
 )
+from contracts import search_attributes as sa
 from store import customers as customer_store
-from workflows import search_attributes as sa
 
 router = APIRouter(tags=["customers"])
 

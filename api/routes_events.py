@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from api.router import EventRouter
 from api.routes_deps import event_router, read_json, settings, validation_field
 from api.schemas import ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
-from journeys.runtime import Event
+from contracts.journey import Event
 
 router = APIRouter(tags=["events"])
 

@@ -27,12 +27,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
 from api.schemas import ApiError, is_email
 from config.settings import Settings
-from journeys.runtime import EXIT_SIGNAL, ExitRequest
+from contracts import search_attributes as sa
+from contracts.journey import EXIT_SIGNAL, ExitRequest
 from store import customers as customer_store
 from store import identity as identity_store
 from store import privacy
 from store import suppressions as suppression_store
-from workflows import search_attributes as sa
 
 log = structlog.get_logger(__name__)
 

@@ -29,9 +29,9 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
 from journeys.models import Journey, Segment
 from journeys.validation import JourneyIssue
-from workflows.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
 
 log = structlog.get_logger(__name__)
 

@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from cli.context import console
 from config.settings import Settings
-from journeys.runtime import Event
+from contracts.journey import Event
 
 log = structlog.get_logger(__name__)
 

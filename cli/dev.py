@@ -41,11 +41,11 @@ from temporalio.client import Client
 from cli.context import DATABASE_NAME, CliError, console, embedded_postgres, fail, port_in_use
 from cli.publishing import check_file, example_files, publish_journey
 from config.settings import Settings
+from contracts import search_attributes
 from store.migrate import migrate
 from store.pool import create_pool
 from workers.client import connect, temporal_address
 from workers.worker import run_worker
-from workflows import search_attributes
 
 log = structlog.get_logger(__name__)
 

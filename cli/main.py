@@ -276,7 +276,7 @@ def events_send(
     ] = False,
 ) -> None:
     """Store an event and route it to the journeys that listen to it, as POST /v1/events does."""
-    from journeys.runtime import Event
+    from contracts.journey import Event
     from store.identity import anonymous_profile
 
     settings = load_settings()
@@ -430,7 +430,7 @@ async def _show_customer(settings: Settings, asked: str) -> None:
 
 
 async def _journey_runs(settings: Settings, customer_id: str) -> list[tuple[str, ...]]:
-    from workflows import search_attributes as sa
+    from contracts import search_attributes as sa
 
     client = await open_client(settings)
     quoted = customer_id.replace("\\", "\\\\").replace('"', '\\"')

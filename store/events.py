@@ -8,7 +8,7 @@ from typing import Any
 
 import asyncpg
 
-from journeys.runtime import Event
+from contracts.journey import Event
 from store.identity import SHARED_LOCKS_SQL, alias_of, lock_keys, normalise
 
 # Resolve each event's identity (an alias linked to a customer, else its fallback profile id), store the events

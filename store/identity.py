@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from journeys.runtime import workflow_id
+from contracts.journey import workflow_id
 from store.customers import upsert_customer
 
 ANON_PREFIX = "anon:"

@@ -12,8 +12,9 @@ import yaml
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
+from contracts import search_attributes as sa
+from contracts.journey import STATE_QUERY, JourneyResult, JourneyState
 from journeys import parse_journey
-from journeys.runtime import STATE_QUERY, JourneyResult, JourneyState
 from store import customers as customer_store
 from store import events as event_store
 from store import identity as identity_store
@@ -22,7 +23,6 @@ from store.identity import anonymous_profile, merge_fields
 from tests.support.engine import EXAMPLES, event, save_history
 from tests.support.mail import SmtpSink
 from tests.support.stack import Stack, eventually, running_stack, stack_fixture  # noqa: F401
-from workflows import search_attributes as sa
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -22,8 +22,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.journey import JourneyActivities
 from config.settings import Settings
+from contracts.journey import Event
 from journeys import Journey, load_journey_file, parse_journey
-from journeys.runtime import Event
 from tests.support.mail import SmtpSink
 from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for

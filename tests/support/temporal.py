@@ -17,7 +17,7 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows import search_attributes as sa
+from contracts import search_attributes as sa
 
 
 def binary(name: str) -> str:
