@@ -5,6 +5,7 @@ COPY pyproject.toml README.md ./
 COPY config config
 COPY journeys journeys
 COPY contracts contracts
+COPY orchestration orchestration
 COPY workflows workflows
 COPY activities activities
 COPY store store

@@ -19,6 +19,7 @@ from api.schemas import (
     InboxMessage,
 )
 from contracts import search_attributes as sa
+from orchestration.visibility import runs_query
 from store import customers as customer_store
 
 router = APIRouter(tags=["customers"])
@@ -85,7 +86,7 @@ async def customer_journeys(
 ) -> list[CustomerJourney]:
     """The customer's journey runs, newest first, from Temporal visibility (eventually consistent)."""
     out = []
-    async for execution in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{customer_id}"', limit=limit):
+    async for execution in client.list_workflows(runs_query(customer_id=customer_id), limit=limit):
         attrs = execution.typed_search_attributes
         out.append(
             CustomerJourney(

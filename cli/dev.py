@@ -42,6 +42,7 @@ from cli.context import DATABASE_NAME, CliError, console, embedded_postgres, fai
 from cli.publishing import check_file, example_files, publish_journey
 from config.settings import Settings
 from contracts import search_attributes
+from orchestration.search_attributes import register as register_search_attributes
 from store.migrate import migrate
 from store.pool import create_pool
 from workers.client import connect, temporal_address
@@ -298,7 +299,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
                     client = await connect(settings)
                 except RuntimeError as exc:
                     fail(f"cannot connect to Temporal at {temporal_address(settings)}: {exc}")
-                await search_attributes.register(client, settings.temporal_namespace)
+                await register_search_attributes(client, settings.temporal_namespace)
 
             settings, email_line = await prepare_email(settings, data_dir, stack)
             published = await publish_examples(pool, client, settings)

@@ -9,12 +9,13 @@ from typing import Any
 
 import asyncpg
 import yaml
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from contracts import search_attributes as sa
 from contracts.journey import STATE_QUERY, JourneyResult, JourneyState
 from journeys import parse_journey
+from orchestration.errors import is_not_found
 from store import customers as customer_store
 from store import events as event_store
 from store import identity as identity_store
@@ -102,7 +103,7 @@ async def _not_found(stack: Stack, workflow_id: str) -> bool:
     try:
         await stack.client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
-        return exc.status == RPCStatusCode.NOT_FOUND
+        return is_not_found(exc)
     return False
 
 

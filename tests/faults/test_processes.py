@@ -24,10 +24,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.app import create_app, run_drainer
-from api.router import EventRouter
 from config.settings import Settings
 from contracts.journey import Event
 from journeys import parse_journey
+from orchestration.router import EventRouter
 from store import create_pool
 from store import journeys as journey_store
 from tests.support.faults import (
