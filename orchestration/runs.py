@@ -86,6 +86,8 @@ async def server_version(client: Client) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class JourneyRuns:
+    """The calls on journey runs, bound to one client and one timeout policy (see the module docstring)."""
+
     client: Client
     task_queue: str | None = None
     """Where new runs start (only ``enter`` needs it)."""
