@@ -4,6 +4,8 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY config config
 COPY journeys journeys
+COPY contracts contracts
+COPY orchestration orchestration
 COPY workflows workflows
 COPY activities activities
 COPY store store

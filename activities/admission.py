@@ -1,26 +1,26 @@
-"""Letting one customer into a journey outside the router: segment schedules and hand-offs between journeys.
+"""Letting one customer into a journey from inside Parcours: segment schedules and hand-offs between journeys.
 
-The same rules as the router's: only active journeys take entries, new entrants take the latest version, the
-journey's re-entry policy is claimed before the run starts, and a customer already in the journey is left alone.
+The entry sequence itself is the router's (``orchestration.admission``); this module reads which version of the
+journey takes entries now and adapts the activities' dependencies to it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
 
 import asyncpg
 from temporalio.client import Client
 
 from config.settings import Settings
+from contracts.journey import Event
 from journeys.models import Journey
-from journeys.runtime import Event, workflow_id
-from store import entries as entry_store
-from store import identity as identity_store
+from orchestration import admission
+from orchestration.admission import Admission
+from orchestration.runs import JourneyRuns
 from store import journeys as journey_store
-from workflows.entry import enter_journey, is_running, was_started
+from store.entries import EntrySource
 
-Admission = Literal["entered", "refused", "already_running"]
+__all__ = ["Admission", "admit", "current_journey"]
 
 
 async def current_journey(pool: asyncpg.Pool, journey_id: str) -> tuple[Journey | None, int, str | None]:
@@ -33,21 +33,6 @@ async def current_journey(pool: asyncpg.Pool, journey_id: str) -> tuple[Journey 
     return latest.journey, latest.version, None
 
 
-async def running_by_another_entry(
-    pool: asyncpg.Pool, client: Client, journey_id: str, customer_id: str, entry_id: str
-) -> bool:
-    """Whether the customer is in the journey now by another entry (this entry's own run, on a retry: no).
-
-    A run adopted from a profile merged into the customer counts as theirs.
-    """
-    adopted = (await identity_store.adopted_runs(pool, [customer_id])).get(customer_id, {}).get(journey_id)
-    if adopted is not None and await is_running(client, adopted):
-        return True
-    if not await is_running(client, workflow_id(journey_id, customer_id)):
-        return False
-    return not await entry_store.has_entry(pool, journey_id, customer_id, entry_id)
-
-
 async def admit(
     pool: asyncpg.Pool,
     client: Client,
@@ -56,21 +41,7 @@ async def admit(
     version: int,
     trigger: Event,
     now: datetime,
-    source: Any,
+    source: EntrySource,
 ) -> Admission:
     """Enter ``trigger.customer_id`` with ``trigger`` as the entry (its id is the entry id). Safe to retry."""
-    customer_id, entry_id = trigger.customer_id, trigger.event_id
-    if await running_by_another_entry(pool, client, journey.id, customer_id, entry_id):
-        return "already_running"
-    claim = await entry_store.claim_entry(
-        pool, journey.id, customer_id, entry_id, version, journey.entry, now, source=source
-    )
-    if not claim:
-        return "refused"
-    handle = await enter_journey(
-        client, journey, version, trigger, task_queue=settings.task_queue, default_timezone=settings.default_timezone
-    )
-    if await was_started(client, handle) is False and claim.new:
-        await entry_store.release_entry(pool, journey.id, customer_id, entry_id)
-        return "already_running"
-    return "entered"
+    return await admission.admit(pool, JourneyRuns.of(client, settings), journey, version, trigger, now, source)

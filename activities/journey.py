@@ -38,9 +38,9 @@ from activities.models import (
 )
 from activities.profiles import fetch_profile, liquid_context, profile_of
 from config.settings import Settings
+from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
-from journeys.runtime import StepRecord
 from journeys.templates import TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store

@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from contracts.journey import Event, StepRecord
 from journeys.models import EventHistoryCondition, WaitUntilStep
-from journeys.runtime import Event, StepRecord
 
 
 class ProfileRequest(BaseModel):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from activities.models import Profile
-from journeys.runtime import Event
+from contracts.journey import Event
 from store import customers as customer_store
 from store.db import Db
 

@@ -17,8 +17,8 @@ from temporalio.client import Client
 from activities.admission import admit, current_journey
 from activities.segment_models import SegmentEnterRequest, SegmentEnterResult, SegmentPage, SegmentPageRequest
 from config.settings import Settings
+from contracts.journey import Event
 from journeys.models import SEGMENT_TRIGGER, Journey
-from journeys.runtime import Event
 from store import segments as segment_store
 
 log = structlog.get_logger(__name__)

@@ -27,7 +27,7 @@ from activities.models import (
 )
 from activities.profiles import fetch_profile, liquid_context
 from config.settings import Settings
-from journeys.runtime import Event
+from contracts.journey import Event
 from journeys.templates import TemplateError, render_value
 from store import customers as customer_store
 from store import segments as segment_store

@@ -30,10 +30,10 @@ from api import (
     routes_privacy,
     routes_suppressions,
 )
-from api.router import EventRouter
 from api.routes_deps import require_api_key, validation_field
 from api.schemas import ApiError, ErrorBody
 from config.settings import Settings
+from orchestration.router import EventRouter
 
 log = structlog.get_logger(__name__)
 

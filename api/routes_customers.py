@@ -18,11 +18,12 @@ from api.schemas import (
     CustomerOut,
     InboxMessage,
 )
+from contracts import search_attributes as sa
+from orchestration.visibility import runs_query
 from store import customers as customer_store
 from store import inbox as inbox_store
 from store.customers import Customer
 from store.inbox import InboxItem
-from workflows import search_attributes as sa
 
 router = APIRouter(tags=["customers"])
 
@@ -88,7 +89,7 @@ async def customer_journeys(
 ) -> list[CustomerJourney]:
     """The customer's journey runs, newest first, from Temporal visibility (eventually consistent)."""
     out = []
-    async for execution in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{customer_id}"', limit=limit):
+    async for execution in client.list_workflows(runs_query(customer_id=customer_id), limit=limit):
         attrs = execution.typed_search_attributes
         out.append(
             CustomerJourney(

@@ -12,9 +12,9 @@ from fastapi import Depends, Path, Request
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
-from api.router import EventRouter
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from config.settings import Settings
+from orchestration.router import EventRouter
 from store import identity as identity_store
 
 M = TypeVar("M", bound=BaseModel)

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from api.router import EventRouter
 from api.routes_deps import event_router, read_json, settings, validation_field
 from api.schemas import ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
-from journeys.runtime import Event
+from contracts.journey import Event
+from orchestration.router import EventRouter
 
 router = APIRouter(tags=["events"])
 

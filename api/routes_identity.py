@@ -7,9 +7,9 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.router import EventRouter
 from api.routes_deps import ResolvedCustomer, event_router, pool, read_model
 from api.schemas import ApiError, CustomerOut, IdentifyIn, IdentifyOut, MergeOut
+from orchestration.router import EventRouter
 from store import customers as customer_store
 from store import identity as identity_store
 

@@ -1,6 +1,6 @@
 """Journeys: publish a version (JSON or YAML), list, show, pause, resume and archive.
 
-A journey with ``entry.segment`` has a Temporal Schedule (``api/schedules.py``) kept in step with it here.
+A journey with ``entry.segment`` has a Temporal Schedule (``orchestration/schedules.py``) kept in step with it here.
 """
 
 from __future__ import annotations
@@ -13,14 +13,14 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api import schedules
-from api.archiving import exit_running
-from api.router import EventRouter
 from api.routes_deps import event_router, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
 from config.settings import Settings
 from journeys.models import Journey
 from journeys.validation import JourneyValidationError, parse_journey
+from orchestration import schedules
+from orchestration.exits import exit_journey
+from orchestration.router import EventRouter
 from store import journeys as journey_store
 from store.journeys import JourneyRow
 
@@ -153,5 +153,5 @@ async def archive(journey_id: JourneyPath, db: Pool, router_: Router, client: Te
     ``archived``; status ``exited``). Archiving again reaches any run a previous call missed."""
     row = await _set_status(journey_id, "archived", db, router_)
     schedule = await schedules.delete_schedule(client, journey_id)
-    report = await exit_running(client, journey_id, "archived")
+    report = await exit_journey(client, journey_id, "archived")
     return {**asdict(row), "exited": len(report.exited), "complete": report.complete, "schedule": schedule}

@@ -7,10 +7,8 @@ password of HTTP Basic authentication (any user name): Amazon SNS and Postmark c
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import hmac
 import json
 from dataclasses import asdict
@@ -20,20 +18,16 @@ from typing import Annotated, Any
 import asyncpg
 import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
 from api.schemas import ApiError, is_email
 from config.settings import Settings
-from journeys.runtime import EXIT_SIGNAL, ExitRequest
+from orchestration import exits
 from store import customers as customer_store
 from store import identity as identity_store
 from store import privacy
 from store import suppressions as suppression_store
-from workflows import search_attributes as sa
 
 log = structlog.get_logger(__name__)
 
@@ -47,7 +41,6 @@ ERASED_REASON = "erased"
 ERASE_WAIT_SECONDS = 20.0
 # Passes over visibility (eventually consistent) looking for running runs not yet asked to exit.
 ERASE_PASSES = 3
-PASS_PAUSE_SECONDS = 0.5
 PROVIDERS = ("generic", "ses", "postmark")
 
 
@@ -118,9 +111,11 @@ async def erase_customer(
     people = [customer_id, *await identity_store.merged_profiles(db, customer_id)]
     exited, still_running = 0, list[str]()
     for person in people:
-        found = await _exit_runs(client, person)
-        exited += found["exited"]
-        still_running += found["still_running"]
+        report, open_runs = await exits.exit_customer(
+            client, person, ERASED_REASON, wait_seconds=ERASE_WAIT_SECONDS, max_passes=ERASE_PASSES
+        )
+        exited += len(report.exited)
+        still_running += open_runs
     complete = not still_running
     erasure = await privacy.erase_customer(
         db, customer_id, pseudonym_secret(app_settings), requested_at=requested_at, complete=complete
@@ -128,7 +123,7 @@ async def erase_customer(
     deleted = 0
     if complete:
         for person in people:
-            deleted += await _delete_closed_histories(client, person)
+            deleted += await exits.delete_closed_histories(client, person)
     log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited)
     if not complete:
         response.status_code = 202
@@ -137,66 +132,6 @@ async def erase_customer(
         "complete": complete,
         "runs": {"exited": exited, "still_running": len(still_running), "histories_deleted": deleted},
     }
-
-
-def _customer_query(customer_id: str, extra: str) -> str:
-    # CUSTOMER_ID_PATTERN admits no quote or backslash.
-    return f'{sa.CUSTOMER_ID.name} = "{customer_id}" AND {extra}'
-
-
-async def _exit_runs(client: Client, customer_id: str) -> dict[str, Any]:
-    """Signal exit(``erased``) to every running journey of the customer and wait for them to close."""
-    handles: dict[str, Any] = {}
-    for attempt in range(ERASE_PASSES):
-        found = 0
-        async for execution in client.list_workflows(_customer_query(customer_id, 'ExecutionStatus = "Running"')):
-            if execution.run_id in handles:
-                continue
-            found += 1
-            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
-            try:
-                await handle.signal(EXIT_SIGNAL, ExitRequest(reason=ERASED_REASON))
-            except RPCError as exc:
-                if exc.status != RPCStatusCode.NOT_FOUND:  # closed meanwhile: nothing to do
-                    raise
-                continue
-            handles[execution.run_id] = handle
-        if found == 0:
-            break
-        if attempt + 1 < ERASE_PASSES:
-            await asyncio.sleep(PASS_PAUSE_SECONDS)
-
-    async def closed(handle: Any) -> bool:
-        with contextlib.suppress(Exception):  # failed, cancelled, terminated: closed all the same
-            await handle.result()
-        return True
-
-    still_running: list[str] = []
-    if handles:
-        waits = {run_id: asyncio.create_task(closed(h)) for run_id, h in handles.items()}
-        _done, pending = await asyncio.wait(waits.values(), timeout=ERASE_WAIT_SECONDS)
-        for task in pending:
-            task.cancel()
-        still_running = [run_id for run_id, task in waits.items() if task in pending]
-    return {"exited": len(handles), "still_running": still_running}
-
-
-async def _delete_closed_histories(client: Client, customer_id: str) -> int:
-    """Delete the customer's closed runs from Temporal: their histories hold the profile and events too."""
-    deleted = 0
-    async for execution in client.list_workflows(_customer_query(customer_id, 'ExecutionStatus != "Running"')):
-        try:
-            await client.workflow_service.delete_workflow_execution(
-                DeleteWorkflowExecutionRequest(
-                    namespace=client.namespace,
-                    workflow_execution=WorkflowExecution(workflow_id=execution.id, run_id=execution.run_id),
-                )
-            )
-            deleted += 1
-        except RPCError as exc:
-            if exc.status != RPCStatusCode.NOT_FOUND:
-                log.warning("customer.history_not_deleted", workflow_id=execution.id, error=str(exc))
-    return deleted
 
 
 # --- provider webhooks: bounces and complaints ---------------------------------------------------------------

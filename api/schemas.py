@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from journeys.runtime import Event
+from contracts.journey import Event
 from journeys.validation import find_nul
 from store.identity import ANON_PREFIX, alias_of, anonymous_profile
 

@@ -48,6 +48,7 @@ from cli.dev import _ApiServer
 from config.logging import configure_logging
 from config.settings import Settings
 from journeys import parse_journey
+from orchestration.visibility import runs_query
 from store import EmbeddedPostgres, create_pool, migrate
 from store import journeys as journey_store
 from tests.support.faults import DevServer
@@ -557,7 +558,7 @@ async def parked_mode(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     gc.collect()
     await asyncio.sleep(5)
     after = bench.rss.now()
-    count = await bench.client.count_workflows(f"ParcoursJourneyId = '{PARKED['id']}' AND ExecutionStatus = 'Running'")
+    count = await bench.client.count_workflows(runs_query(journey_id=PARKED["id"], running=True))
     dev_rss = psutil.Process(bench.dev.pid).memory_info().rss if bench.dev.pid else 0
     return {
         "parked": m,

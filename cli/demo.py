@@ -21,7 +21,7 @@ from temporalio.client import Client
 
 from cli.context import console
 from config.settings import Settings
-from journeys.runtime import Event
+from contracts.journey import Event
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +164,7 @@ async def trickle(router: Any, ids: list[str], stop: asyncio.Event, interval: tu
 async def run_demo(
     pool: asyncpg.Pool, client: Client, settings: Settings, stop: asyncio.Event, *, customers: int = 12
 ) -> None:
-    from api.router import EventRouter
+    from orchestration.router import EventRouter
 
     router = EventRouter(pool, client, settings)
     ids = await create_population(pool, router, customers)

@@ -41,11 +41,12 @@ from temporalio.client import Client
 from cli.context import DATABASE_NAME, CliError, console, embedded_postgres, fail, port_in_use
 from cli.publishing import check_file, example_files, publish_journey
 from config.settings import Settings
+from contracts import search_attributes
+from orchestration.search_attributes import register as register_search_attributes
 from store.migrate import migrate
 from store.pool import create_pool
 from workers.client import connect, temporal_address
 from workers.worker import run_worker
-from workflows import search_attributes
 
 log = structlog.get_logger(__name__)
 
@@ -298,7 +299,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
                     client = await connect(settings)
                 except RuntimeError as exc:
                     fail(f"cannot connect to Temporal at {temporal_address(settings)}: {exc}")
-                await search_attributes.register(client, settings.temporal_namespace)
+                await register_search_attributes(client, settings.temporal_namespace)
 
             settings, email_line = await prepare_email(settings, data_dir, stack)
             published = await publish_examples(pool, client, settings)

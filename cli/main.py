@@ -280,7 +280,7 @@ def events_send(
     ] = False,
 ) -> None:
     """Store an event and route it to the journeys that listen to it, as POST /v1/events does."""
-    from journeys.runtime import Event
+    from contracts.journey import Event
     from store.identity import anonymous_profile
 
     settings = load_settings()
@@ -296,7 +296,7 @@ def events_send(
             occurred_at=datetime.now(UTC),
             anonymous_id=customer if anonymous else None,
         )
-        from api.router import EventRouter
+        from orchestration.router import EventRouter
 
         async with open_pool(settings) as pool:
             client = await open_client(settings)
@@ -335,7 +335,7 @@ def customers_identify(
         links.append(Link("email", email, "--email"))
 
     async def main() -> Any:
-        from api.router import EventRouter
+        from orchestration.router import EventRouter
         from store.identity import identify
 
         async with open_pool(settings) as pool:
@@ -431,12 +431,12 @@ async def _show_customer(settings: Settings, asked: str) -> None:
 
 
 async def _journey_runs(settings: Settings, customer_id: str) -> list[tuple[str, ...]]:
-    from workflows import search_attributes as sa
+    from contracts import search_attributes as sa
+    from orchestration.visibility import runs_query
 
     client = await open_client(settings)
-    quoted = customer_id.replace("\\", "\\\\").replace('"', '\\"')
     rows: list[tuple[str, ...]] = []
-    async for wf in client.list_workflows(f'{sa.CUSTOMER_ID.name} = "{quoted}"', limit=50):
+    async for wf in client.list_workflows(runs_query(customer_id=customer_id), limit=50):
         attrs = wf.typed_search_attributes
         status = wf.status.name.lower() if wf.status else "?"
         rows.append(

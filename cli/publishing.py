@@ -23,7 +23,7 @@ class Checked:
 
 
 def check_file(path: Path) -> Checked:
-    from api.schedules import segment_issues
+    from orchestration.schedules import segment_issues
 
     try:
         journey = load_journey_file(path)
@@ -47,7 +47,7 @@ async def publish_journey(
 
     version, created = await publish(pool, journey)
     if client is not None and settings is not None:
-        from api.schedules import sync_schedule
+        from orchestration.schedules import sync_schedule
 
         row = await get_journey(pool, journey.id)
         if row is not None:

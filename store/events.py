@@ -8,7 +8,7 @@ from typing import Any
 
 from asyncpg import Record
 
-from journeys.runtime import Event
+from contracts.journey import Event
 from store.db import Connection, Db, connection
 from store.identity import SHARED_LOCKS_SQL, alias_of, lock_keys, normalise
 

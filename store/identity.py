@@ -10,7 +10,7 @@ An alias is a ``(kind, value)`` pair:
 ``identify`` links aliases to a customer in one transaction. A profile behind an alias (``anon:{id}``, or the
 other customer id) is merged: its fields by the merge rules below, its events, messages, inbox, journey entries,
 step outcomes and conversions moved, its consent carried over, its row kept with ``merged_into`` set and its
-personal fields emptied. Its journey runs are listed in the merge log for the router to tell (``api.router``):
+personal fields emptied. Its journey runs are listed in the merge log for the router to tell (``orchestration.router``):
 a run carries on for the customer, or exits when the customer is already in that journey.
 
 Merge rules, per field (``email``, ``phone``, ``timezone``, ``locale``, and each key of ``attributes``):
@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from journeys.runtime import workflow_id
+from contracts.journey import workflow_id
 from store.customers import upsert_customer
 from store.db import Connection, Db, Pool, transaction
 

@@ -14,7 +14,7 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from journeys.runtime import JourneyResult, workflow_id
+from contracts.journey import JourneyResult, workflow_id
 from store import events as event_store
 from tests.support.mail import free_port
 from tests.support.stack import API_KEY, Stack, eventually, make_settings, stack_fixture, unique  # noqa: F401  (registers the fixture)

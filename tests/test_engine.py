@@ -11,7 +11,8 @@ import pytest
 from temporalio.client import WorkflowHandle
 
 from activities.journey import JourneyActivities
-from journeys.runtime import EVENT_SIGNAL, STATE_QUERY, JourneyProgress, JourneyResult, JourneyState
+from contracts import search_attributes as sa
+from contracts.journey import EVENT_SIGNAL, STATE_QUERY, JourneyProgress, JourneyResult, JourneyState
 from tests.support.engine import (
     Engine,
     engine_settings,
@@ -22,7 +23,6 @@ from tests.support.engine import (
     set_consent,
 )
 from workers.worker import build_worker, channels_for
-from workflows import search_attributes as sa
 
 
 async def finish(handle: WorkflowHandle) -> JourneyResult:
@@ -434,7 +434,7 @@ async def test_a_run_resumes_from_carried_progress(engine: Engine) -> None:
     journey = example("welcome-series")
     customer = await make_customer(engine.pool)
     trigger = event(customer, "signed_up")
-    from journeys.runtime import WORKFLOW_NAME, JourneyInput, workflow_id
+    from contracts.journey import WORKFLOW_NAME, JourneyInput, workflow_id
 
     progress = JourneyProgress(
         current_step="tips-email",

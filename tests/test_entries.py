@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 from temporalio.client import WorkflowExecutionStatus
 
-from api.router import EventRouter
+from contracts.journey import JourneyResult, workflow_id
 from journeys.models import EntryPolicy
-from journeys.runtime import JourneyResult, workflow_id
+from orchestration.router import EventRouter
 from store import entries as entry_store
 from store import journeys as journey_store
 from tests.support.engine import Engine, event, journey_from, make_customer

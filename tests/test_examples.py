@@ -19,16 +19,17 @@ from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from contracts.journey import EVENT_SIGNAL, EXIT_SIGNAL, STATE_QUERY, ExitRequest, JourneyResult, JourneyState
+from contracts.journey import workflow_id as journey_workflow_id
+from contracts.segment import SegmentRunInput, SegmentRunResult
 from journeys.models import Journey
-from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, STATE_QUERY, ExitRequest, JourneyResult, JourneyState
-from journeys.runtime import workflow_id as journey_workflow_id
 from store import entries as entry_store
 from store import journeys as journey_store
 from tests.support.engine import Engine, event, example, make_customer, running_engine
 from tests.support.mail import SmtpSink
 from tests.support.webhooks import Reply, WebhookSink
 from workflows.bucketing import bucket
-from workflows.segment import SegmentEntryWorkflow, SegmentRunInput, SegmentRunResult
+from workflows.segment import SegmentEntryWorkflow
 
 PARIS = ZoneInfo("Europe/Paris")  # make_customer's time zone
 

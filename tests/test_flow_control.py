@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, STATE_QUERY, ExitRequest, JourneyResult, JourneyState
+from contracts.journey import EVENT_SIGNAL, EXIT_SIGNAL, STATE_QUERY, ExitRequest, JourneyResult, JourneyState
 from tests.support.engine import Engine, event, journey_from, make_customer
 from workflows.bucketing import bucket
 

@@ -9,11 +9,13 @@ from typing import Any
 
 import asyncpg
 import yaml
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from contracts import search_attributes as sa
+from contracts.journey import STATE_QUERY, JourneyResult, JourneyState
 from journeys import parse_journey
-from journeys.runtime import STATE_QUERY, JourneyResult, JourneyState
+from orchestration.errors import is_not_found
 from store import customers as customer_store
 from store import events as event_store
 from store import identity as identity_store
@@ -22,7 +24,6 @@ from store.identity import anonymous_profile, merge_fields
 from tests.support.engine import EXAMPLES, event, save_history
 from tests.support.mail import SmtpSink
 from tests.support.stack import Stack, eventually, running_stack, stack_fixture  # noqa: F401
-from workflows import search_attributes as sa
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -102,7 +103,7 @@ async def _not_found(stack: Stack, workflow_id: str) -> bool:
     try:
         await stack.client.get_workflow_handle(workflow_id).describe()
     except RPCError as exc:
-        return exc.status == RPCStatusCode.NOT_FOUND
+        return is_not_found(exc)
     return False
 
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowExecutionStatus
 
-from api.router import EventRouter
-from journeys.runtime import JourneyResult, JourneyState, workflow_id
+from contracts.journey import JourneyResult, JourneyState, workflow_id
+from orchestration.router import EventRouter
 from store import journeys as journey_store
 from tests.support.engine import Engine, event, journey_from, make_customer
 from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)

@@ -16,7 +16,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from journeys.runtime import IDENTIFY_SIGNAL
+from contracts.journey import IDENTIFY_SIGNAL
 from workflows.journey import CONVERSION_RECORDS_LAST_STEP, SEND_RECORDS_OUTCOME, JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))

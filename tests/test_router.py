@@ -12,17 +12,17 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from api import router as router_module
 from api.app import run_drainer
-from api.router import EventRouter
+from contracts import search_attributes as sa
+from contracts.journey import Event, workflow_id
 from journeys.models import Journey
-from journeys.runtime import Event, workflow_id
+from orchestration import router as router_module
+from orchestration.router import EventRouter
 from store import events as event_store
 from store import journeys as journey_store
 from tests.support.mail import free_port
 from tests.support.stack import eventually, make_settings
 from tests.support.temporal import binary
-from workflows import search_attributes as sa
 
 pytestmark = pytest.mark.devserver
 

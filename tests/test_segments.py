@@ -13,15 +13,16 @@ from temporalio.client import ScheduleIntervalSpec
 from temporalio.service import RPCError
 
 from activities.models import Profile
+from contracts.journey import JourneyState, workflow_id
+from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, SegmentRunResult
 from journeys.conditions import ConditionGroup
 from journeys.models import Segment
-from journeys.runtime import JourneyState, workflow_id
 from store import entries as entry_store
 from store import journeys as journey_store
 from store import segments as segment_store
 from tests.support.engine import Engine, journey_from, make_customer
 from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)
-from workflows.segment import SEGMENT_WORKFLOW_NAME, SegmentEntryWorkflow, SegmentRunInput, SegmentRunResult
+from workflows.segment import SegmentEntryWorkflow
 
 PROFILES: list[dict[str, Any]] = [
     {"email": "a@x.io", "attributes": {"country": "FR", "orders": 3, "tags": ["vip", "eu"], "plan": {"tier": "gold"}}},

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.runtime import JourneyResult
+from contracts.journey import JourneyResult
 from store import preferences as preference_store
 from tests.support.engine import Engine, journey_from, make_customer, running_engine
 from tests.support.mail import SmtpSink

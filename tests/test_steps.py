@@ -7,7 +7,7 @@ from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus
 
-from journeys.runtime import EVENT_SIGNAL, workflow_id
+from contracts.journey import EVENT_SIGNAL, workflow_id
 from store import events as event_store
 from store import journeys as journey_store
 from tests.support.engine import Engine, event, journey_from, make_customer

@@ -11,7 +11,7 @@ import asyncpg
 from activities.journey import JourneyActivities
 from activities.models import SendFailure, SendRequest
 from config.settings import Settings
-from journeys.runtime import Event
+from contracts.journey import Event
 from store import messages as message_store
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

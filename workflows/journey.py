@@ -37,6 +37,23 @@ with workflow.unsafe.imports_passed_through():
         WebhookAnswer,
         WebhookCall,
     )
+    from contracts import search_attributes as sa
+    from contracts.journey import (
+        EVENT_SIGNAL,
+        EXIT_SIGNAL,
+        IDENTIFY_SIGNAL,
+        STATE_QUERY,
+        WORKFLOW_NAME,
+        Event,
+        ExitRequest,
+        Identified,
+        JourneyInput,
+        JourneyProgress,
+        JourneyResult,
+        JourneyState,
+        JourneyStatus,
+        StepRecord,
+    )
     from journeys.conditions import lookup
     from journeys.models import (
         END,
@@ -53,23 +70,6 @@ with workflow.unsafe.imports_passed_through():
         WaitUntilStep,
         WebhookStep,
     )
-    from journeys.runtime import (
-        EVENT_SIGNAL,
-        EXIT_SIGNAL,
-        IDENTIFY_SIGNAL,
-        STATE_QUERY,
-        WORKFLOW_NAME,
-        Event,
-        ExitRequest,
-        Identified,
-        JourneyInput,
-        JourneyProgress,
-        JourneyResult,
-        JourneyState,
-        JourneyStatus,
-        StepRecord,
-    )
-    from workflows import search_attributes as sa
     from workflows.bucketing import bucket
 
 # Activity options, one place to tune them. Reads are local activities (no extra server round trip); the send

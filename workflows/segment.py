@@ -10,9 +10,8 @@ between pages, carrying the cursor and the counts.
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 
@@ -23,8 +22,7 @@ with workflow.unsafe.imports_passed_through():
         SegmentPage,
         SegmentPageRequest,
     )
-
-SEGMENT_WORKFLOW_NAME = "SegmentEntryWorkflow"
+    from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, SegmentRunResult, schedule_id
 
 PAGE_TIMEOUT = timedelta(minutes=2)
 PAGE_RETRY = RetryPolicy(
@@ -37,35 +35,6 @@ ENTER_RETRY = RetryPolicy(
 )
 # Pages per run before continuing as new, even if Temporal does not suggest it yet.
 PAGES_PER_RUN = 100
-
-
-def schedule_id(journey_id: str) -> str:
-    """The id of the journey's segment schedule; also the prefix of its runs' workflow ids."""
-    return f"segment:{journey_id}"
-
-
-class SegmentRunInput(BaseModel):
-    journey_id: str
-    version: int
-    """The version the schedule was set up for (informational: entries take the latest active version)."""
-    run_key: str | None = None
-    """Identifies this firing in entry ids; by default taken from the workflow id (the scheduled time)."""
-    started_at: datetime | None = None
-    after: str | None = None
-    members: int = 0
-    entered: int = 0
-    refused: int = 0
-    already_running: int = 0
-
-
-class SegmentRunResult(BaseModel):
-    journey_id: str
-    run_key: str
-    members: int
-    entered: int
-    refused: int
-    already_running: int
-    stopped: str | None = None
 
 
 @workflow.defn(name=SEGMENT_WORKFLOW_NAME)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from journeys.runtime import EVENT_SIGNAL
+from contracts.journey import EVENT_SIGNAL
 from tests.support.faults import SlowSmtpSink, mail_counts, wait_until
 from tests.support.mail import SmtpSink
 from tests.support.stack import Stack

@@ -22,11 +22,11 @@ from temporalio.testing import WorkflowEnvironment
 from cli.dev import _ApiServer
 from journeys import parse_journey
 from journeys.validation import JourneyValidationError
+from orchestration.runs import enter_journey
 from store import EmbeddedPostgres, create_pool, migrate
 from tests.support.engine import Engine, make_customer
 from tests.support.mail import SmtpSink, free_port
 from tests.support.stack import API_KEY, Stack, running_stack
-from workflows.entry import enter_journey
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

@@ -24,10 +24,10 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.app import create_app, run_drainer
-from api.router import EventRouter
 from config.settings import Settings
+from contracts.journey import Event
 from journeys import parse_journey
-from journeys.runtime import Event
+from orchestration.router import EventRouter
 from store import create_pool
 from store import journeys as journey_store
 from tests.support.faults import (
@@ -300,7 +300,7 @@ async def _ready(value: bool) -> bool:
 
 async def test_identify_while_temporal_is_down_hands_the_run_over_once_it_is_back(rig: Rig) -> None:
     """The merge commits at once; the visitor's run is told when the dev server answers again."""
-    from journeys.runtime import STATE_QUERY, JourneyState
+    from contracts.journey import STATE_QUERY, JourneyState
     from store import identity as identity_store
 
     tag = uuid.uuid4().hex[:8]

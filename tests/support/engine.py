@@ -22,12 +22,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.journey import JourneyActivities
 from config.settings import Settings
+from contracts.journey import Event
 from journeys import Journey, load_journey_file, parse_journey
-from journeys.runtime import Event
+from orchestration.runs import enter_journey
 from tests.support.mail import SmtpSink
 from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for
-from workflows.entry import enter_journey
 
 EXAMPLES = Path(__file__).parent.parent.parent / "journeys" / "examples"
 HISTORIES = Path(__file__).parent.parent / "histories"

@@ -27,8 +27,8 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app, run_drainer
-from api.router import EventRouter
 from config.settings import Settings
+from orchestration.router import EventRouter
 from tests.support.mail import SmtpSink
 from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for

@@ -17,7 +17,8 @@ import pytest_asyncio
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from workflows import search_attributes as sa
+from contracts import search_attributes as sa
+from orchestration.search_attributes import register as register_search_attributes
 
 
 def binary(name: str) -> str:
@@ -35,7 +36,7 @@ async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
         data_converter=pydantic_data_converter,
         test_server_existing_path=binary("temporal-test-server"),
     )
-    await sa.register(env.client)
+    await register_search_attributes(env.client)
     try:
         yield env
     finally:

@@ -26,12 +26,13 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from config.settings import Settings
+from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
 from journeys.models import Journey, Segment
 from journeys.validation import JourneyIssue
-from workflows.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
+from orchestration.errors import is_not_found
 
 log = structlog.get_logger(__name__)
 
@@ -155,7 +156,7 @@ async def set_paused(client: Client, journey_id: str, paused: bool) -> ScheduleC
         else:
             await handle.unpause(note=_note(False))
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
+        if is_not_found(exc):
             return "none"
         raise
     return "paused" if paused else "resumed"
@@ -165,7 +166,7 @@ async def delete_schedule(client: Client, journey_id: str) -> ScheduleChange:
     try:
         await client.get_schedule_handle(schedule_id(journey_id)).delete()
     except RPCError as exc:
-        if exc.status == RPCStatusCode.NOT_FOUND:
+        if is_not_found(exc):
             return "none"
         raise
     log.info("schedule.deleted", journey_id=journey_id)

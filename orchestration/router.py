@@ -2,16 +2,15 @@
 
 ``ingest`` stores events idempotently, then routes the newly stored ones at once. Routing is what DESIGN.md
 describes: for a journey the event triggers, signal-with-start the workflow ``{journey}:{customer}`` (running:
-it is just signalled) once the journey's re-entry policy allows it (``store.entries.claim_entry``, recorded
-before the call); for a journey that listens to the event, signal the running workflow (none: nothing to
-do). If Temporal cannot be reached, the events stay unrouted and the caller still gets "accepted": ``drain``
-retries them with backoff, and also picks up events a crashed process left unrouted.
+it is just signalled) once the journey's re-entry policy allows it (``orchestration.admission.enter``); for a
+journey that listens to the event, signal the running workflow (none: nothing to do). If Temporal cannot be
+reached, the events stay unrouted and the caller still gets "accepted": ``drain`` retries them with backoff, and
+also picks up events a crashed process left unrouted.
 
 Identity: an event names its customer by id, by anonymous id or by a linked alias; it is stored under the
 customer that resolves to (``store.identity``). A customer's events for a journey whose run was adopted from a
-merged profile go to that run's workflow id. After ``identify``, ``notify_merge`` tells the merged profile's runs:
-each carries on for the customer (``IDENTIFY_SIGNAL``), or exits when the customer already runs that journey, so
-nobody is in one journey twice because of a merge. The drainer retries notifications that failed.
+merged profile go to that run's workflow id. After ``identify``, ``notify_merge`` tells the merged profile's runs
+who they belong to now (``orchestration.merges``); the drainer retries notifications that failed.
 """
 
 from __future__ import annotations
@@ -27,17 +26,16 @@ from typing import Any, Literal
 import asyncpg
 import structlog
 from temporalio.client import Client
-from temporalio.service import RPCError, RPCStatusCode
 
 from config.settings import Settings
+from contracts.journey import EVENT_SIGNAL, Event, workflow_id
 from journeys.models import Journey
-from journeys.runtime import EVENT_SIGNAL, EXIT_SIGNAL, IDENTIFY_SIGNAL, Event, ExitRequest, Identified, workflow_id
-from store import entries as entry_store
+from orchestration import admission, merges
+from orchestration.runs import JourneyRuns
 from store import events as event_store
 from store import identity as identity_store
 from store import journeys as journey_store
 from store.db import Connection, connection
-from workflows.entry import enter_journey, is_running, was_started
 
 log = structlog.get_logger(__name__)
 
@@ -52,10 +50,6 @@ DRAIN_IDLE_SECONDS = 1.0
 DRAIN_MAX_BACKOFF_SECONDS = 30.0
 # Routes run concurrently across customers, in order within one customer.
 ROUTE_CONCURRENCY = 16
-
-
-class TemporalUnavailableError(RuntimeError):
-    """Routing failed for a reason that retrying later can fix (Temporal unreachable, timeout, overloaded)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +86,7 @@ class EventRouter:
         self._pool = pool
         self._client = client
         self._settings = settings
+        self._runs = JourneyRuns.of(client, settings, RPC_TIMEOUT)
         self._journeys: list[ActiveJourney] = []
         self._listeners: dict[str, set[str]] = {}
         self._loaded_at = 0.0
@@ -233,101 +228,45 @@ class EventRouter:
                 continue
             if definition.trigger.where is not None and not definition.trigger.where.evaluate(event.properties):
                 continue
-            wid = workflow_id(journey.journey_id, event.customer_id)
-            claim = await entry_store.claim_entry(
+            entry = await admission.enter(
                 self._pool,
-                journey.journey_id,
-                event.customer_id,
-                event.event_id,
+                self._runs,
+                definition,
                 journey.version,
-                definition.entry,
+                event,
                 self.now(),
+                adopted=adopted.get(journey.journey_id),
             )
-            if not claim:
+            if entry.outcome == "refused":
                 # Not a new entry; if the journey also listens to this event, a running customer still gets it.
-                result.refused.append(wid)
+                result.refused.append(entry.workflow_id)
                 continue
-            adopted_wid = adopted.get(journey.journey_id)
-            if adopted_wid is not None:
-                # The customer is in this journey through a run adopted in a merge: that run gets the event.
-                if await self._signal(adopted_wid, EVENT_SIGNAL, event):
-                    if claim.new:
-                        await entry_store.release_entry(
-                            self._pool, journey.journey_id, event.customer_id, event.event_id
-                        )
-                    triggered.add(journey.journey_id)
-                    result.started.append(adopted_wid)
-                    continue
-                await identity_store.forget_adopted(self._pool, event.customer_id, journey.journey_id, adopted_wid)
-                del adopted[journey.journey_id]
-            handle = await self._call(self._start(journey, event, wid))
-            if claim.new and await was_started(self._client, handle) is False:
-                # The customer is in the journey right now: the event only reached the running run.
-                await entry_store.release_entry(self._pool, journey.journey_id, event.customer_id, event.event_id)
             triggered.add(journey.journey_id)
-            result.started.append(wid)
+            result.started.append(entry.workflow_id)
         for journey_id, names in self._listeners.items():
             if journey_id in triggered or event.name not in names:
                 continue
             adopted_wid = adopted.get(journey_id)
             if adopted_wid is not None:
-                if await self._signal(adopted_wid, EVENT_SIGNAL, event):
+                if await self._runs.signal(adopted_wid, EVENT_SIGNAL, event):
                     result.signalled.append(adopted_wid)
                     continue
                 await identity_store.forget_adopted(self._pool, event.customer_id, journey_id, adopted_wid)
             wid = workflow_id(journey_id, event.customer_id)
-            if await self._signal(wid, EVENT_SIGNAL, event):
+            if await self._runs.signal(wid, EVENT_SIGNAL, event):
                 result.signalled.append(wid)
             # else: no running customer of this journey, nothing to do
         return result
 
-    async def _signal(self, wid: str, signal: str, arg: Any) -> bool:
-        """Signal the running workflow ``wid``; False when there is none (never started, or closed)."""
-        handle = self._client.get_workflow_handle(wid)
-        try:
-            await self._call(handle.signal(signal, arg, rpc_timeout=RPC_TIMEOUT))
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                return False
-            raise
-        return True
-
     # --- merges -----------------------------------------------------------------------------------------
 
     async def notify_merge(self, merge: dict[str, Any], conn: Connection | None = None) -> dict[str, Any]:
-        """Tell the merged profile's journey runs who they belong to now, record what became of each, and answer
-        the updated merge log row.
-
-        A run carries on for the customer unless the customer already runs that journey: then it exits with the
-        reason ``merged``. Safe to repeat: a run told before is told again (the workflow ignores the repeat).
+        """``orchestration.merges.notify_merge`` with this router's pool and Temporal policy.
 
         Raises:
             TemporalUnavailableError: Temporal did not answer; the drainer retries.
         """
-        target, merge_id = merge["customer_id"], merge["id"]
-        runs: list[dict[str, Any]] = []
-        for run in merge["runs"]:
-            if run.get("status") != "pending":
-                runs.append(run)
-                continue
-            journey_id, wid = run["journey_id"], run["workflow_id"]
-            adopted = (await identity_store.adopted_runs(self._pool, [target])).get(target, {})
-            others = [w for w in (adopted.get(journey_id), workflow_id(journey_id, target)) if w and w != wid]
-            already = False
-            for other in others:
-                if await self._call(is_running(self._client, other, rpc_timeout=RPC_TIMEOUT)):
-                    already = True
-                    break
-            if already:
-                status = "exited" if await self._signal(wid, EXIT_SIGNAL, ExitRequest(reason="merged")) else "closed"
-            else:
-                told = Identified(customer_id=target, merge_id=merge_id, previous_customer_id=merge["merged_id"])
-                status = "adopted" if await self._signal(wid, IDENTIFY_SIGNAL, told) else "closed"
-                if status == "adopted":
-                    await identity_store.adopt(self._pool, target, journey_id, wid, merge_id)
-            runs.append({**run, "status": status})
-            log.info("identity.run_told", merge_id=merge_id, workflow_id=wid, outcome=status)
-        return await identity_store.finish_notification(conn or self._pool, merge_id, runs)
+        return await merges.notify_merge(self._pool, self._runs, merge, conn)
 
     async def notify_merges(self, merges: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Inline after ``identify``: tell the runs now; what fails is left to the drainer.
@@ -350,29 +289,6 @@ class EventRouter:
     def now() -> datetime:
         """The time of an entry, for the re-entry policy (tests may replace it)."""
         return datetime.now(UTC)
-
-    async def _start(self, journey: ActiveJourney, event: Event, wid: str) -> Any:
-        return await enter_journey(
-            self._client,
-            journey.definition,
-            journey.version,
-            event,
-            task_queue=self._settings.task_queue,
-            default_timezone=self._settings.default_timezone,
-            rpc_timeout=RPC_TIMEOUT,
-        )
-
-    @staticmethod
-    async def _call(awaitable: Any) -> Any:
-        """Await a Temporal call; errors that a later retry can fix become TemporalUnavailableError."""
-        try:
-            return await asyncio.wait_for(awaitable, RPC_TIMEOUT.total_seconds() * 2)
-        except RPCError as exc:
-            if exc.status == RPCStatusCode.NOT_FOUND:
-                raise
-            raise TemporalUnavailableError(f"{exc.status.name if exc.status else 'RPC'}: {exc.message}") from exc
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            raise TemporalUnavailableError(repr(exc)) from exc
 
     # --- the outbox drainer -----------------------------------------------------------------------------
 
