@@ -3,7 +3,8 @@
 The workflow owns time and order: it waits on timers, reacts to behaviour events (signals), decides where the
 customer goes next. Everything that touches the outside world (profile, consent, providers, analytics) happens
 in activities. The interpreter is deterministic: it reads only its input, signals, activity results and
-``workflow.now()``.
+``workflow.now()``. Activities are called by reference to their methods (the names Temporal records come from
+their ``activity.defn``).
 """
 
 from __future__ import annotations
@@ -17,19 +18,16 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.journey import JourneyActivities
     from activities.models import (
         ConversionRecord,
         Handoff,
-        HandoffResult,
         HistoryRequest,
-        HistoryResult,
         MomentRequest,
-        MomentResult,
         OutcomeRecord,
         Profile,
         ProfileRequest,
         ProfileUpdate,
-        ProfileUpdateResult,
         SendFailure,
         SendRequest,
         SendResult,
@@ -37,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookAnswer,
         WebhookCall,
     )
+    from activities.steps import StepActivities
     from journeys.conditions import lookup
     from journeys.models import (
         END,
@@ -307,10 +306,9 @@ class JourneyWorkflow:
             outcome, next_id = taken, self._journey.resolve(step_id, taken)
         elif isinstance(step, UpdateProfileStep):
             try:
-                update = await workflow.execute_local_activity(
-                    "update_profile",
+                update = await workflow.execute_local_activity_method(
+                    StepActivities.update_profile,
                     ProfileUpdate(context=self._context(step.id, visit), set=step.set),
-                    result_type=ProfileUpdateResult,
                     start_to_close_timeout=RECORD_TIMEOUT,
                     retry_policy=RECORD_RETRY,
                 )
@@ -325,10 +323,9 @@ class JourneyWorkflow:
             outcome, detail = ("ok" if answer.ok else "failed"), {"status": answer.status, "error": answer.error}
             next_id = self._journey.resolve(step_id, "next" if answer.ok or not step.on_failure else "on_failure")
         elif isinstance(step, StartJourneyStep):
-            handed = await workflow.execute_activity(
-                "start_journey",
+            handed = await workflow.execute_activity_method(
+                StepActivities.start_journey,
                 Handoff(context=self._context(step.id, visit), target_journey=step.journey, now=workflow.now()),
-                result_type=HandoffResult,
                 start_to_close_timeout=HANDOFF_TIMEOUT,
                 retry_policy=HANDOFF_RETRY,
                 summary=f"hand over to {step.journey}",
@@ -459,8 +456,8 @@ class JourneyWorkflow:
         Computed by a local activity, so the answer is in the history: replay never depends on the time-zone
         database of the worker that replays.
         """
-        result = await workflow.execute_local_activity(
-            "resolve_moment",
+        result = await workflow.execute_local_activity_method(
+            JourneyActivities.resolve_moment,
             MomentRequest(
                 customer_id=self._customer,
                 step=step,
@@ -468,7 +465,6 @@ class JourneyWorkflow:
                 default_timezone=self._input.default_timezone,
                 trigger_properties=self._input.trigger.properties,
             ),
-            result_type=MomentResult,
             start_to_close_timeout=PROFILE_TIMEOUT,
             retry_policy=PROFILE_RETRY,
         )
@@ -540,10 +536,9 @@ class JourneyWorkflow:
 
     async def _send_once(self, request: SendRequest, step: SendStep) -> SendResult:
         try:
-            return await workflow.execute_activity(
-                "send_message",
+            return await workflow.execute_activity_method(
+                JourneyActivities.send_message,
                 request,
-                result_type=SendResult,
                 start_to_close_timeout=SEND_TIMEOUT,
                 heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=SEND_RETRY,
@@ -552,10 +547,9 @@ class JourneyWorkflow:
         except ActivityError as err:
             # Retries are exhausted: the provider never took the message. Record it and carry on.
             reason = f"delivery_error: {err.cause or err}"[:500]
-            return await workflow.execute_local_activity(
-                "record_send_failure",
+            return await workflow.execute_local_activity_method(
+                JourneyActivities.record_send_failure,
                 SendFailure(request=request.model_copy(update={"template": {}, "content": {}}), reason=reason),
-                result_type=SendResult,
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
             )
@@ -575,10 +569,9 @@ class JourneyWorkflow:
         history = step.history_conditions()
         matches: list[bool] = []
         if history:
-            result = await workflow.execute_local_activity(
-                "check_history",
+            result = await workflow.execute_local_activity_method(
+                StepActivities.check_history,
                 HistoryRequest(customer_id=self._customer, conditions=history, now=workflow.now()),
-                result_type=HistoryResult,
                 start_to_close_timeout=PROFILE_TIMEOUT,
                 retry_policy=PROFILE_RETRY,
             )
@@ -608,8 +601,8 @@ class JourneyWorkflow:
 
     async def _call_webhook(self, step: WebhookStep, visit: int) -> WebhookAnswer:
         try:
-            return await workflow.execute_activity(
-                "call_webhook",
+            return await workflow.execute_activity_method(
+                StepActivities.call_webhook,
                 WebhookCall(
                     context=self._context(step.id, visit),
                     url=step.url,
@@ -617,7 +610,6 @@ class JourneyWorkflow:
                     headers=step.headers,
                     body=step.body,
                 ),
-                result_type=WebhookAnswer,
                 start_to_close_timeout=WEBHOOK_TIMEOUT,
                 retry_policy=WEBHOOK_RETRY,
                 summary=f"{step.method} {step.url}"[:200],
@@ -626,10 +618,9 @@ class JourneyWorkflow:
             return WebhookAnswer(ok=False, error=f"gave up: {err.cause or err}"[:500])
 
     async def _load_profile(self) -> Profile:
-        return await workflow.execute_local_activity(
-            "load_profile",
+        return await workflow.execute_local_activity_method(
+            JourneyActivities.load_profile,
             ProfileRequest(customer_id=self._customer),
-            result_type=Profile,
             start_to_close_timeout=PROFILE_TIMEOUT,
             retry_policy=PROFILE_RETRY,
         )
@@ -646,8 +637,8 @@ class JourneyWorkflow:
             self._unrecorded.append(record)
         elif persist:
             steps, self._unrecorded = [*self._unrecorded, record], []
-            await workflow.execute_local_activity(
-                "record_step_outcomes",
+            await workflow.execute_local_activity_method(
+                JourneyActivities.record_step_outcomes,
                 self._outcome_record(steps),
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
@@ -668,8 +659,8 @@ class JourneyWorkflow:
     async def _convert(self, event: Event) -> None:
         goal = self._journey.goal
         value = lookup(event.properties, goal.value_property) if goal and goal.value_property else None
-        await workflow.execute_local_activity(
-            "record_conversion",
+        await workflow.execute_local_activity_method(
+            JourneyActivities.record_conversion,
             ConversionRecord(
                 journey_id=self._input.journey_id,
                 journey_version=self._input.journey_version,
