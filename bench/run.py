@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import gc
 import json
 import os
@@ -39,7 +38,6 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from api.app import create_app
 from bench.baseline import build_baseline_worker, signal_purchase, start_baseline
@@ -53,7 +51,6 @@ from store import EmbeddedPostgres, create_pool, migrate
 from store import journeys as journey_store
 from tests.support.faults import DevServer
 from tests.support.mail import SmtpSink, free_port
-from workers import worker as worker_module
 from workers.worker import build_worker, channels_for
 
 API_KEY = "bench-key"
@@ -282,11 +279,8 @@ async def stack(workdir: Path, *, unsandboxed: bool = False) -> AsyncIterator[Be
         sink.on_accept = bench.on_mail
 
         channels = await exits.enter_async_context(channels_for(settings, worker_pool))
-        if unsandboxed:
-            # Measurement only: what the workflow sandbox costs (it re-imports the workflow module per new run).
-            runner = UnsandboxedWorkflowRunner()
-            worker_module.Worker = functools.partial(Worker, workflow_runner=runner)  # type: ignore[misc]
-        worker = build_worker(client, settings, worker_pool, channels)
+        # --unsandboxed, measurement only: what the workflow sandbox costs.
+        worker = build_worker(client, settings, worker_pool, channels, sandboxed=not unsandboxed)
         await exits.enter_async_context(worker)
         await exits.enter_async_context(build_baseline_worker(client, BASELINE_QUEUE, bench.on_baseline_send))
 
@@ -663,7 +657,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--profile", metavar="DIR", help="py-spy the process during an extra Parcours pass")
     parser.add_argument("--profile-customers", type=int, default=300)
     parser.add_argument(
-        "--unsandboxed", action="store_true", help="measurement only: run JourneyWorkflow without the sandbox"
+        "--unsandboxed",
+        action="store_true",
+        help="measurement only: run Parcours' workflows without the sandbox (the baseline keeps it)",
     )
     parser.add_argument("--out", help="write the JSON here (e.g. bench/results/NAME.json)")
     return parser.parse_args(argv)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHandle
+from temporalio.worker import UnsandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
 from activities.journey import JourneyActivities
 from contracts import search_attributes as sa
@@ -22,6 +24,7 @@ from tests.support.engine import (
     make_customer,
     set_consent,
 )
+from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for
 
 
@@ -460,3 +463,21 @@ async def test_a_run_resumes_from_carried_progress(engine: Engine) -> None:
     result = await finish(handle)
     assert result.steps_done_total == 5
     assert [m["Subject"] for m in engine.mail_to(customer)] == ["3 things to try this week", "10% off your first order"]
+
+
+async def test_the_bench_knob_runs_journeys_without_the_sandbox(time_skipping_env, pool, smtp_sink) -> None:
+    """``bench/run.py --unsandboxed`` measures what the sandbox costs: its worker really drops the sandbox (the
+    default keeps it), and journeys still run to the end."""
+    settings = engine_settings(smtp_sink)
+    journey = example("welcome-series")
+    customer = await make_customer(pool)
+    async with channels_for(settings, pool) as channels:
+        default = build_worker(time_skipping_env.client, settings, pool, channels, task_queue=task_queue())
+        assert isinstance(default.config()["workflow_runner"], SandboxedWorkflowRunner)
+        worker = build_worker(time_skipping_env.client, settings, pool, channels, sandboxed=False)
+        assert isinstance(worker.config()["workflow_runner"], UnsandboxedWorkflowRunner)
+        async with worker:
+            engine = Engine(time_skipping_env, settings, pool, smtp_sink)
+            result = await finish(await engine.enter(journey, customer))
+    assert result.status == "completed"
+    assert len(engine.mail_to(customer)) == 3

@@ -10,7 +10,7 @@ from datetime import timedelta
 import asyncpg
 import structlog
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.channels.base import Channel
@@ -41,7 +41,13 @@ def build_worker(
     *,
     task_queue: str | None = None,
     activities: JourneyActivities | None = None,
+    sandboxed: bool = True,
 ) -> Worker:
+    """The worker of ``task_queue`` (by default the configured one): both workflows and every activity.
+
+    ``sandboxed=False`` runs workflows without the sandbox's run-time checks: for measuring what the sandbox costs
+    (``bench/run.py --unsandboxed``), never for production.
+    """
     activities = activities or JourneyActivities(pool, channels, settings)
     segments = SegmentActivities(pool, client, settings)
     steps = StepActivities(pool, client, settings)
@@ -55,7 +61,7 @@ def build_worker(
         max_concurrent_local_activities=settings.database_pool_max,
         # On shutdown, let in-flight sends finish (and record) rather than cancel them mid-delivery.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        workflow_runner=WORKFLOW_RUNNER,
+        workflow_runner=WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner(),
     )
 
 

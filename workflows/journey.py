@@ -4,32 +4,35 @@ The workflow owns time and order: it waits on timers, reacts to behaviour events
 customer goes next. Everything that touches the outside world (profile, consent, providers, analytics) happens
 in activities. The interpreter is deterministic: it reads only its input, signals, activity results and
 ``workflow.now()``.
+
+Each step type has one handler method, registered with ``@_handles`` in the ``_STEP_TYPES`` table together with
+what the Temporal UI shows while it runs; a step model without a handler fails at import. Activities are called
+by reference to their methods (the names Temporal records come from their ``activity.defn``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple, TypeVar, get_args
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.journey import JourneyActivities
     from activities.models import (
         ConversionRecord,
         Handoff,
-        HandoffResult,
         HistoryRequest,
-        HistoryResult,
         MomentRequest,
-        MomentResult,
         OutcomeRecord,
         Profile,
         ProfileRequest,
         ProfileUpdate,
-        ProfileUpdateResult,
         SendFailure,
         SendRequest,
         SendResult,
@@ -37,6 +40,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookAnswer,
         WebhookCall,
     )
+    from activities.steps import StepActivities
     from contracts import search_attributes as sa
     from contracts.journey import (
         EVENT_SIGNAL,
@@ -57,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from journeys.conditions import lookup
     from journeys.models import (
         END,
+        AnyStep,
         BranchStep,
         ExitCriterion,
         ExitStep,
@@ -111,6 +116,42 @@ DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
 MAX_EVENTS_KEPT = 500
 MAX_STEPS_KEPT = 200
 MAX_SEEN_IDS_KEPT = 5000
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What a step did: its outcome, the step the customer goes to next, and details for its record."""
+
+    outcome: str
+    next_id: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    persist: bool = True
+    """False when the step's activity already stored its outcome (a send since SEND_RECORDS_OUTCOME)."""
+
+
+_StepT = TypeVar("_StepT", bound=AnyStep)
+_Handler = Callable[["JourneyWorkflow", _StepT, int, datetime], Awaitable[_Done]]
+"""Runs one visit of a step (the step, the visit number, when it started) and says what it did."""
+
+
+class _StepType(NamedTuple):
+    run: _Handler[Any]
+    describe: Callable[[Any], str]
+    """What the step does, for the Temporal UI's current details (the step's id and label go around it)."""
+
+
+_STEP_TYPES: dict[type[Any], _StepType] = {}
+"""The interpreter's dispatch table: a step model's class to its handler and its description."""
+
+
+def _handles(model: type[_StepT], describe: Callable[[_StepT], str]) -> Callable[[_Handler[_StepT]], _Handler[_StepT]]:
+    """Register the decorated method as the handler of ``model`` steps, shown in the UI as ``describe(step)``."""
+
+    def register(run: _Handler[_StepT]) -> _Handler[_StepT]:
+        _STEP_TYPES[model] = _StepType(run, describe)
+        return run
+
+    return register
 
 
 @workflow.defn(name=WORKFLOW_NAME)
@@ -247,103 +288,18 @@ class JourneyWorkflow:
 
     async def _run_step(self, step_id: str) -> str:
         step = self._journey.step(step_id)
+        kind = _STEP_TYPES[type(step)]
         self._progress.current_step = step_id
         self._current = step_id
         visit = self._progress.visits.get(step_id, 0) + 1
         self._progress.visits[step_id] = visit
         self._progress.step_started_event_index = len(self._progress.events)
-        self._show(step_id, _describe(step))
+        self._show(step_id, f"step `{step.id}`: {kind.describe(step)} ({step.label or step.id})")
         started = workflow.now()
-
-        detail: dict[str, Any] = {}
-        outcome: str
-        persist = True
-        if isinstance(step, SendStep):
-            result = await self._send(step, visit, started)
-            persist = not result.outcome_recorded
-            outcome, next_id = result.status, self._journey.resolve(step_id, "next")
-            detail = {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key}
-        elif isinstance(step, WaitStep):
-            await self._wait(lambda: False, step.duration)
-            outcome = self._why_interrupted() or "waited"
-            next_id = self._journey.resolve(step_id, "next")
-        elif isinstance(step, WaitForStep):
-            found: list[Event] = []
-
-            def happened() -> bool:
-                match = self._find_event(step)
-                if match is not None:
-                    found.append(match)
-                return match is not None
-
-            await self._wait(happened, step.timeout)
-            if found:
-                outcome, detail = "event", {"event_id": found[0].event_id}
-                next_id = self._journey.resolve(step_id, "on_event")
-            else:
-                outcome = self._why_interrupted() or "timeout"
-                next_id = self._journey.resolve(step_id, "on_timeout")
-        elif isinstance(step, WaitUntilStep):
-            until = await self._moment(step)
-            next_id = self._journey.resolve(step_id, "next")
-            if until is None:
-                outcome, next_id = "no_date", self._journey.resolve(step_id, "on_missing")
-            elif until <= workflow.now():
-                outcome = "past"
-                if step.on_past:
-                    next_id = self._journey.resolve(step_id, "on_past")
-            else:
-                detail = {"until": until.isoformat()}
-                await self._wait(lambda: False, until - workflow.now())
-                outcome = self._why_interrupted() or "waited"
-        elif isinstance(step, SplitStep):
-            variant = self._split(step)
-            self._progress.variant = variant
-            workflow.upsert_search_attributes([sa.VARIANT.value_set(variant)])
-            outcome, detail = variant, {"variant": variant}
-            next_id = self._journey.resolve(step_id, f"variants.{variant}")
-        elif isinstance(step, BranchStep):
-            taken = await self._branch(step)
-            outcome, next_id = taken, self._journey.resolve(step_id, taken)
-        elif isinstance(step, UpdateProfileStep):
-            try:
-                update = await workflow.execute_local_activity(
-                    "update_profile",
-                    ProfileUpdate(context=self._context(step.id, visit), set=step.set),
-                    result_type=ProfileUpdateResult,
-                    start_to_close_timeout=RECORD_TIMEOUT,
-                    retry_policy=RECORD_RETRY,
-                )
-                outcome = "updated" if update.updated else "unknown_customer"
-                detail = {"set": update.attributes}
-            except ActivityError as err:  # e.g. a value that does not render for this customer
-                outcome, detail = "failed", {"error": str(err.cause or err)[:500]}
-            next_id = self._journey.resolve(step_id, "next")
-        elif isinstance(step, WebhookStep):
-            answer = await self._call_webhook(step, visit)
-            self._progress.responses[step.save_as or step.id] = answer.model_dump(exclude={"ok"})
-            outcome, detail = ("ok" if answer.ok else "failed"), {"status": answer.status, "error": answer.error}
-            next_id = self._journey.resolve(step_id, "next" if answer.ok or not step.on_failure else "on_failure")
-        elif isinstance(step, StartJourneyStep):
-            handed = await workflow.execute_activity(
-                "start_journey",
-                Handoff(context=self._context(step.id, visit), target_journey=step.journey, now=workflow.now()),
-                result_type=HandoffResult,
-                start_to_close_timeout=HANDOFF_TIMEOUT,
-                retry_policy=HANDOFF_RETRY,
-                summary=f"hand over to {step.journey}",
-            )
-            outcome, detail = handed.outcome, {"journey": step.journey, "reason": handed.reason}
-            next_id = self._journey.resolve(step_id, "next")
-        else:
-            assert isinstance(step, ExitStep)
-            outcome, next_id = "exit", END
-            self._status, self._exit_reason = "exited", step.reason
-            detail = {"reason": step.reason}
-
+        done = await kind.run(self, step, visit, started)
         # The goal ended the journey during this step: the conversion, recorded next, takes its outcome along.
         defer = (
-            persist
+            done.persist
             and self._goal_event is not None
             and self._status == "running"
             and workflow.patched(CONVERSION_RECORDS_LAST_STEP)
@@ -353,15 +309,112 @@ class JourneyWorkflow:
                 step_id=step_id,
                 type=step.type,
                 visit=visit,
-                outcome=outcome,
-                detail={k: v for k, v in detail.items() if v is not None},
+                outcome=done.outcome,
+                detail={k: v for k, v in done.detail.items() if v is not None},
                 started_at=started,
                 finished_at=workflow.now(),
             ),
-            persist=persist,
+            persist=done.persist,
             defer=defer,
         )
-        return next_id
+        return done.next_id
+
+    # --- the step types: one handler each, with what the Temporal UI shows while it runs ----------------------
+
+    @_handles(SendStep, lambda step: f"sending {step.channel}")
+    async def _do_send(self, step: SendStep, visit: int, started: datetime) -> _Done:
+        result = await self._send(step, visit, started)
+        return _Done(
+            result.status,
+            self._journey.resolve(step.id, "next"),
+            {"channel": result.channel, "reason": result.reason, "message_key": result.idempotency_key},
+            persist=not result.outcome_recorded,
+        )
+
+    @_handles(WaitStep, lambda step: f"waiting {step.duration}")
+    async def _do_wait(self, step: WaitStep, visit: int, started: datetime) -> _Done:
+        await self._wait(lambda: False, step.duration)
+        return _Done(self._why_interrupted() or "waited", self._journey.resolve(step.id, "next"))
+
+    @_handles(WaitForStep, lambda step: f"waiting up to {step.timeout} for `{step.event}`")
+    async def _do_wait_for(self, step: WaitForStep, visit: int, started: datetime) -> _Done:
+        found: list[Event] = []
+
+        def happened() -> bool:
+            match = self._find_event(step)
+            if match is not None:
+                found.append(match)
+            return match is not None
+
+        await self._wait(happened, step.timeout)
+        if found:
+            return _Done("event", self._journey.resolve(step.id, "on_event"), {"event_id": found[0].event_id})
+        return _Done(self._why_interrupted() or "timeout", self._journey.resolve(step.id, "on_timeout"))
+
+    @_handles(WaitUntilStep, lambda step: "waiting for a moment on the customer's calendar")
+    async def _do_wait_until(self, step: WaitUntilStep, visit: int, started: datetime) -> _Done:
+        until = await self._moment(step)
+        if until is None:
+            return _Done("no_date", self._journey.resolve(step.id, "on_missing"))
+        if until <= workflow.now():
+            return _Done("past", self._journey.resolve(step.id, "on_past" if step.on_past else "next"))
+        await self._wait(lambda: False, until - workflow.now())
+        outcome = self._why_interrupted() or "waited"
+        return _Done(outcome, self._journey.resolve(step.id, "next"), {"until": until.isoformat()})
+
+    @_handles(SplitStep, lambda step: "A/B split")
+    async def _do_split(self, step: SplitStep, visit: int, started: datetime) -> _Done:
+        variant = self._split(step)
+        self._progress.variant = variant
+        workflow.upsert_search_attributes([sa.VARIANT.value_set(variant)])
+        return _Done(variant, self._journey.resolve(step.id, f"variants.{variant}"), {"variant": variant})
+
+    @_handles(BranchStep, lambda step: "branching")
+    async def _do_branch(self, step: BranchStep, visit: int, started: datetime) -> _Done:
+        taken = await self._branch(step)
+        return _Done(taken, self._journey.resolve(step.id, taken))
+
+    @_handles(UpdateProfileStep, lambda step: "updating the profile")
+    async def _do_update_profile(self, step: UpdateProfileStep, visit: int, started: datetime) -> _Done:
+        next_id = self._journey.resolve(step.id, "next")
+        try:
+            update = await workflow.execute_local_activity_method(
+                StepActivities.update_profile,
+                ProfileUpdate(context=self._context(step.id, visit), set=step.set),
+                start_to_close_timeout=RECORD_TIMEOUT,
+                retry_policy=RECORD_RETRY,
+            )
+        except ActivityError as err:  # e.g. a value that does not render for this customer
+            return _Done("failed", next_id, {"error": str(err.cause or err)[:500]})
+        return _Done("updated" if update.updated else "unknown_customer", next_id, {"set": update.attributes})
+
+    @_handles(WebhookStep, lambda step: f"calling {step.url}")
+    async def _do_webhook(self, step: WebhookStep, visit: int, started: datetime) -> _Done:
+        answer = await self._call_webhook(step, visit)
+        self._progress.responses[step.save_as or step.id] = answer.model_dump(exclude={"ok"})
+        return _Done(
+            "ok" if answer.ok else "failed",
+            self._journey.resolve(step.id, "next" if answer.ok or not step.on_failure else "on_failure"),
+            {"status": answer.status, "error": answer.error},
+        )
+
+    @_handles(StartJourneyStep, lambda step: f"handing over to journey `{step.journey}`")
+    async def _do_start_journey(self, step: StartJourneyStep, visit: int, started: datetime) -> _Done:
+        handed = await workflow.execute_activity_method(
+            StepActivities.start_journey,
+            Handoff(context=self._context(step.id, visit), target_journey=step.journey, now=workflow.now()),
+            start_to_close_timeout=HANDOFF_TIMEOUT,
+            retry_policy=HANDOFF_RETRY,
+            summary=f"hand over to {step.journey}",
+        )
+        return _Done(
+            handed.outcome, self._journey.resolve(step.id, "next"), {"journey": step.journey, "reason": handed.reason}
+        )
+
+    @_handles(ExitStep, lambda step: "exit")
+    async def _do_exit(self, step: ExitStep, visit: int, started: datetime) -> _Done:
+        self._status, self._exit_reason = "exited", step.reason
+        return _Done("exit", END, {"reason": step.reason})
 
     async def _wait(self, done: Any, limit: timedelta) -> bool:
         """Wait until ``done()``, the goal or an exit event, at most ``limit``; True when the goal or exit came."""
@@ -459,8 +512,8 @@ class JourneyWorkflow:
         Computed by a local activity, so the answer is in the history: replay never depends on the time-zone
         database of the worker that replays.
         """
-        result = await workflow.execute_local_activity(
-            "resolve_moment",
+        result = await workflow.execute_local_activity_method(
+            JourneyActivities.resolve_moment,
             MomentRequest(
                 customer_id=self._customer,
                 step=step,
@@ -468,7 +521,6 @@ class JourneyWorkflow:
                 default_timezone=self._input.default_timezone,
                 trigger_properties=self._input.trigger.properties,
             ),
-            result_type=MomentResult,
             start_to_close_timeout=PROFILE_TIMEOUT,
             retry_policy=PROFILE_RETRY,
         )
@@ -540,10 +592,9 @@ class JourneyWorkflow:
 
     async def _send_once(self, request: SendRequest, step: SendStep) -> SendResult:
         try:
-            return await workflow.execute_activity(
-                "send_message",
+            return await workflow.execute_activity_method(
+                JourneyActivities.send_message,
                 request,
-                result_type=SendResult,
                 start_to_close_timeout=SEND_TIMEOUT,
                 heartbeat_timeout=SEND_HEARTBEAT,
                 retry_policy=SEND_RETRY,
@@ -552,10 +603,9 @@ class JourneyWorkflow:
         except ActivityError as err:
             # Retries are exhausted: the provider never took the message. Record it and carry on.
             reason = f"delivery_error: {err.cause or err}"[:500]
-            return await workflow.execute_local_activity(
-                "record_send_failure",
+            return await workflow.execute_local_activity_method(
+                JourneyActivities.record_send_failure,
                 SendFailure(request=request.model_copy(update={"template": {}, "content": {}}), reason=reason),
-                result_type=SendResult,
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
             )
@@ -575,10 +625,9 @@ class JourneyWorkflow:
         history = step.history_conditions()
         matches: list[bool] = []
         if history:
-            result = await workflow.execute_local_activity(
-                "check_history",
+            result = await workflow.execute_local_activity_method(
+                StepActivities.check_history,
                 HistoryRequest(customer_id=self._customer, conditions=history, now=workflow.now()),
-                result_type=HistoryResult,
                 start_to_close_timeout=PROFILE_TIMEOUT,
                 retry_policy=PROFILE_RETRY,
             )
@@ -608,8 +657,8 @@ class JourneyWorkflow:
 
     async def _call_webhook(self, step: WebhookStep, visit: int) -> WebhookAnswer:
         try:
-            return await workflow.execute_activity(
-                "call_webhook",
+            return await workflow.execute_activity_method(
+                StepActivities.call_webhook,
                 WebhookCall(
                     context=self._context(step.id, visit),
                     url=step.url,
@@ -617,7 +666,6 @@ class JourneyWorkflow:
                     headers=step.headers,
                     body=step.body,
                 ),
-                result_type=WebhookAnswer,
                 start_to_close_timeout=WEBHOOK_TIMEOUT,
                 retry_policy=WEBHOOK_RETRY,
                 summary=f"{step.method} {step.url}"[:200],
@@ -626,10 +674,9 @@ class JourneyWorkflow:
             return WebhookAnswer(ok=False, error=f"gave up: {err.cause or err}"[:500])
 
     async def _load_profile(self) -> Profile:
-        return await workflow.execute_local_activity(
-            "load_profile",
+        return await workflow.execute_local_activity_method(
+            JourneyActivities.load_profile,
             ProfileRequest(customer_id=self._customer),
-            result_type=Profile,
             start_to_close_timeout=PROFILE_TIMEOUT,
             retry_policy=PROFILE_RETRY,
         )
@@ -646,8 +693,8 @@ class JourneyWorkflow:
             self._unrecorded.append(record)
         elif persist:
             steps, self._unrecorded = [*self._unrecorded, record], []
-            await workflow.execute_local_activity(
-                "record_step_outcomes",
+            await workflow.execute_local_activity_method(
+                JourneyActivities.record_step_outcomes,
                 self._outcome_record(steps),
                 start_to_close_timeout=RECORD_TIMEOUT,
                 retry_policy=RECORD_RETRY,
@@ -668,8 +715,8 @@ class JourneyWorkflow:
     async def _convert(self, event: Event) -> None:
         goal = self._journey.goal
         value = lookup(event.properties, goal.value_property) if goal and goal.value_property else None
-        await workflow.execute_local_activity(
-            "record_conversion",
+        await workflow.execute_local_activity_method(
+            JourneyActivities.record_conversion,
             ConversionRecord(
                 journey_id=self._input.journey_id,
                 journey_version=self._input.journey_version,
@@ -721,24 +768,5 @@ class JourneyWorkflow:
         workflow.continue_as_new(self._input.model_copy(update={"progress": progress}))
 
 
-def _describe(step: Any) -> str:
-    label = step.label or step.id
-    if isinstance(step, SendStep):
-        return f"step `{step.id}`: sending {step.channel} ({label})"
-    if isinstance(step, WaitStep):
-        return f"step `{step.id}`: waiting {step.duration} ({label})"
-    if isinstance(step, WaitForStep):
-        return f"step `{step.id}`: waiting up to {step.timeout} for `{step.event}` ({label})"
-    if isinstance(step, WaitUntilStep):
-        return f"step `{step.id}`: waiting for a moment on the customer's calendar ({label})"
-    if isinstance(step, SplitStep):
-        return f"step `{step.id}`: A/B split ({label})"
-    if isinstance(step, BranchStep):
-        return f"step `{step.id}`: branching ({label})"
-    if isinstance(step, UpdateProfileStep):
-        return f"step `{step.id}`: updating the profile ({label})"
-    if isinstance(step, WebhookStep):
-        return f"step `{step.id}`: calling {step.url} ({label})"
-    if isinstance(step, StartJourneyStep):
-        return f"step `{step.id}`: handing over to journey `{step.journey}` ({label})"
-    return f"step `{step.id}`: exit ({label})"
+if missing := set(get_args(AnyStep)) - set(_STEP_TYPES):
+    raise TypeError(f"step types without a handler: {sorted(m.__name__ for m in missing)}")

@@ -18,10 +18,10 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.segment_models import (
         SegmentEnterRequest,
-        SegmentEnterResult,
         SegmentPage,
         SegmentPageRequest,
     )
+    from activities.segments import SegmentActivities
     from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, SegmentRunResult, schedule_id
 
 PAGE_TIMEOUT = timedelta(minutes=2)
@@ -46,10 +46,9 @@ class SegmentEntryWorkflow:
         state = input.model_copy(update={"run_key": run_key, "started_at": started_at})
         stopped: str | None = None
         for _ in range(PAGES_PER_RUN):
-            page: SegmentPage = await workflow.execute_activity(
-                "segment_members",
+            page = await workflow.execute_activity_method(
+                SegmentActivities.segment_members,
                 SegmentPageRequest(journey_id=input.journey_id, after=state.after, now=started_at),
-                result_type=SegmentPage,
                 start_to_close_timeout=PAGE_TIMEOUT,
                 retry_policy=PAGE_RETRY,
                 summary="find segment members",
@@ -83,12 +82,11 @@ class SegmentEntryWorkflow:
         for start in range(0, len(ids), chunk):
             part = ids[start : start + chunk]
             began = workflow.now()
-            result: SegmentEnterResult = await workflow.execute_activity(
-                "enter_segment_batch",
+            result = await workflow.execute_activity_method(
+                SegmentActivities.enter_segment_batch,
                 SegmentEnterRequest(
                     journey_id=state.journey_id, run_key=state.run_key or "", customer_ids=part, now=began
                 ),
-                result_type=SegmentEnterResult,
                 start_to_close_timeout=ENTER_TIMEOUT,
                 heartbeat_timeout=ENTER_HEARTBEAT,
                 retry_policy=ENTER_RETRY,
