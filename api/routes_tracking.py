@@ -5,9 +5,9 @@
 ``link`` and ``channel``. ``GET /o/{token}`` answers a 1x1 GIF that is never cached and records
 ``email_opened`` with ``machine`` (see ``is_machine_open``).
 
-Before answering, the event is stored (and the message's engagement counted) in one transaction: a couple of
-milliseconds, no Temporal call. Routing it to journeys (``wait_for: email_clicked``) runs after the answer went
-out; if that fails the event stays in the outbox and the router's drainer delivers it.
+Before answering, the event is stored and counted on its message in one statement (with the alias lock every
+event takes): a couple of milliseconds, no Temporal call. Routing it to journeys (``wait_for: email_clicked``)
+runs after the answer went out; if that fails the event stays in the outbox and the router's drainer delivers it.
 
 Event ids: ``sha256(token, 10-second bucket)``. A prefetch, a scanner's retry or a double-click within the same
 ten-second bucket is one click; the customer clicking the same link again later is another click. A click on a
@@ -38,7 +38,6 @@ from api.routes_deps import event_router, pool, settings
 from config.settings import Settings
 from journeys.runtime import Event
 from store import engagement
-from store import events as event_store
 
 log = structlog.get_logger(__name__)
 
@@ -129,26 +128,6 @@ def _event_id(kind: str, token: str, now: float, *extra: str) -> str:
     return f"{kind}-{digest[:40]}"
 
 
-async def _record(db: asyncpg.Pool, event: Event, count: Any) -> Event | None:
-    """Store ``event`` and ``count(conn)`` the message's engagement, in one transaction; the stored event (under
-    the customer it resolved to) when it is new and its message exists, else None (and nothing is kept)."""
-
-    class _NoMessage(Exception):
-        pass
-
-    try:
-        async with db.acquire() as conn, conn.transaction():
-            stored = await event_store.store_resolved(conn, [event])
-            if not stored.fresh[0]:
-                return None  # the same click or open, a moment ago
-            if await count(conn) is None:
-                raise _NoMessage
-    except _NoMessage:
-        return None
-    customer_id = stored.customer_ids[0] or event.customer_id
-    return event.model_copy(update={"customer_id": customer_id})
-
-
 async def _route(router_: EventRouter, event: Event) -> None:
     try:
         await router_.route_stored([event])
@@ -156,13 +135,19 @@ async def _route(router_: EventRouter, event: Event) -> None:
         log.warning("tracking.route_failed", event_id=event.event_id, error=repr(exc))
 
 
-async def _record_safely(db: asyncpg.Pool, event: Event, count: Any) -> Event | None:
-    # The customer gets their page or image whatever happens here: a failure loses this one record, not the visit.
+async def _record(db: asyncpg.Pool, event: Event, message_key: str, machine: bool | None = None) -> Event | None:
+    """Store the event and count it on its message (``store.engagement.store_event``); the event as stored (under
+    the customer it resolved to) when it is new, else None.
+
+    The customer gets their page or image whatever happens here: a failure loses this one record, not the visit.
+    """
     try:
-        return await _record(db, event, count)
+        async with db.acquire() as conn:
+            customer_id = await engagement.store_event(conn, event, message_key, machine=machine)
     except Exception as exc:
         log.warning("tracking.record_failed", event_id=event.event_id, name=event.name, error=repr(exc))
         return None
+    return None if customer_id is None else event.model_copy(update={"customer_id": customer_id})
 
 
 @router.api_route("/c/{token}", methods=["GET", "HEAD"], response_class=Response, summary="Follow a tracked link")
@@ -191,7 +176,7 @@ async def click(
             },
             occurred_at=at,
         )
-        stored = await _record_safely(db, event, lambda conn: engagement.record_click(conn, payload["k"], at))
+        stored = await _record(db, event, payload["k"])
         if stored is not None:
             background.add_task(_route, router_, stored)
     return Response(
@@ -227,9 +212,7 @@ async def open_pixel(
         },
         occurred_at=at,
     )
-    stored = await _record_safely(
-        db, event, lambda conn: engagement.record_open(conn, payload["k"], at, machine=machine)
-    )
+    stored = await _record(db, event, payload["k"], machine)
     if stored is not None:
         background.add_task(_route, router_, stored)
     return Response(PIXEL, media_type="image/gif", headers=_NO_CACHE)

@@ -1,8 +1,9 @@
 """Engagement per message: opens, clicks, and the bounce, complaint or unsubscribe a message caused.
 
 Kept on the ``messages`` row (migration 0008), keyed by the message's idempotency key. Opens and clicks are
-counted by the tracking routes (``api/routes_tracking.py``) in the transaction that stores the
-``email_opened``/``email_clicked`` event, and only when that event is new, so a retried request counts once.
+counted by the tracking routes (``api/routes_tracking.py``) in the statement that stores the
+``email_opened``/``email_clicked`` event (``store_event``), and only when that event is new, so a retried request
+counts once.
 Bounces, complaints and unsubscribes are moments, not counters: the first report sets ``bounced_at`` (etc.) and a
 repeated report changes nothing; ``summary`` counts the messages that have them.
 
@@ -12,8 +13,10 @@ customer was erased (the key was replaced by a pseudonym).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
+
+from journeys.runtime import Event
+from store.identity import SHARED_LOCKS_SQL, alias_of, lock_keys, normalise
 
 Report = Literal["hard_bounce", "complaint", "unsubscribe"]
 _REPORT_COLUMNS = {"hard_bounce": "bounced_at", "complaint": "complained_at", "unsubscribe": "unsubscribed_at"}
@@ -31,40 +34,59 @@ ENGAGEMENT_COLUMNS = (
 )
 
 
-async def record_open(db: Any, message_key: str, at: datetime, *, machine: bool) -> str | None:
-    """Count an open of the message; a machine's open (privacy proxy, prefetch) counts in ``opens`` only.
+# Store the event if the message exists, under the customer its id resolves to (a merged profile's id stands for
+# the customer it merged into), and count it on the message if it is new: one statement. $1 message key,
+# $2..$5 the event, $6/$7 the alias the customer id is looked up under, $8 the fallback customer id.
+_STORE_AND_COUNT_SQL = """
+WITH message AS (
+    SELECT 1 FROM messages WHERE idempotency_key = $1
+), stored AS (
+    INSERT INTO events (event_id, customer_id, name, properties, occurred_at)
+    SELECT $2, COALESCE(ids.customer_id, $8), $3, $4, $5
+      FROM message LEFT JOIN identities ids ON ids.kind = $6 AND ids.value = $7
+    ON CONFLICT (event_id) DO NOTHING
+    RETURNING customer_id
+), counted AS (
+    UPDATE messages SET {counts} WHERE idempotency_key = $1 AND EXISTS (SELECT 1 FROM stored)
+)
+SELECT customer_id FROM stored
+"""
+_CLICK_SQL = _STORE_AND_COUNT_SQL.format(
+    counts="clicks = clicks + 1, first_clicked_at = COALESCE(first_clicked_at, $5)"
+)
+_OPEN_SQL = _STORE_AND_COUNT_SQL.format(
+    counts="""opens = opens + 1,
+              first_opened_at = COALESCE(first_opened_at, $5),
+              human_opens = human_opens + CASE WHEN $9 THEN 0 ELSE 1 END,
+              first_human_opened_at = CASE WHEN $9 THEN first_human_opened_at
+                                           ELSE COALESCE(first_human_opened_at, $5) END"""
+)
 
-    Returns the message's customer id, or None when there is no such message (nothing counted).
+
+async def store_event(conn: Any, event: Event, message_key: str, *, machine: bool | None = None) -> str | None:
+    """Store a click event (``machine`` None) or an open event of a message, and count it on the message.
+
+    Nothing happens when the event id is known already (the same click a moment ago) or there is no such message.
+    Resolved like any event, under the shared alias lock (``store.events``). Returns the customer id it was
+    stored under, or None when nothing was stored. ``conn``: a connection, not a pool.
     """
-    customer_id: str | None = await db.fetchval(
-        """
-        UPDATE messages
-           SET opens = opens + 1,
-               first_opened_at = COALESCE(first_opened_at, $2),
-               human_opens = human_opens + CASE WHEN $3 THEN 0 ELSE 1 END,
-               first_human_opened_at = CASE WHEN $3 THEN first_human_opened_at
-                                            ELSE COALESCE(first_human_opened_at, $2) END
-         WHERE idempotency_key = $1
-        RETURNING customer_id
-        """,
+    kind, value = alias_of(event.customer_id)
+    args: list[Any] = [
         message_key,
-        at,
-        machine,
-    )
-    return customer_id
-
-
-async def record_click(db: Any, message_key: str, at: datetime) -> str | None:
-    """Count a click on a link of the message. Returns its customer id, or None when there is no such message."""
-    customer_id: str | None = await db.fetchval(
-        """
-        UPDATE messages SET clicks = clicks + 1, first_clicked_at = COALESCE(first_clicked_at, $2)
-         WHERE idempotency_key = $1
-        RETURNING customer_id
-        """,
-        message_key,
-        at,
-    )
+        event.event_id,
+        event.name,
+        event.properties,
+        event.occurred_at,
+        kind,
+        normalise(kind, value),
+        event.customer_id,
+    ]
+    sql = _CLICK_SQL if machine is None else _OPEN_SQL
+    if machine is not None:
+        args.append(machine)
+    async with conn.transaction():
+        await conn.execute(SHARED_LOCKS_SQL, lock_keys([(kind, value)]))
+        customer_id: str | None = await conn.fetchval(sql, *args)
     return customer_id
 
 
