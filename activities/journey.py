@@ -24,7 +24,7 @@ from activities.channels.base import (
     OutboundMessage,
     PermanentDeliveryError,
 )
-from activities.links import template_links, unsubscribe_url
+from activities.links import template_links, tracking_payload, unsubscribe_url
 from activities.models import (
     ConversionRecord,
     MomentRequest,
@@ -37,6 +37,7 @@ from activities.models import (
     SendResult,
 )
 from activities.profiles import fetch_profile, liquid_context, profile_of
+from activities.tracking import track_content
 from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
@@ -182,12 +183,15 @@ class JourneyActivities:
             journey_id=request.journey_id,
             step_id=request.step_id,
             unsubscribe_url=(
-                unsubscribe_url(self._settings, request.customer_id, chosen.channel, request.topic)
+                unsubscribe_url(
+                    self._settings, request.customer_id, chosen.channel, request.topic, request.idempotency_key
+                )
                 if request.kind == "marketing" and chosen.channel == "email"
                 else None
             ),
         )
         fields = request.content.get(chosen.channel) or (request.template if chosen.channel == request.channel else {})
+        own_links = template_links(self._settings, request.customer_id, message.unsubscribe_url)
         try:
             message.content = render_value(
                 policy.localized(fields, profile.locale),
@@ -195,13 +199,15 @@ class JourneyActivities:
                     **liquid_context(
                         profile, request.trigger, request.journey_id, request.journey_name, request.step_id
                     ),
-                    **template_links(self._settings, request.customer_id, message.unsubscribe_url),
+                    **own_links,
                 },
             )
         except TemplateError as exc:
             return await self._record(
                 record, "failed", f"template_error: {exc}", chosen.channel, recipient=chosen.recipient
             )
+        if request.track:
+            message.content = _tracked(self._settings, message, own_links)
         channel = self._channels.get(chosen.channel)
         if channel is None:
             failures.append({"channel": chosen.channel, "error": "channel_not_configured"})
@@ -365,6 +371,14 @@ def _dead_mailbox(error: str, response: dict[str, Any]) -> bool:
     if response.get("smtp_code") not in _DEAD_MAILBOX_CODES:
         return False
     return error.startswith("recipient refused") or bool(_BAD_ADDRESS_STATUS.search(str(response.get("smtp_message"))))
+
+
+def _tracked(settings: Settings, message: OutboundMessage, own_links: dict[str, str]) -> dict[str, Any]:
+    """The rendered content with click (and, for HTML email, open) tracking (``activities.tracking``)."""
+    payload = tracking_payload(
+        message.customer_id, message.idempotency_key, message.journey_id, message.step_id, message.channel
+    )
+    return track_content(settings, message.channel, message.content, payload, keep=set(own_links.values()))
 
 
 def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) -> SendResult:

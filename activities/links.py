@@ -1,4 +1,5 @@
-"""Links that go into messages (one-click unsubscribe, the preference page). The API opens them with the same secret.
+"""Links that go into messages (one-click unsubscribe, the preference page, click and open tracking). The API
+opens them with the same secret.
 
 A link token is sealed, not just signed: its payload (purpose, customer, channel, topic, expiry) is encrypted
 and authenticated, so the URL carries no customer id anyone could read, guess or change.
@@ -36,7 +37,9 @@ NONCE_BYTES = 12
 TAG_BYTES = 16
 UNSUBSCRIBE = "u"
 PREFERENCES = "p"
-_PURPOSES = {UNSUBSCRIBE: "unsubscribe", PREFERENCES: "preferences"}
+CLICK = "c"
+OPEN = "o"
+_PURPOSES = {UNSUBSCRIBE: "unsubscribe", PREFERENCES: "preferences", CLICK: "tracked", OPEN: "open tracking"}
 
 
 class InvalidLink(ValueError):
@@ -117,11 +120,17 @@ def _open_v1(settings: Settings, raw: bytes) -> bytes:
     return _xor(ciphertext, _keystream(enc_key, nonce, len(ciphertext)))
 
 
-def unsubscribe_url(settings: Settings, customer_id: str, channel: str, topic: str | None) -> str:
-    """The one-click unsubscribe URL for a message (RFC 8058); the send activity puts it in List-Unsubscribe."""
-    token = seal(
-        settings, UNSUBSCRIBE, {"c": customer_id, "ch": channel, "t": topic}, _days(settings.unsubscribe_link_ttl_days)
-    )
+def unsubscribe_url(
+    settings: Settings, customer_id: str, channel: str, topic: str | None, message_key: str | None = None
+) -> str:
+    """The one-click unsubscribe URL for a message (RFC 8058); the send activity puts it in List-Unsubscribe.
+
+    ``message_key``: the message's idempotency key, so the unsubscribe is counted against that message.
+    """
+    payload: dict[str, Any] = {"c": customer_id, "ch": channel, "t": topic}
+    if message_key is not None:
+        payload["k"] = message_key
+    token = seal(settings, UNSUBSCRIBE, payload, _days(settings.unsubscribe_link_ttl_days))
     return f"{settings.public_base_url.rstrip('/')}/v1/unsubscribe/{token}"
 
 
@@ -134,6 +143,30 @@ def preferences_url(settings: Settings, customer_id: str) -> str:
 def template_links(settings: Settings, customer_id: str, unsubscribe: str | None) -> dict[str, str]:
     """What Liquid templates see: ``preferences_url`` and ``unsubscribe_url`` ("" when the message has none)."""
     return {"preferences_url": preferences_url(settings, customer_id), "unsubscribe_url": unsubscribe or ""}
+
+
+def click_url(settings: Settings, message: dict[str, Any], link: str) -> str:
+    """A redirect link to ``link`` that records a click on the message (``message``: the ``tracking_payload``)."""
+    token = seal(settings, CLICK, dict(message, l=link), _days(settings.tracking_link_ttl_days))
+    return f"{settings.public_base_url.rstrip('/')}/c/{token}"
+
+
+def open_url(settings: Settings, message: dict[str, Any], sent_at: float) -> str:
+    """The tracking pixel's URL for an email; ``sent_at`` (epoch seconds) tells a prefetch from a human open."""
+    token = seal(settings, OPEN, dict(message, t=int(sent_at)), _days(settings.tracking_link_ttl_days))
+    return f"{settings.public_base_url.rstrip('/')}/o/{token}"
+
+
+def tracking_payload(customer_id: str, message_key: str, journey_id: str, step_id: str, channel: str) -> dict[str, str]:
+    """What every click and open token of one message carries (sealed: nothing of it is readable in the URL)."""
+    return {"c": customer_id, "k": message_key, "j": journey_id, "s": step_id, "ch": channel}
+
+
+def is_own_link(settings: Settings, url: str) -> bool:
+    """True for unsubscribe and preference-page links (never tracked: they must work whatever happens) and for
+    tracking links themselves (never wrapped twice)."""
+    base = settings.public_base_url.rstrip("/")
+    return url.startswith((f"{base}/v1/unsubscribe/", f"{base}/preferences/", f"{base}/c/", f"{base}/o/"))
 
 
 def _days(days: float) -> int:

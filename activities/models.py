@@ -156,6 +156,8 @@ class SendRequest(BaseModel):
     outcome: OutcomeRecord | None = None
     """When set, the activity records the step's outcome in its own transaction (its ``steps`` are ignored)."""
     outcome_started_at: datetime | None = None
+    track: bool = True
+    """Rewrite the message's links for click tracking (and add an open pixel to HTML email)."""
 
 
 SendStatus = Literal["sent", "skipped", "failed", "deferred"]

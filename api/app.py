@@ -29,6 +29,7 @@ from api import (
     routes_preferences,
     routes_privacy,
     routes_suppressions,
+    routes_tracking,
 )
 from api.routes_deps import require_api_key, validation_field
 from api.schemas import ApiError, ErrorBody
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
 
     app.include_router(routes_health.router)
     app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
+    app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
     auth = [Depends(require_api_key)]
     for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_suppressions):
         app.include_router(module.router, dependencies=auth)

@@ -23,6 +23,7 @@ from api.schemas import ApiError, StorableText
 from config.settings import Settings
 from journeys import calendar
 from store import customers as customer_store
+from store import engagement
 from store import identity as identity_store
 from store import preferences as store
 from store.preferences import CONSENT_CHANNELS, FREQUENCIES, Preferences
@@ -293,6 +294,8 @@ async def one_click_unsubscribe(token: str, request: Request, db: Pool, config: 
         )
     except customer_store.UnknownCustomerError:
         return _gone()
+    if isinstance(payload.get("k"), str):  # links made since engagement tracking name their message
+        await engagement.record_report(db, "unsubscribe", message_key=payload["k"])
     return _html(
         pages.message_page("You are unsubscribed", f"You will not receive {pages.describe(payload)} any more.")
     )

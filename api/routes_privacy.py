@@ -25,8 +25,8 @@ from api.schemas import ApiError, is_email
 from config.settings import Settings
 from orchestration import exits
 from store import customers as customer_store
+from store import engagement, privacy
 from store import identity as identity_store
-from store import privacy
 from store import suppressions as suppression_store
 
 log = structlog.get_logger(__name__)
@@ -160,6 +160,9 @@ async def provider_events(provider: str, request: Request, db: Pool) -> dict[str
             results.append({"status": "ignored"})
             continue
         channel, address, reason, detail = item
+        # Which message it was about is counted on the message, not kept with the suppression (which outlives an
+        # erasure, and a message key names the customer).
+        message = {name: detail.pop(name, None) for name in ("message_key", "message_id")}
         outcome = await suppression_store.suppress(
             db,
             channel,  # type: ignore[arg-type]  # the parsers only produce email or sms
@@ -168,6 +171,7 @@ async def provider_events(provider: str, request: Request, db: Pool) -> dict[str
             source=provider,
             detail=detail,  # type: ignore[arg-type]
         )
+        await engagement.record_report(db, reason, **message)  # type: ignore[arg-type]
         results.append({"status": "suppressed", "reason": reason, "channel": channel, **asdict(outcome)})
     return {"status": "ok", "results": results}
 
@@ -223,7 +227,11 @@ def _generic(body: Any) -> list[Report | None]:
         if channel == "email":
             _email(address, f"{path}address")
         reason = _GENERIC_TYPES[kind]
-        out.append(None if reason is None else (channel, address, reason, {"type": kind}))
+        detail: dict[str, Any] = {"type": kind}
+        for name in ("message_key", "message_id"):  # optional: the message that bounced or was complained about
+            if name in item:
+                detail[name] = _string(item, path, name, max_length=1000)
+        out.append(None if reason is None else (channel, address, reason, detail))
     return out
 
 
@@ -246,21 +254,38 @@ def _ses(body: Any) -> list[Report | None]:
             raise ApiError(422, "Message: must be a JSON object", field="Message")
     key = "notificationType" if "notificationType" in message else "eventType"
     kind = _string(message, path, key)
-    mail_id = message.get("mail", {}).get("messageId") if isinstance(message.get("mail"), dict) else None
+    mail: dict[str, Any] = message["mail"] if isinstance(message.get("mail"), dict) else {}
+    mail_id = mail.get("messageId")
+    ours = _ses_message(mail)
     if kind == "Bounce":
         bounce = _field(message, path, "bounce")
         bounce_type = _string(bounce, f"{path}bounce.", "bounceType")
         recipients = _recipients(bounce, f"{path}bounce.", "bouncedRecipients")
         if bounce_type != "Permanent":
             return [None for _ in recipients]
-        detail = {"bounceType": bounce_type, "bounceSubType": bounce.get("bounceSubType"), "messageId": mail_id}
+        detail = {"bounceType": bounce_type, "bounceSubType": bounce.get("bounceSubType"), "messageId": mail_id, **ours}
         return [("email", address, "hard_bounce", detail) for address in recipients]
     if kind == "Complaint":
         complaint = _field(message, path, "complaint")
         recipients = _recipients(complaint, f"{path}complaint.", "complainedRecipients")
-        detail = {"feedbackType": complaint.get("complaintFeedbackType"), "messageId": mail_id}
+        detail = {"feedbackType": complaint.get("complaintFeedbackType"), "messageId": mail_id, **ours}
         return [("email", address, "complaint", detail) for address in recipients]
     return [None]  # Delivery, Send, Open...: nothing to do
+
+
+def _ses_message(mail: dict[str, Any]) -> dict[str, str]:
+    """The message an SES notification is about, as we named it: the ``X-Parcours-Idempotency-Key`` header (SES
+    includes the original headers when the notification is set up to) and the ``Message-ID`` we sent."""
+    out: dict[str, str] = {}
+    headers = mail.get("headers")
+    for header in headers if isinstance(headers, list) else []:
+        if isinstance(header, dict) and str(header.get("name", "")).lower() == "x-parcours-idempotency-key":
+            if isinstance(header.get("value"), str):
+                out["message_key"] = header["value"].strip()[:1000]  # a long header arrives folded
+    common = mail.get("commonHeaders")
+    if isinstance(common, dict) and isinstance(common.get("messageId"), str):
+        out["message_id"] = common["messageId"][:1000]
+    return out
 
 
 def _recipients(data: Any, path: str, name: str) -> list[str]:

@@ -103,6 +103,10 @@ class Settings(BaseSettings):
     # How long unsubscribe links and preference-page links stay valid.
     unsubscribe_link_ttl_days: float = Field(default=90, gt=0)
     preference_link_ttl_days: float = Field(default=30, gt=0)
+    # Click and open tracking (activities.tracking): how long tracked links and pixels work, and how soon after
+    # delivery an open counts as a machine's (a mailbox provider fetching images on arrival), not the customer's.
+    tracking_link_ttl_days: float = Field(default=180, gt=0)
+    tracking_machine_open_seconds: float = Field(default=5, ge=0)
     # Subscription topics, e.g. [{"name": "product_news", "label": "Product news", "default": "opt_in"}]. Topics
     # defined through the API (PUT /v1/topics/{name}) win over these; an unknown topic behaves as opt_out.
     topics: list[Topic] = Field(default_factory=list)

@@ -86,6 +86,9 @@ class SendStep(_Step):
     """Marketing inside the customer's quiet hours waits until they end, or is skipped."""
     when_capped: Literal["wait", "skip"] = "skip"
     """Marketing over a frequency cap is skipped, or waits for the next allowed slot."""
+    track: bool = True
+    """Rewrite the message's links to tracked redirect links (clicks become ``email_clicked``, ``sms_clicked`` or
+    ``push_opened`` events) and add an open pixel to HTML email; ``false`` sends the links as they are."""
     next: str | None = None
 
     @field_validator("channel")

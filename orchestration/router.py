@@ -147,6 +147,17 @@ class EventRouter:
             for e, is_new, c in zip(resolved, stored.fresh, stored.customer_ids, strict=True)
         ]
 
+    async def route_stored(self, events: list[Event]) -> set[str]:
+        """Route events the caller stored itself (``store.events.store_resolved``, under their resolved customer)
+        after answering its own client; what fails stays in the outbox for the drainer. Returns the ids routed."""
+        if not events or self._degraded:
+            self._wake.set()
+            return set()
+        routed = await self._route_many(events)
+        if len(routed) < len(events):
+            self._wake.set()
+        return routed
+
     async def _link_anonymous(self, events: list[Event]) -> None:
         pairs = sorted(
             {

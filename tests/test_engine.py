@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -12,6 +13,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 
+from activities import links
 from activities.journey import JourneyActivities
 from contracts import search_attributes as sa
 from contracts.journey import EVENT_SIGNAL, STATE_QUERY, JourneyProgress, JourneyResult, JourneyState
@@ -104,7 +106,9 @@ async def test_abandoned_cart_without_a_click_sends_email_then_push_then_sms(eng
         ("sms-offer", "sms", "sent"),
     ]
     assert [m["Subject"] for m in engine.mail_to(customer)] == ["You left 2 item(s) in your cart"]
-    assert "https://s/c/1" in rows[2]["rendered"]["text"]
+    # The cart link went out as a tracked link that leads to it.
+    [tracked] = re.findall(r"/c/([A-Za-z0-9_-]+)", rows[2]["rendered"]["text"])
+    assert links.open_token(engine.settings, tracked, purpose=links.CLICK)["l"] == "https://s/c/1"
     assert (await engine.outcomes(customer))["wait-for-click"] == "timeout"
     state = await handle.query(STATE_QUERY, result_type=JourneyState)
     started = {s.step_id: s.started_at for s in state.steps_done}

@@ -574,6 +574,7 @@ class JourneyWorkflow:
             when_capped=step.when_capped,
             outcome=self._outcome_record([]) if records_outcome else None,
             outcome_started_at=started if records_outcome else None,
+            track=step.track,
         )
         while True:
             result = await self._send_once(request.model_copy(update={"now": workflow.now()}), step)
