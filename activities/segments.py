@@ -62,9 +62,8 @@ class SegmentActivities:
     async def enter_segment_batch(self, request: SegmentEnterRequest) -> SegmentEnterResult:
         """Claim and enter each customer; those already running, or refused by the re-entry policy, are left alone.
 
-        "Already running" is asked of Temporal (describe) before the claim, so it holds on any server; a run
-        that starts between that question and the signal-with-start is caught by the response's ``started``
-        where the server reports it.
+        "Already running" is asked of Temporal (describe) before the claim; a run that starts between that
+        question and the start is caught by the start, which Temporal refuses while a run is going.
 
         Safe to retry: a claim for the same entry id is the same entry, and the workflow ignores a trigger event
         id it has seen.

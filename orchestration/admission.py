@@ -1,7 +1,7 @@
 """Letting a customer into a journey: the one entry sequence the router, segment runs and hand-offs share.
 
 ``enter``: claim the entry under the journey's re-entry policy (``store.entries.claim_entry``, recorded before
-the call), signal-with-start the run ``{journey}:{customer}``, and when that only reached a run already going,
+the call), start the run ``{journey}:{customer}`` or signal it when it is already going, and in that case
 release the claim (it did not become an entry). A customer in the journey through a run adopted in a merge has
 that run signalled instead. ``admit`` is the sequence for entries from inside Parcours (segment schedules,
 hand-offs): it first leaves alone a customer already in the journey by another entry.
@@ -43,7 +43,9 @@ async def enter(
     source: entry_store.EntrySource = "trigger",
     adopted: str | None = None,
 ) -> Entry:
-    """Claim, signal-with-start, and release the claim when no run began; ``trigger.event_id`` is the entry id.
+    """Claim, start (or signal the running run), and release the claim when no run began.
+
+    ``trigger.event_id`` is the entry id.
 
     ``adopted``: the workflow id of the run the customer adopted in a merge for this journey, if any: it gets the
     trigger when it is still running (and is forgotten when it is not).
@@ -62,8 +64,8 @@ async def enter(
                 await entry_store.release_entry(pool, journey.id, customer_id, entry_id)
             return Entry("already_running", adopted)
         await identity_store.forget_adopted(pool, customer_id, journey.id, adopted)
-    handle = await runs.enter(journey, version, trigger)
-    if claim.new and await runs.started_new_run(handle, trigger) is False:
+    entered = await runs.enter(journey, version, trigger)
+    if claim.new and not entered.started:
         # The customer is in the journey right now: the trigger only reached the running run.
         await entry_store.release_entry(pool, journey.id, customer_id, entry_id)
         return Entry("already_running", wid)
@@ -96,8 +98,8 @@ async def admit(
 ) -> Admission:
     """Enter ``trigger.customer_id`` unless already in the journey by another entry. Safe to retry.
 
-    "Already running" is asked of Temporal (describe) before the claim, so it holds on any server; a run that
-    starts between that question and the signal-with-start is caught by ``enter`` where the server tells.
+    "Already running" is asked of Temporal (describe) before the claim; a run that starts between that question
+    and the start is caught by ``enter``, whose start is refused while a run is going.
     """
     if await running_by_another_entry(pool, runs, journey.id, trigger.customer_id, trigger.event_id):
         return "already_running"

@@ -1,7 +1,7 @@
 """Routing behaviour events to journeys, with the events table as the outbox.
 
-``ingest`` stores events idempotently, then routes the newly stored ones at once. Routing is what DESIGN.md
-describes: for a journey the event triggers, signal-with-start the workflow ``{journey}:{customer}`` (running:
+``ingest`` stores events idempotently, then routes the newly stored ones at once. Routing (see
+docs/ARCHITECTURE.md): for a journey the event triggers, start the workflow ``{journey}:{customer}`` (running:
 it is just signalled) once the journey's re-entry policy allows it (``orchestration.admission.enter``); for a
 journey that listens to the event, signal the running workflow (none: nothing to do). If Temporal cannot be
 reached, the events stay unrouted and the caller still gets "accepted": ``drain`` retries them with backoff, and

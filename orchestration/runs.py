@@ -1,4 +1,4 @@
-"""Journey runs seen from outside: starting (signal-with-start), telling whether a start began a new run,
+"""Journey runs seen from outside: entering (start, or signal the run already going, knowing which it was),
 signalling, and asking whether a run is open.
 
 ``JourneyRuns`` carries the client, the task queue and an optional per-call timeout. With a timeout (the event
@@ -8,8 +8,6 @@ activities, which Temporal retries) calls are plain and their errors pass throug
 
 from __future__ import annotations
 
-import re
-import weakref
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,21 +15,26 @@ from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from config.settings import Settings
 from contracts import search_attributes as sa
 from contracts.journey import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, JourneyResult, workflow_id
 from journeys.models import Journey
-from orchestration.errors import answered, is_not_found
+from orchestration.errors import TemporalUnavailableError, answered, is_not_found
 
 T = TypeVar("T")
 
-# Servers from this version on say whether signal-with-start began a run: the handle's first_execution_run_id is
-# left unset when it did not (up to 1.31), or names the first run of the chain either way (1.32 on). Older ones, and
-# the time-skipping test server (no version), do not say.
-STARTED_FLAG_SINCE = (1, 27)
-_server_versions: weakref.WeakKeyDictionary[Client, tuple[int, ...]] = weakref.WeakKeyDictionary()
+
+@dataclass(frozen=True)
+class Entered:
+    """What ``enter_journey`` did: the run the trigger went to, and whether this call began it."""
+
+    handle: WorkflowHandle[Any, JourneyResult]
+    started: bool
+    """True: a new run began with this trigger as its input. False: the customer's run was already going and the
+    trigger reached it as an event signal."""
 
 
 async def enter_journey(
@@ -43,45 +46,51 @@ async def enter_journey(
     task_queue: str,
     default_timezone: str = "UTC",
     rpc_timeout: timedelta | None = None,
-) -> WorkflowHandle[Any, JourneyResult]:
+) -> Entered:
     """Start the customer's run of this journey version with the trigger event, or signal the running one.
 
     The workflow id is ``{journey}:{customer}``, so a customer is in a journey at most once at a time; a new
     entry after the previous run closed is a new run of the same id.
+
+    Start first (the id may not be in use by a running run), and only when Temporal answers that it is, signal the
+    trigger to that run. Unlike signal-with-start this tells, on every server version and on the time-skipping
+    test server, whether the call began the run, at no extra call in the common case (a new run). The trigger is
+    the new run's input (the workflow counts it as seen), so it needs no start signal.
     """
-    return await client.start_workflow(
-        WORKFLOW_NAME,
-        JourneyInput(
-            journey_id=definition.id,
-            journey_version=version,
-            definition=definition,
-            customer_id=trigger.customer_id,
-            trigger=trigger,
-            default_timezone=default_timezone,
-        ),
-        id=workflow_id(definition.id, trigger.customer_id),
-        task_queue=task_queue,
-        start_signal=EVENT_SIGNAL,
-        start_signal_args=[trigger],
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        search_attributes=sa.at_start(definition.id, trigger.customer_id, version, definition.first_step()),
-        memo={"journey_name": definition.name},
-        static_summary=f"{definition.name} · {trigger.customer_id}",
-        result_type=JourneyResult,
-        rpc_timeout=rpc_timeout,
-    )
-
-
-async def server_version(client: Client) -> tuple[int, ...]:
-    """The server's (major, minor) version, asked once per client; ``()`` when it reports none."""
-    known = _server_versions.get(client)
-    if known is None:
-        from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
-
-        info = await client.workflow_service.get_system_info(GetSystemInfoRequest())
-        known = _server_versions[client] = tuple(int(part) for part in re.findall(r"\d+", info.server_version)[:2])
-    return known
+    wid = workflow_id(definition.id, trigger.customer_id)
+    for _ in range(3):  # a run that closes between the refused start and the signal: start again
+        try:
+            handle = await client.start_workflow(
+                WORKFLOW_NAME,
+                JourneyInput(
+                    journey_id=definition.id,
+                    journey_version=version,
+                    definition=definition,
+                    customer_id=trigger.customer_id,
+                    trigger=trigger,
+                    default_timezone=default_timezone,
+                ),
+                id=wid,
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                search_attributes=sa.at_start(definition.id, trigger.customer_id, version, definition.first_step()),
+                memo={"journey_name": definition.name},
+                static_summary=f"{definition.name} · {trigger.customer_id}",
+                result_type=JourneyResult,
+                rpc_timeout=rpc_timeout,
+            )
+            return Entered(handle, started=True)
+        except WorkflowAlreadyStartedError:
+            running = client.get_workflow_handle(wid, result_type=JourneyResult)
+            try:
+                await running.signal(EVENT_SIGNAL, trigger, rpc_timeout=rpc_timeout)
+            except RPCError as exc:
+                if is_not_found(exc):
+                    continue
+                raise
+            return Entered(running, started=False)
+    raise TemporalUnavailableError(f"{wid}: the run kept closing between start and signal")
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,7 @@ class JourneyRuns:
             return await awaitable
         return await answered(awaitable, self.rpc_timeout * 2)
 
-    async def enter(self, definition: Journey, version: int, trigger: Event) -> WorkflowHandle[Any, JourneyResult]:
+    async def enter(self, definition: Journey, version: int, trigger: Event) -> Entered:
         """``enter_journey`` with this object's client, task queue, time zone and timeout."""
         if self.task_queue is None:
             raise ValueError("JourneyRuns.enter needs a task queue")
@@ -121,28 +130,6 @@ class JourneyRuns:
                 rpc_timeout=self.rpc_timeout,
             )
         )
-
-    async def started_new_run(self, handle: WorkflowHandle[Any, Any], trigger: Event) -> bool | None:
-        """Whether ``enter`` with ``trigger`` began a new run (False: it signalled the one already running; None:
-        the server does not say)."""
-        version = await server_version(self.client)
-        if len(version) < 2 or version < STARTED_FLAG_SINCE:
-            return None
-        first, current = handle.first_execution_run_id, handle.result_run_id
-        if first is None or first != current:
-            return False  # not begun here, or the running run is a later one of a chain that continued as new
-        # Begun here, or a first run that was already running: it was begun by this entry iff its input is this trigger.
-        return await self.call(self._begun_by(handle.id, current, trigger))
-
-    async def _begun_by(self, wid: str, run_id: str | None, trigger: Event) -> bool:
-        history = self.client.get_workflow_handle(wid, run_id=run_id).fetch_history_events(
-            page_size=1, rpc_timeout=self.rpc_timeout
-        )
-        async for event in history:
-            attributes = event.workflow_execution_started_event_attributes
-            inputs = await self.client.data_converter.decode(attributes.input.payloads, [JourneyInput])
-            return bool(inputs) and isinstance(inputs[0], JourneyInput) and inputs[0].entry_id == trigger.event_id
-        return False
 
     async def signal(self, wid: str, signal: str, arg: Any, *, run_id: str | None = None) -> bool:
         """Signal the running workflow ``wid`` (that run, if given); False when there is none (never started, or

@@ -6,7 +6,7 @@ nothing to decide: the entry is recorded by one statement. A claim for an
 ``entry_id`` already recorded is the same entry (a retried route of the same event): it is allowed again.
 
 With ``always`` every trigger is recorded, even one that merely signals a run still in progress; callers that
-can tell (the signal-with-start response says whether a run started) ``release_entry`` such a claim.
+know (``orchestration.admission.enter`` knows whether its start began a run) ``release_entry`` such a claim.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """SegmentEntryWorkflow: one run per firing of a journey's segment schedule.
 
 It pages through the segment's members (an activity evaluates the segment in SQL), enters them in batches
-(another activity claims each entry under the journey's re-entry policy, then signal-with-starts the journey),
+(another activity claims each entry under the journey's re-entry policy, then starts the journey run),
 and paces the batches with timers so that at most ``max_per_second`` customers enter per second. The whole run
 uses one instant, the time it started, for the segment's event-history windows. Long segments continue as new
 between pages, carrying the cursor and the counts.

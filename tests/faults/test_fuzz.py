@@ -233,14 +233,14 @@ async def test_every_valid_random_journey_runs_to_an_end(engine: Engine) -> None
         trigger_id = f"ev-{uuid.uuid4().hex}"
         from tests.support.engine import event
 
-        handle = await enter_journey(
+        entered = await enter_journey(
             engine.client,
             journey,
             1,
             event(customer, journey.trigger.event, {"total": 3}, event_id=trigger_id),
             task_queue=engine.settings.task_queue,
         )
-        result = await asyncio.wait_for(handle.result(), 30)
+        result = await asyncio.wait_for(entered.handle.result(), 30)
         assert result.status in ("completed", "exited", "converted"), result
         ran.append(journey.id)
 

@@ -1,6 +1,6 @@
 """A running journey engine for tests: a worker with the real activities, PostgreSQL and SMTP sink.
 
-``Engine.enter(...)`` starts a journey for a customer exactly as the router does (signal-with-start of the
+``Engine.enter(...)`` starts a journey for a customer exactly as the router does (a start with the
 trigger event), so what the tests see is what production does.
 """
 
@@ -111,9 +111,10 @@ class Engine:
         self, journey: Journey, customer_id: str, properties: dict[str, Any] | None = None
     ) -> WorkflowHandle:
         trigger = event(customer_id, journey.trigger.event, properties)
-        return await enter_journey(
+        entered = await enter_journey(
             self.client, journey, 1, trigger, task_queue=self.settings.task_queue, default_timezone="Europe/Paris"
         )
+        return entered.handle
 
     async def messages(self, customer_id: str) -> list[asyncpg.Record]:
         return await self.pool.fetch(
