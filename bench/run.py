@@ -44,11 +44,12 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from api.app import create_app
 from bench.baseline import build_baseline_worker, signal_purchase, start_baseline
 from bench.profile import Profiler
-from cli.dev import _ApiServer
 from config.logging import configure_logging
 from config.settings import Settings
+from devstack.postgres import EmbeddedPostgres
+from devstack.stack import _ApiServer
 from journeys import parse_journey
-from store import EmbeddedPostgres, create_pool, migrate
+from store import create_pool, migrate
 from store import journeys as journey_store
 from tests.support.faults import DevServer
 from tests.support.mail import SmtpSink, free_port

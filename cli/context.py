@@ -22,7 +22,7 @@ from temporalio.client import Client
 
 from config.logging import configure_logging
 from config.settings import Settings
-from store.embedded import EmbeddedPostgres, port_is_free
+from devstack.postgres import EmbeddedPostgres, port_is_free
 from store.pool import create_pool
 from workers.client import connect, temporal_address
 

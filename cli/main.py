@@ -70,7 +70,7 @@ def dev(
     ] = None,
 ) -> None:
     """Run Temporal (with its UI), PostgreSQL, the worker and the API in one process. Ctrl-C stops it all."""
-    from cli.dev import run_dev
+    from devstack.stack import run_dev
 
     settings = load_settings(data_dir=data_dir)
     setup_logging(settings)
@@ -99,7 +99,7 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API on api_host:api_port until SIGINT/SIGTERM."""
-    from cli.dev import serve_api
+    from devstack.stack import serve_api
 
     settings = load_settings()
     setup_logging(settings, console_default=False)

@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
-from cli.dev import _ApiServer
+from devstack.postgres import EmbeddedPostgres
+from devstack.stack import _ApiServer
 from journeys import parse_journey
 from journeys.validation import JourneyValidationError
-from store import EmbeddedPostgres, create_pool, migrate
+from store import create_pool, migrate
 from tests.support.engine import Engine, make_customer
 from tests.support.mail import SmtpSink, free_port
 from tests.support.stack import API_KEY, Stack, running_stack

@@ -26,9 +26,10 @@ from typing import Any
 import pytest_asyncio
 from temporalio.client import Client
 
-from cli.dev import TemporalDevServer, _Stopped
 from config.settings import Settings
-from store import EmbeddedPostgres, migrate
+from devstack.postgres import EmbeddedPostgres
+from devstack.stack import TemporalDevServer, _Stopped
+from store import migrate
 from tests.support.mail import ReceivedMail, SmtpSink, free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent

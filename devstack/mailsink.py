@@ -1,6 +1,6 @@
 """A local SMTP server for ``parcours dev`` when none is configured: prints each message, keeps it as a file.
 
-Imports aiosmtpd (a dev extra); ``cli.dev`` falls back to the console channel when it is missing.
+Imports aiosmtpd (a dev extra); ``devstack.stack`` falls back to the console channel when it is missing.
 """
 
 from __future__ import annotations

@@ -210,7 +210,7 @@ async def prepare_email(settings: Settings, data_dir: Path, stack: contextlib.As
         log.warning("smtp.unreachable", server=where)
         return settings, f"SMTP {where} (not answering yet: sends are retried)"
     try:
-        from cli.mailsink import DevMailSink
+        from devstack.mailsink import DevMailSink
     except ImportError:
         console.print(
             f"[yellow]No SMTP server at {where} and aiosmtpd is not installed: email goes to the console "
@@ -372,7 +372,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
 
             tasks: list[asyncio.Task[Any]] = [worker_task, api_task]
             if demo:
-                from cli.demo import run_demo
+                from devstack.demo import run_demo
 
                 demo_task = asyncio.create_task(run_demo(pool, client, settings, stop), name="demo")
                 tasks.append(demo_task)
