@@ -19,8 +19,8 @@ import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from temporalio.client import Client
 
-from cli.context import console
 from config.settings import Settings
+from devstack.console import console
 from journeys.runtime import Event
 
 log = structlog.get_logger(__name__)

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
+from api.server import ApiServer
 from devstack.postgres import EmbeddedPostgres
-from devstack.stack import _ApiServer
 from journeys import parse_journey
 from journeys.validation import JourneyValidationError
 from store import create_pool, migrate
@@ -56,7 +56,7 @@ async def test_api_schema_fuzzing_no_500_and_responses_match_the_schema(fuzz_sta
     from schemathesis.specs.openapi.checks import response_schema_conformance
 
     port = free_port()
-    server = _ApiServer(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    server = ApiServer(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.02)
