@@ -1,4 +1,4 @@
-"""SMTP servers on this machine, from aiosmtpd (a dev extra).
+"""SMTP servers on this machine, from aiosmtpd (the local extra).
 
 ``DevMailSink``: the mail of ``parcours dev`` when no SMTP server answers; prints each message and keeps it as an
 ``.eml`` file (``devstack.stack`` falls back to the console channel when aiosmtpd is missing).

@@ -13,8 +13,8 @@ database pool, PostgreSQL, Temporal (SIGTERM, then SIGKILL after a timeout). Bot
 the next run resumes with all data and running journeys.
 
 Email: when ``channel_email`` is smtp and nothing answers at smtp_host:smtp_port on this machine, an in-process
-SMTP sink (aiosmtpd, a dev extra) takes the mail, prints one line per message and keeps each as an ``.eml`` file
-in ``<data_dir>/mail``; without aiosmtpd, email goes to the console channel. A remote SMTP host is left alone.
+SMTP sink (aiosmtpd, the local extra) takes the mail, prints one line per message and keeps each as an ``.eml``
+file in ``<data_dir>/mail``; without aiosmtpd, email goes to the console channel. A remote SMTP host is left alone.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ async def prepare_email(settings: Settings, data_dir: Path, stack: contextlib.As
     except ImportError:
         console.print(
             f"[yellow]No SMTP server at {where} and aiosmtpd is not installed: email goes to the console "
-            "(pip install -e '.[dev]' for a local mail sink, or set PARCOURS_SMTP_HOST/PORT).[/]"
+            "(pip install -e '.[local]' for a local mail sink, or set PARCOURS_SMTP_HOST/PORT).[/]"
         )
         return settings.model_copy(update={"channel_email": "console"}), "console (no SMTP server)"
     sink = DevMailSink("127.0.0.1", settings.smtp_port, data_dir / "mail", console)

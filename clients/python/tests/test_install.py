@@ -4,6 +4,7 @@ service's own), and the installed client talks to an API."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from importlib import metadata
@@ -36,11 +37,13 @@ def _closure(dists: dict[str, metadata.Distribution], root: str) -> set[str]:
 
 
 def test_the_client_installs_alone_and_talks_to_the_api(tmp_path: Path, api: FakeApi) -> None:
+    source = tmp_path / "client"  # a copy: the build leaves files beside the sources
+    shutil.copytree(CLIENT, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__", "tests"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=60)
     python = venv / "bin" / "python"
     installed = subprocess.run(
-        [python, "-m", "pip", "install", "-q", str(CLIENT)], capture_output=True, text=True, timeout=120
+        [python, "-m", "pip", "install", "-q", str(source)], capture_output=True, text=True, timeout=120
     )
     assert installed.returncode == 0, installed.stdout + installed.stderr
 
