@@ -1,19 +1,10 @@
 # The Parcours image: one image, three roles (migrate, worker, api), chosen by the command.
+# No extras: the local stack's binaries (Temporal CLI, embedded PostgreSQL) and the dev tools stay out.
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY config config
-COPY journeys journeys
-COPY contracts contracts
-COPY orchestration orchestration
-COPY workflows workflows
-COPY activities activities
-COPY store store
-COPY api api
-COPY workers workers
-COPY cli cli
-COPY parcours parcours
-RUN pip install --no-cache-dir .
+# .dockerignore keeps the build context to what `pip install .` needs.
+COPY . .
+RUN pip install --no-cache-dir -c constraints.txt . && rm -rf build *.egg-info
 USER nobody
 ENTRYPOINT ["parcours"]
 CMD ["worker"]

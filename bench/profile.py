@@ -25,7 +25,7 @@ AREAS = [
     ("parcours: workflows", ("/workflows/",)),
     ("parcours: journeys", ("/journeys/",)),
     ("parcours: store", ("/store/",)),
-    ("bench driver", ("/bench/", "/tests/support/")),
+    ("bench driver", ("/bench/", "/devstack/")),
     ("temporalio worker/workflow sandbox", ("temporalio/worker/",)),
     ("temporalio converter/client", ("temporalio/",)),
     ("pydantic", ("pydantic",)),

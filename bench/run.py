@@ -40,17 +40,19 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from api.app import create_app
+from api.server import ApiServer
 from bench.baseline import build_baseline_worker, signal_purchase, start_baseline
 from bench.profile import Profiler
-from cli.dev import _ApiServer
 from config.logging import configure_logging
 from config.settings import Settings
+from devstack.mailsink import SmtpSink
+from devstack.ports import free_port
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import DevServer
 from journeys import parse_journey
 from orchestration.visibility import runs_query
-from store import EmbeddedPostgres, create_pool, migrate
+from store import create_pool, migrate
 from store import journeys as journey_store
-from tests.support.faults import DevServer
-from tests.support.mail import SmtpSink, free_port
 from workers.worker import build_worker, channels_for
 
 API_KEY = "bench-key"
@@ -286,7 +288,7 @@ async def stack(workdir: Path, *, unsandboxed: bool = False) -> AsyncIterator[Be
 
         port = free_port()
         app = create_app(settings, pool=api_pool, client=client)
-        server = _ApiServer(
+        server = ApiServer(
             uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="on")
         )
         serving = asyncio.create_task(server.serve())

@@ -2,7 +2,8 @@
 
 Commands other than ``dev`` never start servers. They use ``PARCOURS_DATABASE_URL`` when set; otherwise the
 embedded PostgreSQL of the data dir (``<data_dir>/postgres``) if it is running, i.e. while ``parcours dev``
-runs in the same directory. Temporal is ``PARCOURS_TEMPORAL_ADDRESS`` or ``127.0.0.1:<temporal_port>``.
+runs in the same directory (only then is ``devstack`` imported). Temporal is ``PARCOURS_TEMPORAL_ADDRESS`` or
+``127.0.0.1:<temporal_port>``.
 """
 
 from __future__ import annotations
@@ -22,13 +23,11 @@ from temporalio.client import Client
 
 from config.logging import configure_logging
 from config.settings import Settings
-from store.embedded import EmbeddedPostgres, port_is_free
 from store.pool import create_pool
 from workers.client import connect, temporal_address
 
 T = TypeVar("T")
 
-DATABASE_NAME = "parcours"
 console = Console()
 err_console = Console(stderr=True)
 
@@ -64,14 +63,14 @@ class _Stderr:
         sys.stderr.flush()
 
 
-def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
-    return EmbeddedPostgres(settings.resolved_data_dir() / "postgres")
-
-
 def database_url(settings: Settings) -> str:
     """The configured database, else the running embedded server of the data dir."""
     if settings.database_url:
         return settings.database_url
+    # Only a developer's machine gets here: production commands are given PARCOURS_DATABASE_URL and so never
+    # import the local stack.
+    from devstack.postgres import DATABASE_NAME, embedded_postgres
+
     server = embedded_postgres(settings)
     if server.is_running():
         return server.url_for(DATABASE_NAME)
@@ -100,10 +99,6 @@ async def open_client(settings: Settings) -> Client:
         return await connect(settings)
     except RuntimeError as exc:
         fail(f"cannot connect to Temporal at {address} (set PARCOURS_TEMPORAL_ADDRESS or start `parcours dev`): {exc}")
-
-
-def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
-    return not port_is_free(port, host)
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
+from api.publishing import Checked, check_file, publish_journey
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
-from cli.publishing import Checked, check_file, publish_journey
 from config.settings import Settings
 from workers.client import connect
 
@@ -74,19 +74,27 @@ def dev(
     ] = None,
 ) -> None:
     """Run Temporal (with its UI), PostgreSQL, the worker and the API in one process. Ctrl-C stops it all."""
-    from cli.dev import run_dev
+    from devstack.console import StackError
+    from devstack.stack import run_dev
 
     settings = load_settings(data_dir=data_dir)
     setup_logging(settings)
     _tracing(settings, "parcours-dev", only_if_set=True)
-    code = run(run_dev(settings, demo=demo))
+
+    async def main() -> int:
+        try:
+            return await run_dev(settings, demo=demo)
+        except StackError as exc:
+            fail(str(exc))
+
+    code = run(main())
     raise typer.Exit(code)
 
 
 @app.command()
 def worker() -> None:
     """Run a worker against the configured Temporal and database until SIGINT/SIGTERM."""
-    from workers.__main__ import serve
+    from workers.process import serve
 
     settings = load_settings()
     setup_logging(settings, console_default=False)
@@ -103,7 +111,7 @@ def worker() -> None:
 @app.command()
 def api() -> None:
     """Serve the HTTP API on api_host:api_port until SIGINT/SIGTERM."""
-    from cli.dev import serve_api
+    from api.server import ListenError, serve_api
 
     settings = load_settings()
     setup_logging(settings, console_default=False)
@@ -112,7 +120,10 @@ def api() -> None:
     async def main() -> None:
         client = await open_client(settings)
         async with open_pool(settings) as pool:
-            await serve_api(settings, pool, client)
+            try:
+                await serve_api(settings, pool, client)
+            except ListenError as exc:
+                fail(str(exc))
 
     run(main())
 

@@ -1,12 +1,9 @@
-"""PostgreSQL: the connection pool, the migrations and the embedded server for local use and tests."""
+"""PostgreSQL: the connection pool and the migrations (the embedded server of the local stack is in devstack)."""
 
-from store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from store.migrate import MigrationChecksumError, MigrationError, migrate
 from store.pool import create_pool
 
 __all__ = [
-    "EmbeddedPostgres",
-    "EmbeddedPostgresError",
     "MigrationChecksumError",
     "MigrationError",
     "create_pool",

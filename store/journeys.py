@@ -13,8 +13,13 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any, Literal
 
+import structlog
+from pydantic import ValidationError
+
 from journeys.models import Journey
 from store.db import Db, transaction
+
+log = structlog.get_logger(__name__)
 
 JourneyStatus = Literal["active", "paused", "archived"]
 STATUSES = ("active", "paused", "archived")
@@ -161,7 +166,22 @@ async def active_versions(db: Db) -> list[tuple[str, int, str, Journey]]:
     rows = await db.fetch(
         _LIST_SQL.replace("v.published_at", "v.definition") + " WHERE j.status <> 'archived' ORDER BY j.id"
     )
-    return [(r["id"], r["latest_version"], r["status"], Journey.model_validate(r["definition"])) for r in rows]
+    out: list[tuple[str, int, str, Journey]] = []
+    for row in rows:
+        journey = _parsed(row["id"], row["latest_version"], row["definition"])
+        if journey is not None:
+            out.append((row["id"], row["latest_version"], row["status"], journey))
+    return out
+
+
+def _parsed(journey_id: str, version: int, definition: Any) -> Journey | None:
+    """A stored definition as a journey; None (logged) when it no longer parses, so one bad row (written by hand,
+    or by an older release whose language this one no longer reads) leaves every other journey routing."""
+    try:
+        return Journey.model_validate(definition)
+    except ValidationError as exc:
+        log.error("journey.definition_unreadable", journey_id=journey_id, version=version, error=str(exc)[:500])
+        return None
 
 
 async def listened_events(db: Db) -> dict[str, set[str]]:
@@ -170,10 +190,12 @@ async def listened_events(db: Db) -> dict[str, set[str]]:
     Customers keep the version they entered with, so an event an older version waits for must still reach them.
     """
     rows = await db.fetch(
-        """SELECT v.journey_id, v.definition FROM journey_versions v JOIN journeys j ON j.id = v.journey_id
+        """SELECT v.journey_id, v.version, v.definition FROM journey_versions v JOIN journeys j ON j.id = v.journey_id
             WHERE j.status <> 'archived'"""
     )
     out: dict[str, set[str]] = {}
     for row in rows:
-        out.setdefault(row["journey_id"], set()).update(Journey.model_validate(row["definition"]).listened_events())
+        journey = _parsed(row["journey_id"], row["version"], row["definition"])
+        if journey is not None:
+            out.setdefault(row["journey_id"], set()).update(journey.listened_events())
     return out

@@ -17,7 +17,8 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from store import EmbeddedPostgres, create_pool, migrate
+from devstack.postgres import EmbeddedPostgres
+from store import create_pool, migrate
 
 # Fixtures shared by the whole suite live in tests/support; registering them here makes them available
 # everywhere without imports.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import shutil
@@ -24,8 +23,7 @@ from api.app import create_app
 from config.settings import Settings
 from tests.support.engine import event, journey_from, make_customer, running_engine
 from tests.support.mail import SmtpSink, free_port
-from tests.support.stack import API_KEY, eventually, make_settings
-from tests.test_client import serve
+from tests.support.stack import API_KEY, eventually, make_settings, serving
 
 ARTIFACTS = Path(__file__).parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -368,8 +366,7 @@ async def test_preference_page_in_headless_chromium(time_skipping_env: WorkflowE
         interests=["running", "cycling", "swimming"],
     )
     customer = await make_customer(pool, consent=())
-    server, task = await serve(create_app(settings, pool=pool, client=time_skipping_env.client), port)
-    try:
+    async with serving(create_app(settings, pool=pool, client=time_skipping_env.client), port):
         async with async_playwright() as p:
             browser = await p.chromium.launch(
                 executable_path=CHROMIUM,
@@ -404,9 +401,6 @@ async def test_preference_page_in_headless_chromium(time_skipping_env: WorkflowE
                 await context.close()
             finally:
                 await browser.close()
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 10)
 
     assert await consent_rows(pool, customer) == [
         ("channel", "email", "granted", "preference_page"),

@@ -146,3 +146,29 @@ async def test_route_reports_started_and_signalled_and_ignores_customers_not_in_
     assert listened.signalled == [workflow_id(journey.id, customer)]
     nobody = await router.route(make_event(f"other-{tag}", f"done-{tag}"))
     assert nobody.started == [] and nobody.signalled == []
+
+
+async def test_a_stored_definition_that_no_longer_parses_leaves_every_other_journey_routing(
+    pool: asyncpg.Pool, dev_env: WorkflowEnvironment
+) -> None:
+    tag = uuid.uuid4().hex[:10]
+    # A row this release cannot read (written by hand, or by an older release's language).
+    await pool.execute(
+        "INSERT INTO journeys (id, name, latest_version, trigger_event) VALUES ($1, 'Broken', 1, $2)",
+        f"broken-{tag}",
+        f"start-{tag}",
+    )
+    await pool.execute(
+        "INSERT INTO journey_versions (journey_id, version, definition, checksum) VALUES ($1, 1, $2, 'x')",
+        f"broken-{tag}",
+        {"steps": [{"id": "no-type"}]},
+    )
+    journey = make_journey(tag)
+    await journey_store.publish(pool, journey)
+    router = EventRouter(pool, dev_env.client, make_settings())
+    await router.refresh()
+    customer = f"route-{tag}"
+    result = await router.route(make_event(customer, journey.trigger.event, plan="pro"))
+    assert result.started == [workflow_id(journey.id, customer)]
+    assert (await router.route(make_event(customer, f"done-{tag}"))).signalled == [workflow_id(journey.id, customer)]
+    await pool.execute("UPDATE journeys SET status = 'archived' WHERE id = $1", f"broken-{tag}")

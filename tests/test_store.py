@@ -13,7 +13,8 @@ import pytest
 
 from activities.channels.base import OutboundMessage, PermanentDeliveryError
 from activities.channels.inbox import InboxChannel
-from store import EmbeddedPostgres, EmbeddedPostgresError, MigrationChecksumError, migrate
+from devstack.postgres import EmbeddedPostgres, EmbeddedPostgresError
+from store import MigrationChecksumError, migrate
 from store.migrate import MIGRATIONS_DIR, load_migrations
 
 ALL_VERSIONS = [m.version for m in load_migrations()]

@@ -149,16 +149,13 @@ async def test_following_a_link_from_the_received_email_redirects_and_takes_the_
 
     async with public_api(clicking.settings, pool, time_skipping_env) as browser:
         await away_from_a_dedupe_boundary()
-        started = time.perf_counter()
         response = await browser.get(path_of(text_link))
-        elapsed = time.perf_counter() - started
         assert response.status_code == 302, response.text
         assert response.headers["location"] == cart
         assert "no-store" in response.headers["cache-control"]
         again = await browser.get(path_of(html_link))  # a prefetch or a double click, moments later
         assert again.status_code == 302 and again.headers["location"] == cart
         assert (await browser.head(path_of(text_link))).status_code == 302  # link checkers: nothing recorded
-    assert elapsed < 1.0  # generous for a loaded machine; routing ran after the answer
 
     result = await handle.result()  # the day of the wait would pass here: the click must already have arrived
     assert (result.status, result.exit_reason) == ("exited", "clicked")

@@ -8,37 +8,12 @@ running ``parcours dev``.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
-import structlog
-
 from config.logging import configure_logging
-from config.settings import Settings, get_settings
+from config.settings import get_settings
 from config.tracing import configure_tracing
-from store.pool import create_pool
-from workers.client import connect
-from workers.worker import run_worker
-
-log = structlog.get_logger(__name__)
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """Set ``stop`` on SIGINT and SIGTERM (the first one; the worker then drains)."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
-
-async def serve(settings: Settings, database_url: str) -> None:
-    stop = asyncio.Event()
-    stop_on_signals(stop)
-    client = await connect(settings)
-    pool = await create_pool(database_url, min_size=1, max_size=settings.database_pool_max)
-    try:
-        await run_worker(client, settings, pool, stop)
-    finally:
-        await pool.close()
+from workers.process import serve
 
 
 def main() -> None:

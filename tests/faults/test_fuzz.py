@@ -19,11 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from temporalio.testing import WorkflowEnvironment
 
-from cli.dev import _ApiServer
+from api.server import ApiServer
+from devstack.postgres import EmbeddedPostgres
 from journeys import parse_journey
 from journeys.validation import JourneyValidationError
 from orchestration.runs import enter_journey
-from store import EmbeddedPostgres, create_pool, migrate
+from store import create_pool, migrate
 from tests.support.engine import Engine, make_customer
 from tests.support.mail import SmtpSink, free_port
 from tests.support.stack import API_KEY, Stack, running_stack
@@ -55,7 +56,7 @@ async def test_api_schema_fuzzing_no_500_and_responses_match_the_schema(fuzz_sta
     from schemathesis.specs.openapi.checks import response_schema_conformance
 
     port = free_port()
-    server = _ApiServer(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
+    server = ApiServer(uvicorn.Config(stack.app, host="127.0.0.1", port=port, log_config=None, lifespan="off"))
     serving = asyncio.create_task(server.serve())
     while not server.started:  # noqa: ASYNC110 - uvicorn offers no event
         await asyncio.sleep(0.02)

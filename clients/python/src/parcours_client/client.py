@@ -1,5 +1,7 @@
 """A small client for services that send events and profiles to Parcours.
 
+    from parcours_client import ParcoursClient
+
     with ParcoursClient("http://localhost:8000", "dev-key") as parcours:
         parcours.identify("cust-1", email="ada@example.com", attributes={"plan": "pro"})
         parcours.track("cust-1", "signed_up", {"source": "ads"})

@@ -19,9 +19,9 @@ import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from temporalio.client import Client
 
-from cli.context import console
 from config.settings import Settings
 from contracts.journey import Event
+from devstack.console import console
 
 log = structlog.get_logger(__name__)
 
