@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
+from temporalio.client import Client
 
+from api import journey_report as journey_report_module
 from api.journey_report import channel_report
 from config.settings import Settings
+from journeys.models import Journey
 from store import EmbeddedPostgres, create_pool, migrate, reports
+from store import journeys as journey_store
 from store.reports import ExperimentArm, Filters
+from tests.support.mail import free_port
 
 JAN = datetime(2026, 1, 5, 12, tzinfo=UTC)
 FEB = datetime(2026, 2, 10, 12, tzinfo=UTC)
@@ -173,3 +178,26 @@ async def test_experiment_arms_of_several_split_steps_and_the_holdout(empty: asy
         ("$holdout", "holdout", 1)
     ]
     assert await reports.experiment_arms(db, journey, version=2) == []
+
+
+async def test_the_report_answers_without_waiting_counts_when_temporal_does_not(
+    empty: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journey_report_module, "WAITING_TIMEOUT", timedelta(seconds=1))
+    journey = Journey.model_validate(
+        {
+            "id": f"down-{uuid.uuid4().hex[:8]}",
+            "name": "Temporal down",
+            "trigger": {"event": "start"},
+            "steps": [{"id": "pause", "type": "wait", "duration": "1d"}],
+        }
+    )
+    await journey_store.publish(empty, journey)
+    # Nothing listens on the port: every count fails (the lazy client keeps trying until the timeout).
+    client = await Client.connect(f"127.0.0.1:{free_port()}", lazy=True)
+
+    report = await journey_report_module.journey_report(empty, client, Settings(), Filters(journey.id))
+
+    assert report is not None and report.entered == 0
+    assert [(s.step_id, s.waiting_now) for s in report.steps] == [("pause", None)]
+    assert report.waiting_note is not None and "waiting_now is unknown" in report.waiting_note
