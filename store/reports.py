@@ -6,14 +6,15 @@ entered, step outcomes by when they were recorded, messages by when they were de
 converted; the engagement of a message (opens, clicks, bounces, unsubscribes) counts whenever it came. ``variant``
 keeps the entries that took that split variant at any split step (``holdout``: the control group's entries).
 
-The queries read the indexes of migration 0009 (index-only scans) so a journey with a million step outcomes and a
-million messages is reported in well under a second (``bench/reports.py``).
+Entries, step outcomes and messages are counted from the count tables of migration 0009 (``store.report_counts``),
+so a report reads a few hundred rows however many a journey recorded (``bench/reports.py``); the variant filter,
+conversions, arms and engagement read the recorded rows through the indexes of that migration.
 
-Opens, clicks, bounces and unsubscribes per message (``message_engagement``) are interim: counted from events
-(``email_opened`` with ``machine`` true/false, ``email_clicked``, each carrying ``message_key``), hard-bounce
-suppressions and consent withdrawals made through the message's unsubscribe link or the preference page, each
-credited to the customer's latest message before it. Swap that one query for the per-message engagement columns
-once they exist.
+Opens, clicks, bounces and unsubscribes per message (``message_engagement``) are interim: opens and clicks come from
+events (``email_opened`` with ``machine`` true/false, ``email_clicked``, each carrying ``message_key``) through the
+trigger of migration 0009; bounces and unsubscribes from hard-bounce suppressions and consent withdrawals made
+through the message's unsubscribe link or the preference page, each credited to the customer's latest message
+before it. Swap those for the per-message engagement columns once they exist.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-OPEN_EVENT = "email_opened"
-CLICK_EVENT = "email_clicked"
+from store import report_counts
+
 UNSUBSCRIBE_SOURCES = ("one_click_unsubscribe", "preference_page")
 """Consent-ledger sources that count as the customer unsubscribing (not bounces, complaints or operators)."""
 HOLDOUT = "holdout"
@@ -152,12 +153,9 @@ SELECT o.step_id, min(o.step_type) AS step_type, o.outcome, NULL::text AS reason
  GROUP BY o.step_id, o.outcome
 """
 
-# Only the rows with a reason are read from the heap (partial index step_outcomes_reasons).
 _REASONS_SQL = f"""
 SELECT step_id, step_type, outcome, reason, count(*) AS visits, count(*) FILTER (WHERE visit = 1) AS entries
-  FROM (SELECT o.step_id, o.step_type, o.outcome, o.visit,
-               CASE WHEN o.step_type = 'send' THEN split_part(o.detail->>'reason', ': ', 1)
-                    ELSE o.detail->>'reason' END AS reason
+  FROM (SELECT o.step_id, o.step_type, o.outcome, o.visit, report_reason(o.step_type, o.detail) AS reason
           FROM step_outcomes o WHERE {_where("o", "recorded_at", "journey")} AND o.detail ? 'reason') r
  GROUP BY step_id, step_type, outcome, reason
 """
@@ -176,10 +174,21 @@ SELECT {"m.step_id" if scope == "journey" else "''"} AS step_id, m.channel, coun
 
 # --- engagement (interim: replace with the per-message engagement columns) -----------------------------------
 
+# Opens and clicks: without a variant from the engagement counts (migration 0009: kept from the events by a
+# trigger), with one from the messages engaged joined to their message.
+_ENGAGED_SQL = """
+SELECT {step} AS step_id, m.channel, count(*) FILTER (WHERE e.opened) AS opened,
+       count(*) FILTER (WHERE e.opened_human) AS opened_human, count(*) FILTER (WHERE e.clicked) AS clicked
+  FROM report_engaged_messages e JOIN messages m ON m.id = e.message_id
+ WHERE {where}
+ GROUP BY 1, 2
+"""
 
-def _engagement_sql(scope: Scope) -> str:
+
+def _lost_sql(scope: Scope) -> str:
+    """Bounces and unsubscribes, each credited to the customer's latest message before it (sent, for
+    unsubscribes; on the same channel or topic)."""
     step = "m.step_id" if scope == "journey" else "''"
-    journey_key = "split_part(properties->>'message_key', ':', 1) = $1" if scope == "journey" else "true"
     latest = """
     SELECT m.* FROM messages m
      WHERE m.customer_id = {customer} AND m.created_at <= {at} AND {match}
@@ -194,41 +203,21 @@ def _engagement_sql(scope: Scope) -> str:
         " AND CASE WHEN ce.scope = 'channel' THEN m.channel = ce.name ELSE m.topic = ce.name END",
     )
     return f"""
-WITH opens AS (
-    SELECT properties->>'message_key' AS key,
-           bool_or(name = '{OPEN_EVENT}') AS opened,
-           bool_or(name = '{OPEN_EVENT}' AND (properties->>'machine') IS DISTINCT FROM 'true') AS opened_human,
-           bool_or(name = '{CLICK_EVENT}') AS clicked
-      FROM events
-     WHERE name IN ('{OPEN_EVENT}', '{CLICK_EVENT}') AND {journey_key}
-     GROUP BY 1
-), bounced AS (
-    SELECT m.* FROM suppressions s
+WITH lost AS (
+    SELECT m.*, true AS bounced FROM suppressions s
       JOIN customers c ON lower(c.email) = s.address
      CROSS JOIN LATERAL ({bounced_message}) m
      WHERE s.channel = 'email' AND s.reason = 'hard_bounce'
-), unsubscribed AS (
-    SELECT m.* FROM consent_events ce
+    UNION ALL
+    SELECT m.*, false FROM consent_events ce
      CROSS JOIN LATERAL ({unsubscribed_message}) m
      WHERE ce.status = 'withdrawn' AND ce.source = ANY($6::text[])
-), touched AS (
-    SELECT m.step_id, m.channel, o.opened, o.opened_human, o.clicked, false AS bounced, false AS bounced_after_sent,
-           false AS unsubscribed
-      FROM opens o JOIN messages m ON m.idempotency_key = o.key
-     WHERE {_where("m", "created_at", scope)}
-    UNION ALL
-    SELECT m.step_id, m.channel, false, false, false, true, m.status = 'sent', false FROM bounced m
-     WHERE {_where("m", "created_at", scope)}
-    UNION ALL
-    SELECT m.step_id, m.channel, false, false, false, false, false, true FROM unsubscribed m
-     WHERE {_where("m", "created_at", scope)}
 )
-SELECT {step.replace("m.", "")} AS step_id, channel,
-       count(*) FILTER (WHERE opened) AS opened, count(*) FILTER (WHERE opened_human) AS opened_human,
-       count(*) FILTER (WHERE clicked) AS clicked, count(*) FILTER (WHERE bounced) AS bounced,
-       count(*) FILTER (WHERE bounced_after_sent) AS bounced_after_sent,
-       count(*) FILTER (WHERE unsubscribed) AS unsubscribed
-  FROM touched GROUP BY 1, 2
+SELECT {step} AS step_id, m.channel, count(*) FILTER (WHERE m.bounced) AS bounced,
+       count(*) FILTER (WHERE m.bounced AND m.status = 'sent') AS bounced_after_sent,
+       count(*) FILTER (WHERE NOT m.bounced) AS unsubscribed
+  FROM lost m WHERE {_where("m", "created_at", scope)}
+ GROUP BY 1, 2
 """
 
 
@@ -262,8 +251,15 @@ SELECT m.channel, count(*) AS converted, coalesce(sum(c.value), 0)::float8 AS re
 """
 
 
+# Without a variant, the counts come from the count tables (store/report_counts.py); a variant needs the entries,
+# so those counts read the recorded rows themselves (a scan of the journey's outcomes or messages).
+
+
 async def entered(db: Any, filters: Filters) -> int:
     """Entries recorded (router, segment schedules, hand-overs) in the range."""
+    if filters.variant is None:
+        await report_counts.compact(db, report_counts.ENTRIES, filters.journey_id)
+        return int(await db.fetchval(report_counts.ENTERED_SQL, *filters.params()[:4]))
     return int(await db.fetchval(_ENTERED_SQL, *filters.params()))
 
 
@@ -273,20 +269,38 @@ async def outcome_counts(db: Any, filters: Filters) -> list[OutcomeCount]:
     A step with reasons appears twice for those outcomes: once with ``reason`` None (the total) and once per
     reason.
     """
-    rows = [*await db.fetch(_OUTCOMES_SQL, *filters.params()), *await db.fetch(_REASONS_SQL, *filters.params())]
+    if filters.variant is None:
+        await report_counts.compact(db, report_counts.OUTCOMES, filters.journey_id)
+        rows = await db.fetch(report_counts.OUTCOMES_SQL, *filters.params()[:4])
+    else:
+        rows = [*await db.fetch(_OUTCOMES_SQL, *filters.params()), *await db.fetch(_REASONS_SQL, *filters.params())]
     return [OutcomeCount(**dict(r)) for r in rows]
 
 
 async def message_counts(db: Any, filters: Filters) -> list[MessageCount]:
     """Per step (journey scope) or per channel (``journey_id`` None: step_id ``''``), messages by status."""
-    rows = await db.fetch(_messages_sql(filters.scope), *filters.params())
+    if filters.variant is None:
+        await report_counts.compact(db, report_counts.MESSAGES, filters.journey_id)
+        rows = await db.fetch(report_counts.messages_sql(filters.scope == "journey"), *filters.params()[:4])
+    else:
+        rows = await db.fetch(_messages_sql(filters.scope), *filters.params())
     return [MessageCount(**dict(r)) for r in rows]
 
 
 async def message_engagement(db: Any, filters: Filters) -> list[EngagementCount]:
     """Per step and channel (journey scope) or per channel, messages opened, clicked, bounced, unsubscribed."""
-    rows = await db.fetch(_engagement_sql(filters.scope), *filters.params(), list(UNSUBSCRIBE_SOURCES))
-    return [EngagementCount(**dict(r)) for r in rows]
+    by_step = filters.scope == "journey"
+    if filters.variant is None:
+        await report_counts.compact(db, report_counts.ENGAGEMENT, filters.journey_id)
+        engaged = await db.fetch(report_counts.engagement_sql(by_step), *filters.params()[:4])
+    else:
+        step, where = ("m.step_id" if by_step else "''"), _where("m", "created_at", filters.scope)
+        engaged = await db.fetch(_ENGAGED_SQL.format(step=step, where=where), *filters.params())
+    lost = await db.fetch(_lost_sql(filters.scope), *filters.params(), list(UNSUBSCRIBE_SOURCES))
+    counts: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in [*engaged, *lost]:
+        counts.setdefault((row["step_id"], row["channel"]), {}).update(dict(row))
+    return [EngagementCount(**values) for values in counts.values()]
 
 
 async def conversions(db: Any, filters: Filters) -> ConversionSummary:

@@ -235,6 +235,8 @@ async def test_report_counts_what_the_customers_did(stack: Stack, database_url: 
     b_steps = {s["step_id"]: s for s in only_b["steps"]}
     assert only_b["entered"] == 10 and only_b["conversions"]["converted"] == 2
     assert b_steps["hello"]["funnel"]["sent"] == 9 and b_steps["await-click"]["waiting_now"] == 4
+    opened_b = {c for c, _ in opens if arm(jid, c) == "b"}
+    assert (b_steps["hello"]["funnel"]["opened"], b_steps["hello"]["funnel"]["clicked"]) == (len(opened_b), 2)
     assert only_b["exits"] == [{"reason": "asked to stop", "count": 2}, {"reason": "clicked", "count": 2}]
     today = datetime.now(UTC).date()
     same = (
