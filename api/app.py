@@ -28,6 +28,7 @@ from api import (
     routes_journeys,
     routes_preferences,
     routes_privacy,
+    routes_reports,
     routes_suppressions,
     routes_tracking,
 )
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     auth = [Depends(require_api_key)]
     for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_suppressions):
         app.include_router(module.router, dependencies=auth)
+    app.include_router(routes_reports.router, dependencies=auth)
     app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -264,6 +264,32 @@ def journeys_list() -> None:
     console.print(table)
 
 
+@journeys_app.command("report")
+def journeys_report(
+    journey_id: Annotated[str, typer.Argument(help="Journey id.")],
+    version: Annotated[int | None, typer.Option("--version", min=1, help="Only this version.")] = None,
+    since: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC) included.")] = None,
+    until: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day (UTC) included.")] = None,
+    variant: Annotated[str | None, typer.Option(help="Only entries that took this split variant (or holdout).")] = None,
+) -> None:
+    """Entries, each step's outcomes and messages, conversions, exits and experiment arms (README, "Reports")."""
+    from cli.reporting import fetch_report, print_report
+
+    settings = load_settings()
+    setup_logging(settings)
+    report = run(
+        fetch_report(
+            settings,
+            journey_id,
+            version=version,
+            since=since.date() if since else None,
+            until=until.date() if until else None,
+            variant=variant,
+        )
+    )
+    print_report(console, report)
+
+
 # Events
 
 

@@ -1,10 +1,16 @@
-"""Visibility queries over journey runs, built in one place with every value quoted.
+"""Visibility queries over journey runs, built in one place with every value quoted, and the counts read with them.
 
 Temporal's list filter is SQL-like; a value goes between double quotes with backslash escapes, so a customer id
 that contains a quote or a backslash stays one value and can neither break the query nor widen it.
 """
 
 from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+
+from temporalio.client import Client
 
 from contracts import search_attributes as sa
 
@@ -15,8 +21,17 @@ def literal(value: str) -> str:
     return f'"{escaped}"'
 
 
-def runs_query(*, journey_id: str | None = None, customer_id: str | None = None, running: bool | None = None) -> str:
-    """The filter for journey runs of ``journey_id`` and/or ``customer_id``; ``running`` True/False: open/closed only.
+def runs_query(
+    *,
+    journey_id: str | None = None,
+    customer_id: str | None = None,
+    running: bool | None = None,
+    version: int | None = None,
+    variant: str | None = None,
+    step: str | None = None,
+) -> str:
+    """The filter for journey runs of ``journey_id`` and/or ``customer_id``; ``running`` True/False: open/closed only;
+    ``version``, ``variant``, ``step``: runs of that version, in that variant, at that step now.
 
     Raises:
         ValueError: neither a journey nor a customer was given (the query would list every run).
@@ -30,4 +45,34 @@ def runs_query(*, journey_id: str | None = None, customer_id: str | None = None,
         clauses.append(f"{sa.CUSTOMER_ID.name} = {literal(customer_id)}")
     if running is not None:
         clauses.append(f'ExecutionStatus {"=" if running else "!="} "Running"')
+    if version is not None:
+        clauses.append(f"{sa.JOURNEY_VERSION.name} = {int(version)}")
+    if variant is not None:
+        clauses.append(f"{sa.VARIANT.name} = {literal(variant)}")
+    if step is not None:
+        clauses.append(f"{sa.STEP.name} = {literal(step)}")
     return " AND ".join(clauses)
+
+
+async def running_by_step(
+    client: Client,
+    journey_id: str,
+    step_ids: Sequence[str],
+    *,
+    version: int | None = None,
+    variant: str | None = None,
+    rpc_timeout: timedelta,
+) -> dict[str, int]:
+    """How many runs of the journey are at each step now (its ``ParcoursStep``), all counted at once.
+
+    Raises:
+        TimeoutError: Temporal did not answer within ``rpc_timeout``; RPCError: it refused.
+    """
+
+    async def count(step_id: str) -> int:
+        query = runs_query(journey_id=journey_id, running=True, version=version, variant=variant, step=step_id)
+        return (await client.count_workflows(query, rpc_timeout=rpc_timeout)).count
+
+    async with asyncio.timeout(rpc_timeout.total_seconds()):
+        counts = await asyncio.gather(*(count(step_id) for step_id in step_ids))
+    return dict(zip(step_ids, counts, strict=True))
