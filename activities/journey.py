@@ -18,6 +18,7 @@ import structlog
 from temporalio import activity
 
 from activities import policy
+from activities.channels import sms as sms_channel
 from activities.channels.base import (
     Channel,
     DeliveryResult,
@@ -45,6 +46,7 @@ from journeys.conditions import lookup
 from journeys.templates import TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
+from store import devices as device_store
 from store import messages as message_store
 from store import outcomes as outcome_store
 from store import preferences as preference_store
@@ -127,7 +129,8 @@ class JourneyActivities:
         profile = profile_of(customer, await customer_store.consent_of(conn, request.customer_id))
         order, why = policy.ordered_channels(request, profile, self._settings)
         topic_defaults = await preference_store.topic_defaults(conn)
-        candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults) for c in order]
+        devices = await device_store.active_device_ids(conn, request.customer_id) if "push" in order else []
+        candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
         candidates = [await _unless_suppressed(conn, c) for c in candidates]
         record.choice = {
             "order": order,
@@ -228,6 +231,8 @@ class JourneyActivities:
                     source="smtp",
                     detail={"smtp_code": exc.response.get("smtp_code"), "idempotency_key": request.idempotency_key},
                 )
+            if chosen.channel == "sms" and chosen.recipient:
+                await _sms_refused(record, chosen.recipient, exc.response)
             record.choice["failed"] = failures
             return None
         # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
@@ -373,6 +378,19 @@ def _dead_mailbox(error: str, response: dict[str, Any]) -> bool:
     return error.startswith("recipient refused") or bool(_BAD_ADDRESS_STATUS.search(str(response.get("smtp_message"))))
 
 
+async def _sms_refused(record: _Recorder, phone: str, response: dict[str, Any]) -> None:
+    """A number the SMS provider says opted out withdraws SMS consent; a dead number is suppressed
+    (``activities.channels.sms`` says which codes). In the send's transaction: recorded with the failure or not."""
+    code = response.get("twilio_code")
+    detail = {"twilio_code": code, "idempotency_key": record.request.idempotency_key}
+    if code in sms_channel.OPTED_OUT_CODES:
+        await customer_store.record_consent(
+            record.conn, record.request.customer_id, "channel", "sms", "withdrawn", source="sms_keyword"
+        )
+    elif code in sms_channel.DEAD_NUMBER_CODES:
+        await suppressions.add_suppression(record.conn, "sms", phone, "hard_bounce", source="twilio", detail=detail)
+
+
 def _tracked(settings: Settings, message: OutboundMessage, own_links: dict[str, str]) -> dict[str, Any]:
     """The rendered content with click (and, for HTML email, open) tracking (``activities.tracking``)."""
     payload = tracking_payload(
@@ -466,6 +484,9 @@ async def _insert_message(
             attempts=activity.info().attempt if activity.in_activity() else 1,
             decided_at=decided_at or request.now or datetime.now(UTC),
             choice=choice or None,
+            segments=result.segments if result else None,
+            encoding=result.encoding if result else None,
+            cost=result.cost if result else None,
         ),
     )
 

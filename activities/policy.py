@@ -66,8 +66,9 @@ def candidate(
     channel: str,
     settings: Settings,
     topic_defaults: Mapping[str, str] | None = None,
+    push_devices: list[str] | None = None,
 ) -> Candidate:
-    recipient = recipient_for(request, profile, channel, settings)
+    recipient = recipient_for(request, profile, channel, settings, push_devices)
     refusal = consent_refusal(request, profile, channel, settings, topic_defaults)
     if refusal is None and recipient is None and channel != "in_app":
         refusal = f"unreachable:{channel}"
@@ -114,12 +115,18 @@ def consent_refusal(
     return None
 
 
-def recipient_for(request: SendRequest, profile: Profile, channel: str, settings: Settings) -> str | None:
+def recipient_for(
+    request: SendRequest, profile: Profile, channel: str, settings: Settings, push_devices: list[str] | None = None
+) -> str | None:
+    """Who the message goes to on ``channel``. Push: the customer's active registered devices
+    (``devices:<id>,<id>``), else a ``push_token`` attribute (for the console and webhook adapters)."""
     if channel == "email":
         return profile.email
     if channel == "sms":
         return profile.phone
     if channel == "push":
+        if push_devices:
+            return "devices:" + ",".join(push_devices)
         token = profile.attributes.get("push_token")
         return str(token) if token else None
     if channel == "webhook":

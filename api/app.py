@@ -22,6 +22,7 @@ from temporalio.client import Client
 
 from api import (
     routes_customers,
+    routes_devices,
     routes_events,
     routes_health,
     routes_identity,
@@ -29,6 +30,7 @@ from api import (
     routes_preferences,
     routes_privacy,
     routes_reports,
+    routes_sms,
     routes_suppressions,
     routes_tracking,
 )
@@ -75,10 +77,18 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
     app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
     auth = [Depends(require_api_key)]
-    for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_suppressions):
+    for module in (
+        routes_events,
+        routes_customers,
+        routes_devices,
+        routes_identity,
+        routes_journeys,
+        routes_suppressions,
+    ):
         app.include_router(module.router, dependencies=auth)
     app.include_router(routes_reports.router, dependencies=auth)
     app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
+    app.include_router(routes_sms.router)  # Twilio's callbacks: authenticated by X-Twilio-Signature
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

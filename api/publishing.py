@@ -22,12 +22,15 @@ class Checked:
     issues: list[JourneyIssue] = field(default_factory=list)
 
 
-def check_file(path: Path) -> Checked:
+def check_file(path: Path, settings: Settings | None = None) -> Checked:
+    from config.settings import get_settings
+    from journeys.validation import sms_length_issues
     from orchestration.schedules import segment_issues
 
     try:
         journey = load_journey_file(path)
-        issues = segment_issues(journey)
+        max_segments = (settings or get_settings()).sms_max_segments
+        issues = segment_issues(journey) + sms_length_issues(journey, max_segments)
         return Checked(path, issues=issues) if issues else Checked(path, journey=journey)
     except JourneyValidationError as exc:
         return Checked(path, issues=exc.issues)

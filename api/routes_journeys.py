@@ -17,7 +17,7 @@ from api.routes_deps import event_router, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
 from config.settings import Settings
 from journeys.models import Journey
-from journeys.validation import JourneyValidationError, parse_journey
+from journeys.validation import JourneyValidationError, parse_journey, sms_length_issues
 from orchestration import schedules
 from orchestration.exits import exit_journey
 from orchestration.router import EventRouter
@@ -71,7 +71,7 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
         raise ApiError(400, "the request body is not UTF-8", field="body") from None
     except JourneyValidationError as exc:
         _invalid(exc)
-    if problems := schedules.segment_issues(journey):
+    if problems := schedules.segment_issues(journey) + sms_length_issues(journey, config.sms_max_segments):
         _invalid(JourneyValidationError(problems))
     version, created = await journey_store.publish(db, journey)
     await router_.refresh()

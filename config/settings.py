@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ChannelBackend = Literal["console", "smtp", "webhook", "inbox"]
+ChannelBackend = Literal["console", "smtp", "webhook", "inbox", "twilio", "http", "devices"]
 
 
 class FrequencyCap(BaseModel):
@@ -88,7 +88,47 @@ class Settings(BaseSettings):
     webhook_secret: SecretStr = SecretStr("whsec_cGFyY291cnMtbG9jYWwtZGV2ZWxvcG1lbnQtc2VjcmV0")
     webhook_timeout_seconds: float = 10.0
 
-    # Which adapter delivers each channel. SMS and push log to the console until real adapters exist.
+    # SMS (activities/channels/sms.py). Texts over sms_max_segments segments are refused: at publish when the text
+    # is static, else when it is sent. HELP texted to our number is answered with sms_help_text.
+    sms_max_segments: int = Field(default=6, ge=1, le=10)
+    sms_help_text: str = "Parcours: reply STOP to stop receiving messages, START to receive them again."
+    # Twilio's Messages API: the account, a sender (From number or Messaging Service) and the base URL.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from: str | None = None
+    twilio_messaging_service_sid: str | None = None
+    twilio_base_url: str = "https://api.twilio.com"
+    # Where Twilio sends status callbacks; none: {public_base_url}/v1/providers/twilio/status.
+    twilio_status_callback_url: str | None = None
+    # A generic HTTP SMS provider: POST sms_http_body (a JSON object whose strings are Liquid templates seeing
+    # to, from, text, idempotency_key) to sms_http_url with sms_http_headers.
+    sms_http_url: str | None = None
+    sms_http_headers: dict[str, str] = Field(default_factory=dict)
+    sms_http_body: dict[str, Any] = Field(
+        default_factory=lambda: {"to": "{{ to }}", "from": "{{ from }}", "text": "{{ text }}"}
+    )
+    sms_http_from: str | None = None
+    sms_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Push to registered devices (activities/channels/push.py): FCM HTTP v1, Web Push, APNs.
+    fcm_project_id: str | None = None
+    # A Google service account key (JSON file) allowed to send with FCM; its token_uri is where tokens come from.
+    fcm_service_account_file: Path | None = None
+    fcm_base_url: str = "https://fcm.googleapis.com"
+    # Web Push VAPID key: the private key, PEM or raw base64url (as `vapid --gen` writes); and the contact.
+    vapid_private_key: SecretStr | None = None
+    vapid_subject: str = "mailto:push@parcours.localhost"
+    webpush_ttl_seconds: int = Field(default=86_400, ge=0)
+    # APNs token authentication: the .p8 signing key, its key id, the team id, the app's bundle id.
+    apns_key_file: Path | None = None
+    apns_key_id: str | None = None
+    apns_team_id: str | None = None
+    apns_topic: str | None = None
+    apns_base_url: str = "https://api.push.apple.com"
+    push_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Which adapter delivers each channel: email smtp|webhook|console; sms twilio|http|webhook|console;
+    # push devices|webhook|console. SMS and push log to the console unless configured.
     channel_email: ChannelBackend = "smtp"
     channel_sms: ChannelBackend = "console"
     channel_push: ChannelBackend = "console"

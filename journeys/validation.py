@@ -237,3 +237,41 @@ __all__ = [
     "load_journey_file",
     "parse_journey",
 ]
+
+
+def sms_length_issues(journey: Journey, max_segments: int) -> list[JourneyIssue]:
+    """SMS texts over ``max_segments`` segments, where publishing can tell: a static text (no Liquid), in every
+    locale. A text with Liquid is measured when it is sent (``activities.channels.sms``)."""
+    from journeys.sms import is_static, measure
+
+    issues: list[JourneyIssue] = []
+    for index, step in enumerate(journey.steps):
+        if not isinstance(step, SendStep):
+            continue
+        fields: list[tuple[str, Any]] = []
+        if step.channel == "sms" and step.template:
+            fields.append(("template", step.template))
+        if step.content and isinstance(step.content.get("sms"), dict):
+            fields.append(("content.sms", step.content["sms"]))
+        for where, content in fields:
+            texts = [(f"{where}.text", content.get("text"))]
+            locales = content.get("locales")
+            if isinstance(locales, dict):
+                texts += [
+                    (f"{where}.locales.{k}.text", v.get("text")) for k, v in locales.items() if isinstance(v, dict)
+                ]
+            for field, text in texts:
+                if not isinstance(text, str) or not is_static(text):
+                    continue
+                length = measure(text)
+                if length.segments > max_segments:
+                    issues.append(
+                        _issue(
+                            index,
+                            step.id,
+                            field,
+                            f"SMS text takes {length.segments} segments ({length.units} {length.encoding} units), "
+                            f"over the limit of {max_segments} (PARCOURS_SMS_MAX_SEGMENTS)",
+                        )
+                    )
+    return issues

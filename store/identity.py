@@ -229,6 +229,11 @@ _MOVES: list[tuple[str, str]] = [
     ("messages", "UPDATE messages SET customer_id = $2, updated_at = now() WHERE customer_id = $1"),
     ("inbox_messages", "UPDATE inbox_messages SET customer_id = $2 WHERE customer_id = $1"),
     (
+        "devices",
+        """UPDATE devices s SET customer_id = $2, updated_at = now() WHERE s.customer_id = $1 AND NOT EXISTS (
+               SELECT 1 FROM devices p WHERE p.customer_id = $2 AND p.device_id = s.device_id)""",
+    ),
+    (
         "journey_entries",
         """UPDATE journey_entries s SET customer_id = $2 WHERE s.customer_id = $1 AND NOT EXISTS (
                SELECT 1 FROM journey_entries p

@@ -17,9 +17,9 @@ from store.db import Db
 _INSERT_SQL = """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
-                      error, attempts, sent_at, decided_at, choice)
+                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19)
+        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19, $20, $21, $22)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -49,6 +49,12 @@ class NewMessage:
     """The moment of the decision on the journey's clock (frequency caps count by it)."""
     choice: dict[str, Any] | None
     """How the channel was chosen: the order, why, which channels were refused, which failed."""
+    segments: int | None = None
+    """SMS: how many segments the text takes (``activities.channels.sms_encoding``)."""
+    encoding: str | None = None
+    """SMS: ``GSM-7`` or ``UCS-2``."""
+    cost: float | None = None
+    """What sending cost, where the channel says (SMS: per-segment cost times segments)."""
 
 
 @dataclass(frozen=True)
@@ -120,3 +126,50 @@ async def recent_messages(db: Db, customer_id: str, *, limit: int = 10) -> list[
         limit,
     )
     return [MessageSummary(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What a delivery receipt changed."""
+
+    idempotency_key: str
+    customer_id: str
+    channel: str
+    recipient: str | None
+    status: str
+
+
+# Provider statuses that are final: delivered, or failed for good.
+DELIVERED_STATUSES = frozenset({"delivered", "read"})
+FAILED_STATUSES = frozenset({"undelivered", "failed"})
+
+
+async def record_receipt(db: Db, provider_message_id: str, status: str, *, error: str | None = None) -> Receipt | None:
+    """Record a provider's status for the message it knows by ``provider_message_id``; None when it is not ours.
+
+    ``delivered_at`` / ``failed_at`` are stamped the first time a delivered / failed status arrives; a later
+    ``sent`` or ``queued`` (callbacks may arrive out of order) does not overwrite a final status.
+    """
+    row = await db.fetchrow(
+        """UPDATE messages SET
+               provider_status = CASE WHEN delivered_at IS NOT NULL OR failed_at IS NOT NULL
+                                           THEN CASE WHEN $2 = ANY($4::text[]) OR $2 = ANY($5::text[])
+                                                     THEN $2 ELSE provider_status END
+                                      ELSE $2 END,
+               provider_error = COALESCE($3, provider_error),
+               delivered_at = CASE WHEN $2 = ANY($4::text[]) THEN COALESCE(delivered_at, clock_timestamp())
+                                   ELSE delivered_at END,
+               failed_at = CASE WHEN $2 = ANY($5::text[]) THEN COALESCE(failed_at, clock_timestamp())
+                                ELSE failed_at END,
+               updated_at = now()
+         WHERE provider_message_id = $1
+         RETURNING idempotency_key, customer_id, channel, recipient, provider_status""",
+        provider_message_id,
+        status,
+        error,
+        sorted(DELIVERED_STATUSES),
+        sorted(FAILED_STATUSES),
+    )
+    if row is None:
+        return None
+    return Receipt(row["idempotency_key"], row["customer_id"], row["channel"], row["recipient"], row["provider_status"])

@@ -20,7 +20,17 @@ from store.db import Db, Pool, transaction
 # Where consent changes come from (the ledger's ``source``). The API's own writes use ``api``; the preference
 # page and one-click unsubscribe their own; provider webhooks ``bounce``/``complaint``; bulk loads ``import``.
 # ``merge``: carried over from a profile merged into the customer (store.identity).
-CONSENT_SOURCES = ("api", "preference_page", "one_click_unsubscribe", "bounce", "complaint", "import", "merge")
+# ``sms_keyword``: the customer texted STOP (or START) to our number, or the SMS provider says they did.
+CONSENT_SOURCES = (
+    "api",
+    "preference_page",
+    "one_click_unsubscribe",
+    "bounce",
+    "complaint",
+    "import",
+    "merge",
+    "sms_keyword",
+)
 # GDPR article 6 lawful bases, for ``lawful_basis`` (free text is accepted; these are the names to use).
 LAWFUL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
 
@@ -84,12 +94,18 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
             ),
             "messages": await rows(
                 "SELECT id, journey_id, journey_version, step_id, channel, topic, kind, status, reason, recipient,"
-                " rendered, provider_message_id, created_at, sent_at FROM messages"
+                " rendered, provider_message_id, created_at, sent_at, delivered_at, failed_at, provider_status,"
+                " segments, encoding, cost FROM messages"
                 " WHERE customer_id = $1 ORDER BY created_at, id"
             ),
             "inbox": await rows(
                 "SELECT id, title, body, data, created_at, read_at FROM inbox_messages"
                 " WHERE customer_id = $1 ORDER BY created_at, id"
+            ),
+            "devices": await rows(
+                "SELECT device_id, platform, token, subscription, app, locale, active, deactivated_at,"
+                " deactivated_reason, created_at, updated_at FROM devices WHERE customer_id = $1"
+                " ORDER BY created_at, device_id"
             ),
             "journey_entries": await rows(
                 "SELECT journey_id, entry_id, version, source, entered_at FROM journey_entries"
@@ -133,13 +149,14 @@ def _scrub(column: str) -> str:
 _ERASE_STATEMENTS: list[tuple[str, str]] = [
     ("consent_events", "DELETE FROM consent_events WHERE customer_id = $1"),
     ("inbox_messages", "DELETE FROM inbox_messages WHERE customer_id = $1"),
+    ("devices", "DELETE FROM devices WHERE customer_id = $1"),
     ("events", "DELETE FROM events WHERE customer_id = $1"),
     (
         "messages",
         f"""UPDATE messages SET customer_id = $2,
                 idempotency_key = $2 || ':' || encode(sha256(convert_to(idempotency_key, 'UTF8')), 'hex'),
                 entry_id = {_scrub("entry_id")},
-                recipient = NULL, rendered = NULL, provider_response = NULL, error = NULL,
+                recipient = NULL, rendered = NULL, provider_response = NULL, error = NULL, provider_error = NULL,
                 reason = CASE WHEN reason LIKE 'provider\\_rejected:%' THEN 'provider_rejected' ELSE reason END,
                 choice = choice - 'failed',
                 updated_at = now()

@@ -67,7 +67,7 @@ def build_worker(
 
 @contextlib.asynccontextmanager
 async def channels_for(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[dict[str, Channel]]:
-    channels = build_channels(settings, inbox=InboxChannel(pool))
+    channels = build_channels(settings, inbox=InboxChannel(pool), pool=pool)
     try:
         yield channels
     finally:

@@ -34,6 +34,11 @@ class OutboundMessage(BaseModel):
 class DeliveryResult(BaseModel):
     provider_message_id: str | None = None
     response: dict[str, Any] = Field(default_factory=dict)
+    segments: int | None = None
+    """SMS: segments the text took (recorded with the message, and what it cost)."""
+    encoding: str | None = None
+    """SMS: ``GSM-7`` or ``UCS-2``."""
+    cost: float | None = None
 
 
 class DeliveryError(Exception):

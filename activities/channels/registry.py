@@ -8,8 +8,11 @@ import structlog
 from activities.channels.base import Channel
 from activities.channels.console import ConsoleChannel
 from activities.channels.email import SmtpEmailChannel
+from activities.channels.push import DevicesPushChannel
+from activities.channels.sms import HttpSmsChannel, TwilioSmsChannel
 from activities.channels.webhook import WebhookChannel
 from config.settings import ChannelBackend, Settings
+from store.db import Pool
 
 CHANNEL_NAMES = ("email", "sms", "push", "in_app", "webhook")
 
@@ -22,14 +25,19 @@ def _backend(settings: Settings, name: str) -> ChannelBackend:
 
 
 def build_channels(
-    settings: Settings, *, inbox: Channel | None = None, http_client: httpx.AsyncClient | None = None
+    settings: Settings,
+    *,
+    inbox: Channel | None = None,
+    http_client: httpx.AsyncClient | None = None,
+    pool: Pool | None = None,
 ) -> dict[str, Channel]:
     """One adapter per channel name.
 
     Args:
         inbox: the in-app inbox adapter, for channels whose backend is ``inbox``. It needs the database
             pool, so the caller builds it; without one those channels log to the console.
-        http_client: shared by webhook adapters (and then closed by its owner, not by ``close_channels``).
+        http_client: shared by webhook and SMS adapters (and then closed by its owner, not by ``close_channels``).
+        pool: the database pool, for the ``devices`` push adapter (it reads and deactivates devices).
     """
     channels: dict[str, Channel] = {}
     for name in CHANNEL_NAMES:
@@ -39,6 +47,14 @@ def build_channels(
             channel = SmtpEmailChannel(settings, name=name)
         elif backend == "webhook":
             channel = WebhookChannel(settings, http_client, name=name)
+        elif backend == "twilio":
+            channel = TwilioSmsChannel(settings, http_client, name=name)
+        elif backend == "http":
+            channel = HttpSmsChannel(settings, http_client, name=name)
+        elif backend == "devices":
+            if pool is None:
+                raise ValueError(f"channel {name!r}: the devices push adapter needs the database pool")
+            channel = DevicesPushChannel(settings, pool, name=name)
         elif backend == "inbox" and inbox is not None:
             channel = inbox
         elif backend == "inbox":

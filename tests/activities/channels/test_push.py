@@ -1,0 +1,147 @@
+"""Push to registered devices over FCM HTTP v1 and Web Push, against fakes that check the protocol.
+
+The Web Push fake decrypts every payload with the subscription's private key: a push it accepted was really
+encrypted for that browser. Dead tokens (FCM ``UNREGISTERED``, Web Push ``410``) deactivate their device at once
+and the next push goes to the devices left.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from activities.channels.base import OutboundMessage, PermanentDeliveryError
+from activities.channels.push import DevicesPushChannel
+from config.settings import Settings
+from store import devices as device_store
+from tests.support.providers import FcmFake, WebPushFake, b64url, running
+
+
+def vapid_key() -> tuple[str, str]:
+    """A VAPID key pair: the private key as PEM, the public key as the browser's applicationServerKey."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    point = key.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    return pem, b64url(point)
+
+
+def push(customer_id: str, title: str = "Still thinking?") -> OutboundMessage:
+    return OutboundMessage(
+        idempotency_key=f"key-{uuid.uuid4().hex}",
+        customer_id=customer_id,
+        channel="push",
+        journey_id="j",
+        step_id="s",
+        content={"title": title, "body": "Your cart is saved.", "data": {"cart": 42}},
+    )
+
+
+async def customer(pool: asyncpg.Pool) -> str:
+    customer_id = f"cust-{uuid.uuid4().hex[:12]}"
+    await pool.execute("INSERT INTO customers (id) VALUES ($1)", customer_id)
+    return customer_id
+
+
+def push_settings(tmp_path: Path, fcm: FcmFake, web: WebPushFake | None = None, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "fcm_project_id": fcm.project_id,
+        "fcm_service_account_file": fcm.service_account_file(tmp_path),
+        "fcm_base_url": fcm.url,
+    }
+    if web is not None:
+        pem, public = vapid_key()
+        web.vapid_public_key = public
+        values.update(vapid_private_key=pem, vapid_subject="mailto:ops@example.com")
+    return Settings(**{**values, **extra})
+
+
+async def test_fcm_token_is_fetched_once_and_a_dead_token_deactivates_its_device(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm:
+        fcm.dead_tokens.add("tok-dead")
+        customer_id = await customer(pool)
+        for device_id, token in (("phone", "tok-live"), ("old-phone", "tok-dead")):
+            await device_store.put_device(
+                pool, customer_id, device_id, platform="fcm", token=token, subscription=None, app="shop", locale="fr"
+            )
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        try:
+            first = await channel.deliver(push(customer_id, "first"))
+            second = await channel.deliver(push(customer_id, "second"))
+        finally:
+            await channel.close()
+
+    assert fcm.token_requests == 1  # cached until it expires
+    assert [(m["token"], m["notification"]["title"]) for m in fcm.sent] == [
+        ("tok-live", "first"),
+        ("tok-live", "second"),
+    ]
+    assert fcm.sent[0]["data"]["cart"] == "42"
+    assert first.response["devices"]["old-phone"]["verdict"] == "dead"
+    assert "old-phone" not in second.response["devices"]  # deactivated by the first answer
+    old = await device_store.get_device(pool, customer_id, "old-phone")
+    assert old is not None and (old.active, old.deactivated_reason) == (False, "dead_token")
+
+
+async def test_web_push_is_encrypted_for_the_subscription_and_a_410_deactivates_it(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm, running(WebPushFake()) as web:
+        customer_id = await customer(pool)
+        laptop, tablet = web.subscribe(), web.subscribe()
+        for device_id, subscriber in (("laptop", laptop), ("tablet", tablet)):
+            await device_store.put_device(
+                pool,
+                customer_id,
+                device_id,
+                platform="web",
+                token=None,
+                subscription=subscriber.subscription(),
+                app=None,
+                locale=None,
+            )
+        web.gone.add(tablet.id)
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm, web), pool)
+        try:
+            message = push(customer_id)
+            await channel.deliver(message)
+            await channel.deliver(push(customer_id, "again"))
+        finally:
+            await channel.close()
+
+    assert [(sub, payload["title"]) for sub, payload, _ in web.received] == [
+        (laptop.id, "Still thinking?"),
+        (laptop.id, "again"),
+    ]
+    _, payload, headers = web.received[0]
+    assert payload["body"] == "Your cart is saved." and payload["idempotency_key"] == message.idempotency_key
+    assert len(headers["topic"]) <= 32
+    assert [d.device_id for d in await device_store.devices_of(pool, customer_id, active_only=True)] == ["laptop"]
+
+
+async def test_no_device_left_is_a_permanent_failure_so_the_journey_falls_back(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm:
+        fcm.dead_tokens.add("tok-dead")
+        customer_id = await customer(pool)
+        await device_store.put_device(
+            pool, customer_id, "only", platform="fcm", token="tok-dead", subscription=None, app=None, locale=None
+        )
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        try:
+            with pytest.raises(PermanentDeliveryError, match="no device took the push"):
+                await channel.deliver(push(customer_id))
+            with pytest.raises(PermanentDeliveryError, match="no active push device"):
+                await channel.deliver(push(customer_id))
+        finally:
+            await channel.close()

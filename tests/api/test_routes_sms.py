@@ -1,0 +1,164 @@
+"""Twilio's callbacks: signed status callbacks become delivery receipts, inbound STOP/START change SMS consent,
+HELP is answered, and a tampered signature is refused."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+import pytest_asyncio
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from store import customers as customer_store
+from store import messages as message_store
+from tests.support.providers import TwilioFake
+from tests.support.stack import make_settings
+
+BASE = "http://parcours.test"
+STATUS = f"{BASE}/v1/providers/twilio/status"
+INBOUND = f"{BASE}/v1/providers/twilio/inbound"
+
+
+@pytest_asyncio.fixture
+async def twilio(time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool) -> AsyncIterator[TwilioFake]:
+    """A Twilio fake whose callbacks reach the API (no server needed: it signs and posts like Twilio)."""
+    fake = TwilioFake()
+    settings = make_settings(twilio_auth_token=fake.auth_token, public_base_url=BASE)
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+        fake.callback_client = http
+        yield fake
+
+
+async def customer_with_phone(pool: asyncpg.Pool, phone: str) -> str:
+    customer_id = f"cust-{uuid.uuid4().hex[:12]}"
+    await customer_store.upsert_customer(pool, customer_id, phone=phone)
+    await customer_store.record_consent(pool, customer_id, "channel", "sms", "granted")
+    return customer_id
+
+
+def phone() -> str:
+    return "+336" + str(uuid.uuid4().int)[:8]
+
+
+async def sms_message(pool: asyncpg.Pool, customer_id: str, to: str, sid: str) -> str:
+    key = f"key-{uuid.uuid4().hex}"
+    await message_store.insert_message(
+        pool,
+        message_store.NewMessage(
+            idempotency_key=key,
+            journey_id="j",
+            journey_version=1,
+            step_id="s",
+            customer_id=customer_id,
+            entry_id="e",
+            channel="sms",
+            topic=None,
+            kind="marketing",
+            status="sent",
+            reason=None,
+            recipient=to,
+            rendered={"text": "hi"},
+            provider_message_id=sid,
+            provider_response=None,
+            error=None,
+            attempts=1,
+            decided_at=datetime.now(UTC),
+            choice=None,
+        ),
+    )
+    return key
+
+
+async def sms_consent(pool: asyncpg.Pool, customer_id: str) -> tuple[str, str]:
+    row = await pool.fetchrow(
+        "SELECT status, source FROM consent_current WHERE customer_id = $1 AND scope = 'channel' AND name = 'sms'",
+        customer_id,
+    )
+    assert row is not None
+    return row["status"], row["source"]
+
+
+async def test_status_callbacks_stamp_delivered_and_failed(twilio: TwilioFake, pool: asyncpg.Pool) -> None:
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    delivered, undelivered = "SM" + uuid.uuid4().hex, "SM" + uuid.uuid4().hex
+    await sms_message(pool, customer_id, number, delivered)
+    await sms_message(pool, customer_id, number, undelivered)
+    for sid, status, extra in (
+        (delivered, "sent", {}),
+        (delivered, "delivered", {}),
+        (delivered, "sent", {}),  # out of order: the final status stays
+        (undelivered, "undelivered", {"ErrorCode": "30003"}),
+    ):
+        params = {"MessageSid": sid, "MessageStatus": status, "To": number, "AccountSid": twilio.account_sid, **extra}
+        response = await twilio.post_signed(STATUS, params)
+        assert response.status_code == 200, response.text
+    rows = {
+        r["provider_message_id"]: r
+        for r in await pool.fetch(
+            "SELECT provider_message_id, provider_status, provider_error, delivered_at, failed_at FROM messages"
+            " WHERE customer_id = $1",
+            customer_id,
+        )
+    }
+    assert rows[delivered]["provider_status"] == "delivered" and rows[delivered]["delivered_at"] is not None
+    assert rows[delivered]["failed_at"] is None
+    assert rows[undelivered]["failed_at"] is not None and rows[undelivered]["provider_error"] == "30003"
+    # 30003 (handset off or out of coverage) passes: nothing is suppressed or withdrawn.
+    assert await sms_consent(pool, customer_id) == ("granted", "api")
+
+
+async def test_an_opted_out_code_withdraws_consent_and_a_dead_number_is_suppressed(
+    twilio: TwilioFake, pool: asyncpg.Pool
+) -> None:
+    opted, dead = phone(), phone()
+    opted_customer, dead_customer = await customer_with_phone(pool, opted), await customer_with_phone(pool, dead)
+    for customer_id, number, code in ((opted_customer, opted, "21610"), (dead_customer, dead, "30005")):
+        sid = "SM" + uuid.uuid4().hex
+        await sms_message(pool, customer_id, number, sid)
+        params = {"MessageSid": sid, "MessageStatus": "failed", "ErrorCode": code, "To": number}
+        assert (await twilio.post_signed(STATUS, params)).status_code == 200
+    assert await sms_consent(pool, opted_customer) == ("withdrawn", "sms_keyword")
+    assert await pool.fetchval("SELECT reason FROM suppressions WHERE channel = 'sms' AND address = $1", dead) == (
+        "hard_bounce"
+    )
+    assert await sms_consent(pool, dead_customer) == ("withdrawn", "bounce")
+
+
+async def test_a_tampered_or_missing_signature_is_refused(twilio: TwilioFake, pool: asyncpg.Pool) -> None:
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    sid = "SM" + uuid.uuid4().hex
+    await sms_message(pool, customer_id, number, sid)
+    params = {"MessageSid": sid, "MessageStatus": "failed", "To": number}
+    tampered = await twilio.post_signed(STATUS, params, tamper=True)  # signed "failed", sent "delivered"
+    assert tampered.status_code == 403 and tampered.json()["error"]["field"] == "x-twilio-signature"
+    assert twilio.callback_client is not None
+    unsigned = await twilio.callback_client.post(INBOUND, data={"From": number, "Body": "STOP"})
+    assert unsigned.status_code == 403
+    assert await pool.fetchval("SELECT provider_status FROM messages WHERE provider_message_id = $1", sid) is None
+    assert await sms_consent(pool, customer_id) == ("granted", "api")
+
+
+async def test_stop_keywords_withdraw_start_grants_help_answers(twilio: TwilioFake, pool: asyncpg.Pool) -> None:
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    for body, expected in (
+        ("  stop. ", ("withdrawn", "sms_keyword")),
+        ("START", ("granted", "sms_keyword")),
+        ("Arrêt", ("withdrawn", "sms_keyword")),
+        ("unstop", ("granted", "sms_keyword")),
+        ("STOP SMS", ("withdrawn", "sms_keyword")),
+        ("what is this?", ("withdrawn", "sms_keyword")),  # not a keyword: nothing changes
+    ):
+        response = await twilio.inbound(INBOUND, number, body)
+        assert response.status_code == 200 and "<Message>" not in response.text
+        assert await sms_consent(pool, customer_id) == expected, body
+    help_reply = await twilio.inbound(INBOUND, number, "help")
+    assert help_reply.headers["content-type"].startswith("application/xml")
+    assert "reply STOP to stop receiving messages" in help_reply.text
