@@ -142,13 +142,6 @@ async def latest(db: Db, journey_id: str) -> Latest | None:
     return Latest(row["status"], row["latest_version"], row["definition"])
 
 
-async def get_version(db: Db, journey_id: str, version: int) -> Journey | None:
-    definition = await db.fetchval(
-        "SELECT definition FROM journey_versions WHERE journey_id = $1 AND version = $2", journey_id, version
-    )
-    return Journey.model_validate(definition) if definition is not None else None
-
-
 async def set_status(db: Db, journey_id: str, status: JourneyStatus) -> bool:
     """Set the status; False when there is no such journey."""
     if status not in STATUSES:
