@@ -140,10 +140,6 @@ class EventIn(BaseModel):
         )
 
 
-class EventBatchIn(BaseModel):
-    events: list[EventIn]
-
-
 class EventResult(BaseModel):
     index: int
     event_id: str | None

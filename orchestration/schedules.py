@@ -36,7 +36,7 @@ from orchestration.errors import is_not_found
 
 log = structlog.get_logger(__name__)
 
-ScheduleChange = Literal["created", "updated", "paused", "resumed", "deleted", "none"]
+ScheduleChange = Literal["created", "updated", "deleted", "none"]
 
 _CRON_FIELDS = (
     ("minute", 0, 59),
@@ -145,21 +145,6 @@ async def sync_schedule(
     await client.get_schedule_handle(schedule_id(journey.id)).update(update)
     log.info("schedule.updated", journey_id=journey.id, version=version, paused=paused)
     return "updated"
-
-
-async def set_paused(client: Client, journey_id: str, paused: bool) -> ScheduleChange:
-    """Pause or resume the journey's schedule; ``none`` when it has none."""
-    handle = client.get_schedule_handle(schedule_id(journey_id))
-    try:
-        if paused:
-            await handle.pause(note=_note(True))
-        else:
-            await handle.unpause(note=_note(False))
-    except RPCError as exc:
-        if is_not_found(exc):
-            return "none"
-        raise
-    return "paused" if paused else "resumed"
 
 
 async def delete_schedule(client: Client, journey_id: str) -> ScheduleChange:

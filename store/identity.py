@@ -45,10 +45,6 @@ ANON_PREFIX = "anon:"
 AliasKind = Literal["anonymous_id", "customer_id", "email", "phone"]
 PROFILE_FIELDS = ("email", "phone", "timezone", "locale")
 
-# Run statuses in the merge log: waiting to be told, carries on for the customer, exited (the customer already
-# runs that journey), or had already closed.
-RunStatus = Literal["pending", "adopted", "exited", "closed"]
-
 
 def anonymous_profile(anonymous_id: str) -> str:
     """The profile id of a visitor known only by ``anonymous_id``."""

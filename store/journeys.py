@@ -143,6 +143,7 @@ async def latest(db: Db, journey_id: str) -> Latest | None:
 
 
 async def get_version(db: Db, journey_id: str, version: int) -> Journey | None:
+    """The definition of one published version (None: no such version)."""
     definition = await db.fetchval(
         "SELECT definition FROM journey_versions WHERE journey_id = $1 AND version = $2", journey_id, version
     )

@@ -17,23 +17,6 @@ from typing import Any
 from store import identity, suppressions
 from store.db import Db, Pool, transaction
 
-# Where consent changes come from (the ledger's ``source``). The API's own writes use ``api``; the preference
-# page and one-click unsubscribe their own; provider webhooks ``bounce``/``complaint``; bulk loads ``import``.
-# ``merge``: carried over from a profile merged into the customer (store.identity).
-# ``sms_keyword``: the customer texted STOP (or START) to our number, or the SMS provider says they did.
-CONSENT_SOURCES = (
-    "api",
-    "preference_page",
-    "one_click_unsubscribe",
-    "bounce",
-    "complaint",
-    "import",
-    "merge",
-    "sms_keyword",
-)
-# GDPR article 6 lawful bases, for ``lawful_basis`` (free text is accepted; these are the names to use).
-LAWFUL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
-
 # Domain separation for the pseudonym key, derived from a secret the operator already sets (see README).
 PSEUDONYM_LABEL = b"parcours/erasure-pseudonym/v1"
 PSEUDONYM_PREFIX = "erased-"

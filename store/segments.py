@@ -3,7 +3,7 @@
 ``ConditionGroup`` is translated to a parameterised WHERE clause: field paths and values are always bind
 parameters, never text in the query. The translation follows ``journeys.conditions`` (what a ``branch`` step
 sees), so a customer matches here exactly when ``where.evaluate({"profile": profile.as_condition_data()})``
-would say so; ``tests/test_segments.py`` checks the two against each other. Known differences, all at the
+would say so; ``tests/store/test_segments.py`` checks the two against each other. Known differences, all at the
 edges: Python's ``float()`` also reads ``"1_000"``, ``"inf"`` and ``"nan"`` as numbers (SQL reads decimal and
 exponent forms only), ``1 == True`` holds in Python and not in JSON, and a negative list index in a path means
 "from the end" in PostgreSQL and "missing" in Python.

@@ -23,7 +23,7 @@ from cli.main import app
 from tests.support.mail import SmtpSink, free_port
 from tests.support.temporal import binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "journeys" / "examples" / "welcome-series.yaml"
 
 INVALID = """\

@@ -1,19 +1,16 @@
-"""The store layer on a real PostgreSQL: migrations, schema guarantees, the embedded server, the inbox."""
+"""Migrations (store.migrate) and the guarantees the schema gives: immutable versions, current consent, events once."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import time
 import uuid
 from pathlib import Path
 
 import asyncpg
 import pytest
 
-from activities.channels.base import OutboundMessage, PermanentDeliveryError
-from activities.channels.inbox import InboxChannel
-from devstack.postgres import EmbeddedPostgres, EmbeddedPostgresError
+from devstack.postgres import EmbeddedPostgres
 from store import MigrationChecksumError, migrate
 from store.migrate import MIGRATIONS_DIR, load_migrations
 
@@ -141,111 +138,3 @@ async def test_event_id_is_stored_once(pool: asyncpg.Pool) -> None:
     status = await pool.execute(insert + " ON CONFLICT (event_id) DO NOTHING", event_id, uid("c"), {})
     assert status == "INSERT 0 0"
     assert await pool.fetchval("SELECT properties FROM events WHERE event_id = $1", event_id) == {"page": "/pricing"}
-
-
-def test_embedded_postgres_restart_keeps_data_and_port(tmp_path: Path) -> None:
-    async def write(url: str) -> None:
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute("CREATE TABLE kept (v text); INSERT INTO kept VALUES ('still here')")
-        finally:
-            await conn.close()
-
-    async def read(url: str) -> str:
-        conn = await asyncpg.connect(url)
-        try:
-            return await conn.fetchval("SELECT v FROM kept")
-        finally:
-            await conn.close()
-
-    server = EmbeddedPostgres(tmp_path / "pg", fsync=False)
-    try:
-        server.start()
-        port = server.port
-        url = server.ensure_database("keep")
-        asyncio.run(write(url))
-
-        server.stop()
-        assert not server.is_running()
-        began = time.monotonic()
-        server.start()
-        restart_seconds = time.monotonic() - began
-        assert server.is_running()
-        assert server.port == port
-        assert asyncio.run(read(url)) == "still here"
-        assert restart_seconds < 5, restart_seconds
-
-        # A new handle on the same directory (how `parcours dev` resumes) adopts the running server...
-        assert EmbeddedPostgres(tmp_path / "pg").start().port == port
-        server.stop("immediate")
-        # ...and after a crash-like stop, starts it again on the remembered port with the data recovered.
-        with EmbeddedPostgres(tmp_path / "pg", fsync=False) as resumed:
-            assert resumed.port == port
-            assert resumed.ensure_database("keep") == url
-            assert asyncio.run(read(url)) == "still here"
-        assert not server.is_running()
-    finally:
-        server.stop()
-
-
-def test_start_failure_reports_the_server_log(postgres: EmbeddedPostgres, tmp_path: Path) -> None:
-    clash = EmbeddedPostgres(tmp_path / "pg", port=postgres.port, fsync=False)
-    with pytest.raises(EmbeddedPostgresError, match=r"(?s)did not start.*Address already in use"):
-        clash.start()
-    assert not clash.is_running()
-
-
-def message(key: str, customer: str, content: dict[str, object]) -> OutboundMessage:
-    return OutboundMessage(
-        idempotency_key=key,
-        customer_id=customer,
-        channel="in_app",
-        journey_id="j",
-        step_id="s",
-        content=content,
-    )
-
-
-async def test_inbox_stores_a_redelivered_message_once(pool: asyncpg.Pool) -> None:
-    channel = InboxChannel(pool)
-    key, customer = uid("k"), uid("c")
-    msg = message(key, customer, {"title": "Hi", "body": "Welcome aboard", "data": {"cta": "/start"}})
-
-    first = await channel.deliver(msg)
-    again = await channel.deliver(msg)
-
-    assert again == first
-    assert first.provider_message_id == f"inbox:{first.response['inbox_id']}"
-    rows = await pool.fetch("SELECT id, title, body, data FROM inbox_messages WHERE customer_id = $1", customer)
-    assert [tuple(r) for r in rows] == [(first.response["inbox_id"], "Hi", "Welcome aboard", {"cta": "/start"})]
-    await channel.close()
-
-
-async def test_inbox_refuses_a_message_without_body(pool: asyncpg.Pool) -> None:
-    customer = uid("c")
-    with pytest.raises(PermanentDeliveryError):
-        await InboxChannel(pool).deliver(message(uid("k"), customer, {"title": "Hi"}))
-    assert await pool.fetchval("SELECT count(*) FROM inbox_messages WHERE customer_id = $1", customer) == 0
-
-
-async def test_a_connection_comes_back_to_the_pool_with_nothing_of_its_last_user(database_url: str) -> None:
-    """The pool skips asyncpg's reset query; a connection still comes back without a transaction or a lock."""
-    from store.pool import create_pool
-
-    key = f"pool-test-{uuid.uuid4().hex}"
-    pool = await create_pool(database_url, min_size=1, max_size=1)
-    try:
-        async with pool.acquire() as conn:
-            await conn.execute("BEGIN")  # left open by a careless user
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
-            await conn.execute("INSERT INTO customers (id) VALUES ($1)", key)
-        async with pool.acquire() as conn:  # the same connection (max_size=1)
-            assert await conn.fetchval("SELECT count(*) FROM customers WHERE id = $1", key) == 0
-            assert not conn.is_in_transaction()
-        other = await asyncpg.connect(database_url)
-        try:
-            assert await other.fetchval("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))", key)
-        finally:
-            await other.close()
-    finally:
-        await pool.close()

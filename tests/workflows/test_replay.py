@@ -1,8 +1,8 @@
 """Recorded journey histories replay against today's workflow code.
 
 A change that would break customers already running a journey (non-determinism) fails here before it ships.
-Record new histories with ``PARCOURS_RECORD_HISTORIES=1 pytest tests/test_engine.py``; keep the old ones:
-they are the running customers of older releases. Behaviour changes go behind ``workflow.patched()``.
+Record new histories with ``PARCOURS_RECORD_HISTORIES=1 pytest tests/workflows/test_journey.py tests/e2e``; keep
+the old ones: they are the running customers of older releases. Behaviour changes go behind ``workflow.patched()``.
 """
 
 from __future__ import annotations
@@ -19,19 +19,19 @@ from temporalio.worker import Replayer
 from contracts.journey import IDENTIFY_SIGNAL
 from workflows.journey import CONVERSION_RECORDS_LAST_STEP, SEND_RECORDS_OUTCOME, JourneyWorkflow
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
 
 def test_the_corpus_covers_every_example() -> None:
     names = {p.stem for p in HISTORIES}
     assert {"welcome-series", "abandoned-cart", "abandoned-cart-clicked"} <= names
-    # Recorded by tests/test_examples.py.
+    # Recorded by tests/e2e/test_examples.py.
     assert {"win-back", "limited-time-offer", "birthday", "onboarding-fallback"} <= names
 
 
 def test_the_corpus_has_a_run_identified_halfway() -> None:
-    """Recorded by tests/test_identity.py: a visitor's cart journey told mid-wait that it belongs to a customer."""
-    path = Path(__file__).parent / "histories" / "abandoned-cart-identified.json"
+    """Recorded by tests/e2e/test_identity.py: a visitor's cart journey told mid-wait that it belongs to a customer."""
+    path = Path(__file__).resolve().parents[1] / "histories" / "abandoned-cart-identified.json"
     signals = [
         e["workflowExecutionSignaledEventAttributes"]["signalName"]
         for e in json.loads(path.read_text())["events"]

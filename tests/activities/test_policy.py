@@ -1,4 +1,4 @@
-"""Channel choice, per-channel and localized content, quiet hours and frequency caps, end to end."""
+"""The send policy (activities.policy): channel choice, content, quiet hours, frequency caps, topic consent."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from zoneinfo import ZoneInfo
 import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
+from activities import policy
+from activities.models import Profile, SendRequest
+from config.settings import Settings
 from contracts.journey import JourneyResult
 from store import preferences as preference_store
-from tests.support.engine import Engine, journey_from, make_customer, running_engine
+from tests.support.engine import Engine, event, journey_from, make_customer, running_engine
 from tests.support.mail import SmtpSink
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -230,3 +233,25 @@ async def test_templates_link_the_preference_page(engine: Engine) -> None:
     body = engine.mail_to(customer)[0].get_content()
     assert "/preferences/" in body
     assert customer not in body.split("/preferences/", 1)[1]
+
+
+def test_topic_defaults_opt_in_needs_a_grant_opt_out_and_unknown_send() -> None:
+    settings = Settings(topics=[{"name": "news", "default": "opt_in"}, {"name": "tips", "default": "opt_out"}])
+    trigger = event("c", "x")
+
+    def refusal(topic: str, consent: dict[str, str], api: dict[str, str] | None = None) -> str | None:
+        request = SendRequest(
+            idempotency_key="k", journey_id="j", journey_name="J", journey_version=1, step_id="s",
+            customer_id="c", entry_id="e", channel="email", template={}, topic=topic, trigger=trigger,
+        )  # fmt: skip
+        profile = Profile(customer_id="c", channel_consent={"email": "granted"}, topic_consent=consent)
+        return policy.consent_refusal(request, profile, "email", settings, api)
+
+    assert refusal("news", {}) == "topic_not_granted:news"
+    assert refusal("news", {"news": "granted"}) is None
+    assert refusal("news", {"news": "withdrawn"}) == "topic_withdrawn:news"
+    assert refusal("tips", {}) is None
+    assert refusal("never-defined", {}) is None
+    # The API's definition wins over the settings'.
+    assert refusal("tips", {}, {"tips": "opt_in"}) == "topic_not_granted:tips"
+    assert refusal("news", {}, {"news": "opt_out"}) is None

@@ -1,3 +1,5 @@
+"""The SMTP email channel: what arrives at the server, how refusals map to permanent or transient, the session pool."""
+
 from __future__ import annotations
 
 import asyncio
@@ -6,56 +8,24 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiosmtplib
-import httpx
 import pytest
 import pytest_asyncio
 import structlog
-from standardwebhooks import Webhook
 
 from activities.channels.base import (
-    DeliveryResult,
     OutboundMessage,
     PermanentDeliveryError,
     TransientDeliveryError,
 )
-from activities.channels.console import ConsoleChannel
 from activities.channels.email import SmtpEmailChannel, _smtp_error
-from activities.channels.registry import CHANNEL_NAMES, build_channels, close_channels
-from activities.channels.webhook import WebhookChannel
 from config.settings import Settings
+from tests.support.channels import make_message, make_settings
 from tests.support.mail import SmtpSink, free_port
-from tests.support.webhooks import Reply, WebhookSink
-
-SECRET = "whsec_dGVzdC1zZWNyZXQtZm9yLXBhcmNvdXJzLXdlYmhvb2tz"
-
-
-def make_settings(**overrides: Any) -> Settings:
-    return Settings(_env_file=None, **overrides)  # type: ignore[call-arg]
 
 
 def email_settings(sink: SmtpSink, **overrides: Any) -> Settings:
     return make_settings(smtp_host=sink.host, smtp_port=sink.port, smtp_timeout_seconds=2.0, **overrides)
 
-
-def make_message(**overrides: Any) -> OutboundMessage:
-    fields: dict[str, Any] = {
-        "idempotency_key": "welcome:cust-1:1:send-welcome",
-        "customer_id": "cust-1",
-        "channel": "email",
-        "recipient": "zoe@example.com",
-        "journey_id": "welcome",
-        "step_id": "send-welcome",
-        "content": {
-            "subject": "Bienvenue, Zoé",
-            "text": "Hello Zoé, thanks for joining.",
-            "html": "<p>Hello <b>Zoé</b>, thanks for joining.</p>",
-        },
-    }
-    fields.update(overrides)
-    return OutboundMessage(**fields)
-
-
-# --- email -------------------------------------------------------------------------------------------------
 
 EmailChannelFactory = Callable[..., SmtpEmailChannel]
 
@@ -350,197 +320,3 @@ async def test_close_quits_the_idle_sessions(smtp_sink: SmtpSink, email_channel:
 )  # fmt: skip
 def test_smtp_replies_map_to_permanent_or_transient(error: aiosmtplib.SMTPException, expected: type) -> None:
     assert type(_smtp_error(error)) is expected
-
-
-# --- webhook -----------------------------------------------------------------------------------------------
-
-
-def webhook_message(**content: Any) -> OutboundMessage:
-    return make_message(
-        channel="webhook",
-        recipient=None,
-        step_id="notify-crm",
-        content={"payload": {"event": "signed_up", "plan": "pro"}, **content},
-    )
-
-
-async def test_webhook_posts_signed_json(webhook_sink: WebhookSink) -> None:
-    settings = make_settings(webhook_url=webhook_sink.url, webhook_secret=SECRET)
-    channel = WebhookChannel(settings)
-    try:
-        result = await channel.deliver(webhook_message())
-    finally:
-        await channel.close()
-
-    [request] = await webhook_sink.wait_for(1)
-    assert request.method == "POST"
-    assert request.path == "/hook"
-    assert request.headers["content-type"] == "application/json"
-    key = "welcome:cust-1:1:send-welcome"
-    assert request.headers["webhook-id"] == key
-    assert request.headers["idempotency-key"] == key
-    verified = Webhook(SECRET).verify(request.body, request.headers)
-    assert (
-        verified
-        == request.json()
-        == {
-            "type": "parcours.message",
-            "idempotency_key": key,
-            "customer_id": "cust-1",
-            "journey_id": "welcome",
-            "step_id": "notify-crm",
-            "payload": {"event": "signed_up", "plan": "pro"},
-        }
-    )
-    assert result == DeliveryResult(provider_message_id=key, response={"status": 200, "body": {"ok": True}})
-
-
-async def test_webhook_signature_fails_with_another_secret(webhook_sink: WebhookSink) -> None:
-    channel = WebhookChannel(make_settings(webhook_url=webhook_sink.url, webhook_secret=SECRET))
-    try:
-        await channel.deliver(webhook_message())
-    finally:
-        await channel.close()
-
-    [request] = await webhook_sink.wait_for(1)
-    with pytest.raises(Exception, match="signature"):
-        Webhook("whsec_b3RoZXItc2VjcmV0LW90aGVyLXNlY3JldA==").verify(request.body, request.headers)
-
-
-async def test_step_url_wins_and_receiver_message_id_is_kept(webhook_sink: WebhookSink) -> None:
-    webhook_sink.enqueue(Reply(202, "queued", headers={"X-Message-Id": "crm-77"}))
-    async with httpx.AsyncClient() as client:
-        channel = WebhookChannel(make_settings(webhook_url="http://127.0.0.1:9/unused"), client)
-        result = await channel.deliver(webhook_message(url=webhook_sink.url.replace("/hook", "/crm")))
-
-    [request] = await webhook_sink.wait_for(1)
-    assert request.path == "/crm"
-    assert "url" not in request.json()["payload"]
-    assert result.provider_message_id == "crm-77"
-    assert result.response == {"status": 202, "body": "queued"}
-
-
-@pytest.mark.parametrize("status", [500, 503, 408, 409, 425, 429])
-async def test_webhook_retryable_statuses_are_transient(webhook_sink: WebhookSink, status: int) -> None:
-    webhook_sink.enqueue(Reply(status, {"error": "busy"}, headers={"Retry-After": "30"}), 200)
-    async with httpx.AsyncClient() as client:
-        channel = WebhookChannel(make_settings(webhook_url=webhook_sink.url), client)
-        with pytest.raises(TransientDeliveryError) as caught:
-            await channel.deliver(webhook_message())
-        assert caught.value.response == {"status": status, "body": {"error": "busy"}, "retry_after": "30"}
-
-        result = await channel.deliver(webhook_message())
-    assert result.response["status"] == 200
-    first, second = await webhook_sink.wait_for(2)
-    assert first.headers["webhook-id"] == second.headers["webhook-id"]
-
-
-@pytest.mark.parametrize("status", [400, 401, 404, 410, 422])
-async def test_webhook_client_errors_are_permanent(webhook_sink: WebhookSink, status: int) -> None:
-    webhook_sink.set_default(Reply(status, {"error": "bad payload"}))
-    async with httpx.AsyncClient() as client:
-        channel = WebhookChannel(make_settings(webhook_url=webhook_sink.url), client)
-        with pytest.raises(PermanentDeliveryError) as caught:
-            await channel.deliver(webhook_message())
-    assert caught.value.response == {"status": status, "body": {"error": "bad payload"}}
-
-
-async def test_long_response_text_is_truncated(webhook_sink: WebhookSink) -> None:
-    webhook_sink.set_default(Reply(200, "x" * 5000))
-    async with httpx.AsyncClient() as client:
-        result = await WebhookChannel(make_settings(webhook_url=webhook_sink.url), client).deliver(webhook_message())
-    assert result.response["body"] == "x" * 2000
-
-
-async def test_webhook_without_any_url_is_permanent() -> None:
-    channel = WebhookChannel(make_settings(webhook_url=None))
-    try:
-        with pytest.raises(PermanentDeliveryError, match="url"):
-            await channel.deliver(webhook_message())
-    finally:
-        await channel.close()
-
-
-async def test_unreachable_webhook_is_transient() -> None:
-    channel = WebhookChannel(make_settings(webhook_url=f"http://127.0.0.1:{free_port()}/hook"))
-    try:
-        with pytest.raises(TransientDeliveryError):
-            await channel.deliver(webhook_message())
-    finally:
-        await channel.close()
-
-
-async def test_close_releases_only_a_client_the_channel_created() -> None:
-    async with httpx.AsyncClient() as shared:
-        await WebhookChannel(make_settings(), shared).close()
-        assert not shared.is_closed
-    own = WebhookChannel(make_settings())
-    await own.close()
-    assert own._client.is_closed
-
-
-# --- console and registry ----------------------------------------------------------------------------------
-
-
-async def test_console_channel_logs_the_message() -> None:
-    message = make_message(channel="sms", recipient="+33600000000", content={"text": "Your code is 1234"})
-    with structlog.testing.capture_logs() as logs:
-        result = await ConsoleChannel("sms").deliver(message)
-
-    assert result.provider_message_id == "console:welcome:cust-1:1:send-welcome"
-    [entry] = logs
-    assert entry["channel"] == "sms"
-    assert entry["customer_id"] == "cust-1"
-    assert entry["recipient"] == "+33600000000"
-    assert entry["idempotency_key"] == "welcome:cust-1:1:send-welcome"
-    assert entry["content"] == {"text": "Your code is 1234"}
-
-
-class FakeInbox:
-    name = "in_app"
-
-    async def deliver(self, message: OutboundMessage) -> DeliveryResult:
-        return DeliveryResult(provider_message_id="inbox:1")
-
-    async def close(self) -> None:
-        pass
-
-
-async def test_registry_follows_the_default_settings() -> None:
-    inbox = FakeInbox()
-    channels = build_channels(make_settings(), inbox=inbox)
-    try:
-        assert tuple(channels) == CHANNEL_NAMES
-        assert isinstance(channels["email"], SmtpEmailChannel)
-        assert isinstance(channels["sms"], ConsoleChannel) and channels["sms"].name == "sms"
-        assert isinstance(channels["push"], ConsoleChannel) and channels["push"].name == "push"
-        assert channels["in_app"] is inbox
-        assert isinstance(channels["webhook"], WebhookChannel)
-    finally:
-        await close_channels(channels)
-
-
-async def test_registry_without_inbox_falls_back_to_console_and_says_so() -> None:
-    with structlog.testing.capture_logs() as logs:
-        channels = build_channels(make_settings(channel_in_app="inbox"))
-    assert isinstance(channels["in_app"], ConsoleChannel) and channels["in_app"].name == "in_app"
-    assert any(e["log_level"] == "warning" and e.get("channel") == "in_app" for e in logs)
-    await close_channels(channels)
-
-
-async def test_registry_routes_channels_to_configured_backends(webhook_sink: WebhookSink) -> None:
-    settings = make_settings(
-        channel_email="console", channel_sms="webhook", channel_webhook="console", webhook_url=webhook_sink.url
-    )
-    async with httpx.AsyncClient() as client:
-        channels = build_channels(settings, http_client=client)
-        assert isinstance(channels["email"], ConsoleChannel)
-        assert isinstance(channels["webhook"], ConsoleChannel)
-        sms = channels["sms"]
-        assert isinstance(sms, WebhookChannel) and sms.name == "sms"
-        await sms.deliver(make_message(channel="sms", recipient="+33600000000", content={"text": "Hi"}))
-        await close_channels(channels)
-        assert not client.is_closed
-
-    [request] = await webhook_sink.wait_for(1)
-    assert request.json()["payload"] == {"text": "Hi"}

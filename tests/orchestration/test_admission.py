@@ -1,0 +1,58 @@
+"""Entry admission (orchestration.admission): claim, start, signal a running customer, release the claim."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from journeys.models import Journey
+from orchestration import admission
+from orchestration.runs import JourneyRuns
+from store import entries as entry_store
+from store import journeys as journey_store
+from tests.support.engine import event, journey_from
+from tests.support.temporal import task_queue
+
+
+async def _publish_waiting_journey(pool: asyncpg.Pool, reentry: str = "always") -> tuple[Journey, int]:
+    journey = journey_from(
+        {
+            "id": "orch",
+            "name": "Orchestration",
+            "trigger": {"event": "go"},
+            "entry": {"reentry": reentry},
+            "steps": [{"id": "nap", "type": "wait", "duration": "1d"}],
+        }
+    )
+    version, _ = await journey_store.publish(pool, journey)
+    return journey, version
+
+
+@pytest.mark.devserver
+async def test_entering_a_customer_already_running_only_signals_and_releases_the_claim(
+    pool: asyncpg.Pool, dev_env: WorkflowEnvironment
+) -> None:
+    journey, version = await _publish_waiting_journey(pool)
+    runs = JourneyRuns(dev_env.client, task_queue(), rpc_timeout=timedelta(seconds=5))
+    customer = f"orch-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+
+    first = await admission.enter(pool, runs, journey, version, event(customer, "go"), now)
+    assert first.outcome == "entered"
+    second = await admission.enter(pool, runs, journey, version, event(customer, "go"), now)
+    assert second.outcome == "already_running" and second.workflow_id == first.workflow_id
+    # Only the entry that began the run is recorded (``always`` records every entry that becomes one).
+    assert len(await entry_store.entries(pool, journey.id, customer)) == 1
+    history = await dev_env.client.get_workflow_handle(first.workflow_id).fetch_history()
+    signals = [e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")]
+    assert len(signals) == 1  # the first trigger is the run's input; the second reached the same run as a signal
+
+    await dev_env.client.get_workflow_handle(first.workflow_id).terminate("test over")
+    third = await admission.enter(pool, runs, journey, version, event(customer, "go"), now)
+    assert third.outcome == "entered"  # a new run of the same id, after the previous one closed
+    assert len(await entry_store.entries(pool, journey.id, customer)) == 2
+    await dev_env.client.get_workflow_handle(first.workflow_id).terminate("test over")
