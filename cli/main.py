@@ -384,7 +384,8 @@ def customers_values(
 ) -> None:
     """Customer value (orders, revenue, predicted lifetime value): show a customer's, or refresh everyone's."""
     if customer_id is None and not refresh:
-        fail("name a customer, or pass --refresh")
+        err_console.print("[bold red]error:[/] name a customer, or pass --refresh")
+        raise typer.Exit(2)
     settings = load_settings()
     setup_logging(settings)
 
@@ -399,7 +400,8 @@ def customers_values(
             except ValueError as exc:
                 fail(str(exc))
             console.print(
-                f"customer-values schedule {change} (every {settings.customer_values_every}); refresh started"
+                f"customer-values schedule {change} (every {settings.customer_values_every}); refresh requested"
+                " (skipped if one is running; follow it in the Temporal UI)"
             )
         if customer_id is not None:
             async with open_pool(settings) as pool:
