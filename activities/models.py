@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from contracts.customer_values import VALUE_FIELDS
 from contracts.journey import Event, StepRecord
 from journeys.models import EventHistoryCondition, WaitUntilStep
 
@@ -26,9 +27,13 @@ class Profile(BaseModel):
     channel_consent: dict[str, str] = Field(default_factory=dict)
     """channel -> ``granted`` | ``withdrawn`` (absent: never asked)."""
     topic_consent: dict[str, str] = Field(default_factory=dict)
+    values: dict[str, Any] | None = None
+    """The computed customer value (``contracts.customer_values.VALUE_FIELDS``; empty: none computed). None in
+    profiles recorded before customer values existed: replaying them must see what they saw then."""
 
     def as_condition_data(self) -> dict[str, Any]:
-        """The profile as branch conditions and templates see it: attributes at the top level too."""
+        """The profile as branch conditions and templates see it: attributes at the top level too, then the
+        computed values, whose names an attribute never shows through (it stays under ``attributes``)."""
         base = {
             "id": self.customer_id,
             "email": self.email,
@@ -36,7 +41,10 @@ class Profile(BaseModel):
             "timezone": self.timezone,
             "locale": self.locale,
         }
-        return {**self.attributes, **{k: v for k, v in base.items() if v is not None}, "attributes": self.attributes}
+        top = self.attributes
+        if self.values is not None:
+            top = {k: v for k, v in self.attributes.items() if k not in VALUE_FIELDS} | self.values
+        return {**top, **{k: v for k, v in base.items() if v is not None}, "attributes": self.attributes}
 
 
 class MomentRequest(BaseModel):

@@ -30,6 +30,7 @@ def profile_of(customer: customer_store.Customer, consent: list[customer_store.C
         timezone=customer.timezone,
         locale=customer.locale,
         attributes=customer.attributes,
+        values=customer.values or {},
         channel_consent={c.name: c.status for c in consent if c.scope == "channel"},
         topic_consent={c.name: c.status for c in consent if c.scope == "topic"},
     )

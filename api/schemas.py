@@ -182,6 +182,21 @@ class CustomerIn(BaseModel):
     )
 
 
+class CustomerValuesOut(BaseModel):
+    """The customer's value as the last refresh computed it (see README, "Customer value")."""
+
+    orders_count: int
+    revenue: float
+    first_order_at: datetime
+    last_order_at: datetime
+    average_order_value: float
+    clv: float = Field(description="Predicted revenue over the horizon (PARCOURS_CLV_HORIZON_DAYS).")
+    clv_model: str = Field(description="bg_nbd_gamma_gamma, or historical_rate when data was thin.")
+    expected_orders: float
+    probability_alive: float | None
+    computed_at: datetime = Field(description="The instant the refresh counted orders up to.")
+
+
 class CustomerOut(BaseModel):
     id: str
     email: str | None
@@ -189,6 +204,9 @@ class CustomerOut(BaseModel):
     timezone: str | None
     locale: str | None
     attributes: dict[str, Any]
+    values: CustomerValuesOut | None = Field(
+        default=None, description="Computed by the customer-value refresh; null for a customer without orders then."
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -401,6 +401,48 @@ def customers_show(customer_id: Annotated[str, typer.Argument(help="Customer id.
     run(_show_customer(settings, customer_id))
 
 
+@customers_app.command("values")
+def customers_values(
+    customer_id: Annotated[str | None, typer.Argument(help="Show this customer's computed values.")] = None,
+    refresh: Annotated[
+        bool, typer.Option("--refresh", help="Make the refresh schedule match the settings and run it now.")
+    ] = False,
+) -> None:
+    """Customer value (orders, revenue, predicted lifetime value): show a customer's, or refresh everyone's."""
+    if customer_id is None and not refresh:
+        err_console.print("[bold red]error:[/] name a customer, or pass --refresh")
+        raise typer.Exit(2)
+    settings = load_settings()
+    setup_logging(settings)
+
+    async def main() -> None:
+        from orchestration.customer_values import refresh_now
+        from store.customer_values import values_of
+        from store.identity import resolve_customer
+
+        if refresh:
+            try:
+                change = await refresh_now(await open_client(settings), settings)
+            except ValueError as exc:
+                fail(str(exc))
+            console.print(
+                f"customer-values schedule {change} (every {settings.customer_values_every}); refresh requested"
+                " (skipped if one is running; follow it in the Temporal UI)"
+            )
+        if customer_id is not None:
+            async with open_pool(settings) as pool:
+                values = await values_of(pool, await resolve_customer(pool, customer_id))
+            if values is None:
+                console.print(f"{customer_id}: no values (no orders at the last refresh, or none has run)")
+                return
+            table = Table(title=f"Customer value of {customer_id}", title_justify="left", show_header=False)
+            for key, value in values.items():
+                table.add_row(key, _plain(value))
+            console.print(table)
+
+    run(main())
+
+
 async def _show_customer(settings: Settings, asked: str) -> None:
     from store.customers import current_consent, get_customer
     from store.identity import identities_of, merges, resolve_customer

@@ -164,6 +164,16 @@ class Settings(BaseSettings):
         default_factory=lambda: {"in_app": 0.0, "webhook": 0.0, "push": 0.0001, "email": 0.0005, "sms": 0.04}
     )
 
+    # Customer value (store/customer_values.py, workflows/customer_values.py): which event is an order and which of
+    # its properties its value (dotted for a nested one), the horizon the lifetime value is predicted over, how many
+    # repeat customers the BG/NBD model needs before it is used (else the historical-rate fallback), and how often
+    # the values are refreshed on a Temporal Schedule (a duration such as 1d or 12h; "off": never on a schedule).
+    order_event: str = Field(default="order_placed", min_length=1)
+    order_value_property: str = Field(default="total", min_length=1)
+    clv_horizon_days: float = Field(default=365, gt=0)
+    clv_min_repeat_customers: int = Field(default=50, ge=1)
+    customer_values_every: str = Field(default="1d", pattern=r"^\s*(off|(\d+\s*[wdhms]\s*)+)\s*$")
+
     # Default time zone for customers without one.
     default_timezone: str = "UTC"
 

@@ -13,12 +13,17 @@ from typing import Any, Literal
 
 from asyncpg import Record
 
+from store import customer_values
 from store.db import Db, transaction
 
 Scope = Literal["channel", "topic"]
 ConsentStatus = Literal["granted", "withdrawn"]
 
-_COLUMNS = "id, email, phone, timezone, locale, attributes, created_at, updated_at"
+# With the computed values (store.customer_values), read in the same statement.
+_COLUMNS = (
+    "id, email, phone, timezone, locale, attributes, created_at, updated_at, "
+    f"{customer_values.values_sql('customers.id')} AS values"
+)
 
 
 def field_stamps_sql(fields: str, explicit: str) -> str:
@@ -78,13 +83,19 @@ class Customer:
     attributes: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    values: dict[str, Any] | None = None
+    """What the last customer-value refresh computed (``store.customer_values``); None before any. Apart from
+    ``attributes``: a profile write never changes it."""
 
     @classmethod
     def from_record(cls, row: Record) -> Customer:
         attributes = row["attributes"]
         if isinstance(attributes, str):  # a connection without the pool's jsonb codec
             attributes = json.loads(attributes)
-        return cls(**{**dict(row), "attributes": attributes or {}})
+        values = row.get("values")
+        if isinstance(values, str):
+            values = json.loads(values)
+        return cls(**{**dict(row), "attributes": attributes or {}, "values": values})
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import asyncpg
 
 from contracts.journey import workflow_id
+from store import customer_values
 from store.customers import upsert_customer
 from store.db import Connection, Db, Pool, transaction
 
@@ -377,6 +378,8 @@ async def _merge_profile(
             merged_id,
             target,
         )
+        # Its orders now belong to the customer, whose values the next refresh recomputes.
+        await customer_values.forget(conn, merged_id)
     await conn.execute("UPDATE customers SET merged_into = $2 WHERE merged_into = $1", merged_id, target)
     await conn.execute("UPDATE identities SET customer_id = $2 WHERE customer_id = $1", merged_id, target)
     # The merged profile's own merge log becomes the customer's: it is the same person's history.

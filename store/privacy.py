@@ -14,7 +14,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from store import identity, suppressions
+from store import customer_values, identity, suppressions
 from store.db import Db, Pool, transaction
 
 # Domain separation for the pseudonym key, derived from a secret the operator already sets (see README).
@@ -64,6 +64,8 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
 
         return {
             "profile": dict(profile),
+            # What the customer-value refresh computed from their orders (None before any).
+            "values": await customer_values.values_of(conn, customer_id),
             "consent": {
                 "current": await rows(
                     "SELECT scope, name, status, source, lawful_basis, recorded_at FROM consent_current"
@@ -183,6 +185,7 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
     ("identities", "DELETE FROM identities WHERE customer_id = $1"),
     ("adopted_runs", "DELETE FROM adopted_runs WHERE customer_id = $1"),
     ("identity_merges", "DELETE FROM identity_merges WHERE customer_id = $1"),
+    ("customer_values", "DELETE FROM customer_values WHERE customer_id = $1"),
     ("customers", "DELETE FROM customers WHERE id = $1"),
 ]
 

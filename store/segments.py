@@ -9,7 +9,9 @@ exponent forms only), ``1 == True`` holds in Python and not in JSON, and a negat
 "from the end" in PostgreSQL and "missing" in Python.
 
 Profile fields: ``profile.email|phone|timezone|locale|id`` are the columns (an attribute of that name when the
-column is empty, as in the profile), ``profile.attributes.x`` and ``profile.x`` are ``attributes #> '{x}'``.
+column is empty, as in the profile), the computed customer values (``profile.clv``, ``profile.orders_count``: see
+``store.customer_values``; missing for a customer without any, whatever their attributes hold), and
+``profile.attributes.x`` and ``profile.x`` are ``attributes #> '{x}'``.
 Event-history conditions count rows of ``events`` named ``event`` since ``now - within``; their ``where`` is on
 the event's properties.
 """
@@ -21,8 +23,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from contracts.customer_values import VALUE_FIELDS
 from journeys.conditions import Condition, ConditionGroup, _number
 from journeys.models import EventHistoryCondition, Segment
+from store.customer_values import values_sql
 from store.db import Db
 
 _COLUMNS = ("email", "phone", "timezone", "locale", "id")
@@ -148,6 +152,8 @@ def profile_value(p: Params, alias: str = "c") -> Callable[[str], str]:
             return f"(CASE WHEN {column} IS NULL THEN {alias}.attributes #> {p.add(path)}::text[] END)"
         if path[0] == "attributes":
             return f"({alias}.attributes #> {p.add(path[1:])}::text[])"
+        if path[0] in VALUE_FIELDS:
+            return f"({values_sql(f'{alias}.id')} #> {p.add(path)}::text[])"
         return f"({alias}.attributes #> {p.add(path)}::text[])"
 
     return value_of

@@ -16,16 +16,19 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.channels.base import Channel
 from activities.channels.inbox import InboxChannel
 from activities.channels.registry import build_channels, close_channels
+from activities.customer_values import CustomerValueActivities
 from activities.journey import JourneyActivities
 from activities.segments import SegmentActivities
 from activities.steps import StepActivities
 from config.settings import Settings
+from orchestration import customer_values as customer_value_schedule
+from workflows.customer_values import CustomerValueWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.segment import SegmentEntryWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow]
+WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow, CustomerValueWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 # The sandbox still refuses non-deterministic calls (datetime.now, random, I/O) at run time, but no longer
 # re-imports the workflow modules for every run: they keep no module-level state, and that re-import was a
@@ -51,11 +54,12 @@ def build_worker(
     activities = activities or JourneyActivities(pool, channels, settings)
     segments = SegmentActivities(pool, client, settings)
     steps = StepActivities(pool, client, settings)
+    values = CustomerValueActivities(pool)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), *segments.all(), *steps.all()],
+        activities=[*activities.all(), *segments.all(), *steps.all(), *values.all()],
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,
@@ -79,6 +83,17 @@ async def run_worker(client: Client, settings: Settings, pool: asyncpg.Pool, sto
     async with channels_for(settings, pool) as channels:
         worker = build_worker(client, settings, pool, channels)
         log.info("worker.started", task_queue=settings.task_queue)
+        await _sync_customer_value_schedule(client, settings)
         async with worker:
             await stop.wait()
         log.info("worker.stopped")
+
+
+async def _sync_customer_value_schedule(client: Client, settings: Settings) -> None:
+    """Make the customer-value schedule match this worker's settings; a failure is logged, journeys run on."""
+    try:
+        change = await customer_value_schedule.sync_schedule(client, settings)
+    except Exception as exc:
+        log.warning("customer_values.schedule_failed", error=str(exc))
+    else:
+        log.info("customer_values.schedule", change=change, every=settings.customer_values_every)
