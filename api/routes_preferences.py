@@ -155,16 +155,23 @@ def public_origin(config: Settings) -> str:
 def _check_origin(request: Request, config: Settings) -> None:
     """Refuse a POST a browser sent from another site (cross-site request forgery).
 
-    A browser names the page a form comes from in ``Origin`` (``null`` from sandboxed or privacy-hiding contexts):
-    it must be the origin of ``public_base_url``. Without ``Origin``, ``Sec-Fetch-Site: cross-site`` is refused
+    A browser names the page a form comes from in ``Origin``: it must be the origin of ``public_base_url``
+    (``null``, which browsers send under the pages' ``no-referrer`` policy and from sandboxed frames, only with
+    ``Sec-Fetch-Site: same-origin``). Without ``Origin``, ``Sec-Fetch-Site: cross-site`` is refused
     too. A POST with neither comes from a program, not a browser page: a mail provider's RFC 8058 one-click
     unsubscribe, or a script that holds the link already (the sealed token is the credential).
     """
     origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site", "").strip().lower()
     if origin is not None:
-        if origin.strip().lower().rstrip("/") == public_origin(config):
+        origin = origin.strip().lower().rstrip("/")
+        if origin == public_origin(config):
             return
-    elif request.headers.get("sec-fetch-site", "").lower() != "cross-site":
+        # The pages' own ``Referrer-Policy: no-referrer`` makes browsers send ``Origin: null`` with their form;
+        # the browser's ``Sec-Fetch-Site`` (which no page can set) then says where it comes from.
+        if origin == "null" and fetch_site == "same-origin":
+            return
+    elif fetch_site != "cross-site":
         return
     raise _PageError(
         _html(

@@ -222,10 +222,11 @@ class EventRouter:
                         refused.append((event.event_id, exc))
                         continue  # the customer's later events do not wait behind a dead letter
                     except Exception as exc:  # the event stays in the outbox, the drainer retries it after a backoff
-                        if meaning(exc) is Meaning.UNAVAILABLE:
-                            self._degraded = True  # Temporal itself: new events go straight to the outbox
+                        # Temporal unreachable (or an unknown failure, such as a client that cannot connect): new
+                        # events go straight to the outbox until the drainer gets through again.
+                        self._degraded = True
                         log.warning("event.route_failed", event_id=event.event_id, error=repr(exc))
-                        failed.append((event.event_id, repr(exc), meaning(exc) is Meaning.UNAVAILABLE))
+                        failed.append((event.event_id, repr(exc), meaning(exc) in (Meaning.UNAVAILABLE, None)))
                         return  # this customer's later events wait behind this one
                     routed.append(event.event_id)
 
