@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 
 from activities.admission import admit, current_journey
+from activities.channels.egress import EgressRefusedError, guarded_client
 from activities.channels.webhook import RETRYABLE_STATUSES, response_body, signed_headers
 from activities.models import (
     Handoff,
@@ -43,7 +44,8 @@ class StepActivities:
         self._pool = pool
         self._client = client
         self._settings = settings
-        self._http = http or httpx.AsyncClient(timeout=settings.webhook_timeout_seconds, follow_redirects=False)
+        # Journey-authored URLs: every connection is checked on its resolved address (channels.egress).
+        self._http = http or guarded_client(settings.webhook_allow_hosts, timeout=settings.webhook_timeout_seconds)
         self._signer = Webhook(settings.webhook_secret.get_secret_value())
 
     def all(self) -> list[Any]:
@@ -77,6 +79,10 @@ class StepActivities:
         headers = {**headers, **signed_headers(self._signer, call.context.idempotency_key, payload)}
         try:
             response = await self._http.request(call.method, call.url, content=payload or None, headers=headers)
+        except EgressRefusedError as exc:  # never retried: the destination is not allowed
+            return WebhookAnswer(ok=False, error=str(exc))
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            return WebhookAnswer(ok=False, error=f"invalid url: {exc}")
         except httpx.HTTPError as exc:
             raise RuntimeError(f"{call.method} {call.url}: {exc!r}") from exc
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:

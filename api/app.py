@@ -13,7 +13,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -34,7 +34,7 @@ from api import (
     routes_suppressions,
     routes_tracking,
 )
-from api.routes_deps import require_api_key, validation_field
+from api.routes_deps import validation_field
 from api.schemas import ApiError, ErrorBody
 from config.settings import Settings
 from orchestration.router import EventRouter
@@ -76,18 +76,18 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_health.router)
     app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
     app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
-    auth = [Depends(require_api_key)]
+    # Every route under /v1 declares the role its API key needs (api.routes_deps READ, WRITE, ADMIN).
     for module in (
         routes_events,
         routes_customers,
         routes_devices,
         routes_identity,
         routes_journeys,
+        routes_reports,
         routes_suppressions,
     ):
-        app.include_router(module.router, dependencies=auth)
-    app.include_router(routes_reports.router, dependencies=auth)
-    app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
+        app.include_router(module.router)
+    app.include_router(routes_privacy.router)  # provider webhooks also take Basic credentials
     app.include_router(routes_sms.router)  # Twilio's callbacks: authenticated by X-Twilio-Signature
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -8,7 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api.routes_deps import ResolvedCustomer, pool, read_model, temporal
+from api.routes_deps import READ, WRITE, ResolvedCustomer, pool, read_model, temporal
 from api.schemas import (
     ApiError,
     ConsentIn,
@@ -44,14 +44,16 @@ def _doc(model: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
-@router.put("/v1/customers/{customer_id}", response_model=CustomerOut, openapi_extra=_doc(CustomerIn))
+@router.put(
+    "/v1/customers/{customer_id}", dependencies=[WRITE], response_model=CustomerOut, openapi_extra=_doc(CustomerIn)
+)
 async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> Customer:
     """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
     body: CustomerIn = await read_model(request, CustomerIn)
     return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
 
 
-@router.get("/v1/customers/{customer_id}", response_model=CustomerOut)
+@router.get("/v1/customers/{customer_id}", dependencies=[READ], response_model=CustomerOut)
 async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> Customer:
     row = await customer_store.get_customer(db, customer_id)
     if row is None:
@@ -59,14 +61,19 @@ async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> Customer:
     return row
 
 
-@router.get("/v1/customers/{customer_id}/consent", response_model=ConsentOut)
+@router.get("/v1/customers/{customer_id}/consent", dependencies=[READ], response_model=ConsentOut)
 async def get_consent(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
     if await customer_store.get_customer(db, customer_id) is None:
         raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
     return await customer_store.current_consent(db, customer_id)
 
 
-@router.put("/v1/customers/{customer_id}/consent", response_model=ConsentOut, openapi_extra=_doc(ConsentIn))
+@router.put(
+    "/v1/customers/{customer_id}/consent",
+    dependencies=[WRITE],
+    response_model=ConsentOut,
+    openapi_extra=_doc(ConsentIn),
+)
 async def put_consent(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Record consent changes (appended to the ledger) and answer the current state."""
     body: ConsentIn = await read_model(request, ConsentIn)
@@ -81,7 +88,7 @@ async def put_consent(customer_id: ResolvedCustomer, request: Request, db: Pool)
     return await customer_store.current_consent(db, customer_id)
 
 
-@router.get("/v1/customers/{customer_id}/journeys", response_model=list[CustomerJourney])
+@router.get("/v1/customers/{customer_id}/journeys", dependencies=[READ], response_model=list[CustomerJourney])
 async def customer_journeys(
     customer_id: ResolvedCustomer,
     client: Annotated[Client, Depends(temporal)],
@@ -107,7 +114,7 @@ async def customer_journeys(
     return out
 
 
-@router.get("/v1/customers/{customer_id}/inbox", response_model=list[InboxMessage])
+@router.get("/v1/customers/{customer_id}/inbox", dependencies=[READ], response_model=list[InboxMessage])
 async def inbox(
     customer_id: ResolvedCustomer,
     db: Pool,
@@ -118,7 +125,7 @@ async def inbox(
     return await inbox_store.messages_of(db, customer_id, unread=unread, limit=limit)
 
 
-@router.post("/v1/customers/{customer_id}/inbox/{message_id}/read", response_model=InboxMessage)
+@router.post("/v1/customers/{customer_id}/inbox/{message_id}/read", dependencies=[WRITE], response_model=InboxMessage)
 async def mark_read(
     customer_id: ResolvedCustomer, message_id: Annotated[int, Path(ge=1, le=2**63 - 1)], db: Pool
 ) -> InboxItem:

@@ -1,10 +1,11 @@
-"""What every route shares: the API key check, the process's pool/client/router, reading a JSON body."""
+"""What every route shares: the API key and its role (``READ``, ``WRITE``, ``ADMIN``: every route declares one),
+the process's pool/client/router, reading a JSON body."""
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
-from config.settings import Settings
+from config.settings import ROLE_RANK, Role, Settings
 from orchestration.router import EventRouter
 from store import identity as identity_store
 
@@ -36,18 +37,53 @@ def event_router(request: Request) -> EventRouter:
     return request.app.state.router  # type: ignore[no-any-return]
 
 
-async def require_api_key(request: Request) -> None:
-    """``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, one of ``settings.api_keys``."""
+def presented_key(request: Request) -> str | None:
+    """The key of ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``."""
     key = request.headers.get("x-api-key")
     auth = request.headers.get("authorization")
     if key is None and auth:
         scheme, _, value = auth.partition(" ")
         if scheme.lower() == "bearer":
             key = value.strip()
+    return key or None
+
+
+def check_role(request: Request, key: str | None, needed: Role) -> Role:
+    """The role of ``key``: 401 when it is missing or unknown, 403 naming both roles when it is too weak."""
     if not key:
         raise ApiError(401, "missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key'", field="authorization")
-    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings(request).api_keys):
+    role = settings(request).role_of(key)
+    if role is None:
         raise ApiError(401, "invalid API key", field="authorization")
+    if ROLE_RANK[role] < ROLE_RANK[needed]:
+        raise ApiError(
+            403, f"this API key has the role '{role}'; this route needs the role '{needed}'", field="authorization"
+        )
+    return role
+
+
+def require_role(needed: Role) -> Callable[[Request], Awaitable[Role]]:
+    """A dependency: the request's API key must have at least the role ``needed`` (read < write < admin)."""
+
+    async def dependency(request: Request) -> Role:
+        return check_role(request, presented_key(request), needed)
+
+    dependency.required_role = needed  # type: ignore[attr-defined]  # read by tests and the OpenAPI check
+    return dependency
+
+
+READ = Depends(require_role("read"))
+"""Reading: profiles, consent, journeys, reports, lists."""
+WRITE = Depends(require_role("write"))
+"""Changing what journeys act on: events, profiles, consent, identity, journeys, adding suppressions."""
+ADMIN = Depends(require_role("admin"))
+"""What cannot be undone or exposes everything about a person: erasure, export, lifting suppressions, topics,
+archiving a journey."""
+
+
+async def require_api_key(request: Request) -> None:
+    """Any valid API key, whatever its role."""
+    check_role(request, presented_key(request), "read")
 
 
 async def read_json(request: Request) -> Any:

@@ -17,7 +17,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from api.routes_deps import ResolvedCustomer, pool, read_model
+from api.routes_deps import READ, WRITE, ResolvedCustomer, pool, read_model
 from api.schemas import ApiError
 from store import customers as customer_store
 from store import devices as device_store
@@ -115,6 +115,7 @@ def _out(device: Device) -> DeviceOut:
 
 @router.put(
     "/v1/customers/{customer_id}/devices/{device_id}",
+    dependencies=[WRITE],
     response_model=DeviceOut,
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": DeviceIn.model_json_schema()}}}
@@ -141,13 +142,13 @@ async def put_device(
     return _out(device)
 
 
-@router.get("/v1/customers/{customer_id}/devices", response_model=list[DeviceOut])
+@router.get("/v1/customers/{customer_id}/devices", dependencies=[READ], response_model=list[DeviceOut])
 async def list_devices(customer_id: ResolvedCustomer, db: Pool) -> list[DeviceOut]:
     """Every device of the customer, active or not, oldest first."""
     return [_out(d) for d in await device_store.devices_of(db, customer_id)]
 
 
-@router.get("/v1/customers/{customer_id}/devices/{device_id}", response_model=DeviceOut)
+@router.get("/v1/customers/{customer_id}/devices/{device_id}", dependencies=[READ], response_model=DeviceOut)
 async def get_device(customer_id: ResolvedCustomer, device_id: DeviceId, db: Pool) -> DeviceOut:
     device = await device_store.get_device(db, customer_id, device_id)
     if device is None:
@@ -155,7 +156,7 @@ async def get_device(customer_id: ResolvedCustomer, device_id: DeviceId, db: Poo
     return _out(device)
 
 
-@router.delete("/v1/customers/{customer_id}/devices/{device_id}", status_code=204)
+@router.delete("/v1/customers/{customer_id}/devices/{device_id}", dependencies=[WRITE], status_code=204)
 async def delete_device(customer_id: ResolvedCustomer, device_id: DeviceId, db: Pool) -> Response:
     if not await device_store.delete_device(db, customer_id, device_id):
         raise ApiError(404, f"no device '{device_id}' for customer '{customer_id}'", field="device_id")

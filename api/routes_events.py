@@ -1,17 +1,21 @@
-"""POST /v1/events: one event or a batch, stored idempotently and routed to journeys."""
+"""POST /v1/events: one event or a batch, stored idempotently and routed to journeys; the dead letters (events a
+run refused for a reason of its own), listed and retried."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from api.routes_deps import event_router, read_json, settings, validation_field
-from api.schemas import ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
+from api.routes_deps import READ, WRITE, event_router, pool, read_json, settings, validation_field
+from api.schemas import EVENT_ID_PATTERN, ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
 from contracts.journey import Event
 from orchestration.router import EventRouter
+from store import events as event_store
 
 router = APIRouter(tags=["events"])
 
@@ -39,6 +43,7 @@ _BODY_DOC = {
 
 @router.post(
     "/v1/events",
+    dependencies=[WRITE],
     status_code=202,
     response_model=EventsResponse,
     openapi_extra=_BODY_DOC,
@@ -117,3 +122,52 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
         results=final,
     )
     return JSONResponse(response.model_dump(mode="json"), status_code=202)
+
+
+# --- dead letters ----------------------------------------------------------------------------------------------
+
+
+class DeadLetterOut(BaseModel):
+    event_id: str
+    customer_id: str
+    name: str
+    workflow_id: str | None
+    reason: Literal["signal_limit", "payload_too_large", "not_found", "rejected", "failing"]
+    detail: str
+    attempts: int
+    occurred_at: datetime
+    created_at: datetime
+    updated_at: datetime
+
+
+@router.get("/v1/events/dead-letters", dependencies=[READ], response_model=list[DeadLetterOut])
+async def list_dead_letters(
+    db: Annotated[asyncpg.Pool, Depends(pool)],
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    reason: Annotated[
+        Literal["signal_limit", "payload_too_large", "not_found", "rejected", "failing"] | None, Query()
+    ] = None,
+) -> list[dict[str, Any]]:
+    """Events a run refused for a reason of its own (``signal_limit``: it has received too many signals;
+    ``payload_too_large``; ``not_found``; ``rejected``: another refusal; ``failing``: routing kept failing),
+    newest first. They are out of the outbox: nobody else's events wait behind them."""
+    return await event_store.dead_letters(db, limit=limit, reason=reason)
+
+
+class RetryOut(BaseModel):
+    event_id: str
+    customer_id: str | None
+    routed: bool
+    """False: it failed again (a dead letter again, or in the outbox for the drainer)."""
+
+
+@router.post("/v1/events/dead-letters/{event_id:path}/retry", dependencies=[WRITE], response_model=RetryOut)
+async def retry_dead_letter(
+    event_id: Annotated[str, Path(pattern=EVENT_ID_PATTERN)],
+    router_: Annotated[EventRouter, Depends(event_router)],
+) -> dict[str, Any]:
+    """Put a dead letter back in the outbox and route it now."""
+    outcome = await router_.retry_dead_letter(event_id)
+    if outcome is None:
+        raise ApiError(404, f"no dead letter '{event_id}'", field="event_id")
+    return {"event_id": outcome.event_id, "customer_id": outcome.customer_id, "routed": outcome.routed}

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Query, Request
 
-from api.routes_deps import ResolvedCustomer, event_router, pool, read_model
+from api.routes_deps import READ, WRITE, ResolvedCustomer, event_router, pool, read_model
 from api.schemas import ApiError, CustomerOut, IdentifyIn, IdentifyOut, MergeOut
 from orchestration.router import EventRouter
 from store import customers as customer_store
@@ -20,6 +20,7 @@ Pool = Annotated[asyncpg.Pool, Depends(pool)]
 
 @router.post(
     "/v1/identify",
+    dependencies=[WRITE],
     response_model=IdentifyOut,
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": IdentifyIn.model_json_schema()}}}
@@ -67,7 +68,7 @@ async def identify(request: Request, db: Pool, router_: Annotated[EventRouter, D
     )
 
 
-@router.get("/v1/customers/{customer_id}/merges", response_model=list[MergeOut])
+@router.get("/v1/customers/{customer_id}/merges", dependencies=[READ], response_model=list[MergeOut])
 async def merges(
     customer_id: ResolvedCustomer,
     db: Pool,

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api.routes_deps import event_router, pool, settings, temporal
+from api.routes_deps import ADMIN, READ, WRITE, event_router, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
 from config.settings import Settings
 from journeys.models import Journey
@@ -46,6 +46,7 @@ _PUBLISH_DOC = {
 
 @router.post(
     "/v1/journeys",
+    dependencies=[WRITE],
     status_code=201,
     response_model=PublishResult,
     openapi_extra=_PUBLISH_DOC,
@@ -97,12 +98,12 @@ async def _sync_schedule(client: Client, config: Settings, row: JourneyRow | Non
     await schedules.sync_schedule(client, config, journey, row.latest_version, row.status)
 
 
-@router.get("/v1/journeys", response_model=list[JourneySummary])
+@router.get("/v1/journeys", dependencies=[READ], response_model=list[JourneySummary])
 async def list_journeys(db: Pool) -> list[JourneyRow]:
     return await journey_store.list_journeys(db)
 
 
-@router.get("/v1/journeys/{journey_id}", response_model=JourneyDetail)
+@router.get("/v1/journeys/{journey_id}", dependencies=[READ], response_model=JourneyDetail)
 async def get_journey(journey_id: JourneyPath, db: Pool) -> JourneyRow:
     row = await journey_store.get_journey(db, journey_id)
     if row is None:
@@ -119,7 +120,7 @@ async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: E
     return row
 
 
-@router.post("/v1/journeys/{journey_id}/pause", response_model=JourneySummary)
+@router.post("/v1/journeys/{journey_id}/pause", dependencies=[WRITE], response_model=JourneySummary)
 async def pause(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
 ) -> JourneyRow:
@@ -129,7 +130,7 @@ async def pause(
     return row
 
 
-@router.post("/v1/journeys/{journey_id}/resume", response_model=JourneySummary)
+@router.post("/v1/journeys/{journey_id}/resume", dependencies=[WRITE], response_model=JourneySummary)
 async def resume(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
 ) -> JourneyRow:
@@ -147,7 +148,7 @@ class ArchiveResult(JourneySummary):
     """What happened to the segment schedule: ``deleted`` or ``none``."""
 
 
-@router.post("/v1/journeys/{journey_id}/archive", response_model=ArchiveResult)
+@router.post("/v1/journeys/{journey_id}/archive", dependencies=[ADMIN], response_model=ArchiveResult)
 async def archive(journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal) -> dict[str, Any]:
     """No more entries; the segment schedule is deleted; running customers leave at once (``$exit``, reason
     ``archived``; status ``exited``). Archiving again reaches any run a previous call missed."""

@@ -1,14 +1,16 @@
 """The preference center: topics (API), the hosted preference page and one-click unsubscribe (public, by link).
 
 The public pages need no API key: the sealed token in the path is the credential (see ``activities.links``).
-Forms post to the same path, so a cross-site page cannot forge a post without already holding the token.
+Forms post to the same path, so a cross-site page cannot forge a post without already holding the token, and a
+POST a browser sends from another origin than ``public_base_url`` is refused (``_check_origin``); one-click
+unsubscribe POSTs from mail providers (RFC 8058) carry no ``Origin`` and keep working.
 """
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 from zoneinfo import available_timezones
 
 import asyncpg
@@ -18,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from activities import links
 from api import preference_pages as pages
-from api.routes_deps import pool, read_model, require_api_key, settings
+from api.routes_deps import ADMIN, READ, pool, read_model, settings
 from api.schemas import ApiError, StorableText
 from config.settings import Settings
 from journeys import calendar
@@ -59,16 +61,13 @@ class TopicOut(BaseModel):
     source: Literal["api", "settings"]
 
 
-_auth = [Depends(require_api_key)]
-
-
-@router.get("/v1/topics", response_model=list[TopicOut], tags=["topics"], dependencies=_auth)
+@router.get("/v1/topics", response_model=list[TopicOut], tags=["topics"], dependencies=[READ])
 async def list_topics(db: Pool, config: AppSettings) -> list[dict[str, Any]]:
     """Every topic: those defined through the API, then those from ``PARCOURS_TOPICS`` not redefined."""
     return await store.list_topics(db, config)
 
 
-@router.get("/v1/topics/{name}", response_model=TopicOut, tags=["topics"], dependencies=_auth)
+@router.get("/v1/topics/{name}", response_model=TopicOut, tags=["topics"], dependencies=[READ])
 async def get_topic(name: TopicName, db: Pool, config: AppSettings) -> dict[str, Any]:
     topic = await store.get_topic(db, config, name)
     if topic is None:
@@ -80,7 +79,7 @@ async def get_topic(name: TopicName, db: Pool, config: AppSettings) -> dict[str,
     "/v1/topics/{name}",
     response_model=TopicOut,
     tags=["topics"],
-    dependencies=_auth,
+    dependencies=[ADMIN],
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": TopicIn.model_json_schema()}}}
     },
@@ -139,6 +138,50 @@ async def _customer(db: asyncpg.Pool, payload: dict[str, Any]) -> str:
 
 def _gone() -> HTMLResponse:
     return _html(pages.message_page("This link no longer works", "We have no record for this link any more."), 410)
+
+
+def public_origin(config: Settings) -> str:
+    """``scheme://host[:port]`` of ``public_base_url``, as a browser writes it in ``Origin`` (default ports left
+    out)."""
+    url = urlsplit(config.public_base_url)
+    scheme, host = url.scheme.lower(), (url.hostname or "").lower()
+    if ":" in host:
+        host = f"[{host}]"
+    port = url.port
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def _check_origin(request: Request, config: Settings) -> None:
+    """Refuse a POST a browser sent from another site (cross-site request forgery).
+
+    A browser names the page a form comes from in ``Origin``: it must be the origin of ``public_base_url``
+    (``null``, which browsers send under the pages' ``no-referrer`` policy and from sandboxed frames, only with
+    ``Sec-Fetch-Site: same-origin``). Without ``Origin``, ``Sec-Fetch-Site: cross-site`` is refused
+    too. A POST with neither comes from a program, not a browser page: a mail provider's RFC 8058 one-click
+    unsubscribe, or a script that holds the link already (the sealed token is the credential).
+    """
+    origin = request.headers.get("origin")
+    fetch_site = request.headers.get("sec-fetch-site", "").strip().lower()
+    if origin is not None:
+        origin = origin.strip().lower().rstrip("/")
+        if origin == public_origin(config):
+            return
+        # The pages' own ``Referrer-Policy: no-referrer`` makes browsers send ``Origin: null`` with their form;
+        # the browser's ``Sec-Fetch-Site`` (which no page can set) then says where it comes from.
+        if origin == "null" and fetch_site == "same-origin":
+            return
+    elif fetch_site != "cross-site":
+        return
+    raise _PageError(
+        _html(
+            pages.message_page(
+                "This form was sent from another site",
+                "For your security, change your preferences from the page we sent you a link to.",
+            ),
+            403,
+        )
+    )
 
 
 async def _form(request: Request) -> dict[str, list[str]]:
@@ -230,6 +273,7 @@ async def save_preference_page(token: str, request: Request, db: Pool, config: A
     """Save the form; answers the page again, saying "Saved" (or naming the field that is wrong, with 400)."""
     try:
         payload = _open(config, token, links.PREFERENCES)
+        _check_origin(request, config)
         form = await _form(request)
     except _PageError as exc:
         return exc.response
@@ -269,6 +313,7 @@ async def one_click_unsubscribe(token: str, request: Request, db: Pool, config: 
     channel when it had none), source ``one_click_unsubscribe``; effective for the very next send."""
     try:
         payload = _open(config, token, links.UNSUBSCRIBE)
+        _check_origin(request, config)  # mail providers' one-click POSTs carry no Origin
         form = await _form(request)
     except _PageError as exc:
         return exc.response

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 import json
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -20,7 +19,17 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from temporalio.client import Client
 
-from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
+from api.routes_deps import (
+    ADMIN,
+    READ,
+    ResolvedCustomer,
+    check_role,
+    pool,
+    presented_key,
+    read_json,
+    settings,
+    temporal,
+)
 from api.schemas import ApiError, is_email
 from config.settings import Settings
 from orchestration import exits
@@ -45,29 +54,32 @@ PROVIDERS = ("generic", "ses", "postmark")
 
 
 async def require_provider_key(request: Request) -> None:
-    """The API key in the usual headers, or as the password of ``Authorization: Basic``."""
+    """A ``write`` API key in the usual headers, or as the password of ``Authorization: Basic``."""
     auth = request.headers.get("authorization") or ""
     scheme, _, value = auth.partition(" ")
     if scheme.lower() != "basic":
-        await require_api_key(request)
+        check_role(request, presented_key(request), "write")
         return
     try:
         _user, _, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
     except (binascii.Error, UnicodeDecodeError):
         raise ApiError(401, "malformed Basic credentials", field="authorization") from None
-    keys = settings(request).api_keys
-    if not password or not any(hmac.compare_digest(password.encode(), k.encode()) for k in keys):
+    if not password:
         raise ApiError(401, "invalid API key", field="authorization")
+    check_role(request, password, "write")
 
 
-customers = APIRouter(tags=["privacy"], dependencies=[Depends(require_api_key)])
+require_provider_key.required_role = "write"  # type: ignore[attr-defined]
+
+
+customers = APIRouter(tags=["privacy"])
 providers = APIRouter(tags=["privacy"], dependencies=[Depends(require_provider_key)])
 
 
 # --- consent history -----------------------------------------------------------------------------------------
 
 
-@customers.get("/v1/customers/{customer_id}/consent/history")
+@customers.get("/v1/customers/{customer_id}/consent/history", dependencies=[READ])
 async def consent_history(
     customer_id: ResolvedCustomer,
     db: Pool,
@@ -84,7 +96,7 @@ async def consent_history(
 # --- export and erase ----------------------------------------------------------------------------------------
 
 
-@customers.get("/v1/customers/{customer_id}/export")
+@customers.get("/v1/customers/{customer_id}/export", dependencies=[ADMIN])
 async def export_customer(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]:
     """Everything stored about the customer as one JSON document (right of access / portability)."""
     document = await privacy.export_customer(db, customer_id)
@@ -99,7 +111,7 @@ def pseudonym_secret(app_settings: Settings) -> bytes:
     return app_settings.link_secret.get_secret_value().encode()
 
 
-@customers.delete("/v1/customers/{customer_id}")
+@customers.delete("/v1/customers/{customer_id}", dependencies=[ADMIN])
 async def erase_customer(
     customer_id: ResolvedCustomer, db: Pool, client: Temporal, app_settings: AppSettings, response: Response
 ) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from api.journey_report import (
     channel_report,
     journey_report,
 )
-from api.routes_deps import pool, settings, temporal
+from api.routes_deps import READ, pool, settings, temporal
 from api.routes_journeys import JourneyPath
 from api.schemas import ApiError
 from config.settings import Settings
@@ -69,6 +69,7 @@ def day_range(since: date | None, until: date | None) -> tuple[datetime | None, 
 
 @router.get(
     "/v1/journeys/{journey_id}/report",
+    dependencies=[READ],
     response_model=JourneyReport,
     responses={200: {"content": {"text/csv": {}}}, 404: {"description": "Unknown journey or version"}},
 )
@@ -104,7 +105,7 @@ async def get_journey_report(
     return report
 
 
-@router.get("/v1/reports/channels", response_model=ChannelReport)
+@router.get("/v1/reports/channels", dependencies=[READ], response_model=ChannelReport)
 async def get_channel_report(db: Pool, config: AppSettings, since: Since = None, until: Until = None) -> Any:
     """Per channel across journeys: volume, engagement rates, conversions (last touch), cost per conversion."""
     start, end = day_range(since, until)

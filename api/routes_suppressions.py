@@ -17,7 +17,7 @@ import structlog
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api.routes_deps import pool, read_model
+from api.routes_deps import ADMIN, READ, WRITE, pool, read_model
 from api.schemas import PHONE_PATTERN, ApiError, StorableText, is_email
 from store import suppressions as store
 from store.suppressions import Suppression
@@ -70,7 +70,7 @@ class SuppressionOut(BaseModel):
     created_at: datetime
 
 
-@router.get("/v1/suppressions", response_model=list[SuppressionOut])
+@router.get("/v1/suppressions", dependencies=[READ], response_model=list[SuppressionOut])
 async def list_suppressions(
     db: Pool,
     channel: Channel | None = None,
@@ -90,6 +90,7 @@ async def list_suppressions(
 
 @router.post(
     "/v1/suppressions",
+    dependencies=[WRITE],
     response_model=SuppressionOut,
     openapi_extra={
         "requestBody": {
@@ -109,7 +110,7 @@ async def add_suppression(request: Request, response: Response, db: Pool) -> Sup
     return row
 
 
-@router.delete("/v1/suppressions", response_model=SuppressionOut)
+@router.delete("/v1/suppressions", dependencies=[ADMIN], response_model=SuppressionOut)
 async def lift_suppression(
     db: Pool, channel: Channel, address: Annotated[str, Query(min_length=1, max_length=320)]
 ) -> Suppression:

@@ -49,7 +49,7 @@ def setup_logging(settings: Settings, *, console_default: bool = True) -> None:
     fmt = settings.log_format
     if console_default and "PARCOURS_LOG_FORMAT" not in os.environ:
         fmt = "console"
-    configure_logging(settings.log_level, fmt)
+    configure_logging(settings.log_level, fmt, redacted=settings.log_redact)
     # Write to whatever sys.stderr is at the time of the call, not the stream of the moment of configuration
     # (in-process runners such as typer's CliRunner swap and close it).
     structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=_Stderr()))  # type: ignore[arg-type]

@@ -22,7 +22,7 @@ from rich.table import Table
 
 from api.publishing import Checked, check_file, publish_journey
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
-from config.settings import Settings
+from config.settings import Settings, unsafe_settings
 from workers.client import connect
 
 if TYPE_CHECKING:
@@ -53,6 +53,16 @@ def load_settings(**overrides: Any) -> Settings:
         where = ".".join(str(p) for p in error["loc"])
         err_console.print(f"[bold red]error:[/] invalid setting {where} (PARCOURS_{where.upper()}): {error['msg']}")
         raise typer.Exit(2) from None
+
+
+def refuse_unsafe(settings: Settings) -> None:
+    """Production processes stop here, one line per setting, when a secret is unset or public (the dev values)."""
+    problems = unsafe_settings(settings)
+    if problems:
+        for problem in problems:
+            err_console.print(f"[bold red]error:[/] {problem}", highlight=False, soft_wrap=True)
+        err_console.print("(parcours dev runs with development values; parcours api and worker need your own)")
+        raise typer.Exit(2)
 
 
 def _tracing(settings: Settings, service: str, *, only_if_set: bool = False) -> None:
@@ -97,6 +107,7 @@ def worker() -> None:
     from workers.process import serve
 
     settings = load_settings()
+    refuse_unsafe(settings)
     setup_logging(settings, console_default=False)
     _tracing(settings, "parcours-worker")
 
@@ -114,6 +125,7 @@ def api() -> None:
     from api.server import ListenError, serve_api
 
     settings = load_settings()
+    refuse_unsafe(settings)
     setup_logging(settings, console_default=False)
     _tracing(settings, "parcours-api")
 

@@ -7,15 +7,28 @@ variables are not set.
 
 from __future__ import annotations
 
+import hmac
 import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ChannelBackend = Literal["console", "smtp", "webhook", "inbox", "twilio", "http", "devices"]
+Role = Literal["read", "write", "admin"]
+"""What an API key may do: ``read`` (reports, profiles, lists), ``write`` (also events, profiles, consent, journeys),
+``admin`` (also erasure, exports, lifting suppressions, topics, archiving)."""
+ROLE_RANK: dict[str, int] = {"read": 0, "write": 1, "admin": 2}
+
+# The values the local stack and the tests run with. They are public (they are in this file), so a production
+# process (``parcours api``, ``parcours worker``) refuses to start with any of them: see ``unsafe_settings``.
+DEV_API_KEY = "dev-key"
+DEV_WEBHOOK_SECRET = "whsec_cGFyY291cnMtbG9jYWwtZGV2ZWxvcG1lbnQtc2VjcmV0"
+DEV_LINK_SECRET = "parcours-dev-link-secret-change-me"
+# Other values known to be public (examples and former docker-compose defaults).
+PUBLIC_SECRETS = frozenset({DEV_API_KEY, DEV_WEBHOOK_SECRET, DEV_LINK_SECRET, "change-me", "changeme", ""})
 
 
 class FrequencyCap(BaseModel):
@@ -34,6 +47,13 @@ class Topic(BaseModel):
     label: str = Field(default="", max_length=200)
     description: str = Field(default="", max_length=2000)
     default: Literal["opt_in", "opt_out"] = "opt_out"
+
+
+class ApiKey(BaseModel):
+    """One accepted API key and its role. A bare string (the former list form) is an ``admin`` key."""
+
+    key: SecretStr
+    role: Role = "admin"
 
 
 class Settings(BaseSettings):
@@ -85,8 +105,12 @@ class Settings(BaseSettings):
     # Webhook channel: default endpoint (a step may name its own) and the Standard Webhooks secret
     # ("whsec_" followed by base64).
     webhook_url: str | None = None
-    webhook_secret: SecretStr = SecretStr("whsec_cGFyY291cnMtbG9jYWwtZGV2ZWxvcG1lbnQtc2VjcmV0")
+    webhook_secret: SecretStr = SecretStr(DEV_WEBHOOK_SECRET)
     webhook_timeout_seconds: float = 10.0
+    # Webhook steps and the webhook channel never connect to loopback, private, link-local, multicast or reserved
+    # addresses (checked on the resolved address) except these host names or CIDR networks, e.g.
+    # ["localhost", "10.20.0.0/16"]. ``parcours dev`` allows loopback.
+    webhook_allow_hosts: list[str] = Field(default_factory=list)
 
     # SMS (activities/channels/sms.py). Texts over sms_max_segments segments are refused: at publish when the text
     # is static, else when it is sent. HELP texted to our number is answered with sms_help_text.
@@ -139,7 +163,7 @@ class Settings(BaseSettings):
     # "opt_out" sends unless they withdrew it. Transactional messages need no marketing consent.
     consent_default: Literal["opt_in", "opt_out"] = "opt_in"
     # Signs unsubscribe and preference links. Set your own in production.
-    link_secret: SecretStr = SecretStr("parcours-dev-link-secret-change-me")
+    link_secret: SecretStr = SecretStr(DEV_LINK_SECRET)
     # How long unsubscribe links and preference-page links stay valid.
     unsubscribe_link_ttl_days: float = Field(default=90, gt=0)
     preference_link_ttl_days: float = Field(default=30, gt=0)
@@ -181,16 +205,62 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
     otel_exporter: Literal["console", "otlp", "none"] = "console"
+    # Mask recipients, addresses, message content and link tokens in every log line (config.logging.redact).
+    log_redact: bool = True
 
     # HTTP API.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    api_keys: list[str] = Field(default_factory=lambda: ["dev-key"])
+    # Accepted API keys with their roles: [{"key": "...", "role": "read" | "write" | "admin"}]; a bare string in
+    # the list (["key"], the former form) is an admin key.
+    api_keys: list[ApiKey] = Field(default_factory=lambda: [ApiKey(key=SecretStr(DEV_API_KEY))])
     max_batch_events: int = 500
     max_body_bytes: int = 1_048_576
 
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _bare_keys_are_admin(cls, value: object) -> object:
+        if isinstance(value, list):
+            return [{"key": item, "role": "admin"} if isinstance(item, str) else item for item in value]
+        return value
+
+    def role_of(self, key: str) -> Role | None:
+        """The role of ``key`` (compared in constant time against every configured key); None if unknown."""
+        found: Role | None = None
+        for candidate in self.api_keys:
+            if hmac.compare_digest(key.encode(), candidate.key.get_secret_value().encode()):
+                found = candidate.role
+        return found
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir.is_absolute() else Path(os.getcwd()) / self.data_dir
+
+
+def unsafe_settings(settings: Settings) -> list[str]:
+    """Why ``settings`` must not serve production: one line per setting that is unset or holds a public value.
+
+    ``parcours api`` and ``parcours worker`` refuse to start when this is not empty; ``parcours dev`` and the
+    tests run with the dev values on purpose.
+    """
+    problems = []
+    keys = [k.key.get_secret_value() for k in settings.api_keys]
+    if not keys:
+        problems.append('PARCOURS_API_KEYS is empty: set at least one key, e.g. [{"key": "...", "role": "admin"}]')
+    elif any(k in PUBLIC_SECRETS for k in keys):
+        problems.append(
+            "PARCOURS_API_KEYS holds a public development key (dev-key, change-me or empty): set your own keys"
+        )
+    if settings.link_secret.get_secret_value() in PUBLIC_SECRETS:
+        problems.append(
+            "PARCOURS_LINK_SECRET is not set (or is a public value): set a long random secret; it seals unsubscribe "
+            "and preference links and keys erased customers' pseudonyms"
+        )
+    if settings.webhook_secret.get_secret_value() in PUBLIC_SECRETS:
+        problems.append(
+            "PARCOURS_WEBHOOK_SECRET is not set (or is a public value): set your own whsec_... secret; it signs "
+            "webhooks"
+        )
+    return problems
 
 
 @lru_cache(maxsize=1)

@@ -51,6 +51,10 @@ WORKER_STOP_TIMEOUT_S = 30.0
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1"}
 
 
+LOOPBACK_NETWORKS = ["localhost", "127.0.0.0/8", "::1/128"]
+"""What ``parcours dev`` lets webhooks reach unless PARCOURS_WEBHOOK_ALLOW_HOSTS says otherwise."""
+
+
 def check_ports(settings: Settings, *, own_temporal: bool) -> None:
     if own_temporal:
         for port, setting, what in (
@@ -144,6 +148,9 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
 
+    if "webhook_allow_hosts" not in settings.model_fields_set:
+        # Locally, webhooks to services on this machine are the point; production allows nothing private.
+        settings = settings.model_copy(update={"webhook_allow_hosts": LOOPBACK_NETWORKS})
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     own_temporal = not settings.temporal_address
@@ -240,14 +247,14 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
             rows.append(("Temporal", temporal_address(settings)))
             rows += [
                 ("API docs", f"{api_url}/docs"),
-                ("API key", settings.api_keys[0] if settings.api_keys else "(none configured)"),
+                ("API key", settings.api_keys[0].key.get_secret_value() if settings.api_keys else "(none configured)"),
                 ("PostgreSQL", database_url if own_postgres else "PARCOURS_DATABASE_URL"),
                 ("Email", email_line),
                 ("Data", str(data_dir)),
                 ("Journeys", ", ".join(f"{j} v{v}{' (new)' if c else ''}" for j, v, c in published) or "none"),
             ]
             console.print(_banner(settings, rows))
-            key = settings.api_keys[0] if settings.api_keys else "KEY"
+            key = settings.api_keys[0].key.get_secret_value() if settings.api_keys else "KEY"
             console.print(
                 f"Try: curl -X POST {api_url}/v1/events -H 'Authorization: Bearer {key}' "
                 "-H 'Content-Type: application/json' "

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
 from enum import StrEnum
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from temporalio.client import ScheduleAlreadyRunningError
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -48,6 +48,34 @@ class TemporalUnavailableError(RuntimeError):
     """A Temporal call failed for a reason that retrying later can fix (unreachable, timeout, overloaded)."""
 
 
+RefusalReason = Literal["signal_limit", "payload_too_large", "not_found", "rejected"]
+
+
+class RunRefusedError(RuntimeError):
+    """Temporal refused a call about one run for a reason of that run (it has received too many signals, the
+    payload is too large, ...): retrying soon will not help, and nothing is wrong with Temporal for the others."""
+
+    def __init__(self, reason: RefusalReason, detail: str, workflow_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: RefusalReason = reason
+        self.detail = detail
+        self.workflow_id = workflow_id
+
+
+def refusal(exc: RPCError) -> RunRefusedError:
+    """The ``RunRefusedError`` a rejected call (``Meaning.REJECTED``) means, its reason read from the message
+    (Temporal answers both limits with INVALID_ARGUMENT: "exceeded workflow execution limit for signal events",
+    "Blob data size exceeds limit")."""
+    message = exc.message or ""
+    lowered = message.lower()
+    reason: RefusalReason = "rejected"
+    if "signal" in lowered and "limit" in lowered:
+        reason = "signal_limit"
+    elif "size" in lowered and ("limit" in lowered or "large" in lowered):
+        reason = "payload_too_large"
+    return RunRefusedError(reason, f"{exc.status.name if exc.status else 'RPC'}: {message}")
+
+
 def meaning(exc: BaseException) -> Meaning | None:
     """What ``exc``, raised by a Temporal call, means for us; None when it is not a Temporal call's failure.
 
@@ -69,16 +97,20 @@ def is_not_found(exc: BaseException) -> bool:
 
 
 async def answered(awaitable: Awaitable[T], within: timedelta) -> T:
-    """Await a Temporal call for at most ``within``; any failure but "not found" becomes ``TemporalUnavailableError``.
+    """Await a Temporal call for at most ``within``; any failure but "not found" and a refusal becomes
+    ``TemporalUnavailableError``.
 
-    "Not found" is an answer (no such run): it is raised as it came. Everything else is left to a later retry,
-    which is what callers that keep an outbox want.
+    "Not found" is an answer (no such run): it is raised as it came. A refusal of the request itself (invalid
+    argument: a limit of the run) is ``RunRefusedError``: it concerns that run only. Everything else is left to a
+    later retry, which is what callers that keep an outbox want.
     """
     try:
         return await asyncio.wait_for(awaitable, within.total_seconds())
     except RPCError as exc:
         if is_not_found(exc):
             raise
+        if meaning(exc) is Meaning.REJECTED and exc.status != RPCStatusCode.UNAUTHENTICATED:
+            raise refusal(exc) from exc
         raise TemporalUnavailableError(f"{exc.status.name if exc.status else 'RPC'}: {exc.message}") from exc
     except (TimeoutError, ConnectionError, OSError) as exc:
         raise TemporalUnavailableError(repr(exc)) from exc

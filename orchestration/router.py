@@ -31,6 +31,7 @@ from config.settings import Settings
 from contracts.journey import EVENT_SIGNAL, Event, workflow_id
 from journeys.models import Journey
 from orchestration import admission, merges
+from orchestration.errors import Meaning, RunRefusedError, meaning
 from orchestration.runs import JourneyRuns
 from store import events as event_store
 from store import identity as identity_store
@@ -50,6 +51,12 @@ DRAIN_IDLE_SECONDS = 1.0
 DRAIN_MAX_BACKOFF_SECONDS = 30.0
 # Routes run concurrently across customers, in order within one customer.
 ROUTE_CONCURRENCY = 16
+# Backoff of one event after a failed attempt (doubling from the first, jittered): Temporal unreachable is
+# everyone's problem and the drainer's own backoff, so it is short; an error of this event alone grows longer,
+# and after MAX_ROUTE_ATTEMPTS it becomes a dead letter (reason ``failing``).
+EVENT_BACKOFF_SECONDS = 2.0
+EVENT_MAX_BACKOFF_SECONDS = 300.0
+MAX_ROUTE_ATTEMPTS = 20
 
 
 @dataclass(frozen=True)
@@ -195,30 +202,70 @@ class EventRouter:
             by_customer[event.customer_id].append(event)
         semaphore = asyncio.Semaphore(ROUTE_CONCURRENCY)
         routed: list[str] = []
-        failed: list[tuple[str, str]] = []
+        failed: list[tuple[str, str, bool]] = []
+
+        refused: list[tuple[str, RunRefusedError]] = []
 
         async def one_customer(queue: list[Event]) -> None:
             async with semaphore:
                 for event in queue:
                     try:
                         await self.route(event, adopted.get(event.customer_id, {}))
-                    except Exception as exc:  # anything: the event stays in the outbox, the drainer retries
+                    except RunRefusedError as exc:
+                        # One run refused it (too many signals, too large, gone): a dead letter, not an outage.
+                        log.warning(
+                            "event.dead_lettered",
+                            event_id=event.event_id,
+                            reason=exc.reason,
+                            workflow_id=exc.workflow_id,
+                        )
+                        refused.append((event.event_id, exc))
+                        continue  # the customer's later events do not wait behind a dead letter
+                    except Exception as exc:  # the event stays in the outbox, the drainer retries it after a backoff
+                        # Temporal unreachable (or an unknown failure, such as a client that cannot connect): new
+                        # events go straight to the outbox until the drainer gets through again.
                         self._degraded = True
                         log.warning("event.route_failed", event_id=event.event_id, error=repr(exc))
-                        failed.append((event.event_id, repr(exc)))
+                        failed.append((event.event_id, repr(exc), meaning(exc) in (Meaning.UNAVAILABLE, None)))
                         return  # this customer's later events wait behind this one
                     routed.append(event.event_id)
 
         await asyncio.gather(*(one_customer(q) for q in by_customer.values()))
         async with connection(conn or self._pool) as marking:
-            await self._mark(marking, routed, failed)
+            await self._mark(marking, routed, failed, refused)
         return set(routed)
 
     @staticmethod
-    async def _mark(conn: Connection, routed: list[str], failed: list[tuple[str, str]]) -> None:
+    async def _mark(
+        conn: Connection,
+        routed: list[str],
+        failed: list[tuple[str, str, bool]],
+        refused: list[tuple[str, RunRefusedError]],
+    ) -> None:
         await event_store.mark_routed(conn, routed)
-        for event_id, error in failed:
-            await event_store.mark_route_failed(conn, event_id, error)
+        for event_id, error, unavailable in failed:
+            # Backoff per event: Temporal down is the drainer's own backoff; an error of this event waits longer.
+            attempts = await event_store.mark_route_failed(
+                conn,
+                event_id,
+                error,
+                backoff_seconds=EVENT_BACKOFF_SECONDS,
+                max_backoff_seconds=DRAIN_MAX_BACKOFF_SECONDS if unavailable else EVENT_MAX_BACKOFF_SECONDS,
+            )
+            if not unavailable and attempts >= MAX_ROUTE_ATTEMPTS:
+                await event_store.dead_letter(conn, event_id, None, "failing", error)
+        for event_id, exc in refused:
+            await event_store.dead_letter(conn, event_id, exc.workflow_id, exc.reason, exc.detail)
+
+    # --- dead letters -----------------------------------------------------------------------------------
+
+    async def retry_dead_letter(self, event_id: str) -> EventOutcome | None:
+        """Put a dead letter back in the outbox and route it now; None if ``event_id`` is no dead letter."""
+        event = await event_store.revive(self._pool, event_id)
+        if event is None:
+            return None
+        routed = await self.route_stored([event])
+        return EventOutcome(event.event_id, "accepted", event.event_id in routed, event.customer_id)
 
     async def route(self, event: Event, adopted: dict[str, str] | None = None) -> RouteResult:
         """Deliver one event to every journey it triggers or that listens to it.

@@ -22,7 +22,7 @@ from config.settings import Settings
 from contracts import search_attributes as sa
 from contracts.journey import EVENT_SIGNAL, WORKFLOW_NAME, Event, JourneyInput, JourneyResult, workflow_id
 from journeys.models import Journey
-from orchestration.errors import TemporalUnavailableError, answered, is_not_found
+from orchestration.errors import RunRefusedError, TemporalUnavailableError, answered, is_not_found
 
 T = TypeVar("T")
 
@@ -119,6 +119,14 @@ class JourneyRuns:
         """``enter_journey`` with this object's client, task queue, time zone and timeout."""
         if self.task_queue is None:
             raise ValueError("JourneyRuns.enter needs a task queue")
+        try:
+            return await self._enter(definition, version, trigger)
+        except RunRefusedError as exc:
+            exc.workflow_id = exc.workflow_id or workflow_id(definition.id, trigger.customer_id)
+            raise
+
+    async def _enter(self, definition: Journey, version: int, trigger: Event) -> Entered:
+        assert self.task_queue is not None
         return await self.call(
             enter_journey(
                 self.client,
@@ -140,6 +148,9 @@ class JourneyRuns:
         except RPCError as exc:
             if is_not_found(exc):
                 return False
+            raise
+        except RunRefusedError as exc:
+            exc.workflow_id = exc.workflow_id or wid
             raise
         return True
 

@@ -93,11 +93,20 @@ async def _store(conn: Connection, events: list[Event], keys: list[tuple[str, st
     )
 
 
+# The outbox, oldest first, without dead letters, and without the events of a customer one of whose events waits
+# for its next attempt (backoff per event): a failing event never holds the head of the outbox, and a
+# customer's events still go in order (a later one waits behind the earlier one in backoff).
 _UNROUTED_SQL = """
-SELECT event_id, customer_id, name, properties, occurred_at, anonymous_id
-  FROM events
- WHERE routed_at IS NULL AND (route_attempts > 0 OR received_at < now() - $2::interval)
- ORDER BY received_at, event_id
+SELECT e.event_id, e.customer_id, e.name, e.properties, e.occurred_at, e.anonymous_id
+  FROM events e
+ WHERE e.routed_at IS NULL AND (e.route_attempts > 0 OR e.received_at < now() - $2::interval)
+   AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = e.event_id)
+   AND NOT EXISTS (
+       SELECT 1 FROM events w
+        WHERE w.customer_id = e.customer_id AND w.routed_at IS NULL AND w.next_attempt_at > now()
+          AND (w.received_at, w.event_id) <= (e.received_at, e.event_id)
+          AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = w.event_id))
+ ORDER BY e.received_at, e.event_id
  LIMIT $1
 """
 
@@ -132,12 +141,81 @@ async def mark_routed(db: Db, event_ids: list[str]) -> None:
         )
 
 
-async def mark_route_failed(db: Db, event_id: str, error: str) -> None:
-    await db.execute(
-        "UPDATE events SET route_attempts = route_attempts + 1, route_error = $2 WHERE event_id = $1",
+async def mark_route_failed(
+    db: Db, event_id: str, error: str, *, backoff_seconds: float = 0.0, max_backoff_seconds: float = 0.0
+) -> int:
+    """Count a failed attempt. With a backoff, the drainer tries the event (and the customer's later events)
+    again after ``backoff_seconds`` doubled per attempt before this one, at most ``max_backoff_seconds``,
+    jittered (50-100%). Returns the number of attempts so far."""
+    attempts = await db.fetchval(
+        """
+        UPDATE events
+           SET route_attempts = route_attempts + 1, route_error = $2,
+               next_attempt_at = CASE WHEN $3::float8 > 0 THEN now() + make_interval(
+                   secs => least($3::float8 * power(2, least(route_attempts, 20)), $4::float8) * (0.5 + random() / 2))
+               END
+         WHERE event_id = $1
+        RETURNING route_attempts
+        """,
         event_id,
         error[:2000],
+        backoff_seconds,
+        max_backoff_seconds,
     )
+    return int(attempts or 0)
+
+
+async def dead_letter(db: Db, event_id: str, workflow_id: str | None, reason: str, detail: str) -> None:
+    """Take the event out of the outbox with the reason a run refused it (``orchestration.errors``)."""
+    await db.execute(
+        """
+        WITH counted AS (
+            UPDATE events SET route_attempts = route_attempts + 1, route_error = $4, next_attempt_at = NULL
+             WHERE event_id = $1 RETURNING route_attempts
+        )
+        INSERT INTO dead_letters (event_id, workflow_id, reason, detail, attempts)
+        SELECT $1, $2, $3, $4, route_attempts FROM counted
+        ON CONFLICT (event_id) DO UPDATE
+           SET workflow_id = EXCLUDED.workflow_id, reason = EXCLUDED.reason, detail = EXCLUDED.detail,
+               attempts = EXCLUDED.attempts, updated_at = now()
+        """,
+        event_id,
+        workflow_id,
+        reason,
+        detail[:2000],
+    )
+
+
+async def dead_letters(db: Db, *, limit: int = 100, reason: str | None = None) -> list[dict[str, Any]]:
+    """Dead letters, newest first, with their event."""
+    rows = await db.fetch(
+        """
+        SELECT d.event_id, e.customer_id, e.name, d.workflow_id, d.reason, d.detail, d.attempts,
+               d.created_at, d.updated_at, e.occurred_at
+          FROM dead_letters d JOIN events e USING (event_id)
+         WHERE $2::text IS NULL OR d.reason = $2
+         ORDER BY d.updated_at DESC, d.event_id
+         LIMIT $1
+        """,
+        limit,
+        reason,
+    )
+    return [dict(r) for r in rows]
+
+
+async def revive(db: Db, event_id: str) -> Event | None:
+    """Put a dead letter back in the outbox (first in line: no backoff); the event, or None if it is no dead
+    letter."""
+    async with connection(db) as conn, conn.transaction():
+        deleted = await conn.fetchval("DELETE FROM dead_letters WHERE event_id = $1 RETURNING event_id", event_id)
+        if deleted is None:
+            return None
+        row = await conn.fetchrow(
+            "UPDATE events SET route_attempts = 0, next_attempt_at = NULL, routed_at = NULL WHERE event_id = $1"
+            " RETURNING event_id, customer_id, name, properties, occurred_at, anonymous_id",
+            event_id,
+        )
+    return Event(**dict(row)) if row else None
 
 
 async def get_event(db: Db, event_id: str) -> dict[str, Any] | None:

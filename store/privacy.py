@@ -48,22 +48,38 @@ _LEDGER_SQL = (
 )
 
 
+# Whether anything at all is stored under an id, profile or not.
+_ANY_ROWS_SQL = """
+SELECT EXISTS (SELECT 1 FROM events WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM messages WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM consent_events WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM journey_entries WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM step_outcomes WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM conversions WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM inbox_messages WHERE customer_id = $1)
+"""
+
+
 async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
-    """Everything stored about the customer, as one document; None when there is no such customer."""
+    """Everything stored about the customer, as one document; None when nothing at all is stored under the id.
+
+    An id with events, messages or other rows but no profile (events sent before any ``PUT /v1/customers``) is
+    exported too, with ``profile`` null.
+    """
     async with transaction(db, isolation="repeatable_read", readonly=True) as conn:
         profile = await conn.fetchrow(
             "SELECT id, email, phone, timezone, locale, attributes, created_at, updated_at"
             " FROM customers WHERE id = $1",
             customer_id,
         )
-        if profile is None:
+        if profile is None and not await conn.fetchval(_ANY_ROWS_SQL, customer_id):
             return None
 
         async def rows(sql: str, person: str = customer_id) -> list[dict[str, Any]]:
             return [dict(r) for r in await conn.fetch(sql, person)]
 
         return {
-            "profile": dict(profile),
+            "profile": dict(profile) if profile is not None else None,
             # What the customer-value refresh computed from their orders (None before any).
             "values": await customer_values.values_of(conn, customer_id),
             "consent": {
@@ -79,7 +95,7 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
             ),
             "messages": await rows(
                 "SELECT id, journey_id, journey_version, step_id, channel, topic, kind, status, reason, recipient,"
-                " rendered, provider_message_id, created_at, sent_at, delivered_at, failed_at, provider_status,"
+                " rendered, provider_message_id, choice, created_at, sent_at, delivered_at, failed_at, provider_status,"
                 " segments, encoding, cost FROM messages"
                 " WHERE customer_id = $1 ORDER BY created_at, id"
             ),
@@ -105,7 +121,7 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
                 " FROM conversions WHERE customer_id = $1 ORDER BY converted_at"
             ),
             "suppressions": await suppressions.suppressions_for_addresses(
-                conn, [("email", profile["email"]), ("sms", profile["phone"])]
+                conn, [("email", profile["email"]), ("sms", profile["phone"])] if profile is not None else []
             ),
             "identities": await identity.identities_of(conn, customer_id),
             "merges": await rows(

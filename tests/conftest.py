@@ -11,6 +11,7 @@ This module must stay importable without a Temporal server.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
@@ -30,6 +31,11 @@ pytest_plugins = [
 ]
 
 TEST_DATABASE = "parcours_test"
+
+# The webhook receivers of the tests listen on loopback, which production refuses (activities.channels.egress):
+# the tests allow it explicitly, as `parcours dev` does. Tests of the refusal pass their own list.
+LOOPBACK_ALLOWED = '["localhost", "127.0.0.0/8", "::1/128"]'
+os.environ.setdefault("PARCOURS_WEBHOOK_ALLOW_HOSTS", LOOPBACK_ALLOWED)
 
 
 @pytest.fixture(scope="session")

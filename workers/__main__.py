@@ -18,7 +18,7 @@ from workers.process import serve
 
 def main() -> None:
     settings = get_settings()
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, redacted=settings.log_redact)
     configure_tracing("parcours-worker", settings.otel_exporter)
     if not settings.database_url:
         print(

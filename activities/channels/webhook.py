@@ -19,6 +19,7 @@ from activities.channels.base import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from activities.channels.egress import EgressRefusedError, guarded_client
 from config.settings import Settings
 
 # Statuses that say "not now" rather than "never".
@@ -62,7 +63,8 @@ class WebhookChannel:
         self._settings = settings
         self._signer = Webhook(settings.webhook_secret.get_secret_value())
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(timeout=settings.webhook_timeout_seconds)
+        # Any URL a journey names (or customer data fills in) is checked at connection time (channels.egress).
+        self._client = client or guarded_client(settings.webhook_allow_hosts, timeout=settings.webhook_timeout_seconds)
 
     def _body(self, message: OutboundMessage) -> dict[str, Any]:
         content = message.content
@@ -94,6 +96,8 @@ class WebhookChannel:
             )
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise PermanentDeliveryError(f"invalid webhook url {url!r}: {exc}") from exc
+        except EgressRefusedError as exc:
+            raise PermanentDeliveryError(f"webhook {url!r}: {exc}") from exc
         except httpx.TransportError as exc:
             raise TransientDeliveryError(f"webhook {url} unreachable: {exc!r}") from exc
 

@@ -293,7 +293,9 @@ async def test_unsubscribes_bounces_and_complaints_count_on_their_message(
     mails = [await sent_mail(clicking, c) for c in (first, second, third)]
     keys = [(await clicking.messages(c))[0]["idempotency_key"] for c in (first, second, third)]
     app = create_app(
-        clicking.settings.model_copy(update={"api_keys": [API_KEY]}), pool=pool, client=time_skipping_env.client
+        Settings.model_validate({**clicking.settings.model_dump(), "api_keys": [API_KEY]}),
+        pool=pool,
+        client=time_skipping_env.client,
     )
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://parcours.test", headers={"X-API-Key": API_KEY}

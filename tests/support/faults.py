@@ -45,6 +45,7 @@ def worker_env(*, temporal_address: str, database_url: str, task_queue: str, **s
         PARCOURS_OTEL_EXPORTER="none",
         PARCOURS_LOG_LEVEL="WARNING",
         PARCOURS_CONSENT_DEFAULT="opt_in",
+        PARCOURS_WEBHOOK_ALLOW_HOSTS='["localhost", "127.0.0.0/8", "::1/128"]',  # the test receivers
         PYTHONPATH=str(ROOT),
     )
     env.update({f"PARCOURS_{k.upper()}": str(v) for k, v in settings.items()})
