@@ -28,6 +28,7 @@ from api import (
     routes_journeys,
     routes_preferences,
     routes_privacy,
+    routes_runs,
     routes_suppressions,
     routes_tracking,
 )
@@ -74,7 +75,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
     app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
     auth = [Depends(require_api_key)]
-    for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_suppressions):
+    for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_runs, routes_suppressions):
         app.include_router(module.router, dependencies=auth)
     app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
     _install_error_handlers(app)
