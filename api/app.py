@@ -30,6 +30,7 @@ from api import (
     routes_preferences,
     routes_privacy,
     routes_reports,
+    routes_runs,
     routes_sms,
     routes_suppressions,
     routes_tracking,
@@ -84,6 +85,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
         routes_identity,
         routes_journeys,
         routes_reports,
+        routes_runs,
         routes_suppressions,
     ):
         app.include_router(module.router)

@@ -22,6 +22,7 @@ from rich.table import Table
 
 from api.publishing import Checked, check_file, publish_journey
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
+from cli.ops import ops_app
 from config.settings import Settings, unsafe_settings
 from workers.client import connect
 
@@ -40,6 +41,7 @@ customers_app = typer.Typer(help="Look at customers.", no_args_is_help=True)
 app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 app.add_typer(customers_app, name="customers")
+app.add_typer(ops_app, name="ops")
 
 PROGRESS_FROM_FILES = 5
 """Publishing this many files or more shows a progress bar."""

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     task_queue: str = "parcours"
     temporal_ui_port: int = 8233
     temporal_port: int = 7233
+    temporal_ui_url: str | None = None
+    """The Temporal UI that operators open (links in ``parcours ops``); None: the local UI on ``temporal_ui_port``."""
 
     # Email over SMTP.
     smtp_host: str = "localhost"

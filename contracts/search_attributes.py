@@ -15,8 +15,18 @@ CUSTOMER_ID = SearchAttributeKey.for_keyword("ParcoursCustomerId")
 STEP = SearchAttributeKey.for_keyword("ParcoursStep")
 JOURNEY_VERSION = SearchAttributeKey.for_int("ParcoursJourneyVersion")
 VARIANT = SearchAttributeKey.for_keyword("ParcoursVariant")
+HEALTH = SearchAttributeKey.for_keyword("ParcoursHealth")
+"""Unset while all is well, ``step_failed`` (a step failed: see ``ParcoursFailedStep``) or
+``stuck`` (reserved: a run whose workflow task keeps failing cannot say so itself; ``parcours ops failures`` finds
+those through describe)."""
+FAILED_STEP = SearchAttributeKey.for_keyword("ParcoursFailedStep")
+"""The id of the last step that failed (a send the provider refused or that ran out of retries, a template that
+cannot render, a webhook that failed, a profile update that failed)."""
 
-ALL = (JOURNEY_ID, CUSTOMER_ID, STEP, JOURNEY_VERSION, VARIANT)
+HEALTH_STEP_FAILED = "step_failed"
+HEALTH_STUCK = "stuck"
+
+ALL = (JOURNEY_ID, CUSTOMER_ID, STEP, JOURNEY_VERSION, VARIANT, HEALTH, FAILED_STEP)
 
 _CLI_TYPES = {
     Indexed.KEYWORD: "Keyword",

@@ -62,3 +62,31 @@ async def record_outcomes(db: Db, outcomes: Sequence[StepOutcome]) -> None:
             for o in outcomes
         ],
     )
+
+
+@dataclass(frozen=True)
+class FailedStep:
+    """The newest failed outcome of a step in a run: what ``parcours ops failures`` shows as the reason."""
+
+    workflow_id: str
+    step_id: str
+    reason: str
+    recorded_at: datetime
+
+
+_FAILED_SQL = """
+SELECT DISTINCT ON (workflow_id, step_id) workflow_id, step_id,
+       coalesce(detail->>'reason', detail->>'error', outcome) AS reason, recorded_at
+FROM step_outcomes
+WHERE workflow_id = ANY($1::text[]) AND outcome = 'failed'
+ORDER BY workflow_id, step_id, recorded_at DESC, id DESC
+"""
+
+
+async def failed_steps(db: Db, workflow_ids: Sequence[str]) -> dict[tuple[str, str], FailedStep]:
+    """The newest failed outcome per (workflow id, step id) of these runs."""
+    rows = await db.fetch(_FAILED_SQL, list(workflow_ids))
+    return {
+        (r["workflow_id"], r["step_id"]): FailedStep(r["workflow_id"], r["step_id"], r["reason"], r["recorded_at"])
+        for r in rows
+    }

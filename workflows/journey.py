@@ -108,6 +108,8 @@ SEND_RECORDS_OUTCOME = "send-records-its-outcome"
 """The send activity records the step's outcome in its own transaction instead of a separate local activity."""
 CONVERSION_RECORDS_LAST_STEP = "conversion-records-last-step"
 """The outcome of the step the goal cut short is recorded with the conversion, in one local activity."""
+FAILURES_VISIBLE = "failures-visible"
+"""A failed step sets the ``ParcoursHealth`` and ``ParcoursFailedStep`` search attributes."""
 
 # How long a held-out (control group) customer is watched for the goal when the journey names no window.
 DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
@@ -176,6 +178,8 @@ class JourneyWorkflow:
         self._current: str | None = self._progress.current_step
         # Step outcomes kept back to be recorded with the next record (the conversion), never across a task.
         self._unrecorded: list[StepRecord] = []
+        # The last step that failed and why, kept in the current details once the run has moved on.
+        self._failure: str | None = None
 
     # --- signals and queries -------------------------------------------------------------------------------
 
@@ -297,6 +301,8 @@ class JourneyWorkflow:
         self._show(step_id, f"step `{step.id}`: {kind.describe(step)} ({step.label or step.id})")
         started = workflow.now()
         done = await kind.run(self, step, visit, started)
+        if done.outcome == "failed":
+            self._failed(step_id, done.detail)
         # The goal ended the journey during this step: the conversion, recorded next, takes its outcome along.
         defer = (
             done.persist
@@ -739,11 +745,21 @@ class JourneyWorkflow:
 
     # --- presentation and lifecycle ------------------------------------------------------------------------
 
+    def _failed(self, step_id: str, detail: dict[str, Any]) -> None:
+        """A step failed: say so where operators look (search attributes, current details); the journey goes on."""
+        reason = str(detail.get("reason") or detail.get("error") or "failed")
+        self._failure = f"step `{step_id}` failed: {_short(reason)}"
+        if workflow.patched(FAILURES_VISIBLE):
+            workflow.upsert_search_attributes(
+                [sa.HEALTH.value_set(sa.HEALTH_STEP_FAILED), sa.FAILED_STEP.value_set(step_id)]
+            )
+
     def _show(self, step_id: str | None, details: str) -> None:
         """What the Temporal UI shows: the step as a search attribute, and readable current details."""
         self._current = step_id
         workflow.upsert_search_attributes([sa.STEP.value_set(step_id or self._status)])
-        workflow.set_current_details(f"**{self._journey.name}** · customer `{self._customer}`\n\n{details}")
+        failure = f"\n\n⚠ {self._failure}" if self._failure else ""
+        workflow.set_current_details(f"**{self._journey.name}** · customer `{self._customer}`\n\n{details}{failure}")
 
     def _finish(self) -> JourneyResult:
         if self._status == "exited":
@@ -767,6 +783,12 @@ class JourneyWorkflow:
             }
         )
         workflow.continue_as_new(self._input.model_copy(update={"progress": progress}))
+
+
+def _short(reason: str, limit: int = 200) -> str:
+    """The first line of a failure, at most ``limit`` characters: the cause, not a traceback."""
+    line = reason.strip().splitlines()[0] if reason.strip() else reason
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 if missing := set(get_args(AnyStep)) - set(_STEP_TYPES):

@@ -1,6 +1,6 @@
 """Report SQL on hand-made rows in a database of its own: channel KPIs, date ranges, experiment arms.
 
-The journey report end to end (a real journey run by the engine) is in tests/test_reports.py.
+The journey report end to end (a real journey run by the engine) is in tests/api/test_routes_reports.py.
 """
 
 from __future__ import annotations

@@ -145,7 +145,7 @@ async def test_journeys_branch_on_and_show_the_computed_values(engine: Engine) -
         handle = await engine.enter(journey, customer)
         await handle.result()
         if customer == loyal:
-            # Profiles with computed values, in the replay corpus (tests/test_replay.py).
+            # Profiles with computed values, in the replay corpus (tests/workflows/test_replay.py).
             await engine.save_history(handle, "customer-value-branch")
 
     assert [m["Subject"] for m in engine.mail_to(loyal)] == ["3 orders, 76.5"]

@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from contracts.journey import IDENTIFY_SIGNAL
-from workflows.journey import CONVERSION_RECORDS_LAST_STEP, SEND_RECORDS_OUTCOME, JourneyWorkflow
+from workflows.journey import CONVERSION_RECORDS_LAST_STEP, FAILURES_VISIBLE, SEND_RECORDS_OUTCOME, JourneyWorkflow
 
 HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
@@ -60,6 +60,8 @@ def test_the_corpus_covers_both_sides_of_every_patch() -> None:
     converted = {p.stem for p in HISTORIES if CONVERSION_RECORDS_LAST_STEP in patches_in(p)}
     assert "abandoned-cart-converted" in converted  # the step's outcome goes with the conversion
     assert "abandoned-cart-identified" not in converted  # converted before: two local activities
+    # Recorded by tests/workflows/test_journey_failures.py: a failed step marks the run (search attributes).
+    assert "webhook-failed" in {p.stem for p in HISTORIES if FAILURES_VISIBLE in patches_in(p)}
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)

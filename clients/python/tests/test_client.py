@@ -1,7 +1,7 @@
 """The Python client against a small local HTTP server in the API's shapes (fake_api.FakeApi).
 
 What the real API does with what the client sends (events stored, profiles merged) is tested in the server's
-suite, tests/test_client_api.py.
+suite, tests/e2e/test_client_api.py.
 """
 
 from __future__ import annotations
