@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.broadcasts import BroadcastActivities
 from activities.channels.base import Channel
 from activities.channels.inbox import InboxChannel
 from activities.channels.registry import build_channels, close_channels
@@ -20,12 +21,13 @@ from activities.journey import JourneyActivities
 from activities.segments import SegmentActivities
 from activities.steps import StepActivities
 from config.settings import Settings
+from workflows.broadcast import BroadcastWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.segment import SegmentEntryWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow]
+WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow, BroadcastWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 # The sandbox still refuses non-deterministic calls (datetime.now, random, I/O) at run time, but no longer
 # re-imports the workflow modules for every run: they keep no module-level state, and that re-import was a
@@ -51,11 +53,12 @@ def build_worker(
     activities = activities or JourneyActivities(pool, channels, settings)
     segments = SegmentActivities(pool, client, settings)
     steps = StepActivities(pool, client, settings)
+    broadcasts = BroadcastActivities(pool, activities, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), *segments.all(), *steps.all()],
+        activities=[*activities.all(), *segments.all(), *steps.all(), *broadcasts.all()],
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,
