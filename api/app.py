@@ -21,13 +21,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import (
+    routes_broadcasts,
     routes_customers,
     routes_events,
     routes_health,
     routes_identity,
     routes_journeys,
     routes_preferences,
+    routes_previews,
     routes_privacy,
+    routes_segments,
     routes_suppressions,
     routes_tracking,
 )
@@ -75,6 +78,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
     auth = [Depends(require_api_key)]
     for module in (routes_events, routes_customers, routes_identity, routes_journeys, routes_suppressions):
+        app.include_router(module.router, dependencies=auth)
+    for module in (routes_segments, routes_broadcasts, routes_previews):  # broadcasts, segments, previews
         app.include_router(module.router, dependencies=auth)
     app.include_router(routes_privacy.router)  # its own auth: provider webhooks also take Basic credentials
     _install_error_handlers(app)
