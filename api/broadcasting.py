@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api.schemas import ApiError
 from config.settings import Settings
@@ -23,7 +24,12 @@ async def create_and_start(pool: Pool, client: Client, settings: Settings, broad
     row = await broadcast_store.create_broadcast(pool, broadcast)
     if row is None:
         raise ApiError(409, f"broadcast '{broadcast.id}' exists already", field="id")
-    await start_broadcast(client, broadcast, task_queue=settings.task_queue)
+    try:
+        await start_broadcast(client, broadcast, task_queue=settings.task_queue)
+    except RPCError as exc:
+        # Nothing started: take the row back so the same request can simply be sent again.
+        await broadcast_store.delete_unstarted(pool, broadcast.id)
+        raise ApiError(503, f"Temporal is unavailable, retry later ({exc.message})", field=None) from None
     return await describe(pool, broadcast.id)
 
 

@@ -11,6 +11,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ValidationError, model_validator
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from api import previews
 from api.broadcasting import create_and_start, describe
@@ -109,7 +110,11 @@ async def show(broadcast_id: BroadcastPath, db: Pool) -> dict[str, Any]:
 
 
 async def _control(db: asyncpg.Pool, client: Client, broadcast_id: str, action: str) -> dict[str, Any]:
-    status = await control(db, client, broadcast_id, action)
+    try:
+        status = await control(db, client, broadcast_id, action)
+    except RPCError as exc:
+        # The status is written (batches stop on it); the run is told when this is asked again.
+        raise ApiError(503, f"Temporal is unavailable, retry later ({exc.message})", field=None) from None
     if status is None:
         raise ApiError(404, f"unknown broadcast '{broadcast_id}'", field="broadcast_id")
     return await describe(db, broadcast_id)

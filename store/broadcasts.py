@@ -77,6 +77,11 @@ async def create_broadcast(db: Db, broadcast: Broadcast) -> BroadcastRow | None:
     return BroadcastRow(**dict(row)) if row is not None else None
 
 
+async def delete_unstarted(db: Db, broadcast_id: str) -> None:
+    """Remove a broadcast whose run could not be started (nothing frozen, nothing sent)."""
+    await db.execute("DELETE FROM broadcasts WHERE id = $1 AND frozen_at IS NULL", broadcast_id)
+
+
 async def get_broadcast(db: Db, broadcast_id: str) -> BroadcastRow | None:
     row = await db.fetchrow(f"SELECT {_COLUMNS} FROM broadcasts WHERE id = $1", broadcast_id)
     return BroadcastRow(**dict(row)) if row is not None else None

@@ -20,7 +20,7 @@ from journeys.broadcasts import Broadcast, broadcast_journey_id
 from orchestration.broadcasts import control, start_broadcast
 from store import broadcasts as broadcast_store
 from store import segments as segment_store
-from tests.support.engine import Engine, running_engine, set_consent
+from tests.support.engine import Engine, running_engine, save_history, set_consent
 from tests.support.faults import SlowSmtpSink, wait_until
 
 pytestmark = pytest.mark.timeout(180)
@@ -63,11 +63,14 @@ def broadcast(tag: str, **fields: Any) -> Broadcast:
     )
 
 
-async def run(engine: Engine, b: Broadcast) -> BroadcastResult:
+async def run(engine: Engine, b: Broadcast, *, history: str | None = None) -> BroadcastResult:
     assert await broadcast_store.create_broadcast(engine.pool, b) is not None
     handle = await start_broadcast(engine.client, b, task_queue=engine.settings.task_queue)
     assert handle is not None
-    return await handle.result()  # type: ignore[no-any-return]
+    result: BroadcastResult = await handle.result()
+    if history is not None:
+        await save_history(handle, history)  # the replay corpus (tests/test_replay.py)
+    return result
 
 
 async def messages(pool: asyncpg.Pool, b: Broadcast) -> dict[str, asyncpg.Record]:
@@ -103,7 +106,7 @@ async def test_mixed_segment_gets_exactly_what_the_policy_allows_at_each_local_t
         paris_ten - timedelta(hours=1),
     )
 
-    result = await run(engine, b)
+    result = await run(engine, b, history="broadcast-local-time")
 
     assert result.status == "completed" and result.audience == 7
     rows = await messages(pool, b)
