@@ -25,6 +25,7 @@ from journeys.models import (
     _Model,
     _profile_fields_only,
 )
+from journeys.templates import TemplateError, check_template, template_strings
 
 BROADCAST_STEP = "broadcast"
 """The step id of a broadcast's messages (``messages.step_id``), so reports per step read them like a journey's."""
@@ -110,10 +111,16 @@ class Broadcast(_Model):
     @model_validator(mode="after")
     def _message(self) -> Broadcast:
         try:
-            self.send_step()  # the same checks as a journey's send step
+            step = self.send_step()  # the same checks as a journey's send step
         except ValidationError as exc:
             first = exc.errors()[0]
             raise ValueError(str(first["msg"]).removeprefix("Value error, ")) from None
+        for channel, fields in step.all_content().items():
+            for text in template_strings(fields):
+                try:
+                    check_template(text)
+                except TemplateError as exc:
+                    raise ValueError(f"content.{channel}: template error: {exc}") from None
         return self
 
     def send_step(self) -> SendStep:

@@ -87,6 +87,10 @@ async def test_broadcast_over_http_sends_once_to_each_consenting_member(stack: S
     assert again.status_code == 409 and again.json()["error"]["field"] == "id"
     wrong = await stack.http.post("/v1/broadcasts", json={**body, "send_at": {"local": "tomorrow"}})
     assert wrong.status_code == 422 and wrong.json()["error"]["field"].startswith("send_at")
+    liquid = await stack.http.post(
+        "/v1/broadcasts", json={**body, "template": {"subject": "{{ x | nope }}", "text": "t"}}
+    )
+    assert liquid.status_code == 422 and "template error" in liquid.json()["error"]["message"]
     unknown = await stack.http.post("/v1/broadcasts", json={**body, "segment": {"ref": "nope-" + tag[:8]}})
     assert unknown.status_code == 422 and unknown.json()["error"]["field"] == "segment.ref"
     assert (await stack.http.post("/v1/broadcasts/nope/cancel")).status_code == 404
@@ -163,3 +167,34 @@ async def test_test_send_reaches_the_given_address_and_counts_nowhere(stack: Sta
     preview = await stack.http.post("/v1/broadcasts/preview", json={"broadcast": broadcast, "customer_id": customer})
     assert preview.json()["decision"]["summary"] == "would skip because consent_withdrawn:email"
     assert await stack.pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = $1", customer) == 0
+
+
+async def test_malformed_broadcast_segment_and_preview_bodies_are_4xx_naming_the_field(stack: Stack) -> None:
+    message = {"channel": "email", "template": {"subject": "s", "text": "t"}}
+    cases: list[tuple[str, str, Any]] = [
+        ("post", "/v1/broadcasts", [1, 2]),
+        ("post", "/v1/broadcasts", {**message}),
+        ("post", "/v1/broadcasts", {**message, "segment": 5}),
+        ("post", "/v1/broadcasts", {**message, "segment": {"where": "x"}}),
+        ("post", "/v1/broadcasts", {**message, "segment": {}, "send_at": {"local": 5}}),
+        ("post", "/v1/broadcasts", {**message, "segment": {}, "send_at": "2030-01-01T10:00"}),
+        ("post", "/v1/broadcasts", {**message, "segment": {}, "rate_limit": "fast"}),
+        ("post", "/v1/broadcasts", {**message, "segment": {}, "id": "no spaces"}),
+        ("post", "/v1/broadcasts", {**message, "segment": {}, "holdout": {"percent": 100}}),
+        ("post", "/v1/broadcasts/preview", {"customer_id": "x"}),
+        ("post", "/v1/broadcasts/preview", {"broadcast_id": "nope", "customer_id": "x"}),
+        ("post", "/v1/broadcasts/preview", {"broadcast": {"segment": {}}, "customer_id": "x"}),
+        ("post", "/v1/broadcasts/test-send", {"broadcast_id": "nope", "customer_id": "x"}),
+        ("post", "/v1/journeys/nope/preview", {"step": "a", "customer_id": "x"}),
+        ("post", "/v1/journeys/nope/test-send", {"step": "a", "customer_id": "x", "to": "a@b"}),
+        ("put", "/v1/segments/s1", {"where": [{"field": "profile.a", "op": "between"}]}),
+        ("put", "/v1/segments/s1", {"events": [{"event": "e", "within": "soon"}]}),
+        ("put", "/v1/segments/bad id", {}),
+        ("get", "/v1/segments/s1/count?sample=1000", None),
+        ("get", "/v1/broadcasts/nope", None),
+        ("post", "/v1/broadcasts/nope/resume", None),
+    ]
+    for method, path, body in cases:
+        response = await stack.http.request(method.upper(), path, json=body)
+        assert 400 <= response.status_code < 500, (path, body, response.status_code, response.text)
+        assert "error" in response.json(), (path, response.text)
