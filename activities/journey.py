@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from temporalio import activity
@@ -54,6 +55,9 @@ from store import suppressions
 from store.db import Connection, Db, Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
+
+_UNREAD: Any = object()
+"""``decide``'s default: read the customer row (the send passes the one it locked)."""
 
 
 class JourneyActivities:
@@ -103,6 +107,12 @@ class JourneyActivities:
                 result.outcome_recorded = True
             return result
 
+    async def send_once(self, request: SendRequest) -> SendResult:
+        """One send in its own transaction, as ``send_message`` without a step outcome (broadcasts' messages)."""
+        delivered = _delivered_before(request.idempotency_key)
+        async with transaction(self._pool) as conn:
+            return await self._send_locked(conn, request, delivered, request.now or datetime.now(UTC))
+
     async def _send_locked(
         self, conn: Connection, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
     ) -> SendResult:
@@ -123,44 +133,20 @@ class JourneyActivities:
             # An earlier attempt delivered but could not record it: record, never deliver again.
             channel, result = delivered
             return await self._record(record, "sent", None, channel or request.channel, result=result)
-        if customer is None:
-            return await self._record(record, "skipped", "unknown_customer", request.channel)
-
-        profile = profile_of(customer, await customer_store.consent_of(conn, request.customer_id))
-        order, why = policy.ordered_channels(request, profile, self._settings)
-        topic_defaults = await preference_store.topic_defaults(conn)
-        devices = await device_store.active_device_ids(conn, request.customer_id) if "push" in order else []
-        candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
-        candidates = [await _unless_suppressed(conn, c) for c in candidates]
-        record.choice = {
-            "order": order,
-            "why": why,
-            "refused": {c.channel: c.refusal for c in candidates if c.refusal},
-        }
-        usable = [c for c in candidates if c.refusal is None]
-        if not usable:
-            reasons = [c.refusal for c in candidates if c.refusal]
-            reason = reasons[0] if len(reasons) == 1 else "no_usable_channel: " + "; ".join(map(str, reasons))
-            return await self._record(record, "skipped", reason, order[0])
-
-        if request.kind == "marketing":
-            quiet_until = policy.quiet_hours_end(profile, self._settings, now)
-            if quiet_until is not None:
-                if request.quiet_hours == "skip":
-                    return await self._record(record, "skipped", "quiet_hours", usable[0].channel)
-                return _deferred(request, usable[0].channel, "quiet_hours", quiet_until - now)
-            usable, capped = await self._within_caps(conn, request, profile, usable, now)
-            if not usable:
-                cap, wait = min(capped, key=lambda item: item[1])
-                if request.when_capped == "skip":
-                    return await self._record(record, "skipped", f"frequency_cap: {cap.describe()}", order[0])
-                return _deferred(request, order[0], f"frequency_cap: {cap.describe()}", wait)
-
+        decision = await self.decide(conn, request, now, customer=customer)
+        record.choice = decision.choice()
+        if decision.verdict == "skip":
+            return await self._record(record, "skipped", decision.reason, decision.channel)
+        if decision.verdict == "defer":
+            assert decision.reason is not None and decision.wait is not None
+            return _deferred(request, decision.channel, decision.reason, decision.wait)
+        assert decision.profile is not None
         failures: list[dict[str, Any]] = []
-        for chosen in usable:
-            outcome = await self._deliver(record, profile, chosen, failures)
+        for chosen in decision.usable:
+            outcome = await self._deliver(record, decision.profile, chosen, failures)
             if outcome is not None:
                 return outcome
+        usable = decision.usable
         reason = f"provider_rejected: {failures[-1]['error']}" if failures else "no_usable_channel"
         return await self._record(
             record,
@@ -169,6 +155,63 @@ class JourneyActivities:
             usable[-1].channel,
             recipient=usable[-1].recipient,
             result=DeliveryResult(response={**(failures[-1].get("response") or {}), "attempts": failures}),
+        )
+
+    async def decide(
+        self, conn: Connection, request: SendRequest, now: datetime, *, customer: Any = _UNREAD
+    ) -> Decision:
+        """The send policy for one send, read-only: which channels in which order, which are refused and why
+        (consent, topic, suppression, reachability), then quiet hours and frequency caps for marketing.
+
+        The send activity calls it under the customer's row lock (passing the locked ``customer`` row); previews
+        call it without a lock and deliver nothing.
+        """
+        if customer is _UNREAD:
+            customer = await customer_store.get_customer(conn, request.customer_id)
+        if customer is None:
+            return Decision(None, [request.channel], "", [], [], "skip", "unknown_customer", request.channel)
+        profile = profile_of(customer, await customer_store.consent_of(conn, request.customer_id))
+        order, why = policy.ordered_channels(request, profile, self._settings)
+        topic_defaults = await preference_store.topic_defaults(conn)
+        devices = await device_store.active_device_ids(conn, request.customer_id) if "push" in order else []
+        candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
+        candidates = [await _unless_suppressed(conn, c) for c in candidates]
+        usable = [c for c in candidates if c.refusal is None]
+        decision = Decision(profile, order, why, candidates, usable, "send", None, order[0])
+        if not usable:
+            reasons = [c.refusal for c in candidates if c.refusal]
+            reason = reasons[0] if len(reasons) == 1 else "no_usable_channel: " + "; ".join(map(str, reasons))
+            return dataclasses.replace(decision, verdict="skip", reason=reason)
+
+        if request.kind == "marketing":
+            quiet_until = policy.quiet_hours_end(profile, self._settings, now)
+            if quiet_until is not None:
+                verdict: Literal["skip", "defer"] = "skip" if request.quiet_hours == "skip" else "defer"
+                return dataclasses.replace(
+                    decision, verdict=verdict, reason="quiet_hours", channel=usable[0].channel, wait=quiet_until - now
+                )
+            allowed, capped = await self._within_caps(conn, request, profile, usable, now)
+            if not allowed:
+                cap, wait = min(capped, key=lambda item: item[1])
+                verdict = "skip" if request.when_capped == "skip" else "defer"
+                return dataclasses.replace(
+                    decision, verdict=verdict, reason=f"frequency_cap: {cap.describe()}", usable=[], wait=wait
+                )
+            decision = dataclasses.replace(decision, usable=allowed)
+        return decision
+
+    def render(
+        self, request: SendRequest, profile: Profile, channel: str, *, unsubscribe: str | None = None
+    ) -> dict[str, Any]:
+        """The channel's content for this customer (locale, Liquid), untracked. Raises ``TemplateError``."""
+        fields = request.content.get(channel) or (request.template if channel == request.channel else {})
+        own_links = template_links(self._settings, request.customer_id, unsubscribe)
+        return render_value(
+            policy.localized(fields, profile.locale),
+            {
+                **liquid_context(profile, request.trigger, request.journey_id, request.journey_name, request.step_id),
+                **own_links,
+            },
         )
 
     async def _deliver(
@@ -193,18 +236,9 @@ class JourneyActivities:
                 else None
             ),
         )
-        fields = request.content.get(chosen.channel) or (request.template if chosen.channel == request.channel else {})
         own_links = template_links(self._settings, request.customer_id, message.unsubscribe_url)
         try:
-            message.content = render_value(
-                policy.localized(fields, profile.locale),
-                {
-                    **liquid_context(
-                        profile, request.trigger, request.journey_id, request.journey_name, request.step_id
-                    ),
-                    **own_links,
-                },
-            )
+            message.content = self.render(request, profile, chosen.channel, unsubscribe=message.unsubscribe_url)
         except TemplateError as exc:
             return await self._record(
                 record, "failed", f"template_error: {exc}", chosen.channel, recipient=chosen.recipient
@@ -344,6 +378,34 @@ class JourneyActivities:
             idempotency_key=record.request.idempotency_key,
             provider_message_id=result.provider_message_id if result else None,
         )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the send policy says about one send before any provider is called."""
+
+    profile: Profile | None
+    order: list[str]
+    why: str
+    candidates: list[policy.Candidate]
+    usable: list[policy.Candidate]
+    """The channels to try, in order (consented, reachable, not suppressed, within caps)."""
+    verdict: Literal["send", "skip", "defer"]
+    reason: str | None
+    channel: str
+    """The channel a skip or deferral is recorded on."""
+    wait: timedelta | None = None
+    """With ``defer``: how long until asking again makes sense (quiet hours end, a cap slot frees up)."""
+
+    def choice(self) -> dict[str, Any]:
+        """How the channel was chosen, as the message row records it."""
+        if self.profile is None:
+            return {}
+        return {
+            "order": self.order,
+            "why": self.why,
+            "refused": {c.channel: c.refusal for c in self.candidates if c.refusal},
+        }
 
 
 class _Recorder:

@@ -53,8 +53,14 @@ class SegmentActivities:
             return SegmentPage(stopped=stopped)
         segment = journey.entry.segment
         async with self._pool.acquire() as conn:
+            audience = segment.audience()
+            if segment.ref is not None:  # a saved segment: its conditions as they are at this firing
+                saved = await segment_store.get_segment(conn, segment.ref)
+                if saved is None:
+                    return SegmentPage(stopped=f"unknown segment '{segment.ref}'")
+                audience = saved.audience()
             ids = await segment_store.member_page(
-                conn, segment, request.now, after=request.after, limit=segment.batch_size
+                conn, audience, request.now, after=request.after, limit=segment.batch_size
             )
         return SegmentPage(customer_ids=ids, batch_size=segment.batch_size, max_per_second=segment.max_per_second)
 

@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import (
+    routes_broadcasts,
     routes_customers,
     routes_devices,
     routes_events,
@@ -28,9 +29,11 @@ from api import (
     routes_identity,
     routes_journeys,
     routes_preferences,
+    routes_previews,
     routes_privacy,
     routes_reports,
     routes_runs,
+    routes_segments,
     routes_sms,
     routes_suppressions,
     routes_tracking,
@@ -86,6 +89,9 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
         routes_journeys,
         routes_reports,
         routes_runs,
+        routes_segments,
+        routes_broadcasts,
+        routes_previews,
         routes_suppressions,
     ):
         app.include_router(module.router)

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from api.publishing import Checked, check_file, publish_journey
+from cli.broadcasts import broadcasts_app, journeys_preview
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
 from cli.ops import ops_app
 from config.settings import Settings, unsafe_settings
@@ -42,6 +43,8 @@ app.add_typer(journeys_app, name="journeys")
 app.add_typer(events_app, name="events")
 app.add_typer(customers_app, name="customers")
 app.add_typer(ops_app, name="ops")
+app.add_typer(broadcasts_app, name="broadcasts")
+journeys_app.command("preview")(journeys_preview)
 
 PROGRESS_FROM_FILES = 5
 """Publishing this many files or more shows a progress bar."""

@@ -465,6 +465,8 @@ class Segment(_Model):
     """Evaluate at this interval (e.g. ``1d``)..."""
     cron: str | None = None
     """... or on this cron schedule (UTC), e.g. ``0 9 * * 1``."""
+    ref: Identifier | None = None
+    """A named segment (``PUT /v1/segments/{id}``) instead of ``where``/``events``, read at every firing."""
     where: ConditionGroup | None = None
     """Conditions on ``profile.*`` fields."""
     events: list[EventHistoryCondition] = Field(default_factory=list)
@@ -476,10 +478,35 @@ class Segment(_Model):
     def _one_schedule(self) -> Segment:
         if (self.every is None) == (self.cron is None):
             raise ValueError("a segment needs exactly one of 'every' or 'cron'")
-        if self.where is not None:
-            for field in self.where.fields():
-                if not field.startswith("profile."):
-                    raise ValueError(f"segment field '{field}' must start with 'profile.'")
+        if self.ref is not None and (self.where is not None or self.events):
+            raise ValueError("a segment names a saved segment ('ref') or gives 'where'/'events', not both")
+        _profile_fields_only(self.where)
+        return self
+
+    def audience(self) -> Audience:
+        """The conditions alone (for a ``ref``, the caller reads the named segment's instead)."""
+        return Audience(where=self.where, events=self.events)
+
+
+def _profile_fields_only(where: ConditionGroup | None) -> None:
+    for field in where.fields() if where is not None else []:
+        if not field.startswith("profile."):
+            raise ValueError(f"segment field '{field}' must start with 'profile.'")
+
+
+class Audience(_Model):
+    """Who is in a segment: profile conditions and event history, evaluated in SQL (``store/segments.py``).
+
+    A named segment (``PUT /v1/segments/{id}``) is one of these; so is a broadcast's inline segment.
+    """
+
+    where: ConditionGroup | None = None
+    """Conditions on ``profile.*`` fields."""
+    events: list[EventHistoryCondition] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _profile_only(self) -> Audience:
+        _profile_fields_only(self.where)
         return self
 
 

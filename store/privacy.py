@@ -198,6 +198,12 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
         "journey_entries",
         f"UPDATE journey_entries SET customer_id = $2, entry_id = {_scrub('entry_id')} WHERE customer_id = $1",
     ),
+    (
+        "broadcast_recipients (duplicates)",
+        """DELETE FROM broadcast_recipients s WHERE s.customer_id = $1 AND EXISTS (
+                SELECT 1 FROM broadcast_recipients p WHERE p.customer_id = $2 AND p.broadcast_id = s.broadcast_id)""",
+    ),
+    ("broadcast_recipients", "UPDATE broadcast_recipients SET customer_id = $2 WHERE customer_id = $1"),
     ("identities", "DELETE FROM identities WHERE customer_id = $1"),
     ("adopted_runs", "DELETE FROM adopted_runs WHERE customer_id = $1"),
     ("identity_merges", "DELETE FROM identity_merges WHERE customer_id = $1"),

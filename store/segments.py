@@ -14,18 +14,22 @@ column is empty, as in the profile), the computed customer values (``profile.clv
 ``profile.attributes.x`` and ``profile.x`` are ``attributes #> '{x}'``.
 Event-history conditions count rows of ``events`` named ``event`` since ``now - within``; their ``where`` is on
 the event's properties.
+
+Named segments (table ``segments``) keep an ``Audience`` (the same conditions, without a schedule) under an id;
+``count_members`` and ``member_page`` evaluate one.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from contracts.customer_values import VALUE_FIELDS
 from journeys.conditions import Condition, ConditionGroup, _number
-from journeys.models import EventHistoryCondition, Segment
+from journeys.models import Audience, EventHistoryCondition, Segment
 from store.customer_values import values_sql
 from store.db import Db
 
@@ -182,7 +186,7 @@ def history_sql(condition: EventHistoryCondition, now: datetime, p: Params, alia
     return f"((SELECT count(*) FROM ({rows} LIMIT {limit}::int) AS hits) >= {limit}::int)"
 
 
-def segment_where(segment: Segment, now: datetime, p: Params, alias: str = "c") -> str:
+def segment_where(segment: Segment | Audience, now: datetime, p: Params, alias: str = "c") -> str:
     """The WHERE condition (on customers row ``alias``) of the segment's members as of ``now``."""
     parts = []
     if segment.where is not None:
@@ -191,7 +195,9 @@ def segment_where(segment: Segment, now: datetime, p: Params, alias: str = "c") 
     return " AND ".join(parts) or "true"
 
 
-async def member_page(db: Db, segment: Segment, now: datetime, *, after: str | None, limit: int) -> list[str]:
+async def member_page(
+    db: Db, segment: Segment | Audience, now: datetime, *, after: str | None, limit: int
+) -> list[str]:
     """Ids of the segment's members after ``after`` (keyset on the customer id), at most ``limit``, in order."""
     p = Params(after or "", limit)
     where = segment_where(segment, now, p)
@@ -211,3 +217,55 @@ async def history_matches(
     row = await db.fetchrow(f"SELECT {columns} FROM (SELECT $1::text AS id) c", *p.values)
     assert row is not None  # a SELECT without FROM table answers one row
     return [bool(row[f"m{i}"]) for i in range(len(conditions))]
+
+
+# --- named segments ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SegmentRow:
+    id: str
+    definition: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+    def audience(self) -> Audience:
+        return Audience.model_validate(self.definition)
+
+
+async def put_segment(db: Db, segment_id: str, audience: Audience) -> tuple[SegmentRow, bool]:
+    """Create or replace a named segment; True when it was created."""
+    row = await db.fetchrow(
+        """
+        INSERT INTO segments (id, definition) VALUES ($1, $2)
+        ON CONFLICT (id) DO UPDATE SET definition = EXCLUDED.definition, updated_at = now()
+        RETURNING id, definition, created_at, updated_at, (xmax = 0) AS created
+        """,
+        segment_id,
+        audience.model_dump(mode="json", exclude_none=True),
+    )
+    assert row is not None
+    created = bool(row["created"])
+    return SegmentRow(row["id"], row["definition"], row["created_at"], row["updated_at"]), created
+
+
+async def get_segment(db: Db, segment_id: str) -> SegmentRow | None:
+    row = await db.fetchrow("SELECT id, definition, created_at, updated_at FROM segments WHERE id = $1", segment_id)
+    return SegmentRow(**dict(row)) if row is not None else None
+
+
+async def list_segments(db: Db) -> list[SegmentRow]:
+    rows = await db.fetch("SELECT id, definition, created_at, updated_at FROM segments ORDER BY id")
+    return [SegmentRow(**dict(r)) for r in rows]
+
+
+async def delete_segment(db: Db, segment_id: str) -> bool:
+    return bool(await db.execute("DELETE FROM segments WHERE id = $1", segment_id) == "DELETE 1")
+
+
+async def count_members(db: Db, audience: Audience | Segment, now: datetime) -> int:
+    """How many customers match, exactly, as of ``now``."""
+    p = Params()
+    where = segment_where(audience, now, p)
+    value = await db.fetchval(f"SELECT count(*) FROM customers c WHERE c.merged_into IS NULL AND {where}", *p.values)
+    return int(value or 0)

@@ -13,6 +13,7 @@ from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.broadcasts import BroadcastActivities
 from activities.channels.base import Channel
 from activities.channels.inbox import InboxChannel
 from activities.channels.registry import build_channels, close_channels
@@ -22,13 +23,14 @@ from activities.segments import SegmentActivities
 from activities.steps import StepActivities
 from config.settings import Settings
 from orchestration import customer_values as customer_value_schedule
+from workflows.broadcast import BroadcastWorkflow
 from workflows.customer_values import CustomerValueWorkflow
 from workflows.journey import JourneyWorkflow
 from workflows.segment import SegmentEntryWorkflow
 
 log = structlog.get_logger(__name__)
 
-WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow, CustomerValueWorkflow]
+WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow, CustomerValueWorkflow, BroadcastWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 # The sandbox still refuses non-deterministic calls (datetime.now, random, I/O) at run time, but no longer
 # re-imports the workflow modules for every run: they keep no module-level state, and that re-import was a
@@ -55,11 +57,12 @@ def build_worker(
     segments = SegmentActivities(pool, client, settings)
     steps = StepActivities(pool, client, settings)
     values = CustomerValueActivities(pool)
+    broadcasts = BroadcastActivities(pool, activities, settings)
     return Worker(
         client,
         task_queue=task_queue or settings.task_queue,
         workflows=WORKFLOWS,
-        activities=[*activities.all(), *segments.all(), *steps.all(), *values.all()],
+        activities=[*activities.all(), *segments.all(), *steps.all(), *values.all(), *broadcasts.all()],
         # A send holds a pooled connection while the provider answers: never run more sends than connections.
         max_concurrent_activities=settings.database_pool_max,
         max_concurrent_local_activities=settings.database_pool_max,

@@ -1,0 +1,197 @@
+"""The activities of a broadcast: freeze its audience, send a batch, finish.
+
+A batch sends each due recipient's message through ``JourneyActivities.send_once``: the same transaction, row
+lock, send policy (consent and topic, suppression, reachability, quiet hours, frequency caps) and idempotency
+key check as a journey's send step; the key is one per broadcast and customer
+(``journeys.broadcasts.broadcast_message_key``), so a retried batch or a resumed broadcast sends nobody twice.
+Sends run a few at a time (each on its own pooled connection); between waves the batch re-reads the broadcast's
+status, so a pause or a cancel stops it within the batch, leaving the rest pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from temporalio import activity
+
+from activities.broadcast_models import BatchRequest, BatchResult, FinishRequest, FreezeRequest, FreezeResult
+from activities.journey import JourneyActivities
+from activities.models import SendRequest, SendResult
+from config.settings import Settings
+from contracts.broadcast import BroadcastCounts
+from contracts.journey import Event
+from journeys.broadcasts import (
+    BROADCAST_STEP,
+    Broadcast,
+    LocalTime,
+    broadcast_journey_id,
+    broadcast_message_key,
+)
+from journeys.models import Audience
+from store import broadcasts as broadcast_store
+from store import segments as segment_store
+from store.db import Pool
+
+log = structlog.get_logger(__name__)
+
+BROADCAST_TRIGGER = "$broadcast"
+
+
+def send_request(broadcast: Broadcast, customer_id: str, now: datetime) -> SendRequest:
+    """One customer's message of the broadcast, as the send activity takes a journey step's."""
+    step = broadcast.send_step()
+    content = step.all_content()
+    candidates = step.candidates()
+    return SendRequest(
+        idempotency_key=broadcast_message_key(broadcast.id, customer_id),
+        journey_id=broadcast_journey_id(broadcast.id),
+        journey_name=broadcast.display_name(),
+        journey_version=0,
+        step_id=BROADCAST_STEP,
+        customer_id=customer_id,
+        entry_id=broadcast.id,
+        channel=candidates[0],
+        template=content[candidates[0]],
+        topic=step.topic,
+        kind=step.kind,
+        trigger=Event(
+            event_id=f"broadcast:{broadcast.id}",
+            customer_id=customer_id,
+            name=BROADCAST_TRIGGER,
+            properties={"broadcast": broadcast.id},
+            occurred_at=now,
+        ),
+        candidates=candidates,
+        strategy=step.channels if isinstance(step.channels, str) else "list",
+        content=content,
+        quiet_hours=step.quiet_hours,
+        when_capped=step.when_capped,
+        now=now,
+        track=step.track,
+    )
+
+
+async def resolve_audience(pool: Pool, broadcast: Broadcast) -> Audience:
+    """The broadcast's segment as it is now: the saved segment's conditions for a ``ref``."""
+    if broadcast.segment.ref is None:
+        return broadcast.segment.inline()
+    row = await segment_store.get_segment(pool, broadcast.segment.ref)
+    if row is None:
+        raise LookupError(f"unknown segment '{broadcast.segment.ref}'")
+    return row.audience()
+
+
+class BroadcastActivities:
+    """Activities with their dependencies injected; the worker registers the bound methods."""
+
+    def __init__(self, pool: Pool, sender: JourneyActivities, settings: Settings) -> None:
+        self._pool = pool
+        self._sender = sender
+        self._settings = settings
+        # Sends of one batch at a time, each holding a connection: leave the rest of the pool to other activities.
+        self._concurrency = max(1, settings.database_pool_max // 2)
+
+    def all(self) -> list[Any]:
+        return [self.freeze_broadcast, self.send_broadcast_batch, self.finish_broadcast]
+
+    async def _broadcast(self, broadcast_id: str) -> broadcast_store.BroadcastRow:
+        row = await broadcast_store.get_broadcast(self._pool, broadcast_id)
+        if row is None:
+            raise LookupError(f"unknown broadcast '{broadcast_id}'")
+        return row
+
+    @activity.defn(name="freeze_broadcast")
+    async def freeze_broadcast(self, request: FreezeRequest) -> FreezeResult:
+        """Copy the segment's members into the broadcast's recipients, in one statement (once)."""
+        row = await self._broadcast(request.broadcast_id)
+        if row.status == "cancelled":
+            return FreezeResult(audience=0, status=row.status)
+        broadcast = row.broadcast()
+        audience = await resolve_audience(self._pool, broadcast)
+        send_at = broadcast.send_at
+        count = await broadcast_store.freeze_audience(
+            self._pool,
+            broadcast.id,
+            audience,
+            request.now,
+            send_at=send_at if isinstance(send_at, datetime) else None,
+            local_send_at=send_at.local if isinstance(send_at, LocalTime) else None,
+            default_timezone=self._settings.default_timezone,
+            holdout_percent=broadcast.holdout.percent if broadcast.holdout else None,
+        )
+        status = await broadcast_store.broadcast_status(self._pool, broadcast.id) or "sending"
+        log.info("broadcast.frozen", broadcast_id=broadcast.id, audience=count)
+        return FreezeResult(audience=count, status=status)
+
+    @activity.defn(name="send_broadcast_batch")
+    async def send_broadcast_batch(self, request: BatchRequest) -> BatchResult:
+        row = await self._broadcast(request.broadcast_id)
+        if row.status in ("paused", "cancelled"):
+            return BatchResult(stopped=row.status)  # type: ignore[arg-type]
+        broadcast = row.broadcast()
+        due = await broadcast_store.due_page(self._pool, broadcast.id, request.now, limit=request.limit)
+        if not due:
+            return BatchResult(next_due=await broadcast_store.next_due(self._pool, broadcast.id))
+        result = BatchResult()
+        semaphore = asyncio.Semaphore(self._concurrency)
+
+        async def one(customer_id: str) -> tuple[str, SendResult]:
+            async with semaphore:
+                return customer_id, await self._sender.send_once(send_request(broadcast, customer_id, request.now))
+
+        wave = self._concurrency * 4
+        for start in range(0, len(due), wave):
+            if start:
+                status = await broadcast_store.broadcast_status(self._pool, broadcast.id)
+                if status in ("paused", "cancelled"):
+                    result.stopped = status  # type: ignore[assignment]
+                    break
+            answers = await asyncio.gather(*(one(c) for c in due[start : start + wave]), return_exceptions=True)
+            sent = [a for a in answers if isinstance(a, tuple)]
+            await broadcast_store.record_results(
+                self._pool, broadcast.id, [_settled(c, r, request.now) for c, r in sent], request.now
+            )
+            _count(result.counts, [r for _, r in sent])
+            result.attempted += len(sent)
+            activity.heartbeat({"broadcast_id": broadcast.id, "attempted": result.attempted})
+            errors = [a for a in answers if isinstance(a, BaseException)]
+            if errors:
+                # A transient failure (SMTP 4xx, the database): what was settled stays settled; Temporal retries the
+                # batch, and the others' keys make those sends no-ops.
+                raise errors[0]
+        return result
+
+    @activity.defn(name="finish_broadcast")
+    async def finish_broadcast(self, request: FinishRequest) -> str:
+        if request.status == "cancelled":
+            await broadcast_store.set_status(
+                self._pool, request.broadcast_id, "cancelled", allowed_from=("scheduled", "sending", "paused")
+            )
+            await broadcast_store.cancel_pending(self._pool, request.broadcast_id)
+            return "cancelled"
+        final = await broadcast_store.set_status(
+            self._pool, request.broadcast_id, "completed", allowed_from=("scheduled", "sending", "paused")
+        )
+        return final or "completed"
+
+
+def _settled(customer_id: str, result: SendResult, now: datetime) -> broadcast_store.RecipientResult:
+    if result.status == "deferred":
+        wait = timedelta(seconds=result.retry_after_seconds or 60)
+        return broadcast_store.RecipientResult(customer_id, "pending", result.reason, result.channel, now + wait)
+    return broadcast_store.RecipientResult(customer_id, result.status, result.reason, result.channel)
+
+
+def _count(counts: BroadcastCounts, results: list[SendResult]) -> None:
+    for r in results:
+        if r.status == "sent":
+            counts.sent += 1
+        elif r.status == "skipped":
+            counts.skipped += 1
+        elif r.status == "failed":
+            counts.failed += 1
+        else:
+            counts.deferred += 1

@@ -1,0 +1,94 @@
+"""Preview and test-send a journey's send step for a customer: ``POST /v1/journeys/{id}/preview`` and
+``.../test-send`` (see ``api/previews.py``)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Request
+from pydantic import BaseModel, Field
+
+from api import previews
+from api.routes_deps import READ, WRITE, pool, read_model, settings
+from api.schemas import ApiError, CustomerId, EventName
+from config.settings import Settings
+from contracts.journey import Event
+from journeys.models import Journey, SendStep
+from store import customers as customer_store
+from store import journeys as journey_store
+
+router = APIRouter(tags=["journeys"])
+
+JourneyPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="The journey id")]
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+AppSettings = Annotated[Settings, Depends(settings)]
+
+
+class TriggerBody(BaseModel):
+    name: EventName | None = None
+    """Default: the journey's trigger event."""
+    properties: dict[str, Any] = Field(default_factory=dict)
+
+
+class PreviewBody(BaseModel):
+    step: str
+    customer_id: CustomerId
+    event: TriggerBody | None = None
+    """The trigger event the templates see as ``event.*`` (default: the journey's trigger, no properties)."""
+    version: int | None = None
+    """Default: the latest version."""
+
+
+class TestSendBody(PreviewBody):
+    to: str
+    channel: str | None = None
+
+
+async def _request(db: asyncpg.Pool, journey_id: str, body: PreviewBody) -> Any:
+    journey: Journey | None
+    if body.version is not None:
+        journey, version = await journey_store.get_version(db, journey_id, body.version), body.version
+    else:
+        row = await journey_store.get_journey(db, journey_id)
+        journey = Journey.model_validate(row.definition) if row and row.definition else None
+        version = row.latest_version if row else 0
+    if journey is None:
+        which = f"unknown journey '{journey_id}'" + (f" version {body.version}" if body.version else "")
+        raise ApiError(404, which, field="journey_id")
+    try:
+        step = journey.step(body.step)
+    except KeyError:
+        raise ApiError(404, f"journey '{journey_id}' has no step '{body.step}'", field="step") from None
+    if not isinstance(step, SendStep):
+        raise ApiError(422, f"step '{body.step}' is a {step.type} step, not a send", field="step")
+    if await customer_store.get_customer(db, body.customer_id) is None:
+        raise ApiError(404, f"unknown customer '{body.customer_id}'", field="customer_id")
+    given = body.event or TriggerBody()
+    trigger = Event(
+        event_id=f"preview-{uuid.uuid4().hex}",
+        customer_id=body.customer_id,
+        name=given.name or journey.trigger.event,
+        properties=given.properties,
+        occurred_at=datetime.now(UTC),
+    )
+    return previews.journey_send_request(journey, version, step, body.customer_id, trigger)
+
+
+@router.post("/v1/journeys/{journey_id}/preview", response_model=previews.Preview, dependencies=[READ])
+async def preview(journey_id: JourneyPath, request: Request, db: Pool, config: AppSettings) -> previews.Preview:
+    """What the customer would receive from this send step on each channel, and the send policy's decision."""
+    body = await read_model(request, PreviewBody)
+    return await previews.preview(db, config, await _request(db, journey_id, body))
+
+
+@router.post("/v1/journeys/{journey_id}/test-send", response_model=previews.TestSendResult, dependencies=[WRITE])
+async def test_send(
+    journey_id: JourneyPath, request: Request, db: Pool, config: AppSettings
+) -> previews.TestSendResult:
+    """Send this step's message, rendered for the customer, to ``to``: marked as a test, counted nowhere."""
+    body = await read_model(request, TestSendBody)
+    send = await _request(db, journey_id, body)
+    return await previews.test_send_checked(db, config, send, body.channel, body.to)

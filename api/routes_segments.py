@@ -1,0 +1,87 @@
+"""Named segments: ``PUT/GET/DELETE /v1/segments/{id}``, ``GET /v1/segments``, and an exact count with a sample.
+
+A segment is profile conditions and event history, as in a journey's ``entry.segment``; broadcasts
+(``segment: {ref}``) and journeys (``entry.segment.ref``) name one. A broadcast copies its audience when it starts,
+so changing or deleting a segment never changes a broadcast already sending.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+
+from api.routes_deps import READ, WRITE, pool, read_model
+from api.schemas import ApiError
+from journeys.models import Audience
+from store import segments as segment_store
+from store.segments import SegmentRow
+
+router = APIRouter(tags=["segments"])
+
+SegmentPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$", description="The segment id")]
+Pool = Annotated[asyncpg.Pool, Depends(pool)]
+MAX_SAMPLE = 100
+
+
+def _body(row: SegmentRow) -> dict[str, Any]:
+    return {"id": row.id, **row.definition, "created_at": row.created_at, "updated_at": row.updated_at}
+
+
+@router.put(
+    "/v1/segments/{segment_id}",
+    status_code=200,
+    dependencies=[WRITE],
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": Audience.model_json_schema()}}}
+    },
+)
+async def put_segment(segment_id: SegmentPath, request: Request, response: Response, db: Pool) -> dict[str, Any]:
+    """Create or replace: ``{"where": [...], "events": [...]}`` (``201`` when new)."""
+    audience = await read_model(request, Audience)
+    row, created = await segment_store.put_segment(db, segment_id, audience)
+    response.status_code = 201 if created else 200
+    return _body(row)
+
+
+@router.get("/v1/segments", dependencies=[READ])
+async def list_segments(db: Pool) -> list[dict[str, Any]]:
+    return [_body(row) for row in await segment_store.list_segments(db)]
+
+
+async def _segment(db: asyncpg.Pool, segment_id: str) -> SegmentRow:
+    row = await segment_store.get_segment(db, segment_id)
+    if row is None:
+        raise ApiError(404, f"unknown segment '{segment_id}'", field="segment_id")
+    return row
+
+
+@router.get("/v1/segments/{segment_id}", dependencies=[READ])
+async def get_segment(segment_id: SegmentPath, db: Pool) -> dict[str, Any]:
+    return _body(await _segment(db, segment_id))
+
+
+@router.delete("/v1/segments/{segment_id}", status_code=204, dependencies=[WRITE])
+async def delete_segment(segment_id: SegmentPath, db: Pool) -> Response:
+    if not await segment_store.delete_segment(db, segment_id):
+        raise ApiError(404, f"unknown segment '{segment_id}'", field="segment_id")
+    return Response(status_code=204)
+
+
+@router.get("/v1/segments/{segment_id}/count", dependencies=[READ])
+async def count_segment(
+    segment_id: SegmentPath,
+    db: Pool,
+    sample: Annotated[int, Query(ge=0, le=MAX_SAMPLE, description="How many member ids to return")] = 10,
+) -> dict[str, Any]:
+    """The exact number of members now, how long counting took, and the first ``sample`` members by id."""
+    audience = (await _segment(db, segment_id)).audience()
+    now = datetime.now(UTC)
+    began = time.perf_counter()
+    count = await segment_store.count_members(db, audience, now)
+    elapsed = time.perf_counter() - began
+    members = await segment_store.member_page(db, audience, now, after=None, limit=sample) if sample else []
+    return {"id": segment_id, "count": count, "milliseconds": round(elapsed * 1000, 1), "sample": members}
