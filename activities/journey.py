@@ -42,7 +42,7 @@ from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
-from journeys.templates import TemplateError, render_value
+from journeys.templates import HTML_KEYS, TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
 from store import messages as message_store
@@ -201,6 +201,7 @@ class JourneyActivities:
                     ),
                     **own_links,
                 },
+                html_keys=HTML_KEYS if chosen.channel == "email" else frozenset(),
             )
         except TemplateError as exc:
             return await self._record(
