@@ -11,6 +11,7 @@ from temporalio.client import Client
 import journeys
 from config.settings import Settings
 from journeys import Journey, JourneyIssue, JourneyValidationError, load_journey_file
+from journeys.values import DEFAULT_LIMITS, InputLimits
 
 EXAMPLES_DIR = Path(journeys.__file__).parent / "examples"
 
@@ -22,11 +23,11 @@ class Checked:
     issues: list[JourneyIssue] = field(default_factory=list)
 
 
-def check_file(path: Path) -> Checked:
+def check_file(path: Path, limits: InputLimits = DEFAULT_LIMITS) -> Checked:
     from orchestration.schedules import segment_issues
 
     try:
-        journey = load_journey_file(path)
+        journey = load_journey_file(path, limits)
         issues = segment_issues(journey)
         return Checked(path, issues=issues) if issues else Checked(path, journey=journey)
     except JourneyValidationError as exc:

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from temporalio.client import Client
 
 from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
-from api.schemas import ApiError, is_email
+from api.schemas import ApiError, email_address, phone_number
 from config.settings import Settings
 from orchestration import exits
 from store import customers as customer_store
@@ -191,9 +191,10 @@ def _string(data: Any, path: str, name: str, *, max_length: int = 320) -> str:
 
 
 def _email(value: str, field: str) -> str:
-    if not is_email(value):
-        raise ApiError(422, f"{field}: not an email address", field=field)
-    return value
+    try:
+        return email_address(value)
+    except ValueError as exc:
+        raise ApiError(422, f"{field}: {exc}", field=field) from None
 
 
 _GENERIC_TYPES = {"hard_bounce": "hard_bounce", "complaint": "complaint", "soft_bounce": None}
@@ -225,7 +226,12 @@ def _generic(body: Any) -> list[Report | None]:
             raise ApiError(422, f"{path}channel: use email or sms", field=f"{path}channel")
         address = _string(item, path, "address")
         if channel == "email":
-            _email(address, f"{path}address")
+            address = _email(address, f"{path}address")
+        else:
+            try:
+                address = phone_number(address)
+            except ValueError as exc:
+                raise ApiError(422, f"{path}address: {exc}", field=f"{path}address") from None
         reason = _GENERIC_TYPES[kind]
         detail: dict[str, Any] = {"type": kind}
         for name in ("message_key", "message_id"):  # optional: the message that bounced or was complained about
