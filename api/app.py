@@ -155,7 +155,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 class QueryGuardMiddleware:
-    """400 naming the parameter for a path or query string no route can take: a NUL character (PostgreSQL text
+    """400 naming the parameter for a query string no API route can take: a NUL character (PostgreSQL text
     cannot hold it), or a parameter longer than any the API defines."""
 
     MAX_PARAMETER = 4096
@@ -172,10 +172,10 @@ class QueryGuardMiddleware:
         await self.app(scope, receive, send)
 
     def _problem(self, scope: Scope) -> tuple[str, str] | None:
-        if "\x00" in scope.get("path", ""):
-            return "path", "the path contains a NUL character"
+        # Path parameters are checked by their routes' patterns; public pages (HTML) read no query string.
+        path = scope.get("path", "")
         raw = scope.get("query_string", b"")
-        if not raw:
+        if not raw or not path.startswith("/v1/") or path.startswith("/v1/unsubscribe/"):
             return None
         for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8"):
             field = name[:50] or "query"

@@ -37,7 +37,7 @@ async def test_markup_in_customer_and_event_data_is_escaped_in_html_and_verbatim
         "UPDATE customers SET attributes = attributes || $2 WHERE id = $1", customer, {"first_name": SCRIPT}
     )
     handle = await engine.enter(journey, customer, {"note": '<img src=x onerror="steal()">', "banner": "<b>sale</b>"})
-    result = await asyncio.wait_for(handle.result(result_type=JourneyResult), 30)
+    result: JourneyResult = await asyncio.wait_for(handle.result(), 30)
     assert result.status == "completed"
 
     [mail] = engine.mail_to(customer)

@@ -139,11 +139,11 @@ async def test_phone_numbers_are_stored_as_e164(http: httpx.AsyncClient) -> None
         assert (response.status_code, response.json()["error"]["field"]) == (422, "phone"), bad
 
 
-async def test_query_strings_with_nul_are_400_naming_the_parameter(http: httpx.AsyncClient) -> None:
+async def test_nul_in_query_strings_and_paths_is_refused_naming_the_parameter(http: httpx.AsyncClient) -> None:
     response = await http.get("/v1/suppressions?channel=email&address=a%00b@example.com")
     assert (response.status_code, response.json()["error"]["field"]) == (400, "address")
     response = await http.get("/v1/customers/c%00x")
-    assert (response.status_code, response.json()["error"]["field"]) == (400, "path")
+    assert (response.status_code, response.json()["error"]["field"]) == (422, "customer_id")
 
 
 async def test_huge_integers_in_query_strings_and_paths_are_422(http: httpx.AsyncClient) -> None:
