@@ -100,7 +100,7 @@ async def read_model(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object", field="body")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"limits": input_limits(request)})
     except ValidationError as exc:
         message, field = validation_field(exc.errors())  # type: ignore[arg-type]
         raise ApiError(422, message, field=field) from None

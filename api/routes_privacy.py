@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -23,6 +22,7 @@ from temporalio.client import Client
 from api.routes_deps import ResolvedCustomer, pool, read_json, require_api_key, settings, temporal
 from api.schemas import ApiError, email_address, phone_number
 from config.settings import Settings
+from journeys.values import InputError, loads_json
 from orchestration import exits
 from store import customers as customer_store
 from store import engagement, privacy
@@ -252,9 +252,10 @@ def _ses(body: Any) -> list[Report | None]:
             return [None]
         raw = _string(body, "", "Message", max_length=1_000_000)
         try:
-            message = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            raise ApiError(422, "Message: not a JSON document", field="Message") from None
+            message = loads_json(raw)  # checked like the body: NaN, NUL, lone surrogates, depth...
+        except InputError as exc:
+            field = "Message" if exc.field == "body" else f"Message.{exc.field}"
+            raise ApiError(422, f"{field}: not a JSON document we can take: {exc.message}", field=field) from None
         path = "Message."
         if not isinstance(message, dict):
             raise ApiError(422, "Message: must be a JSON object", field="Message")

@@ -178,3 +178,19 @@ async def test_hostile_journeys_are_422_naming_step_and_field(http: httpx.AsyncC
 async def test_consent_and_topic_text_with_nul_is_422(http: httpx.AsyncClient) -> None:
     response = await http.put("/v1/customers/c-1/consent", json={"channels": {"email": "granted"}, "source": "a\u0000"})
     assert (response.status_code, response.json()["error"]["field"]) == (422, "source")
+
+
+async def test_a_provider_notification_wrapping_hostile_json_is_422_naming_the_inner_field(
+    http: httpx.AsyncClient,
+) -> None:
+    inner = (
+        '{"notificationType": "Bounce", "bounce": {"bounceType": "Permanent", "bounceSubType": NaN,'
+        ' "bouncedRecipients": [{"emailAddress": "ada@example.com"}]}}'
+    )
+    response = await http.post("/v1/providers/ses/events", json={"Type": "Notification", "Message": inner})
+    assert (response.status_code, response.json()["error"]["field"]) == (422, "Message.bounce.bounceSubType")
+    wrapped = await http.post(
+        "/v1/providers/ses/events",
+        json={"Type": "Notification", "Message": inner.replace("NaN", '"x\\u0000"')},
+    )
+    assert (wrapped.status_code, wrapped.json()["error"]["field"]) == (422, "Message.bounce.bounceSubType")
