@@ -2,9 +2,10 @@
 
     .venv/bin/python -m bench.hostile [--seconds 10] [--concurrency 8]
 
-One process: embedded PostgreSQL, the time-skipping Temporal test server, the API under uvicorn on loopback.
-Two phases of the same length, in this order, in the same run: (1) a prober alone asks ``GET /healthz`` as fast
-as it can, one request at a time; (2) the same prober while ``--concurrency`` clients keep posting hostile bodies
+One process: embedded PostgreSQL, the Temporal dev server, the API under uvicorn on loopback.
+Three phases of the same length, in this order, in the same run: (1) a prober alone asks ``GET /healthz`` as
+fast as it can, one request at a time; (2) the same prober while ``--concurrency`` client processes post small
+valid events (the control: what any load costs on a small machine); (3) the same while they post hostile bodies
 (catastrophic-backtracking durations, YAML alias bombs, Liquid loops, deep nesting, NaN, huge integers, long
 time zones, large valid journeys to validate). Prints p50/p99 of each phase, their ratio, and how the hostile
 requests were answered (any 5xx is counted and shown).
@@ -16,6 +17,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -33,6 +36,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from config.settings import Settings
+from contracts import search_attributes as sa
 from devstack.postgres import EmbeddedPostgres
 from store import create_pool, migrate
 
@@ -95,9 +99,10 @@ def hostile_requests() -> list[tuple[str, str, bytes, str]]:
 async def api_server(data: Path) -> AsyncIterator[str]:
     postgres = EmbeddedPostgres(data / "pg", fsync=False)
     await asyncio.to_thread(postgres.start)
-    env = await WorkflowEnvironment.start_time_skipping(
+    env = await WorkflowEnvironment.start_local(
         data_converter=pydantic_data_converter,
-        test_server_existing_path=str(Path(sys.executable).parent / "temporal-test-server"),
+        dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
+        search_attributes=list(sa.ALL),
     )
     pool = None
     try:
@@ -137,16 +142,45 @@ async def probe(base: str, seconds: float) -> list[float]:
     return latencies
 
 
-async def attack(base: str, stop: asyncio.Event, answers: Counter[str]) -> None:
+async def attack(base: str, seconds: float, only: str) -> Counter[str]:
+    answers: Counter[str] = Counter()
     requests = hostile_requests()
+    if only == "ordinary":  # the control: as many clients, sending a small valid event each time
+        requests = [("POST", "/v1/events", b'{"customer_id": "c-ordinary", "name": "page_viewed"}', "json")]
+    elif only:
+        requests = [requests[int(i)] for i in only.split(",")]
     types = {"json": "application/json", "yaml": "application/yaml"}
+    deadline = time.perf_counter() + seconds
     async with httpx.AsyncClient(base_url=base, timeout=60, headers={"X-API-Key": KEY}) as client:
-        index = 0
-        while not stop.is_set():
+        index = os.getpid()
+        while time.perf_counter() < deadline:
             method, path, body, kind = requests[index % len(requests)]
             index += 1
             response = await client.request(method, path, content=body, headers={"content-type": types[kind]})
             answers[f"{method} {path} -> {response.status_code}"] += 1
+    return answers
+
+
+def attacker(base: str, seconds: float, only: str, out: Any) -> None:
+    """One hostile client, in a process of its own: the server's process only serves."""
+    out.put(dict(asyncio.run(attack(base, seconds, only))))
+
+
+async def under_load(base: str, seconds: float, concurrency: int, only: str) -> tuple[list[float], Counter[str]]:
+    """Probe /healthz while ``concurrency`` client processes send ``only`` (hostile, or ``ordinary`` requests)."""
+    answers: Counter[str] = Counter()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    attackers = [context.Process(target=attacker, args=(base, seconds + 3, only, results)) for _ in range(concurrency)]
+    for process in attackers:
+        process.start()
+    await asyncio.sleep(2)  # the clients have started and are sending
+    latencies = await probe(base, seconds)
+    for _ in attackers:
+        answers.update(await asyncio.to_thread(results.get, True, 120))
+    for process in attackers:
+        await asyncio.to_thread(process.join, 30)
+    return latencies, answers
 
 
 def summary(name: str, latencies: list[float]) -> tuple[float, float]:
@@ -161,22 +195,20 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--only", default="", help="comma-separated indexes of the hostile requests to send")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="parcours-hostile-") as tmp:
         async with api_server(Path(tmp)) as base:
             await probe(base, 1.0)  # warm up
             quiet = await probe(base, args.seconds)
-            answers: Counter[str] = Counter()
-            stop = asyncio.Event()
-            attackers = [asyncio.create_task(attack(base, stop, answers)) for _ in range(args.concurrency)]
-            await asyncio.sleep(0.5)
-            loud = await probe(base, args.seconds)
-            stop.set()
-            await asyncio.gather(*attackers)
-    print(f"/healthz latency, {args.seconds:.0f} s per phase, {args.concurrency} hostile clients in phase 2")
+            control, _ = await under_load(base, args.seconds, args.concurrency, "ordinary")
+            loud, answers = await under_load(base, args.seconds, args.concurrency, args.only)
+    print(f"/healthz latency, {args.seconds:.0f} s per phase, {args.concurrency} client processes under load")
     p50_quiet, p99_quiet = summary("alone", quiet)
+    p50_control, p99_control = summary("with ordinary events", control)
     p50_loud, p99_loud = summary("with hostile publishes", loud)
     print(f"ratio (hostile / alone): p50 {p50_loud / p50_quiet:.2f}x, p99 {p99_loud / p99_quiet:.2f}x")
+    print(f"ratio (hostile / ordinary load): p50 {p50_loud / p50_control:.2f}x, p99 {p99_loud / p99_control:.2f}x")
     errors = sum(count for answer, count in answers.items() if answer.rsplit(" ", 1)[1].startswith("5"))
     print(f"hostile requests answered: {sum(answers.values())}, server errors (5xx): {errors}")
     for answer, count in sorted(answers.items()):
