@@ -44,7 +44,7 @@ from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
-from journeys.templates import TemplateError, render_value
+from journeys.templates import HTML_KEYS, TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
 from store import devices as device_store
@@ -212,6 +212,8 @@ class JourneyActivities:
                 **liquid_context(profile, request.trigger, request.journey_id, request.journey_name, request.step_id),
                 **own_links,
             },
+            # Email HTML escapes customer and event data (`| trusted` opts out); text parts and other channels do not.
+            html_keys=HTML_KEYS if channel == "email" else frozenset(),
         )
 
     async def _deliver(

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qsl
 
 import asyncpg
 import structlog
@@ -39,7 +40,7 @@ from api import (
     routes_tracking,
 )
 from api.routes_deps import validation_field
-from api.schemas import ApiError, ErrorBody
+from api.schemas import ApiError, ErrorBody, printable
 from config.settings import Settings
 from orchestration.router import EventRouter
 
@@ -55,6 +56,9 @@ DATABASE_UNAVAILABLE = (
     asyncpg.InterfaceError,
     TimeoutError,
 )
+
+
+UNSTORABLE = (asyncpg.DataError, asyncpg.exceptions._base.DataError, UnicodeEncodeError)
 
 
 def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> FastAPI:
@@ -99,6 +103,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_sms.router)  # Twilio's callbacks: authenticated by X-Twilio-Signature
     _install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(QueryGuardMiddleware)
     return app
 
 
@@ -120,7 +125,9 @@ async def run_drainer(router: EventRouter) -> AsyncIterator[asyncio.Task[None]]:
 
 
 def _error(status: int, message: str, field: str | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "field": field, **extra}}, status_code=status)
+    return JSONResponse(
+        {"error": {"message": printable(message), "field": printable(field), **extra}}, status_code=status
+    )
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -151,10 +158,52 @@ def _install_error_handlers(app: FastAPI) -> None:
     for error_type in DATABASE_UNAVAILABLE:
         app.add_exception_handler(error_type, database_unavailable)
 
+    async def unstorable(request: Request, exc: Exception) -> JSONResponse:
+        # Last line of defence: input checks should have named the field before PostgreSQL saw the value.
+        log.warning("api.unstorable_value", path=request.url.path, error=repr(exc)[:500])
+        return _error(422, "a value in the request cannot be stored", None)
+
+    # PostgreSQL's data exceptions (class 22), and asyncpg's refusal to encode an argument (a subclass of
+    # InterfaceError, which would otherwise read as "database unavailable").
+    for unstorable_type in UNSTORABLE:
+        app.add_exception_handler(unstorable_type, unstorable)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("api.unexpected_error", path=request.url.path)
         return _error(500, "internal error", None)
+
+
+class QueryGuardMiddleware:
+    """400 naming the parameter for a query string no API route can take: a NUL character (PostgreSQL text
+    cannot hold it), or a parameter longer than any the API defines."""
+
+    MAX_PARAMETER = 4096
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            problem = self._problem(scope)
+            if problem is not None:
+                await _respond(send, _error(400, problem[1], problem[0]))
+                return
+        await self.app(scope, receive, send)
+
+    def _problem(self, scope: Scope) -> tuple[str, str] | None:
+        # Path parameters are checked by their routes' patterns; public pages (HTML) read no query string.
+        path = scope.get("path", "")
+        raw = scope.get("query_string", b"")
+        if not raw or not path.startswith("/v1/") or path.startswith("/v1/unsubscribe/"):
+            return None
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True, encoding="utf-8"):
+            field = name[:50] or "query"
+            if "\x00" in name or "\x00" in value:
+                return field, f"{field}: contains a NUL character"
+            if len(value) > self.MAX_PARAMETER:
+                return field, f"{field}: longer than {self.MAX_PARAMETER} characters"
+        return None
 
 
 class BodyLimitMiddleware:

@@ -11,6 +11,7 @@ from temporalio.client import Client
 import journeys
 from config.settings import Settings
 from journeys import Journey, JourneyIssue, JourneyValidationError, load_journey_file
+from journeys.values import DEFAULT_LIMITS, InputLimits
 
 EXAMPLES_DIR = Path(journeys.__file__).parent / "examples"
 
@@ -22,13 +23,13 @@ class Checked:
     issues: list[JourneyIssue] = field(default_factory=list)
 
 
-def check_file(path: Path, settings: Settings | None = None) -> Checked:
+def check_file(path: Path, settings: Settings | None = None, limits: InputLimits = DEFAULT_LIMITS) -> Checked:
     from config.settings import get_settings
     from journeys.validation import sms_length_issues
     from orchestration.schedules import segment_issues
 
     try:
-        journey = load_journey_file(path)
+        journey = load_journey_file(path, limits)
         max_segments = (settings or get_settings()).sms_max_segments
         issues = segment_issues(journey) + sms_length_issues(journey, max_segments)
         return Checked(path, issues=issues) if issues else Checked(path, journey=journey)

@@ -3,9 +3,11 @@ the process's pool/client/router, reading a JSON body."""
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -15,10 +17,12 @@ from temporalio.client import Client
 
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from config.settings import ROLE_RANK, Role, Settings
+from journeys.values import InputError, InputLimits, limits_from, loads_json
 from orchestration.router import EventRouter
 from store import identity as identity_store
 
 M = TypeVar("M", bound=BaseModel)
+R = TypeVar("R")
 
 
 def settings(request: Request) -> Settings:
@@ -86,21 +90,43 @@ async def require_api_key(request: Request) -> None:
     check_role(request, presented_key(request), "read")
 
 
-async def read_json(request: Request) -> Any:
-    """The body as JSON; 400 naming the position when it is not JSON."""
+# Bodies up to this size are checked on the event loop (microseconds); larger ones in a validation thread.
+_INLINE_BODY_BYTES = 65_536
+
+
+def input_limits(request: Request) -> InputLimits:
+    limits: InputLimits | None = getattr(request.app.state, "input_limits", None)
+    if limits is None:
+        limits = request.app.state.input_limits = limits_from(settings(request))
+    return limits
+
+
+async def off_loop(request: Request, function: Callable[..., R], *args: Any) -> R:
+    """Run CPU-heavy ``function(*args)`` in the app's validation threads (``PARCOURS_VALIDATION_THREADS`` at
+    once; the rest queue without holding the event loop)."""
+    executor: ThreadPoolExecutor | None = getattr(request.app.state, "validation_executor", None)
+    if executor is None:
+        executor = ThreadPoolExecutor(settings(request).validation_threads, thread_name_prefix="parcours-validate")
+        request.app.state.validation_executor = executor
+    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *args))
+
+
+async def read_json(request: Request, *, check: bool = True) -> Any:
+    """The body as JSON, every value checked (``journeys.values``): 400 naming the position when it is not JSON,
+    422 naming the field for a value that cannot be taken (NaN, a huge integer, NUL, a lone surrogate, too deep).
+
+    ``check=False``: the caller checks the values itself with ``check_value`` (a batch, item by item)."""
     raw = await request.body()
     if not raw.strip():
         raise ApiError(400, "the request body is empty: send a JSON document", field="body")
+    limits = input_limits(request)
     try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "the request body is not UTF-8", field="body") from None
-    except json.JSONDecodeError as exc:
-        raise ApiError(
-            400, f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", field="body"
-        ) from None
-    except RecursionError:
-        raise ApiError(400, "malformed JSON: nested too deeply", field="body") from None
+        if len(raw) <= _INLINE_BODY_BYTES:
+            return loads_json(raw, limits, check=check)
+        return await off_loop(request, functools.partial(loads_json, check=check), raw, limits)
+    except InputError as exc:
+        status = 400 if exc.field == "body" and exc.message.startswith(("malformed", "not UTF-8")) else 422
+        raise ApiError(status, str(exc) if exc.field != "body" else exc.message, field=exc.field) from None
 
 
 async def read_model(request: Request, model: type[M]) -> M:
@@ -109,7 +135,7 @@ async def read_model(request: Request, model: type[M]) -> M:
     if not isinstance(data, dict):
         raise ApiError(422, "the body must be a JSON object", field="body")
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context={"limits": input_limits(request)})
     except ValidationError as exc:
         message, field = validation_field(exc.errors())  # type: ignore[arg-type]
         raise ApiError(422, message, field=field) from None

@@ -3,6 +3,7 @@ run refused for a reason of its own), listed and retried."""
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -11,9 +12,10 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 
-from api.routes_deps import READ, WRITE, event_router, pool, read_json, settings, validation_field
+from api.routes_deps import READ, WRITE, event_router, input_limits, pool, read_json, settings, validation_field
 from api.schemas import EVENT_ID_PATTERN, ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
 from contracts.journey import Event
+from journeys.values import InputError, check_value
 from orchestration.router import EventRouter
 from store import events as event_store
 
@@ -59,7 +61,7 @@ _BODY_DOC = {
     ),
 )
 async def post_events(request: Request, router_: Annotated[EventRouter, Depends(event_router)]) -> JSONResponse:
-    body = await read_json(request)
+    body = await read_json(request, check=False)  # each event's values are checked with it, below
     if isinstance(body, dict) and "events" in body:
         items = body["events"]
         if not isinstance(items, list):
@@ -80,20 +82,21 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
     results: list[EventResult | None] = [None] * len(items)
     valid: list[tuple[int, Event]] = []
     keys: list[tuple[str, str, str | None]] = []
+    limits = input_limits(request)
+    context = {"limits": limits}
+    batch = isinstance(body, dict) and "events" in body
     for index, item in enumerate(items):
+        event_id = item.get("event_id") if isinstance(item, dict) else None
         try:
-            parsed = EventIn.model_validate(item)
+            check_value(item, limits, depth=2 if batch else 0)  # a batch's events sit two levels down
+            parsed = EventIn.model_validate(item, context=context)
             valid.append((index, parsed.to_event()))
             keys.append(parsed.identity())
+        except InputError as exc:
+            results[index] = _invalid(index, event_id, f"{exc.field}: {exc.message}", exc.field)
         except ValidationError as exc:
             message, field = validation_field(exc.errors())  # type: ignore[arg-type]
-            event_id = item.get("event_id") if isinstance(item, dict) else None
-            results[index] = EventResult(
-                index=index,
-                event_id=event_id if isinstance(event_id, str) else None,
-                status="invalid",
-                error=ErrorDetail(message=message, field=field),
-            )
+            results[index] = _invalid(index, event_id, message, field)
     outcomes = await router_.ingest([event for _, event in valid], keys) if valid else []
     for (index, event), outcome, key in zip(valid, outcomes, keys, strict=True):
         if outcome.status == "unknown_customer":
@@ -122,6 +125,15 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
         results=final,
     )
     return JSONResponse(response.model_dump(mode="json"), status_code=202)
+
+
+def _invalid(index: int, event_id: Any, message: str, field: str | None) -> EventResult:
+    return EventResult(
+        index=index,
+        event_id=event_id if isinstance(event_id, str) and re.fullmatch(EVENT_ID_PATTERN, event_id) else None,
+        status="invalid",
+        error=ErrorDetail(message=message, field=field),
+    )
 
 
 # --- dead letters ----------------------------------------------------------------------------------------------

@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
-from api.routes_deps import ADMIN, READ, WRITE, event_router, pool, settings, temporal
+from api.routes_deps import ADMIN, READ, WRITE, event_router, input_limits, off_loop, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
 from config.settings import Settings
 from journeys.models import Journey
 from journeys.validation import JourneyValidationError, parse_journey, sms_length_issues
+from journeys.values import InputLimits
 from orchestration import schedules
 from orchestration.exits import exit_journey
 from orchestration.router import EventRouter
@@ -67,19 +68,27 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
         )
     raw = await request.body()
     try:
-        journey = parse_journey(raw.decode("utf-8"), fmt=fmt)
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8", field="body") from None
+    try:
+        # Parsing, the limits and the Liquid checks are CPU work: in a validation thread, not on the event loop.
+        journey = await off_loop(request, _validated, text, fmt, input_limits(request), config.sms_max_segments)
     except JourneyValidationError as exc:
         _invalid(exc)
-    if problems := schedules.segment_issues(journey) + sms_length_issues(journey, config.sms_max_segments):
-        _invalid(JourneyValidationError(problems))
     version, created = await journey_store.publish(db, journey)
     await router_.refresh()
     row = await journey_store.get_journey(db, journey.id)
     await _sync_schedule(client, config, row)
     body = PublishResult(id=journey.id, version=version, created=created, status=row.status if row else "active")
     return JSONResponse(body.model_dump(), status_code=201 if created else 200)
+
+
+def _validated(text: str, fmt: str, limits: InputLimits, max_sms_segments: int) -> Journey:
+    journey = parse_journey(text, fmt=fmt, limits=limits)
+    if problems := schedules.segment_issues(journey) + sms_length_issues(journey, max_sms_segments):
+        raise JourneyValidationError(problems)
+    return journey
 
 
 def _invalid(exc: JourneyValidationError) -> NoReturn:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -30,8 +29,9 @@ from api.routes_deps import (
     settings,
     temporal,
 )
-from api.schemas import ApiError, is_email
+from api.schemas import ApiError, email_address, phone_number
 from config.settings import Settings
+from journeys.values import InputError, loads_json
 from orchestration import exits
 from store import customers as customer_store
 from store import engagement, privacy
@@ -203,9 +203,10 @@ def _string(data: Any, path: str, name: str, *, max_length: int = 320) -> str:
 
 
 def _email(value: str, field: str) -> str:
-    if not is_email(value):
-        raise ApiError(422, f"{field}: not an email address", field=field)
-    return value
+    try:
+        return email_address(value)
+    except ValueError as exc:
+        raise ApiError(422, f"{field}: {exc}", field=field) from None
 
 
 _GENERIC_TYPES = {"hard_bounce": "hard_bounce", "complaint": "complaint", "soft_bounce": None}
@@ -237,7 +238,12 @@ def _generic(body: Any) -> list[Report | None]:
             raise ApiError(422, f"{path}channel: use email or sms", field=f"{path}channel")
         address = _string(item, path, "address")
         if channel == "email":
-            _email(address, f"{path}address")
+            address = _email(address, f"{path}address")
+        else:
+            try:
+                address = phone_number(address)
+            except ValueError as exc:
+                raise ApiError(422, f"{path}address: {exc}", field=f"{path}address") from None
         reason = _GENERIC_TYPES[kind]
         detail: dict[str, Any] = {"type": kind}
         for name in ("message_key", "message_id"):  # optional: the message that bounced or was complained about
@@ -258,9 +264,10 @@ def _ses(body: Any) -> list[Report | None]:
             return [None]
         raw = _string(body, "", "Message", max_length=1_000_000)
         try:
-            message = json.loads(raw)
-        except (json.JSONDecodeError, RecursionError):
-            raise ApiError(422, "Message: not a JSON document", field="Message") from None
+            message = loads_json(raw)  # checked like the body: NaN, NUL, lone surrogates, depth...
+        except InputError as exc:
+            field = "Message" if exc.field == "body" else f"Message.{exc.field}"
+            raise ApiError(422, f"{field}: not a JSON document we can take: {exc.message}", field=field) from None
         path = "Message."
         if not isinstance(message, dict):
             raise ApiError(422, "Message: must be a JSON object", field="Message")

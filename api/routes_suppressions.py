@@ -8,7 +8,6 @@ customers consented to.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -18,7 +17,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api.routes_deps import ADMIN, READ, WRITE, pool, read_model
-from api.schemas import PHONE_PATTERN, ApiError, StorableText, is_email
+from api.schemas import ApiError, StorableText, email_address, phone_number
 from store import suppressions as store
 from store.suppressions import Suppression
 
@@ -31,11 +30,10 @@ Channel = Literal["email", "sms"]
 
 def _address(channel: str, address: str) -> str:
     """The normalised address, or 422 naming ``address`` when it cannot be one of ``channel``."""
-    ok = is_email(address) if channel == "email" else re.fullmatch(PHONE_PATTERN, address) is not None
-    if not ok or len(address) > 320:
-        raise ApiError(
-            422, f"address: not an {'email address' if channel == 'email' else 'SMS number'}", field="address"
-        )
+    try:
+        address = email_address(address) if channel == "email" else phone_number(address)
+    except ValueError as exc:
+        raise ApiError(422, f"address: {exc}", field="address") from None
     return store.normalize_address(channel, address)
 
 

@@ -8,10 +8,12 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
 from contracts.journey import Event
-from journeys.validation import find_nul
+from journeys.values import DEFAULT_LIMITS, InputError, InputLimits, check_value, json_size
 from store.identity import ANON_PREFIX, alias_of, anonymous_profile
 
 # Workflow ids are "{journey}:{customer}" and visibility queries quote the customer id: keep both unambiguous.
@@ -40,7 +42,14 @@ class ApiError(Exception):
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "field": self.field, **self.extra}}
+        return {"error": {"message": printable(self.message), "field": printable(self.field), **self.extra}}
+
+
+def printable(text: str | None) -> str | None:
+    """Text safe to answer in UTF-8 JSON, whatever input it quotes (a lone surrogate is written as ``\\udxxx``)."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 class ErrorDetail(BaseModel):
@@ -55,26 +64,103 @@ class ErrorBody(BaseModel):
 # --- events ------------------------------------------------------------------------------------------------
 
 
-def _storable(value: Any) -> Any:
-    """Refuse what PostgreSQL cannot store: a NUL character in text, or in any key or string of JSON."""
-    nul = find_nul(value)
-    if nul:
-        where = "the text" if nul == "(value)" else f"'{nul}'"
-        raise ValueError(f"{where} contains a NUL character, which cannot be stored")
+def _limits(info: ValidationInfo | None) -> InputLimits:
+    context = info.context if info is not None else None
+    limits = context.get("limits") if isinstance(context, dict) else None
+    return limits if isinstance(limits, InputLimits) else DEFAULT_LIMITS
+
+
+def _storable(value: Any, info: ValidationInfo) -> Any:
+    """Refuse what PostgreSQL, Python or Temporal cannot take (NUL, lone surrogates, NaN, huge integers, deep
+    nesting, over-long strings): ``journeys.values.check_value`` under the request's limits."""
+    try:
+        check_value(value, _limits(info))
+    except InputError as exc:
+        where = "the value" if exc.field == "body" else f"'{exc.field}'"
+        raise ValueError(f"{where}: {exc.message}") from None
+    return value
+
+
+def _properties(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """Storable, and at most ``PARCOURS_MAX_PROPERTIES_BYTES`` as JSON."""
+    _storable(value, info)
+    limit = _limits(info).max_properties_bytes
+    size = json_size(value)
+    if size > limit:
+        raise ValueError(f"{size} bytes as JSON, more than the {limit} allowed (PARCOURS_MAX_PROPERTIES_BYTES)")
     return value
 
 
 StorableText = Annotated[str, AfterValidator(_storable)]
+Properties = Annotated[dict[str, Any], AfterValidator(_properties)]
+
+# Instants from outside: after conversion to UTC they stay well inside what datetime, PostgreSQL and the journey
+# arithmetic (an instant plus a duration of up to a century) can represent.
+EARLIEST = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+
+def _instant(value: datetime) -> datetime:
+    try:
+        utc = (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ValueError("out of range once converted to UTC") from None
+    if not EARLIEST <= utc <= LATEST:
+        raise ValueError(f"must lie between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d} (UTC)")
+    return utc
+
+
+Instant = Annotated[datetime, AfterValidator(_instant)]
+
+
+def email_address(value: str) -> str:
+    """One email address, by RFC 5321/5322 syntax (``email-validator``, no DNS lookup): no CR/LF, no comma, no
+    second address, no display name. Answers the address with its domain normalised; ValueError saying why."""
+    try:
+        checked = validate_email(value, check_deliverability=False, allow_display_name=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not an email address: {exc}") from None
+    return checked.normalized
 
 
 def is_email(value: str) -> bool:
-    """The shape check every email field of the API uses: one ``@`` with something on each side."""
-    return value.count("@") == 1 and not value.startswith("@") and not value.endswith("@")
+    try:
+        email_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def phone_number(value: str) -> str:
+    """A phone number in international form (``+`` and the country code; spaces and punctuation allowed), as
+    E.164 (``+33612345678``); ValueError otherwise (``phonenumbers``)."""
+    if len(value) > 64:
+        raise ValueError("not a phone number: too long")
+    try:
+        number = phonenumbers.parse(value, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError("not a phone number: use the international form, e.g. +33612345678") from None
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError("not a phone number: wrong length for its country")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _email(value: str | None) -> str | None:
-    if value is not None and not is_email(value):
-        raise ValueError("not an email address")
+    return email_address(value) if value is not None else None
+
+
+def _phone(value: str | None) -> str | None:
+    return phone_number(value) if value is not None else None
+
+
+def _timezone(value: str | None) -> str | None:
+    if value is not None:
+        if len(value) > 64 or not re.fullmatch(r"[A-Za-z0-9_+/-]+", value) or value.startswith("/") or ".." in value:
+            raise ValueError("unknown time zone (use an IANA name like Europe/Paris)")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone '{value}' (use an IANA name like Europe/Paris)") from None
     return value
 
 
@@ -88,10 +174,7 @@ class AliasIn(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> AliasIn:
-        if self.kind == "email":
-            _email(self.value)
-        elif not re.fullmatch(PHONE_PATTERN, self.value):
-            raise ValueError("not a phone number")
+        self.value = email_address(self.value) if self.kind == "email" else phone_number(self.value)
         return self
 
 
@@ -108,8 +191,8 @@ class EventIn(BaseModel):
     anonymous_id: AnonymousId | None = Field(default=None, description="The device or cookie id.")
     alias: AliasIn | None = Field(default=None, description="An email or phone linked by identify.")
     name: EventName
-    properties: Annotated[dict[str, Any], AfterValidator(_storable)] = Field(default_factory=dict)
-    occurred_at: datetime | None = Field(default=None, description="Defaults to the time the API received it.")
+    properties: Properties = Field(default_factory=dict)
+    occurred_at: Instant | None = Field(default=None, description="Defaults to the time the API received it.")
 
     @model_validator(mode="after")
     def _identified(self) -> EventIn:
@@ -161,25 +244,14 @@ class EventsResponse(BaseModel):
 # --- customers ---------------------------------------------------------------------------------------------
 
 
-def _timezone(value: str | None) -> str | None:
-    if value is not None:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone '{value}' (use an IANA name like Europe/Paris)") from None
-    return value
-
-
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     email: Annotated[str, Field(max_length=320), AfterValidator(_email)] | None = None
-    phone: Annotated[str | None, Field(pattern=PHONE_PATTERN)] = None
-    timezone: Annotated[str | None, AfterValidator(_timezone)] = None
+    phone: Annotated[str | None, Field(max_length=64), AfterValidator(_phone)] = None
+    timezone: Annotated[str | None, Field(max_length=64), AfterValidator(_timezone)] = None
     locale: Annotated[str | None, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")] = None
-    attributes: Annotated[dict[str, Any], AfterValidator(_storable)] | None = Field(
-        default=None, description="Merged into the stored attributes."
-    )
+    attributes: Properties | None = Field(default=None, description="Merged into the stored attributes.")
 
 
 class CustomerValuesOut(BaseModel):
@@ -287,8 +359,8 @@ class ConsentIn(BaseModel):
 
     channels: dict[ConsentName, ConsentValue] = Field(default_factory=dict)
     topics: dict[ConsentName, ConsentValue] = Field(default_factory=dict)
-    source: str = Field(default="api", max_length=100)
-    lawful_basis: str | None = Field(default=None, max_length=100)
+    source: StorableText = Field(default="api", min_length=1, max_length=100)
+    lawful_basis: StorableText | None = Field(default=None, max_length=100)
 
 
 class ConsentOut(BaseModel):

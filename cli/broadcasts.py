@@ -197,9 +197,10 @@ def journeys_preview(
     from api import previews
     from api.routes_previews import PreviewBody, TriggerBody, _request
     from cli.main import _parse_prop
+    from journeys.values import limits_from
 
     settings = _settings()
-    properties = dict(_parse_prop(p) for p in prop or [])
+    properties = dict(_parse_prop(p, limits_from(settings)) for p in prop or [])
 
     async def main() -> previews.Preview:
         async with open_pool(settings) as pool:

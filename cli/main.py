@@ -21,10 +21,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from api.publishing import Checked, check_file, publish_journey
+from api.routes_deps import validation_field
+from api.schemas import EventIn, email_address
 from cli.broadcasts import broadcasts_app, journeys_preview
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
 from cli.ops import ops_app
 from config.settings import Settings, unsafe_settings
+from journeys.values import InputError, InputLimits, limits_from, loads_json
 from workers.client import connect
 
 if TYPE_CHECKING:
@@ -204,10 +207,10 @@ def journeys_publish(
         with _progress() as progress:
             task = progress.add_task("Validating", total=len(files))
             for path in files:
-                checked.append(check_file(path))
+                checked.append(check_file(path, settings, limits_from(settings)))
                 progress.advance(task)
     else:
-        checked = [check_file(path) for path in files]
+        checked = [check_file(path, settings, limits_from(settings)) for path in files]
     invalid = [c for c in checked if c.issues]
     for c in invalid:
         _print_issues(c)
@@ -310,14 +313,16 @@ def journeys_report(
 # Events
 
 
-def _parse_prop(text: str) -> tuple[str, Any]:
+def _parse_prop(text: str, limits: InputLimits) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         fail(f"--prop {text!r}: expected key=value")
     try:
-        value = json.loads(raw)  # numbers, true/false, null, JSON objects
-    except json.JSONDecodeError:
-        value = raw
+        value = loads_json(raw, limits)  # numbers, true/false, null, JSON objects
+    except InputError as exc:
+        if not exc.message.startswith("malformed JSON"):  # JSON, but a value no event can hold (NaN, 1e999...)
+            fail(f"--prop {key}: {exc.message}")
+        value = raw  # not JSON: the text itself
     return key, value
 
 
@@ -340,13 +345,25 @@ def events_send(
     settings = load_settings()
     setup_logging(settings)
 
+    limits = limits_from(settings)
+    properties = dict(_parse_prop(p, limits) for p in prop or [])
+    # The same checks as POST /v1/events: ids, name, properties (NUL, surrogates, size...), each naming its option.
+    who = {"anonymous_id": customer} if anonymous else {"customer_id": customer}
+    try:
+        checked = EventIn.model_validate(
+            {**who, "name": event, "properties": properties, "event_id": event_id}, context={"limits": limits}
+        )
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        option = {"customer_id": "CUSTOMER", "anonymous_id": "CUSTOMER", "name": "EVENT", "event_id": "--id"}
+        fail(f"{option.get((field or '').split('.')[0], '--prop')}: {message}")
+
     async def main() -> Any:
-        properties = dict(_parse_prop(p) for p in prop or [])
         item = Event(
-            event_id=event_id or str(uuid.uuid4()),
+            event_id=checked.event_id or str(uuid.uuid4()),
             customer_id=anonymous_profile(customer) if anonymous else customer,
             name=event,
-            properties=properties,
+            properties=checked.properties,
             occurred_at=datetime.now(UTC),
             anonymous_id=customer if anonymous else None,
         )
@@ -386,6 +403,10 @@ def customers_identify(
     links = [Link("anonymous_id", value, f"--anonymous-id {value}") for value in anonymous_id or []]
     links += [Link("customer_id", value, f"--merge {value}") for value in merge or []]
     if email:
+        try:
+            email = email_address(email)
+        except ValueError as exc:
+            fail(f"--email: {exc}")
         links.append(Link("email", email, "--email"))
 
     async def main() -> Any:

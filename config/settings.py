@@ -234,6 +234,18 @@ class Settings(BaseSettings):
                 found = candidate.role
         return found
 
+    # Limits on every value from outside (API bodies, journeys in YAML or JSON, event properties, the CLI): a value
+    # past one is refused with a 4xx naming its field (journeys.values.InputLimits).
+    max_json_depth: int = Field(default=32, ge=4, le=200)
+    max_string_length: int = Field(default=100_000, ge=1_000)
+    max_integer: int = Field(default=2**63 - 1, ge=2**31 - 1, le=2**63 - 1)
+    max_properties_bytes: int = Field(default=65_536, ge=1_024)
+    max_journey_bytes: int = Field(default=262_144, ge=4_096)
+    max_journey_steps: int = Field(default=200, ge=1, le=10_000)
+    # CPU-heavy validation (journeys, large bodies) runs in worker threads, this many at once per process; more
+    # requests wait their turn without holding the event loop.
+    validation_threads: int = Field(default=2, ge=1, le=64)
+
     def resolved_data_dir(self) -> Path:
         return self.data_dir if self.data_dir.is_absolute() else Path(os.getcwd()) / self.data_dir
 

@@ -26,7 +26,7 @@ def zone(name: str | None, default: str = "UTC") -> ZoneInfo:
         if candidate:
             try:
                 return ZoneInfo(candidate)
-            except (ZoneInfoNotFoundError, ValueError):
+            except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file name
                 continue
     return ZoneInfo("UTC")
 
@@ -82,6 +82,12 @@ def _same_day_in(anniversary: date, year: int) -> date:
         return date(year, 2, 28)
 
 
+# Dates journeys compute with: far enough from year 1 and 9999 that a zone, an offset of up to a century
+# (durations.MAX_DURATION) or a year's step never leaves what datetime can hold.
+EARLIEST_YEAR = 1000
+LATEST_YEAR = 9000
+
+
 def parse_moment(value: object, tz: ZoneInfo, at: time) -> datetime | None:
     """A profile attribute as an instant: an ISO date (at ``at`` local time) or date-time (naive: local)."""
     if isinstance(value, datetime):
@@ -100,6 +106,8 @@ def parse_moment(value: object, tz: ZoneInfo, at: time) -> datetime | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
+    if not EARLIEST_YEAR <= moment.year <= LATEST_YEAR:
+        return None  # at the calendar's edges an offset or a zone would overflow: no usable date
     return moment.astimezone(UTC)
 
 

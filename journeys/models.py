@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from journeys import calendar
 from journeys.conditions import ConditionGroup
 from journeys.durations import format_duration, format_offset, parse_clock, parse_duration, parse_offset
 
@@ -345,6 +346,13 @@ class WaitUntilStep(_Step):
     """Where to go when the profile has no usable date; by default the journey ends there."""
     on_past: str | None = None
     """Where to go when the moment has already passed (e.g. skip an "ends tomorrow" reminder); default: on."""
+
+    @field_validator("date")
+    @classmethod
+    def _inside_the_calendar(cls, value: datetime | None) -> datetime | None:
+        if value is not None and not calendar.EARLIEST_YEAR <= value.year <= calendar.LATEST_YEAR:
+            raise ValueError(f"the year must lie between {calendar.EARLIEST_YEAR} and {calendar.LATEST_YEAR}")
+        return value
 
     @model_validator(mode="after")
     def _one_kind(self) -> WaitUntilStep:

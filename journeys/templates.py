@@ -7,8 +7,34 @@ from typing import Any
 
 from liquid import Environment
 from liquid.exceptions import LiquidError
+from markupsafe import Markup
 
-_ENV = Environment()
+
+class _Bounded(Environment):
+    """Liquid with limits, so neither a journey author nor customer data can make a render run away: loops,
+    output, nested renders and local variables are bounded (each error names the limit)."""
+
+    context_depth_limit = 30
+    loop_iteration_limit = 10_000
+    output_stream_limit = 500_000
+    local_namespace_limit = 100_000
+
+
+def _trusted(value: object) -> Markup:
+    """``{{ x | trusted }}``: the author vouches that ``x`` is HTML; it is not escaped."""
+    return value if isinstance(value, Markup) else Markup(str(value if value is not None else ""))
+
+
+def _environment(*, autoescape: bool) -> Environment:
+    env = _Bounded(autoescape=autoescape)
+    env.filters["trusted"] = _trusted if autoescape else (lambda value: value)
+    return env
+
+
+# Text parts are plain text: values go in as they are. HTML parts escape every value (customer and event data
+# included); ``| trusted`` marks HTML the author vouches for.
+_ENV = _environment(autoescape=False)
+_HTML_ENV = _environment(autoescape=True)
 
 
 class TemplateError(ValueError):
@@ -16,38 +42,48 @@ class TemplateError(ValueError):
 
 
 @lru_cache(maxsize=2048)
-def _compile(source: str) -> Any:
+def _compile(source: str, html: bool = False) -> Any:
     try:
-        return _ENV.from_string(source)
+        return (_HTML_ENV if html else _ENV).from_string(source)
     except LiquidError as exc:
         raise TemplateError(_first_line(exc)) from exc
 
 
-def check_template(source: str) -> None:
-    """Raise TemplateError when the template does not parse or uses an unknown filter."""
-    template = _compile(source)
+def check_template(source: str, *, html: bool = False) -> None:
+    """Raise TemplateError when the template does not parse, uses an unknown filter or breaks a limit."""
+    template = _compile(source, html)
     try:
         template.render()
     except LiquidError as exc:
         raise TemplateError(_first_line(exc)) from exc
 
 
-def render_template(source: str, context: dict[str, Any]) -> str:
+def render_template(source: str, context: dict[str, Any], *, html: bool = False) -> str:
     try:
-        return str(_compile(source).render(**context))
+        return str(_compile(source, html).render(**context))
     except LiquidError as exc:
         raise TemplateError(_first_line(exc)) from exc
 
 
-def render_value(value: Any, context: dict[str, Any]) -> Any:
-    """Render every string inside a value (used for webhook payloads and in-app data)."""
+def render_value(value: Any, context: dict[str, Any], *, html_keys: frozenset[str] = frozenset()) -> Any:
+    """Render every string inside a value (used for message content, webhook payloads and in-app data).
+
+    Strings under a key of ``html_keys`` (email's ``html``) are HTML: their values are escaped."""
+    return _render(value, context, html_keys, html=False)
+
+
+def _render(value: Any, context: dict[str, Any], html_keys: frozenset[str], *, html: bool) -> Any:
     if isinstance(value, str):
-        return render_template(value, context)
+        return render_template(value, context, html=html)
     if isinstance(value, dict):
-        return {key: render_value(item, context) for key, item in value.items()}
+        return {key: _render(item, context, html_keys, html=html or key in html_keys) for key, item in value.items()}
     if isinstance(value, list):
-        return [render_value(item, context) for item in value]
+        return [_render(item, context, html_keys, html=html) for item in value]
     return value
+
+
+HTML_KEYS = frozenset({"html"})
+"""The content fields rendered as HTML (escaped) in email."""
 
 
 def template_strings(value: Any) -> list[str]:

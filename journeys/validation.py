@@ -3,24 +3,23 @@ name the step and the field, so an author can fix every problem in one pass."""
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from journeys.models import (
     END,
     WAITING_STEPS,
-    BranchStep,
+    AnyStep,
     Journey,
     SendStep,
     UpdateProfileStep,
-    WaitForStep,
     WebhookStep,
 )
-from journeys.templates import TemplateError, check_template, template_strings
+from journeys.templates import HTML_KEYS, TemplateError, check_template, template_strings
+from journeys.values import DEFAULT_LIMITS, InputError, InputLimits, check_value, json_size, loads_json, loads_yaml
 
 
 class JourneyIssue(BaseModel):
@@ -41,18 +40,24 @@ class JourneyValidationError(ValueError):
         super().__init__("invalid journey:\n" + "\n".join(f"  - {issue}" for issue in issues))
 
 
-def load_journey_file(path: str | Path) -> Journey:
+def load_journey_file(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> Journey:
     path = Path(path)
-    return parse_journey(path.read_text(encoding="utf-8"), fmt="json" if path.suffix == ".json" else "yaml")
+    return parse_journey(
+        path.read_text(encoding="utf-8"), fmt="json" if path.suffix == ".json" else "yaml", limits=limits
+    )
 
 
-def parse_journey(source: str | bytes | dict[str, Any], fmt: str | None = None) -> Journey:
-    """Parse and validate; raise JourneyValidationError listing every problem found."""
-    data = _decode(source, fmt)
+def parse_journey(
+    source: str | bytes | dict[str, Any], fmt: str | None = None, *, limits: InputLimits = DEFAULT_LIMITS
+) -> Journey:
+    """Parse and validate; raise JourneyValidationError listing every problem found (field errors and reference
+    errors together). The document is bounded by ``limits`` (size after parsing, steps, nesting, strings)."""
+    data = _decode(source, fmt, limits)
     try:
         journey = Journey.model_validate(data)
     except ValidationError as exc:
-        raise JourneyValidationError(_from_pydantic(exc, data)) from None
+        issues = _from_pydantic(exc, data)
+        raise JourneyValidationError(issues + _raw_reference_issues(data, issues)) from None
     issues = check_journey(journey)
     if issues:
         raise JourneyValidationError(issues)
@@ -73,9 +78,10 @@ def check_journey(journey: Journey) -> list[JourneyIssue]:
             if target and target != END and target not in seen:
                 issues.append(_issue(index, step.id, field, f"unknown step '{target}' (known: {', '.join(ids)})"))
         for where, value in _templated_fields(step):
+            html = where.rsplit(".", 1)[-1] in HTML_KEYS and isinstance(step, SendStep)
             for text in template_strings(value):
                 try:
-                    check_template(text)
+                    check_template(text, html=html)
                 except TemplateError as exc:
                     issues.append(_issue(index, step.id, where, f"template error: {exc}"))
     goal = journey.goal
@@ -103,27 +109,92 @@ def check_journey(journey: Journey) -> list[JourneyIssue]:
     return issues
 
 
-def _decode(source: str | bytes | dict[str, Any], fmt: str | None) -> Any:
-    if isinstance(source, dict):
-        return source
-    text = source.decode("utf-8") if isinstance(source, bytes) else source
+def _decode(source: str | bytes | dict[str, Any], fmt: str | None, limits: InputLimits) -> Any:
     try:
-        if fmt == "json" or (fmt is None and text.lstrip().startswith("{")):
-            data = json.loads(text)
+        if isinstance(source, dict):
+            check_value(source, limits)
+            data: Any = source
         else:
-            data = yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise JourneyValidationError(
-            [JourneyIssue(location="(document)", message=f"not valid YAML/JSON: {exc}")]
-        ) from None
-    nul = find_nul(data) if isinstance(data, dict) else None
-    if nul:
-        raise JourneyValidationError([JourneyIssue(location=nul, field=nul, message="contains a NUL character")])
+            text = source.decode("utf-8") if isinstance(source, bytes) else source
+            if fmt == "json" or (fmt is None and text.lstrip().startswith("{")):
+                data = loads_json(text, limits)
+            else:
+                data = loads_yaml(text, limits)
+    except InputError as exc:
+        where = "(document)" if exc.field == "body" else exc.field
+        field = None if exc.field == "body" else exc.field
+        message = exc.message
+        if message.startswith(("malformed JSON: ", "not valid YAML: ")):
+            message = "not valid YAML/JSON: " + message.split(": ", 1)[1]
+        raise JourneyValidationError([JourneyIssue(location=where, field=field, message=message)]) from None
     if not isinstance(data, dict):
         raise JourneyValidationError(
             [JourneyIssue(location="(document)", message="a journey must be a mapping with id, name, trigger, steps")]
         )
+    size = json_size(data)
+    if size > limits.max_journey_bytes:
+        raise JourneyValidationError(
+            [
+                JourneyIssue(
+                    location="(document)",
+                    message=f"the definition is {size} bytes as JSON, more than the {limits.max_journey_bytes} "
+                    "allowed (PARCOURS_MAX_JOURNEY_BYTES)",
+                )
+            ]
+        )
+    steps = data.get("steps")
+    if isinstance(steps, list) and len(steps) > limits.max_journey_steps:
+        raise JourneyValidationError(
+            [
+                JourneyIssue(
+                    location="steps",
+                    field="steps",
+                    message=f"{len(steps)} steps, more than the {limits.max_journey_steps} allowed "
+                    "(PARCOURS_MAX_JOURNEY_STEPS)",
+                )
+            ]
+        )
     return data
+
+
+# Fields of a step (as written) that name another step.
+_TARGET_FIELDS = ("next", "on_event", "on_timeout", "then", "else", "default", "on_failure", "on_missing", "on_past")
+
+
+def _raw_reference_issues(data: dict[str, Any], found: list[JourneyIssue]) -> list[JourneyIssue]:
+    """Duplicate ids and references to unknown steps, read from the document as written: reported with the
+    field errors, so a bad field does not hide them. Issues already in ``found`` are not repeated."""
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list):
+        return []
+    ids = [step.get("id") if isinstance(step, dict) else None for step in raw_steps]
+    known = list(dict.fromkeys(i for i in ids if isinstance(i, str)))  # in the order written
+    already = {issue.location for issue in found}
+    issues: list[JourneyIssue] = []
+    seen: set[str] = set()
+    for index, step in enumerate(raw_steps):
+        if not isinstance(step, dict):
+            continue
+        step_id = ids[index] if isinstance(ids[index], str) else None
+        if step_id is not None and step_id in seen:
+            issues.append(_issue(index, step_id, "id", f"duplicate step id '{step_id}'"))
+        if step_id is not None:
+            seen.add(step_id)
+        targets = [(name, step.get(name)) for name in _TARGET_FIELDS]
+        cases = step.get("cases")
+        for case_index, case in enumerate(cases if isinstance(cases, list) else []):
+            if isinstance(case, dict):
+                targets.append((f"cases[{case_index}]", case.get("next")))
+        variants = step.get("variants")
+        for variant in variants if isinstance(variants, list) else []:
+            if isinstance(variant, dict) and isinstance(variant.get("name"), str):
+                targets.append((f"variants.{variant['name']}", variant.get("next")))
+        for name, target in targets:
+            if isinstance(target, str) and target and target != END and target not in known:
+                issue = _issue(index, step_id, name, f"unknown step '{target}' (known: {', '.join(known)})")
+                if issue.location not in already:
+                    issues.append(issue)
+    return issues
 
 
 def _templated_fields(step: Any) -> list[tuple[str, Any]]:
@@ -144,21 +215,21 @@ def _templated_fields(step: Any) -> list[tuple[str, Any]]:
 
 def find_nul(value: Any, path: str = "") -> str | None:
     """The path of the first NUL character in keys or strings (PostgreSQL text and jsonb cannot hold it)."""
-    if isinstance(value, str):
-        return path or "(value)" if "\x00" in value else None
-    if isinstance(value, dict):
-        for key, item in value.items():
-            here = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return here
-            found = find_nul(item, here)
-            if found:
-                return found
-    if isinstance(value, list):
-        for index, item in enumerate(value):
-            found = find_nul(item, f"{path}[{index}]")
-            if found:
-                return found
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return where or "(value)"
+        elif isinstance(item, dict):
+            for key, child in reversed(list(item.items())):
+                here = f"{where}.{key}" if where else str(key)
+                if "\x00" in str(key):
+                    return here
+                stack.append((child, here))
+        elif isinstance(item, list):
+            for index in range(len(item) - 1, -1, -1):
+                stack.append((item[index], f"{where}[{index}]"))
     return None
 
 
@@ -167,7 +238,7 @@ def _issue(index: int, step_id: str | None, field: str | None, message: str) -> 
     return JourneyIssue(location=where + (f".{field}" if field else ""), step=step_id, field=field, message=message)
 
 
-_STEP_TYPES = {"send", "wait", "wait_for", "branch", "exit"}
+_STEP_TYPES = {get_args(model.model_fields["type"].annotation)[0] for model in get_args(AnyStep)}
 
 
 def _from_pydantic(exc: ValidationError, data: dict[str, Any]) -> list[JourneyIssue]:
@@ -205,37 +276,41 @@ def _reachable(start: str, graph: dict[str, list[str]]) -> set[str]:
 
 
 def _cycles_without_wait(journey: Journey, graph: dict[str, list[str]]) -> list[list[str]]:
-    """Cycles made only of steps that do not wait (they would spin forever without time passing)."""
+    """Cycles made only of steps that do not wait (they would spin forever without time passing).
+
+    Depth-first without recursion: a chain of thousands of steps cannot hit Python's recursion limit."""
     instant = [s.id for s in journey.steps if not isinstance(s, WAITING_STEPS)]  # list order: stable reports
     sub = {node: [t for t in graph[node] if t in instant] for node in instant}
-    cycles, state, path = [], dict.fromkeys(sub, 0), []
-
-    def visit(node: str) -> None:
-        state[node] = 1
-        path.append(node)
-        for target in sub[node]:
-            if state[target] == 1:
+    cycles: list[list[str]] = []
+    state = dict.fromkeys(sub, 0)
+    for start in sub:
+        if state[start] != 0:
+            continue
+        path: list[str] = [start]
+        state[start] = 1
+        pending: list[Iterator[str]] = [iter(sub[start])]
+        while pending:
+            target = next(pending[-1], None)
+            if target is None:
+                pending.pop()
+                state[path.pop()] = 2
+            elif state[target] == 1:
                 cycles.append(path[path.index(target) :])
             elif state[target] == 0:
-                visit(target)
-        path.pop()
-        state[node] = 2
-
-    for node in sub:
-        if state[node] == 0:
-            visit(node)
+                state[target] = 1
+                path.append(target)
+                pending.append(iter(sub[target]))
     return cycles
 
 
 __all__ = [
-    "BranchStep",
     "JourneyIssue",
     "JourneyValidationError",
-    "WaitForStep",
     "check_journey",
     "find_nul",
     "load_journey_file",
     "parse_journey",
+    "sms_length_issues",
 ]
 
 
