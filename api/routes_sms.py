@@ -3,7 +3,8 @@
 Twilio signs every request it makes: ``X-Twilio-Signature`` is the base64 HMAC-SHA1, keyed with the account's
 auth token, of the full URL Twilio called followed by each POST parameter's name and value, sorted by name. The
 URL is rebuilt from ``public_base_url`` (what Twilio was given, whatever proxy is in between) and the request's
-path and query. A missing or wrong signature is refused with ``403``; with no auth token configured, ``503``.
+path and query. A missing or wrong signature is refused with ``403``; with no auth token configured the routes do
+not exist for the caller: ``404`` (nothing a caller sends can make this a server error).
 
 Inbound keywords (the whole message, case and surrounding punctuation ignored): ``STOP``, ``STOPALL``,
 ``UNSUBSCRIBE``, ``CANCEL``, ``END``, ``QUIT``, ``ARRET``, ``ARRÊT`` and ``STOP SMS`` withdraw SMS consent of
@@ -64,7 +65,9 @@ def keyword(body: str) -> str:
 async def _signed_form(request: Request, app_settings: Settings) -> dict[str, str]:
     token = app_settings.twilio_auth_token
     if token is None:
-        raise ApiError(503, "Twilio callbacks are not configured: set PARCOURS_TWILIO_AUTH_TOKEN", field=None)
+        raise ApiError(
+            404, "Twilio callbacks are not configured here (PARCOURS_TWILIO_AUTH_TOKEN is not set)", field=None
+        )
     if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/x-www-form-urlencoded":
         raise ApiError(415, "send application/x-www-form-urlencoded, as Twilio does", field="content-type")
     try:

@@ -395,7 +395,8 @@ class EventRouter:
                     log.info("events.drained", routed=routed)
                     self._degraded = False
                     continue  # there may be more
-                self._degraded = False
+                # Nothing due says nothing about Temporal: failed events may be waiting out their backoff. Stay
+                # degraded (new events go to the outbox) until a routed event shows Temporal answers again.
                 backoff = DRAIN_IDLE_SECONDS
                 delay = DRAIN_IDLE_SECONDS
             self._wake.clear()

@@ -65,3 +65,18 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def outbox_pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
+    """A migrated database of this test's own, for tests that drain the whole outbox: in the shared database other
+    tests' unrouted events would be drained too (and change what the drainer concludes about Temporal)."""
+    import uuid
+
+    url = postgres.ensure_database(f"outbox_{uuid.uuid4().hex[:12]}")
+    await migrate(url)
+    own = await create_pool(url, min_size=1, max_size=5)
+    try:
+        yield own
+    finally:
+        await own.close()

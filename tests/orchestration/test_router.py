@@ -53,18 +53,18 @@ async def unrouted_count(pool: asyncpg.Pool, ids: list[str]) -> int:
 
 
 async def test_events_arriving_while_temporal_is_down_are_all_routed_when_it_is_up(
-    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+    outbox_pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(router_module, "DRAIN_MAX_BACKOFF_SECONDS", 0.5)
     monkeypatch.setattr(router_module, "RPC_TIMEOUT", timedelta(seconds=1))
     tag = uuid.uuid4().hex[:10]
     journey = make_journey(tag)
-    await journey_store.publish(pool, journey)
+    await journey_store.publish(outbox_pool, journey)
     port = free_port()
     # Nothing listens on the port yet: a lazy client connects on first use, and keeps trying.
     client = await Client.connect(f"127.0.0.1:{port}", data_converter=pydantic_data_converter, lazy=True)
     settings = make_settings()
-    router = EventRouter(pool, client, settings)
+    router = EventRouter(outbox_pool, client, settings)
 
     customers = [f"down-{tag}-{i}" for i in range(5)]
     triggers = [make_event(c, journey.trigger.event, plan="pro") for c in customers]
@@ -77,7 +77,7 @@ async def test_events_arriving_while_temporal_is_down_are_all_routed_when_it_is_
         assert [o.status for o in outcomes] == ["accepted"] * 8
         assert not any(o.routed for o in outcomes)
         ids = [e.event_id for e in [*triggers, filtered, *listened]]
-        assert await unrouted_count(pool, ids) == 8
+        assert await unrouted_count(outbox_pool, ids) == 8
         await asyncio.sleep(1.0)  # the drainer fails and backs off meanwhile
 
         env = await WorkflowEnvironment.start_local(
@@ -90,7 +90,7 @@ async def test_events_arriving_while_temporal_is_down_are_all_routed_when_it_is_
         try:
 
             async def all_routed() -> bool:
-                return await unrouted_count(pool, ids) == 0
+                return await unrouted_count(outbox_pool, ids) == 0
 
             await eventually(all_routed, timeout=20)
             for customer_id in customers:
@@ -105,22 +105,22 @@ async def test_events_arriving_while_temporal_is_down_are_all_routed_when_it_is_
             assert len(signals) == 1
             signalled = signals[0].workflow_execution_signaled_event_attributes.input.payloads[0].data
             assert listened[0].event_id.encode() in signalled
-            stored = await event_store.get_event(pool, triggers[0].event_id)
+            stored = await event_store.get_event(outbox_pool, triggers[0].event_id)
             assert stored is not None and stored["route_attempts"] >= 1 and stored["route_error"] is None
         finally:
             await env.shutdown()
 
 
 async def test_drainer_picks_up_events_a_crashed_process_left_unrouted(
-    pool: asyncpg.Pool, dev_env: WorkflowEnvironment
+    outbox_pool: asyncpg.Pool, dev_env: WorkflowEnvironment
 ) -> None:
     tag = uuid.uuid4().hex[:10]
     journey = make_journey(tag)
-    await journey_store.publish(pool, journey)
+    await journey_store.publish(outbox_pool, journey)
     events = [make_event(f"crash-{tag}-{i}", journey.trigger.event, plan="pro") for i in range(3)]
     # Stored, never routed, no attempt recorded: what a process that died between the two leaves behind.
-    assert await event_store.store_events(pool, events) == [True, True, True]
-    router = EventRouter(pool, dev_env.client, make_settings())
+    assert await event_store.store_events(outbox_pool, events) == [True, True, True]
+    router = EventRouter(outbox_pool, dev_env.client, make_settings())
     assert await router.drain_once() == (0, 0)  # too young: the storing process may be routing them
     assert await router.drain_once(min_age=timedelta(0)) == (3, 0)
     assert await router.drain_once(min_age=timedelta(0)) == (0, 0)

@@ -114,7 +114,7 @@ async def test_a_poisoned_run_gets_dead_letters_and_everyone_else_keeps_routing(
         assert missing.status_code == 404 and missing.json()["error"]["field"] == "event_id"
 
 
-async def test_events_in_backoff_do_not_hold_the_outbox(pool: asyncpg.Pool) -> None:
+async def test_events_in_backoff_do_not_hold_the_outbox(outbox_pool: asyncpg.Pool) -> None:
     """Fairness: the failing events of one customer wait for their next attempt; everyone else's go first, and the
     customer's own later events wait behind them (order per customer)."""
     from datetime import UTC, datetime
@@ -133,9 +133,9 @@ async def test_events_in_backoff_do_not_hold_the_outbox(pool: asyncpg.Pool) -> N
 
     failing = [event("failing", n) for n in range(3)]
     other = event("other", 0)
-    await event_store.store_events(pool, [*failing, other])
+    await event_store.store_events(outbox_pool, [*failing, other])
     for e in failing[:1]:
-        await event_store.mark_route_failed(pool, e.event_id, "boom", backoff_seconds=60, max_backoff_seconds=60)
-    due = {e.event_id for e in await event_store.unrouted(pool, 10_000)}
+        await event_store.mark_route_failed(outbox_pool, e.event_id, "boom", backoff_seconds=60, max_backoff_seconds=60)
+    due = {e.event_id for e in await event_store.unrouted(outbox_pool, 10_000)}
     assert other.event_id in due
     assert not due & {e.event_id for e in failing}
