@@ -240,6 +240,7 @@ WITH arms AS (
 SELECT a.step_id, a.variant, count(*) AS entered, count(c.entry_id) AS converted,
        coalesce(sum(c.value), 0)::float8 AS revenue
   FROM arms a LEFT JOIN conversions c ON c.journey_id = $1 AND c.entry_id = a.entry_id
+       AND (a.step_id = '{HOLDOUT_STEP}' OR coalesce(c.variants ->> a.step_id, a.variant) = a.variant)
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 
@@ -320,8 +321,9 @@ async def experiment_arms(
 
     Arms come from the step outcomes (a split records its variant as the outcome; the control group records
     ``$holdout`` when its observation window closes or it converts), joined to conversions by entry, so every
-    split step of a journey gets its arms. ``since``/``until`` select entries by when they took the arm.
-    A held-out customer still being observed is in no arm yet.
+    split step of a journey gets its arms. A conversion that carries the run's assignments (``variants``, runs
+    since migration 0010) counts in the arm it names for that step. ``since``/``until`` select entries by when
+    they took the arm. A held-out customer still being observed is in no arm yet.
     """
     rows = await db.fetch(_ARMS_SQL, *Filters(journey_id, version, since, until).params())
     return [ExperimentArm(**dict(r)) for r in rows]
