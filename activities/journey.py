@@ -336,6 +336,7 @@ class JourneyActivities:
                     event_name=record.event.name,
                     value=record.value,
                     variant=record.variant,
+                    variants=record.variants,
                     last_message_key=record.last_message_key,
                     converted_at=record.converted_at,
                 ),

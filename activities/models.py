@@ -201,6 +201,8 @@ class ConversionRecord(BaseModel):
     event: Event
     value: float | None = None
     variant: str | None = None
+    variants: dict[str, str] | None = None
+    """Every split step's variant, by step id; None for runs that do not keep them."""
     last_message_key: str | None = None
     converted_at: datetime
     outcomes: OutcomeRecord | None = None

@@ -14,6 +14,8 @@ import asyncpg
 from fastapi import APIRouter, Depends, Query, Request, Response
 from temporalio.client import Client
 
+from api.attribution_report import AttributionAnswer, attribution_answer, attribution_csv
+from api.experiments import ExperimentsReport, experiments_csv, experiments_report
 from api.journey_report import (
     ChannelReport,
     JourneyReport,
@@ -25,6 +27,7 @@ from api.routes_deps import READ, pool, settings, temporal
 from api.routes_journeys import JourneyPath
 from api.schemas import ApiError
 from config.settings import Settings
+from measurement.attribution import MODELS
 from store.reports import Filters
 
 router = APIRouter(tags=["reports"])
@@ -103,6 +106,71 @@ async def get_journey_report(
             headers={"Content-Disposition": f'attachment; filename="{filename}"'},
         )
     return report
+
+
+@router.get(
+    "/v1/journeys/{journey_id}/experiments",
+    dependencies=[READ],
+    response_model=ExperimentsReport,
+    responses={200: {"content": {"text/csv": {}}}, 404: {"description": "Unknown journey or version"}},
+)
+async def get_journey_experiments(
+    journey_id: JourneyPath,
+    request: Request,
+    db: Pool,
+    version: Annotated[int | None, Query(ge=1, le=2_147_483_647, description="Only this version")] = None,
+    since: Since = None,
+    until: Until = None,
+) -> Any:
+    """Every split step and the holdout: arms, comparisons with the control, tests, verdict (README, "Measurement")."""
+    start, end = day_range(since, until)
+    try:
+        report = await experiments_report(db, journey_id, version=version, since=start, until=end)
+    except UnknownVersionError:
+        raise ApiError(404, f"journey '{journey_id}' has no version {version}", field="version") from None
+    if report is None:
+        raise ApiError(404, f"unknown journey '{journey_id}'", field="journey_id")
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(
+            experiments_csv(report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{journey_id}-experiments.csv"'},
+        )
+    return report
+
+
+@router.get(
+    "/v1/attribution",
+    dependencies=[READ],
+    response_model=AttributionAnswer,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_attribution(
+    request: Request,
+    db: Pool,
+    config: AppSettings,
+    event: Annotated[str, Query(min_length=1, max_length=200, description="Conversion event name")],
+    value: Annotated[str, Query(min_length=1, max_length=200, description="The event property holding its value")],
+    model: Annotated[str, Query(description=f"One of {', '.join(MODELS)}")] = "last",
+    window: Annotated[str, Query(description="Lookback before each conversion, e.g. 7d")] = "7d",
+    half_life: Annotated[str, Query(description="time_decay only: the age at which a touch counts half")] = "7d",
+    clicked_only: Annotated[bool, Query(description="Credit only messages the customer clicked")] = False,
+    since: Since = None,
+    until: Until = None,
+) -> Any:
+    """Conversions (events with a value) credited to the messages sent before them, per journey, step and
+    channel, with return on channel cost (README, "Measurement")."""
+    answer = await attribution_answer(
+        db, config, event=event, value=value, model=model, window=window, half_life=half_life,
+        clicked_only=clicked_only, since=since, until=until,
+    )  # fmt: skip
+    if "text/csv" in request.headers.get("accept", ""):
+        return Response(
+            attribution_csv(answer.report),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="attribution-{model}.csv"'},
+        )
+    return answer
 
 
 @router.get("/v1/reports/channels", dependencies=[READ], response_model=ChannelReport)

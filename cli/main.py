@@ -310,6 +310,56 @@ def journeys_report(
     print_report(console, report)
 
 
+@journeys_app.command("experiments")
+def journeys_experiments(
+    journey_id: Annotated[str, typer.Argument(help="Journey id.")],
+    version: Annotated[int | None, typer.Option("--version", min=1, help="Only this version.")] = None,
+    since: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC) included.")] = None,
+    until: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day (UTC) included.")] = None,
+) -> None:
+    """Every split step and the holdout: arms, lift against the control, tests and the verdict (README,
+    "Measurement")."""
+    from cli.reporting import fetch_experiments, print_experiments
+
+    settings = load_settings()
+    setup_logging(settings)
+    day = {"since": since.date() if since else None, "until": until.date() if until else None}
+    print_experiments(console, run(fetch_experiments(settings, journey_id, version=version, **day)))
+
+
+@app.command("attribution")
+def attribution_command(
+    event: Annotated[str, typer.Option("--event", help="Conversion event name, e.g. order_placed.")],
+    value: Annotated[str, typer.Option("--value", help="The event property holding its value.")] = "total",
+    model: Annotated[str, typer.Option(help="first, last, linear, time_decay, position or data_driven.")] = "last",
+    window: Annotated[str, typer.Option(help="Lookback before each conversion, e.g. 7d.")] = "7d",
+    half_life: Annotated[str, typer.Option("--half-life", help="time_decay: a touch this old counts half.")] = "7d",
+    clicked_only: Annotated[bool, typer.Option("--clicked-only", help="Credit only clicked messages.")] = False,
+    since: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="First day (UTC) included.")] = None,
+    until: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Last day (UTC) included.")] = None,
+) -> None:
+    """Conversions credited to the messages sent before them, per journey, step and channel (README,
+    "Measurement")."""
+    from cli.reporting import fetch_attribution, print_attribution
+
+    settings = load_settings()
+    setup_logging(settings)
+    answer = run(
+        fetch_attribution(
+            settings,
+            event=event,
+            value=value,
+            model=model,
+            window=window,
+            half_life=half_life,
+            clicked_only=clicked_only,
+            since=since.date() if since else None,
+            until=until.date() if until else None,
+        )
+    )
+    print_attribution(console, answer)
+
+
 # Events
 
 

@@ -1,4 +1,5 @@
-"""``parcours journeys report``: the journey report as readable tables (rich)."""
+"""``parcours journeys report``, ``parcours journeys experiments`` and ``parcours attribution``: the reports as
+readable tables (rich)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client
 
+from api.attribution_report import AttributionAnswer, attribution_answer
+from api.experiments import ExperimentsReport, experiments_report
 from api.journey_report import JourneyReport, UnknownVersionError, journey_report
 from api.routes_reports import day_range
 from api.schemas import ApiError
@@ -116,6 +119,98 @@ def print_report(console: Console, report: JourneyReport) -> None:
             rate, revenue = _pct(a.conversion_rate), f"{a.revenue:,.2f}"
             arms.add_row(Text(a.step_id), a.variant, str(a.entered), str(a.converted), rate, revenue)
         console.print(arms)
+
+
+async def fetch_experiments(
+    settings: Settings, journey_id: str, *, version: int | None, since: date | None, until: date | None
+) -> ExperimentsReport:
+    try:
+        start, end = day_range(since, until)
+    except ApiError as exc:
+        fail(exc.message)
+    async with open_pool(settings) as pool:
+        try:
+            report = await experiments_report(pool, journey_id, version=version, since=start, until=end)
+        except UnknownVersionError:
+            fail(f"journey {journey_id!r} has no version {version}")
+    if report is None:
+        fail(f"unknown journey {journey_id!r}")
+    return report
+
+
+def print_experiments(console: Console, report: ExperimentsReport) -> None:
+    if not report.experiments:
+        console.print(f"{report.journey_id}: no split step or holdout has arms yet")
+    for experiment in report.experiments:
+        r = experiment.result
+        title = "Holdout: control group against everyone treated" if experiment.kind == "holdout" else None
+        table = Table(
+            *("Arm", "Entered", "Converted", "Rate", "Revenue", "Rev./entrant", "P(best)"),
+            *("Lift", "95% CI", "p", "Always-valid p"),
+            title=title or f"Split step {experiment.step_id} (control: {r.control})",
+            title_justify="left",
+        )
+        by_arm = {c.arm: c for c in r.comparisons}
+        for arm in r.arms:
+            c = by_arm.get(arm.name)
+            lift = ci = p = avp = "-"
+            if c is not None:
+                lift = "-" if c.lift_abs is None else f"{100 * c.lift_abs:+.1f} pts"
+                if c.ci_low is not None and c.ci_high is not None:
+                    ci = f"{100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f}"
+                p, avp = _p(c.p_value), _p(c.always_valid_p)
+            per = "-" if arm.revenue_per_entrant is None else f"{arm.revenue_per_entrant:,.2f}"
+            table.add_row(
+                Text(arm.name + (" (control)" if arm.name == r.control else "")), str(arm.entered),
+                str(arm.converted), _pct(arm.conversion_rate), f"{arm.revenue:,.2f}", per,
+                f"{arm.probability_best:.0%}", lift, ci, p, avp,
+            )  # fmt: skip
+        console.print(table)
+        if r.holdout is not None:
+            h = r.holdout.model_dump()
+            extra = ", ".join(f"{k} {v:,.2f}" for k, v in h.items() if isinstance(v, float))
+            console.print(Text(f"Incremental: {extra}"))
+        console.print(Text(f"Verdict: {r.verdict}", style="bold"))
+
+
+async def fetch_attribution(settings: Settings, **query: object) -> AttributionAnswer:
+    async with open_pool(settings) as pool:
+        try:
+            return await attribution_answer(pool, settings, **query)  # type: ignore[arg-type]
+        except ApiError as exc:
+            fail(exc.message)
+
+
+def print_attribution(console: Console, answer: AttributionAnswer) -> None:
+    r = answer.report
+    console.print(
+        Text(
+            f"{answer.event} (value: {answer.value}) · model {r.model} · window {answer.window}"
+            + (" · clicked messages only" if answer.clicked_only else "")
+        )
+    )
+    console.print(
+        f"Conversions {r.conversions} · revenue {r.revenue:,.2f} · unattributed {r.unattributed_conversions}"
+        f" ({r.unattributed_revenue:,.2f})"
+    )
+    table = Table(
+        *("Journey", "Step", "Channel", "Touches", "Conversions", "Revenue", "Cost", "Return on cost"),
+        title="Attributed",
+        title_justify="left",
+    )
+    for row in sorted(r.rows, key=lambda x: -x.attributed_revenue):
+        roc = "-" if row.return_on_cost is None else f"{row.return_on_cost:,.2f}x"
+        table.add_row(
+            Text(row.journey), Text(row.step), row.channel, str(row.touches), f"{row.attributed_conversions:,.2f}",
+            f"{row.attributed_revenue:,.2f}", f"{row.cost:,.4f}", roc,
+        )  # fmt: skip
+    console.print(table)
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _pct(rate: float | None) -> str:

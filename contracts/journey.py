@@ -76,6 +76,8 @@ class JourneyProgress(BaseModel):
     entered_at: datetime | None = None
     variant: str | None = None
     """The split variant the customer took last, or ``holdout`` for the control group."""
+    variants: dict[str, str] = Field(default_factory=dict)
+    """Every split step's variant, by step id (runs started before ``assignments-kept`` keep only ``variant``)."""
     responses: dict[str, Any] = Field(default_factory=dict)
     """Webhook steps' answers by ``save_as`` (``{"status": 200, "body": ...}``), for later branches."""
     customer_id: str | None = None

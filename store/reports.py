@@ -240,7 +240,24 @@ WITH arms AS (
 SELECT a.step_id, a.variant, count(*) AS entered, count(c.entry_id) AS converted,
        coalesce(sum(c.value), 0)::float8 AS revenue
   FROM arms a LEFT JOIN conversions c ON c.journey_id = $1 AND c.entry_id = a.entry_id
+       AND (a.step_id = '{HOLDOUT_STEP}' OR coalesce(c.variants ->> a.step_id, a.variant) = a.variant)
  GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+# Treated: entries that went through a step of the journey (their first outcome in the range) and were not held out.
+_TREATED_SQL = f"""
+WITH treated AS (
+    SELECT o.entry_id FROM step_outcomes o
+     WHERE o.journey_id = $1 AND o.step_type <> 'holdout' AND o.step_id <> '$exit'
+       AND ($2::int IS NULL OR o.journey_version = $2)
+     GROUP BY o.entry_id
+    HAVING min(o.recorded_at) >= coalesce($3::timestamptz, '-infinity')
+       AND min(o.recorded_at) < coalesce($4::timestamptz, 'infinity')
+)
+SELECT count(*) AS entered, count(c.entry_id) AS converted, coalesce(sum(c.value), 0)::float8 AS revenue
+  FROM treated t LEFT JOIN conversions c ON c.journey_id = $1 AND c.entry_id = t.entry_id
+ WHERE NOT EXISTS (SELECT 1 FROM step_outcomes h
+                    WHERE h.journey_id = $1 AND h.entry_id = t.entry_id AND h.step_id = '{HOLDOUT_STEP}')
 """
 
 _CHANNEL_CONVERSIONS_SQL = f"""
@@ -320,11 +337,29 @@ async def experiment_arms(
 
     Arms come from the step outcomes (a split records its variant as the outcome; the control group records
     ``$holdout`` when its observation window closes or it converts), joined to conversions by entry, so every
-    split step of a journey gets its arms. ``since``/``until`` select entries by when they took the arm.
-    A held-out customer still being observed is in no arm yet.
+    split step of a journey gets its arms. A conversion that carries the run's assignments (``variants``, runs
+    since migration 0010) counts in the arm it names for that step. ``since``/``until`` select entries by when
+    they took the arm. A held-out customer still being observed is in no arm yet.
     """
     rows = await db.fetch(_ARMS_SQL, *Filters(journey_id, version, since, until).params())
     return [ExperimentArm(**dict(r)) for r in rows]
+
+
+async def treated_arm(
+    db: Any,
+    journey_id: str,
+    *,
+    version: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> ExperimentArm:
+    """Everyone not held out, as one arm (``step_id`` ``$holdout``, variant ``treated``) to set against the holdout.
+
+    An entry counts once it has finished a step of the journey (its first step outcome, in ``since``/``until``),
+    as a held-out entry counts once its outcome is recorded; entries still on their first step are in no arm.
+    """
+    row = await db.fetchrow(_TREATED_SQL, journey_id, version, since, until)
+    return ExperimentArm(HOLDOUT_STEP, "treated", row["entered"], row["converted"], row["revenue"])
 
 
 async def channel_conversions(db: Any, filters: Filters) -> list[ChannelConversions]:

@@ -110,6 +110,8 @@ CONVERSION_RECORDS_LAST_STEP = "conversion-records-last-step"
 """The outcome of the step the goal cut short is recorded with the conversion, in one local activity."""
 FAILURES_VISIBLE = "failures-visible"
 """A failed step sets the ``ParcoursHealth`` and ``ParcoursFailedStep`` search attributes."""
+ASSIGNMENTS_KEPT = "assignments-kept"
+"""Every split step's variant is kept in the progress and recorded with the conversion (not only the last)."""
 
 # How long a held-out (control group) customer is watched for the goal when the journey names no window.
 DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
@@ -372,6 +374,8 @@ class JourneyWorkflow:
     async def _do_split(self, step: SplitStep, visit: int, started: datetime) -> _Done:
         variant = self._split(step)
         self._progress.variant = variant
+        if workflow.patched(ASSIGNMENTS_KEPT):
+            self._progress.variants.setdefault(step.id, variant)
         workflow.upsert_search_attributes([sa.VARIANT.value_set(variant)])
         return _Done(variant, self._journey.resolve(step.id, f"variants.{variant}"), {"variant": variant})
 
@@ -733,6 +737,7 @@ class JourneyWorkflow:
                 value=float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None,
                 last_message_key=self._progress.last_message_key,
                 variant=self._progress.variant,
+                variants=dict(self._progress.variants) or None,
                 converted_at=workflow.now(),
                 outcomes=self._outcome_record(self._unrecorded) if self._unrecorded else None,
             ),

@@ -51,3 +51,25 @@ async def test_an_entry_converts_once_and_the_first_conversion_stands(pool: asyn
         (rows[1]["entry_id"], rows[1]["event_id"], None, "B", "welcome:hello:1", T0),
     ]
     assert rows[1]["entry_id"] != entry
+
+
+async def test_float_values_are_stored_as_the_decimal_written_so_revenue_sums_exactly(pool: asyncpg.Pool) -> None:
+    customer = uid("c")
+    values = [49.9, 0.1, 0.2, 19.99, 1e-7, 123456789.01]
+    for value in values:
+        await conversion_store.record_conversion(pool, conversion(customer, uid("entry"), value=value))
+
+    stored = await pool.fetch("SELECT value FROM conversions WHERE customer_id = $1 ORDER BY value", customer)
+    assert [r["value"] for r in stored] == sorted(Decimal(str(v)) for v in values)
+    total = await pool.fetchval("SELECT sum(value) FROM conversions WHERE customer_id = $1", customer)
+    assert total == Decimal("123456859.2000001")
+
+
+async def test_every_split_assignment_is_kept_with_the_conversion(pool: asyncpg.Pool) -> None:
+    customer = uid("c")
+    assignments = {"subject": "B", "offer": "ten_percent"}
+    await conversion_store.record_conversion(pool, conversion(customer, uid("entry"), variants=assignments))
+    await conversion_store.record_conversion(pool, conversion(customer, uid("entry"), value=1.0))
+
+    rows = await pool.fetch("SELECT variants FROM conversions WHERE customer_id = $1 ORDER BY value DESC", customer)
+    assert [r["variants"] for r in rows] == [assignments, None]

@@ -134,6 +134,35 @@ async def test_split_sends_each_customer_one_stable_variant_and_conversions_carr
     assert set(Counter(variants.values())) <= {"a", "b"}
 
 
+async def test_a_run_through_two_splits_keeps_both_assignments_with_its_conversion(engine: Engine) -> None:
+    definition = ab_journey()
+    definition["steps"][1]["next"] = "offer"  # after either mail, a second split
+    definition["steps"].insert(
+        3,
+        {
+            "id": "offer",
+            "type": "split",
+            "variants": [{"name": "free_shipping", "weight": 1}, {"name": "ten_percent", "weight": 1}],
+        },
+    )
+    journey = journey_from(definition)
+    customer = await make_customer(engine.pool)
+    while bucket(journey.id, customer, "test") * 4 >= 1:  # a customer the first split sends to variant a
+        customer = await make_customer(engine.pool)
+    offer = "free_shipping" if bucket(journey.id, customer, "offer") * 2 < 1 else "ten_percent"
+
+    handle = await engine.enter(journey, customer)
+    await engine.env.sleep(timedelta(hours=1))
+    await handle.signal(EVENT_SIGNAL, event(customer, "order_placed", {"total": 30}))
+    result: JourneyResult = await handle.result()
+
+    assert result.status == "converted"
+    assert result.variant == offer  # the last split, as before
+    row = await engine.pool.fetchrow("SELECT variant, variants FROM conversions WHERE customer_id = $1", customer)
+    assert (row["variant"], row["variants"]) == (offer, {"test": "a", "offer": offer})
+    await engine.save_history(handle, "ab-two-splits-assignments-kept")
+
+
 async def test_holdout_is_counted_receives_nothing_and_its_conversions_are_recorded(engine: Engine) -> None:
     journey = journey_from(ab_journey(holdout={"percent": 50, "observe_for": "3d"}))
     held, treated = None, None
