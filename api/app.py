@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 
 from api import (
+    console,
     routes_broadcasts,
     routes_customers,
     routes_devices,
@@ -74,6 +75,8 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
         version="1",
         description="Customer journeys on Temporal: send events, manage customers and consent, publish journeys.",
         lifespan=lifespan,
+        docs_url=None,  # served by api.console from local Swagger UI assets: no CDN
+        redoc_url=None,
         responses={401: {"model": ErrorBody}, 422: {"model": ErrorBody}},
     )
     app.state.settings = settings
@@ -102,6 +105,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.include_router(routes_privacy.router)  # provider webhooks also take Basic credentials
     app.include_router(routes_sms.router)  # Twilio's callbacks: authenticated by X-Twilio-Signature
     _install_error_handlers(app)
+    console.install(app)  # /console pages and /docs (after the error handlers: its own take precedence)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(QueryGuardMiddleware)
     return app

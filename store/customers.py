@@ -202,3 +202,21 @@ async def current_consent(db: Db, customer_id: str) -> dict[str, dict[str, str]]
     for consent in await consent_of(db, customer_id):
         out["channels" if consent.scope == "channel" else "topics"][consent.name] = consent.status
     return out
+
+
+async def find_customers(db: Db, text: str, *, limit: int = 20) -> list[Customer]:
+    """Customers whose id is ``text`` or whose email is ``text`` (case-insensitive), else whose id or email
+    starts with it; the console's search."""
+    rows = await db.fetch(
+        f"""
+        SELECT {_COLUMNS} FROM customers
+         WHERE id = $1 OR lower(email) = lower($1)
+            OR id LIKE $2 ESCAPE '!' OR lower(email) LIKE lower($2) ESCAPE '!'
+         ORDER BY (id = $1 OR lower(email) = lower($1)) DESC, id
+         LIMIT $3
+        """,
+        text,
+        text.replace("!", "!!").replace("%", "!%").replace("_", "!_") + "%",
+        limit,
+    )
+    return [Customer.from_record(row) for row in rows]

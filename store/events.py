@@ -221,3 +221,14 @@ async def revive(db: Db, event_id: str) -> Event | None:
 async def get_event(db: Db, event_id: str) -> dict[str, Any] | None:
     row = await db.fetchrow("SELECT * FROM events WHERE event_id = $1", event_id)
     return dict(row) if row else None
+
+
+async def recent_of(db: Db, customer_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The customer's newest events first: id, name, properties, occurred_at, received_at."""
+    rows = await db.fetch(
+        """SELECT event_id, name, properties, occurred_at, received_at FROM events
+            WHERE customer_id = $1 ORDER BY occurred_at DESC LIMIT $2""",
+        customer_id,
+        limit,
+    )
+    return [dict(r) for r in rows]

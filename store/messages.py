@@ -173,3 +173,14 @@ async def record_receipt(db: Db, provider_message_id: str, status: str, *, error
     if row is None:
         return None
     return Receipt(row["idempotency_key"], row["customer_id"], row["channel"], row["recipient"], row["provider_status"])
+
+
+async def messages_with_choice(db: Db, customer_id: str, *, limit: int = 20) -> list[dict[str, Any]]:
+    """The customer's newest messages first, with the send policy's channel decision (``choice``)."""
+    rows = await db.fetch(
+        """SELECT created_at, journey_id, step_id, channel, status, reason, choice
+             FROM messages WHERE customer_id = $1 ORDER BY created_at DESC LIMIT $2""",
+        customer_id,
+        limit,
+    )
+    return [dict(r) for r in rows]
