@@ -18,7 +18,13 @@ from temporalio.worker import Replayer
 
 from contracts.journey import IDENTIFY_SIGNAL
 from workflows.broadcast import BroadcastWorkflow
-from workflows.journey import CONVERSION_RECORDS_LAST_STEP, FAILURES_VISIBLE, SEND_RECORDS_OUTCOME, JourneyWorkflow
+from workflows.journey import (
+    CONVERSION_RECORDS_LAST_STEP,
+    FAILURES_VISIBLE,
+    SEND_RECORDS_OUTCOME,
+    WAITS_CONTINUE_AS_NEW,
+    JourneyWorkflow,
+)
 
 HISTORIES = sorted((Path(__file__).resolve().parents[1] / "histories").glob("*.json"))
 
@@ -63,6 +69,11 @@ def test_the_corpus_covers_both_sides_of_every_patch() -> None:
     assert "abandoned-cart-identified" not in converted  # converted before: two local activities
     # Recorded by tests/workflows/test_journey_failures.py: a failed step marks the run (search attributes).
     assert "webhook-failed" in {p.stem for p in HISTORIES if FAILURES_VISIBLE in patches_in(p)}
+    # Recorded by tests/workflows/test_journey_continue_as_new.py: a wait that continued as new, and the next run
+    # resuming it; the waits recorded before the patch never continue as new from a wait.
+    moved = {p.stem for p in HISTORIES if WAITS_CONTINUE_AS_NEW in patches_in(p)}
+    assert {"wait-continued-as-new", "wait-resumed-after-continue-as-new"} <= moved
+    assert "welcome-series" not in moved
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
