@@ -35,6 +35,7 @@ from journeys.values import InputError, loads_json
 from orchestration import exits
 from store import customers as customer_store
 from store import engagement, privacy
+from store import entries as entries_store
 from store import identity as identity_store
 from store import suppressions as suppression_store
 
@@ -128,6 +129,13 @@ async def erase_customer(
         )
         for person in people
     ]
+    # Read before the erasure scrubs the entry ids: they name the segment runs whose histories list the customer.
+    segment_runs = [
+        wid
+        for person in people
+        for journey_id, entry_id in await entries_store.segment_entries(db, person)
+        if (wid := exits.segment_workflow_id(journey_id, entry_id, person)) is not None
+    ]
     exited = sum(len(report.exited) for report in reports)
     terminated = sum(len(report.terminated) for report in reports)
     complete = all(report.complete for report in reports)
@@ -142,6 +150,7 @@ async def erase_customer(
     if complete:
         for person, report in zip(people, reports, strict=True):
             deleted += await exits.delete_closed_histories(client, person, report.closed())
+        deleted += await exits.delete_segment_histories(client, segment_runs)
     log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited, terminated=terminated)
     if not complete:
         response.status_code = 202

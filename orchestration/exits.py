@@ -29,9 +29,10 @@ from temporalio.service import RPCError
 
 from contracts import search_attributes as sa
 from contracts.journey import EXIT_SIGNAL, ExitRequest
+from contracts.segment import schedule_id
 from orchestration.errors import RunRefusedError, is_not_found
 from orchestration.runs import JourneyRuns
-from orchestration.visibility import runs_query
+from orchestration.visibility import literal, runs_query
 from store import ops as ops_store
 from store.db import Db
 
@@ -263,3 +264,25 @@ async def delete_history(client: Client, run: Run) -> bool:
             log.warning("history_not_deleted", workflow_id=run.workflow_id, run_id=run.run_id, error=str(exc))
         return False
     return True
+
+
+def segment_workflow_id(journey_id: str, entry_id: str, customer_id: str) -> str | None:
+    """The id of the segment run that made an entry ``segment:{journey}:{run key}:{customer}`` (None: not one)."""
+    prefix, suffix = f"segment:{journey_id}:", f":{customer_id}"
+    if not (entry_id.startswith(prefix) and entry_id.endswith(suffix)):
+        return None
+    run_key = entry_id[len(prefix) : -len(suffix)]
+    # A scheduled firing's key is its time (workflow id ``segment:{journey}-{time}``); otherwise the whole id.
+    return run_key if run_key.startswith(schedule_id(journey_id)) else f"{schedule_id(journey_id)}-{run_key}"
+
+
+async def delete_segment_histories(client: Client, workflow_ids: Iterable[str]) -> int:
+    """Delete the closed runs (every continue-as-new step) of these segment workflows: their histories list the
+    members they entered. A segment run still going is left (its next firing's histories never held the id)."""
+    deleted = 0
+    for wid in sorted(set(workflow_ids)):
+        query = f'WorkflowId = {literal(wid)} AND ExecutionStatus != "Running"'
+        async for execution in client.list_workflows(query):
+            if await delete_history(client, Run(execution.id, execution.run_id)):
+                deleted += 1
+    return deleted

@@ -117,3 +117,13 @@ async def test_erasure_terminates_a_run_that_ignores_the_exit_and_deletes_its_hi
     assert (
         await stack.pool.fetchval("SELECT count(*) FROM ops_actions WHERE target LIKE '%' || $1 || '%'", customer) == 0
     )
+
+
+def test_erasure_finds_the_segment_run_that_entered_the_customer_from_the_entry_id() -> None:
+    """The segment run's history lists the members it entered; the entry id names it (scheduled or not)."""
+    scheduled = "segment:win-back:2026-11-30T10:00:00Z:cust-1"
+    assert exits.segment_workflow_id("win-back", scheduled, "cust-1") == "segment:win-back-2026-11-30T10:00:00Z"
+    by_hand = "segment:win-back:segment:win-back-manual-7:cust-1"
+    assert exits.segment_workflow_id("win-back", by_hand, "cust-1") == "segment:win-back-manual-7"
+    assert exits.segment_workflow_id("win-back", "ev-123", "cust-1") is None  # an entry by an event
+    assert exits.segment_workflow_id("win-back", scheduled, "cust-2") is None
