@@ -102,7 +102,9 @@ async def test_erasure_terminates_a_run_that_ignores_the_exit_and_deletes_its_hi
         assert (runs["exited"], runs["terminated"]) == (0, 1)
         assert runs["histories_deleted"] >= 1
 
-        async def history_gone() -> bool:  # Temporal deletes in the background (the dev server: within ~30 s)
+        async def history_gone() -> (
+            bool
+        ):  # Temporal deletes in the background (the dev server: 30 s to a minute or more)
             try:
                 await stack.client.get_workflow_handle(workflow_id).describe()
             except RPCError as exc:
@@ -110,7 +112,7 @@ async def test_erasure_terminates_a_run_that_ignores_the_exit_and_deletes_its_hi
             return False
 
         # Its history, which holds the customer's id and data, is gone.
-        await eventually(history_gone, timeout=45, interval=1.0)
+        await eventually(history_gone, timeout=120, interval=2.0)
     alias = pseudonym(stack.settings.link_secret.get_secret_value().encode(), customer)
     action = await stack.pool.fetchrow("SELECT actor, detail FROM ops_actions WHERE target = $1", f"erased:{alias}")
     assert action["actor"] == "erasure" and action["detail"]["journey_id"] == journey["id"]
