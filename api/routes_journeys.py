@@ -20,7 +20,7 @@ from journeys.models import Journey
 from journeys.validation import JourneyValidationError, parse_journey, sms_length_issues
 from journeys.values import InputLimits
 from orchestration import schedules
-from orchestration.exits import exit_journey
+from orchestration.exits import exit_journey, record_terminations
 from orchestration.router import EventRouter
 from store import journeys as journey_store
 from store.journeys import JourneyRow
@@ -151,6 +151,9 @@ async def resume(
 class ArchiveResult(JourneySummary):
     exited: int
     """Running customers asked to leave (each records ``$exit`` with reason ``archived`` and ends ``exited``)."""
+    terminated: int = 0
+    """Runs that refused to leave or had not closed in time, terminated as a last resort (each logged in the
+    operators' log, action ``terminate``, with why)."""
     complete: bool
     """False: runs were still being found when the time ran out; archive again to finish."""
     schedule: str
@@ -160,8 +163,16 @@ class ArchiveResult(JourneySummary):
 @router.post("/v1/journeys/{journey_id}/archive", dependencies=[ADMIN], response_model=ArchiveResult)
 async def archive(journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal) -> dict[str, Any]:
     """No more entries; the segment schedule is deleted; running customers leave at once (``$exit``, reason
-    ``archived``; status ``exited``). Archiving again reaches any run a previous call missed."""
+    ``archived``; status ``exited``); a run that refuses or has not closed in time is terminated. Archiving again
+    reaches any run a previous call missed."""
     row = await _set_status(journey_id, "archived", db, router_)
     schedule = await schedules.delete_schedule(client, journey_id)
     report = await exit_journey(client, journey_id, "archived")
-    return {**asdict(row), "exited": len(report.exited), "complete": report.complete, "schedule": schedule}
+    await record_terminations(db, report, actor="archive", reason="archived")
+    return {
+        **asdict(row),
+        "exited": len(report.exited),
+        "terminated": len(report.terminated),
+        "complete": report.complete,
+        "schedule": schedule,
+    }

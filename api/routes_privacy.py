@@ -35,6 +35,7 @@ from journeys.values import InputError, loads_json
 from orchestration import exits
 from store import customers as customer_store
 from store import engagement, privacy
+from store import entries as entries_store
 from store import identity as identity_store
 from store import suppressions as suppression_store
 
@@ -116,33 +117,52 @@ async def erase_customer(
     customer_id: ResolvedCustomer, db: Pool, client: Temporal, app_settings: AppSettings, response: Response
 ) -> dict[str, Any]:
     """Erase the customer's personal data; keep anonymous aggregates under a pseudonym; end running journeys
-    (exit reason ``erased``); record the erasure. Safe to repeat. ``202``: some run had not closed in time, the data
-    is erased but call again to finish."""
+    (exit reason ``erased``; a run that refuses to exit or has not closed in time is terminated, and logged under the
+    pseudonym in the operators' log); delete the customer's closed run histories; record the erasure. Safe to repeat.
+    ``202``: runs were still being found when the time ran out, the data is erased but call again to finish."""
     requested_at = datetime.now(UTC)
     # Profiles merged into the customer are the same person: their runs and histories go too.
     people = [customer_id, *await identity_store.merged_profiles(db, customer_id)]
-    exited, still_running = 0, list[str]()
-    for person in people:
-        report, open_runs = await exits.exit_customer(
+    reports = [
+        await exits.exit_customer(
             client, person, ERASED_REASON, wait_seconds=ERASE_WAIT_SECONDS, max_passes=ERASE_PASSES
         )
-        exited += len(report.exited)
-        still_running += open_runs
-    complete = not still_running
+        for person in people
+    ]
+    # Read before the erasure scrubs the entry ids: they name the segment runs whose histories list the customer.
+    segment_runs = [
+        wid
+        for person in people
+        for journey_id, entry_id in await entries_store.segment_entries(db, person)
+        if (wid := exits.segment_workflow_id(journey_id, entry_id, person)) is not None
+    ]
+    exited = sum(len(report.exited) for report in reports)
+    terminated = sum(len(report.terminated) for report in reports)
+    complete = all(report.complete for report in reports)
     erasure = await privacy.erase_customer(
         db, customer_id, pseudonym_secret(app_settings), requested_at=requested_at, complete=complete
     )
+    for report in reports:
+        await exits.record_terminations(
+            db, report, actor="erasure", reason=ERASED_REASON, target=f"erased:{erasure['pseudonym']}"
+        )
     deleted = 0
     if complete:
-        for person in people:
-            deleted += await exits.delete_closed_histories(client, person)
-    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited)
+        for person, report in zip(people, reports, strict=True):
+            deleted += await exits.delete_closed_histories(client, person, report.closed())
+        deleted += await exits.delete_segment_histories(client, segment_runs)
+    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited, terminated=terminated)
     if not complete:
         response.status_code = 202
     return {
         **erasure,
         "complete": complete,
-        "runs": {"exited": exited, "still_running": len(still_running), "histories_deleted": deleted},
+        "runs": {
+            "exited": exited,
+            "terminated": terminated,
+            "still_running": 0,  # every run found was exited or terminated (kept for older clients)
+            "histories_deleted": deleted,
+        },
     }
 
 

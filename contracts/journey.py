@@ -62,6 +62,17 @@ class StepRecord(BaseModel):
     finished_at: datetime
 
 
+class WaitInProgress(BaseModel):
+    """A wait the run was in when it continued as new: the next run resumes it instead of starting the step over."""
+
+    step_id: str
+    """The step waiting (``$holdout`` for the control group's observation)."""
+    visit: int
+    started_at: datetime
+    until: datetime
+    """When the wait ends: the next run waits only for what is left."""
+
+
 class JourneyProgress(BaseModel):
     """Everything a run needs to carry on after continue-as-new."""
 
@@ -82,6 +93,8 @@ class JourneyProgress(BaseModel):
     """Webhook steps' answers by ``save_as`` (``{"status": 200, "body": ...}``), for later branches."""
     customer_id: str | None = None
     """Set once the run was identified (``IDENTIFY_SIGNAL``): the customer it carries on for."""
+    waiting: WaitInProgress | None = None
+    """Set when the run continued as new in the middle of a wait (many events received while waiting)."""
 
 
 class JourneyInput(BaseModel):
@@ -95,6 +108,8 @@ class JourneyInput(BaseModel):
     """Set when the run continues as new."""
     default_timezone: str = "UTC"
     """For customers without a time zone (settings.default_timezone at entry)."""
+    continue_after_signals: int | None = None
+    """Continue as new from a wait after this many events (None: the workflow's ``CONTINUE_AFTER_SIGNALS``)."""
 
     @property
     def entry_id(self) -> str:

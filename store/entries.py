@@ -147,3 +147,12 @@ async def entries(db: Db, journey_id: str, customer_id: str | None = None) -> li
         customer_id,
     )
     return [dict(r) for r in rows]
+
+
+async def segment_entries(db: Db, customer_id: str) -> list[tuple[str, str]]:
+    """(journey id, entry id) of the customer's entries by a segment schedule: the entry id names the segment run
+    (``segment:{journey}:{run key}:{customer}``), whose history lists the customer among the members it entered."""
+    rows = await db.fetch(
+        "SELECT journey_id, entry_id FROM journey_entries WHERE customer_id = $1 AND source = 'segment'", customer_id
+    )
+    return [(r["journey_id"], r["entry_id"]) for r in rows]

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyState,
         JourneyStatus,
         StepRecord,
+        WaitInProgress,
     )
     from journeys.conditions import lookup
     from journeys.models import (
@@ -112,6 +113,8 @@ FAILURES_VISIBLE = "failures-visible"
 """A failed step sets the ``ParcoursHealth`` and ``ParcoursFailedStep`` search attributes."""
 ASSIGNMENTS_KEPT = "assignments-kept"
 """Every split step's variant is kept in the progress and recorded with the conversion (not only the last)."""
+WAITS_CONTINUE_AS_NEW = "waits-continue-as-new"
+"""A wait wakes when Temporal suggests continue-as-new or many events came, and the next run resumes the wait."""
 
 # How long a held-out (control group) customer is watched for the goal when the journey names no window.
 DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
@@ -120,6 +123,9 @@ DEFAULT_HOLDOUT_OBSERVATION = timedelta(days=30)
 MAX_EVENTS_KEPT = 500
 MAX_STEPS_KEPT = 200
 MAX_SEEN_IDS_KEPT = 5000
+# A waiting run continues as new after this many events (Temporal refuses signals past 10,000 a run, and each
+# signal adds history), unless Temporal suggested it earlier. ``JourneyInput.continue_after_signals`` overrides it.
+CONTINUE_AFTER_SIGNALS = 1000
 
 
 @dataclass(frozen=True)
@@ -182,12 +188,16 @@ class JourneyWorkflow:
         self._unrecorded: list[StepRecord] = []
         # The last step that failed and why, kept in the current details once the run has moved on.
         self._failure: str | None = None
+        # Events received by this run (duplicates too: each one is history), and the step being run.
+        self._signals = 0
+        self._step: tuple[str, int, datetime] | None = None
 
     # --- signals and queries -------------------------------------------------------------------------------
 
     @workflow.signal(name=EVENT_SIGNAL)
     def on_event(self, event: Event) -> None:
         """A behaviour event for this customer. An event id seen before has no effect."""
+        self._signals += 1
         if event.event_id in self._seen:
             return
         self._seen.add(event.event_id)
@@ -270,7 +280,8 @@ class JourneyWorkflow:
                 sa.JOURNEY_VERSION.value_set(input.journey_version),
             ]
         )
-        if input.progress is None and self._journey.holdout and self._held_out():
+        resumes_holdout = input.progress is not None and getattr(input.progress.waiting, "step_id", None) == "$holdout"
+        if (input.progress is None or resumes_holdout) and self._journey.holdout and self._held_out():
             return await self._hold_out()
         step_id = self._progress.current_step
         while step_id != END and self._goal_event is None:
@@ -297,11 +308,18 @@ class JourneyWorkflow:
         kind = _STEP_TYPES[type(step)]
         self._progress.current_step = step_id
         self._current = step_id
-        visit = self._progress.visits.get(step_id, 0) + 1
-        self._progress.visits[step_id] = visit
-        self._progress.step_started_event_index = len(self._progress.events)
+        resumed = self._progress.waiting
+        if resumed is not None and resumed.step_id == step_id:
+            # The previous run continued as new in this step's wait: same visit, same start, the wait resumes.
+            visit, started = resumed.visit, resumed.started_at
+        else:
+            self._progress.waiting = None
+            visit = self._progress.visits.get(step_id, 0) + 1
+            self._progress.visits[step_id] = visit
+            self._progress.step_started_event_index = len(self._progress.events)
+            started = workflow.now()
+        self._step = (step_id, visit, started)
         self._show(step_id, f"step `{step.id}`: {kind.describe(step)} ({step.label or step.id})")
-        started = workflow.now()
         done = await kind.run(self, step, visit, started)
         if done.outcome == "failed":
             self._failed(step_id, done.detail)
@@ -427,11 +445,33 @@ class JourneyWorkflow:
         return _Done("exit", END, {"reason": step.reason})
 
     async def _wait(self, done: Any, limit: timedelta) -> bool:
-        """Wait until ``done()``, the goal or an exit event, at most ``limit``; True when the goal or exit came."""
+        """Wait until ``done()``, the goal or an exit event, at most ``limit``; True when the goal or exit came.
+
+        Since WAITS_CONTINUE_AS_NEW a wait that receives many events continues as new, carrying what is left of it;
+        the next run's first wait (in the same step) waits only for that.
+        """
+        waiting, self._progress.waiting = self._progress.waiting, None
+        timeout = limit if waiting is None else waiting.until - workflow.now()
+        until = workflow.now() + timeout
+        if timeout <= timedelta(0):
+            return self._interrupted()
+        moves = workflow.patched(WAITS_CONTINUE_AS_NEW)
+        bound = self._input.continue_after_signals or CONTINUE_AFTER_SIGNALS
+
+        def should_move() -> bool:
+            return moves and (self._signals >= bound or workflow.info().is_continue_as_new_suggested())
+
         try:
-            await workflow.wait_condition(lambda: self._interrupted() or done(), timeout=limit)
+            await workflow.wait_condition(lambda: self._interrupted() or done() or should_move(), timeout=timeout)
         except TimeoutError:
-            pass
+            return self._interrupted()
+        if not (self._interrupted() or done()) and self._step is not None:
+            step_id, visit, started = self._step
+            if step_id != "$holdout":
+                self._show(step_id, f"step `{step_id}`: continuing as new while waiting ({self._signals} events)")
+            await self._continue_as_new(
+                step_id, WaitInProgress(step_id=step_id, visit=visit, started_at=started, until=until)
+            )
         return self._interrupted()
 
     def _why_interrupted(self) -> str | None:
@@ -489,7 +529,8 @@ class JourneyWorkflow:
         watch = (holdout.observe_for if holdout else None) or (goal.within if goal else None)
         watch = watch or DEFAULT_HOLDOUT_OBSERVATION
         self._show("$holdout", f"control group: receives nothing, watched {watch} for the goal")
-        started = workflow.now()
+        started = self._progress.waiting.started_at if self._progress.waiting else workflow.now()
+        self._step = ("$holdout", 0, started)
         if goal is not None:
             await self._wait(lambda: False, watch)
         await self._record(
@@ -777,16 +818,22 @@ class JourneyWorkflow:
             variant=self._progress.variant,
         )
 
-    async def _continue_as_new(self, step_id: str) -> None:
+    async def _continue_as_new(self, step_id: str, waiting: WaitInProgress | None = None) -> None:
+        """Carry on in a new run from ``step_id`` (from the middle of its wait when ``waiting`` is set)."""
         await workflow.wait_condition(workflow.all_handlers_finished)
-        progress = self._progress.model_copy(
-            update={
-                "current_step": step_id,
-                "events": self._progress.events[-MAX_EVENTS_KEPT:],
-                "seen_event_ids": self._progress.seen_event_ids[-MAX_SEEN_IDS_KEPT:],
-                "step_started_event_index": 0,
-            }
-        )
+        kept = self._progress.events[-MAX_EVENTS_KEPT:]
+        dropped = len(self._progress.events) - len(kept)
+        update: dict[str, Any] = {
+            "current_step": step_id,
+            "events": kept,
+            "seen_event_ids": self._progress.seen_event_ids[-MAX_SEEN_IDS_KEPT:],
+            "step_started_event_index": 0,
+        }
+        if waiting is not None:
+            # The step's events so far still count for a wait_for with ``since: step``.
+            update["waiting"] = waiting
+            update["step_started_event_index"] = max(0, self._progress.step_started_event_index - dropped)
+        progress = self._progress.model_copy(update=update)
         workflow.continue_as_new(self._input.model_copy(update={"progress": progress}))
 
 

@@ -5,10 +5,12 @@ Kept in a module of its own that imports only Temporal, so the workflow sandbox 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RawValue
 
 WORKFLOW_NAME = "JourneyWorkflow"
 """``contracts.journey.WORKFLOW_NAME`` (checked by tests/cli/test_ops.py)."""
@@ -33,3 +35,17 @@ class ChangedJourney:
 
 
 CHANGED = [ChangedJourney]
+
+
+@workflow.defn(name=WORKFLOW_NAME)
+class DeafJourney:
+    """A run that never leaves: it takes every signal, the exit signal too, and ignores it (as a run stuck on a
+    failing step or a send retrying for hours does)."""
+
+    @workflow.run
+    async def run(self, _input: Any) -> None:
+        await workflow.wait_condition(lambda: False)
+
+    @workflow.signal(dynamic=True)
+    def ignore(self, _name: str, _args: Sequence[RawValue]) -> None:
+        pass

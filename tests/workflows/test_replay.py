@@ -23,6 +23,7 @@ from workflows.journey import (
     CONVERSION_RECORDS_LAST_STEP,
     FAILURES_VISIBLE,
     SEND_RECORDS_OUTCOME,
+    WAITS_CONTINUE_AS_NEW,
     JourneyWorkflow,
 )
 
@@ -73,6 +74,11 @@ def test_the_corpus_covers_both_sides_of_every_patch() -> None:
     kept = {p.stem for p in HISTORIES if ASSIGNMENTS_KEPT in patches_in(p)}
     assert "ab-two-splits-assignments-kept" in kept
     assert "abandoned-cart-converted" not in kept
+    # Recorded by tests/workflows/test_journey_continue_as_new.py: a wait that continued as new, and the next run
+    # resuming it; the waits recorded before the patch never continue as new from a wait.
+    moved = {p.stem for p in HISTORIES if WAITS_CONTINUE_AS_NEW in patches_in(p)}
+    assert {"wait-continued-as-new", "wait-resumed-after-continue-as-new"} <= moved
+    assert "welcome-series" not in moved
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
