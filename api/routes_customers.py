@@ -18,8 +18,7 @@ from api.schemas import (
     CustomerOut,
     InboxMessage,
 )
-from contracts import search_attributes as sa
-from orchestration.visibility import runs_query
+from orchestration import visibility
 from store import customers as customer_store
 from store import inbox as inbox_store
 from store.customers import Customer
@@ -95,23 +94,20 @@ async def customer_journeys(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[CustomerJourney]:
     """The customer's journey runs, newest first, from Temporal visibility (eventually consistent)."""
-    out = []
-    async for execution in client.list_workflows(runs_query(customer_id=customer_id), limit=limit):
-        attrs = execution.typed_search_attributes
-        out.append(
-            CustomerJourney(
-                workflow_id=execution.id,
-                run_id=execution.run_id,
-                journey_id=attrs.get(sa.JOURNEY_ID),
-                journey_name=await execution.memo_value("journey_name", None),
-                version=attrs.get(sa.JOURNEY_VERSION),
-                step=attrs.get(sa.STEP),
-                status=_STATUS.get(execution.status) if execution.status else None,
-                started_at=execution.start_time,
-                closed_at=execution.close_time,
-            )
+    return [
+        CustomerJourney(
+            workflow_id=run.workflow_id,
+            run_id=run.run_id,
+            journey_id=run.journey_id,
+            journey_name=run.journey_name,
+            version=run.version,
+            step=run.step,
+            status=_STATUS.get(run.status) if run.status else None,
+            started_at=run.started_at,
+            closed_at=run.closed_at,
         )
-    return out
+        for run in await visibility.list_runs(client, customer_id=customer_id, limit=limit)
+    ]
 
 
 @router.get("/v1/customers/{customer_id}/inbox", dependencies=[READ], response_model=list[InboxMessage])

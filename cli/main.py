@@ -598,24 +598,19 @@ async def _show_customer(settings: Settings, asked: str) -> None:
 
 
 async def _journey_runs(settings: Settings, customer_id: str) -> list[tuple[str, ...]]:
-    from contracts import search_attributes as sa
-    from orchestration.visibility import runs_query
+    from orchestration.visibility import list_runs
 
     client = await open_client(settings)
-    rows: list[tuple[str, ...]] = []
-    async for wf in client.list_workflows(runs_query(customer_id=customer_id), limit=50):
-        attrs = wf.typed_search_attributes
-        status = wf.status.name.lower() if wf.status else "?"
-        rows.append(
-            (
-                wf.id,
-                status,
-                attrs.get(sa.STEP) or "-",
-                str(attrs.get(sa.JOURNEY_VERSION) or "-"),
-                _when(wf.start_time),
-            )
+    return [
+        (
+            run.workflow_id,
+            run.status.name.lower() if run.status else "?",
+            run.step or "-",
+            str(run.version or "-"),
+            _when(run.started_at),
         )
-    return rows
+        for run in await list_runs(client, customer_id=customer_id, limit=50)
+    ]
 
 
 def _when(value: Any) -> str:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from contracts import search_attributes as sa
 
@@ -76,3 +77,59 @@ async def running_by_step(
     async with asyncio.timeout(rpc_timeout.total_seconds()):
         counts = await asyncio.gather(*(count(step_id) for step_id in step_ids))
     return dict(zip(step_ids, counts, strict=True))
+
+
+@dataclass(frozen=True)
+class RunView:
+    """One journey run as visibility lists it."""
+
+    workflow_id: str
+    run_id: str | None
+    journey_id: str | None
+    journey_name: str | None
+    customer_id: str | None
+    version: int | None
+    step: str | None
+    status: WorkflowExecutionStatus | None
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+async def list_runs(
+    client: Client,
+    *,
+    journey_id: str | None = None,
+    customer_id: str | None = None,
+    running: bool | None = None,
+    step: str | None = None,
+    limit: int = 100,
+) -> list[RunView]:
+    """Journey runs matching the filters (``runs_query``), newest first, at most ``limit``."""
+    query = runs_query(journey_id=journey_id, customer_id=customer_id, running=running, step=step)
+    out: list[RunView] = []
+    async for execution in client.list_workflows(query, limit=limit):
+        attrs = execution.typed_search_attributes
+        out.append(
+            RunView(
+                workflow_id=execution.id,
+                run_id=execution.run_id,
+                journey_id=attrs.get(sa.JOURNEY_ID),
+                journey_name=await execution.memo_value("journey_name", None),
+                customer_id=attrs.get(sa.CUSTOMER_ID),
+                version=attrs.get(sa.JOURNEY_VERSION),
+                step=attrs.get(sa.STEP),
+                status=execution.status,
+                started_at=execution.start_time,
+                closed_at=execution.close_time,
+            )
+        )
+    return out
+
+
+async def count_runs(
+    client: Client, *, journey_id: str | None = None, running: bool | None = None, rpc_timeout: timedelta
+) -> int:
+    """How many journey runs match (``runs_query``)."""
+    return (
+        await client.count_workflows(runs_query(journey_id=journey_id, running=running), rpc_timeout=rpc_timeout)
+    ).count

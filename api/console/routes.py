@@ -28,9 +28,8 @@ from api.journey_report import JourneyReport, journey_report
 from api.routes_deps import event_router, pool, settings, temporal
 from api.schemas import ApiError
 from config.settings import Role, Settings
-from contracts import search_attributes as sa
 from journeys.models import Journey
-from orchestration.visibility import runs_query
+from orchestration import visibility
 from store import customers as customer_store
 from store import devices as device_store
 from store import events as event_store
@@ -202,8 +201,7 @@ async def logout(request: Request) -> Response:
 
 async def _running(client: Client, journey_id: str) -> int | None:
     try:
-        query = runs_query(journey_id=journey_id, running=True)
-        return (await client.count_workflows(query, rpc_timeout=VISIBILITY_TIMEOUT)).count
+        return await visibility.count_runs(client, journey_id=journey_id, running=True, rpc_timeout=VISIBILITY_TIMEOUT)
     except Exception as exc:  # best effort, as in the report: the page says "unknown"
         log.warning("console.running_unknown", journey_id=journey_id, error=repr(exc))
         return None
@@ -283,16 +281,17 @@ async def _waiting(request: Request, journey_id: str, step: str) -> tuple[list[d
     ui = temporal_ui_base(config)
     out: list[dict[str, Any]] = []
     try:
-        query = runs_query(journey_id=journey_id, running=True, step=step)
         async with asyncio.timeout(VISIBILITY_TIMEOUT.total_seconds() * 2):
-            async for execution in client.list_workflows(query, limit=WAITING_LIST_LIMIT):
-                attrs = execution.typed_search_attributes
+            runs = await visibility.list_runs(
+                client, journey_id=journey_id, running=True, step=step, limit=WAITING_LIST_LIMIT
+            )
+            for run in runs:
                 out.append({
-                    "customer_id": attrs.get(sa.CUSTOMER_ID),
-                    "version": attrs.get(sa.JOURNEY_VERSION),
-                    "started_at": execution.start_time,
+                    "customer_id": run.customer_id,
+                    "version": run.version,
+                    "started_at": run.started_at,
                     "temporal_url": f"{ui}/namespaces/{quote(config.temporal_namespace, safe='')}/workflows/"
-                    f"{quote(execution.id, safe='')}/{quote(execution.run_id or '', safe='')}/history",
+                    f"{quote(run.workflow_id, safe='')}/{quote(run.run_id or '', safe='')}/history",
                 })  # fmt: skip
     except Exception as exc:
         log.warning("console.waiting_unknown", journey_id=journey_id, error=repr(exc))
@@ -388,11 +387,10 @@ async def _runs_of(request: Request, customer_id: str) -> tuple[list[dict[str, A
     out: list[dict[str, Any]] = []
     try:
         async with asyncio.timeout(VISIBILITY_TIMEOUT.total_seconds() * 2):
-            async for execution in client.list_workflows(runs_query(customer_id=customer_id, running=True), limit=50):
-                attrs = execution.typed_search_attributes
+            for run in await visibility.list_runs(client, customer_id=customer_id, running=True, limit=50):
                 out.append({
-                    "journey_id": attrs.get(sa.JOURNEY_ID), "version": attrs.get(sa.JOURNEY_VERSION),
-                    "step": attrs.get(sa.STEP), "started_at": execution.start_time,
+                    "journey_id": run.journey_id, "version": run.version, "step": run.step,
+                    "started_at": run.started_at,
                 })  # fmt: skip
     except Exception as exc:
         log.warning("console.runs_unknown", customer_id=customer_id, error=repr(exc))
