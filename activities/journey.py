@@ -264,11 +264,20 @@ class JourneyActivities:
         return decision
 
     def render(
-        self, request: SendRequest, profile: Profile, channel: str, *, unsubscribe: str | None = None
+        self,
+        request: SendRequest,
+        profile: Profile,
+        channel: str,
+        *,
+        unsubscribe: str | None = None,
+        links: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The channel's content for this customer (locale, Liquid), untracked. Raises ``TemplateError``."""
+        """The channel's content for this customer (locale, Liquid), untracked. Raises ``TemplateError``.
+
+        ``links``: the customer's own links (``template_links``) when the caller has them already.
+        """
         fields = request.content.get(channel) or (request.template if channel == request.channel else {})
-        own_links = template_links(self._settings, request.customer_id, unsubscribe)
+        own_links = links if links is not None else template_links(self._settings, request.customer_id, unsubscribe)
         return render_value(
             policy.localized(fields, profile.locale),
             {
@@ -303,7 +312,7 @@ class JourneyActivities:
         )
         own_links = template_links(self._settings, request.customer_id, message.unsubscribe_url)
         try:
-            message.content = self.render(request, profile, chosen.channel, unsubscribe=message.unsubscribe_url)
+            message.content = self.render(request, profile, chosen.channel, links=own_links)
         except TemplateError as exc:
             return await self._record(
                 record, "failed", f"template_error: {exc}", chosen.channel, recipient=chosen.recipient
