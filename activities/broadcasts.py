@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -52,6 +53,9 @@ CHUNKS_IN_FLIGHT = 2
 STATUS_POLL_SECONDS = 0.1
 """How often a sending batch looks at the broadcast's status: a pause or a cancel stops it this soon after."""
 STOPPING = ("paused", "cancelled")
+QUIET_HEARTBEAT_SECONDS = 10.0
+"""A batch heartbeats after each chunk; when none has finished for this long, the watcher heartbeats instead (the
+workflow's heartbeat timeout is 30 s)."""
 
 
 def for_customer(first: SendRequest, broadcast_id: str, customer_id: str) -> SendRequest:
@@ -162,7 +166,7 @@ class BroadcastActivities:
             return BatchResult(next_due=await broadcast_store.next_due(self._pool, broadcast.id))
         result = BatchResult()
         status: list[str | None] = [None]
-        watcher = asyncio.create_task(self._watch(broadcast.id, status))
+        watcher = asyncio.create_task(self._watch(broadcast.id, status, result))
         try:
             first = send_request(broadcast, "", request.now)
             parts = [due[i : i + CHUNK] for i in range(0, len(due), CHUNK)]
@@ -202,12 +206,19 @@ class BroadcastActivities:
             raise errors[0]
         return result
 
-    async def _watch(self, broadcast_id: str, status: list[str | None]) -> None:
-        """Keep ``status[0]`` at the broadcast's status while a batch sends, so a pause or cancel stops it."""
+    async def _watch(self, broadcast_id: str, status: list[str | None], result: BatchResult) -> None:
+        """Keep ``status[0]`` at the broadcast's status while a batch sends, so a pause or cancel stops it; and
+        heartbeat when no chunk has finished for a while (a slow SMTP server), so the batch is not timed out."""
+        attempted, since = result.attempted, time.monotonic()
         while True:
             await asyncio.sleep(STATUS_POLL_SECONDS)
             with contextlib.suppress(Exception):  # a missed look is made up for at the next
                 status[0] = await broadcast_store.broadcast_status(self._pool, broadcast_id)
+            if result.attempted != attempted:
+                attempted, since = result.attempted, time.monotonic()
+            elif time.monotonic() - since > QUIET_HEARTBEAT_SECONDS:
+                activity.heartbeat({"broadcast_id": broadcast_id, "attempted": attempted})
+                since = time.monotonic()
 
     @activity.defn(name="finish_broadcast")
     async def finish_broadcast(self, request: FinishRequest) -> str:
