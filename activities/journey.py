@@ -9,8 +9,11 @@ recorded, never in between.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
@@ -39,6 +42,7 @@ from activities.models import (
     SendResult,
 )
 from activities.profiles import fetch_profile, liquid_context, profile_of
+from activities.send_reads import BatchReads, SendReads
 from activities.tracking import track_content
 from config.settings import Settings
 from contracts.journey import StepRecord
@@ -47,10 +51,8 @@ from journeys.conditions import lookup
 from journeys.templates import HTML_KEYS, TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
-from store import devices as device_store
 from store import messages as message_store
 from store import outcomes as outcome_store
-from store import preferences as preference_store
 from store import suppressions
 from store.db import Connection, Db, Pool, connection, transaction
 
@@ -113,12 +115,65 @@ class JourneyActivities:
         async with transaction(self._pool) as conn:
             return await self._send_locked(conn, request, delivered, request.now or datetime.now(UTC))
 
+    async def send_batch(
+        self,
+        requests: Sequence[SendRequest],
+        *,
+        concurrency: int = 8,
+        stopped: Callable[[], bool] = lambda: False,
+    ) -> list[SendResult | BaseException | None]:
+        """Many sends, each to a different customer, in one transaction (a broadcast's batch), answering as
+        ``send_once`` would for each, in order, or with the exception that send raised.
+
+        Every send is decided under its customer's row lock, inside the transaction that records its message, as
+        a single send is: the batch locks all its customers first (in id order), reads their rows, keys, consent,
+        suppressions, devices and recent marketing in one statement per kind (``BatchReads``), then decides and
+        delivers up to ``concurrency`` at a time, and records every message row in one statement before it
+        commits. A send that raises (a transient delivery failure) records nothing, so it can be retried; the
+        others are recorded all the same. What was delivered is heartbeated before the commit, so a retry after a
+        failed commit records those sends instead of delivering them again. Once ``stopped()`` says so, the sends
+        not begun yet are left alone (answered None).
+        """
+        if not requests:
+            return []
+        if len({r.customer_id for r in requests}) != len(requests):
+            raise ValueError("a batch sends to each customer at most once")
+        delivered = _delivered_in_batch()
+        clock = [r.now or datetime.now(UTC) for r in requests]
+        semaphore = asyncio.Semaphore(max(1, concurrency))
+        async with transaction(self._pool) as conn:
+            batch = _Batch(await BatchReads.load(conn, requests, min(clock)))
+
+            async def one(request: SendRequest, now: datetime) -> SendResult | None:
+                async with semaphore:
+                    if stopped():
+                        return None
+                    before = delivered.get(request.idempotency_key)
+                    return await self._send_locked(conn, request, before, now, batch=batch)
+
+            answers = await asyncio.gather(*map(one, requests, clock), return_exceptions=True)
+            if batch.delivered and activity.in_activity():
+                activity.heartbeat({"delivered_batch": batch.delivered})
+            await message_store.insert_messages(conn, batch.messages)
+        return list(answers)
+
     async def _send_locked(
-        self, conn: Connection, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
+        self,
+        conn: Connection,
+        request: SendRequest,
+        delivered: tuple[str, DeliveryResult] | None,
+        now: datetime,
+        *,
+        batch: _Batch | None = None,
     ) -> SendResult:
-        """Decide, deliver and record one send, in the caller's transaction."""
-        customer = await customer_store.get_customer(conn, request.customer_id, lock=True)
-        existing = await message_store.message_status(conn, request.idempotency_key)
+        """Decide, deliver and record one send, in the caller's transaction.
+
+        ``batch``: one send of ``send_batch``: its reads were made for the whole batch, and its message row is
+        collected for the batch's one insert instead of inserted now.
+        """
+        reads = batch.reads if batch is not None else SendReads(conn)
+        customer = await reads.customer(request.customer_id, lock=True)
+        existing = await reads.existing(request.idempotency_key)
         if existing is not None:
             return SendResult(
                 status=existing.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
@@ -128,12 +183,12 @@ class JourneyActivities:
                 provider_message_id=existing.provider_message_id,
                 duplicate=True,
             )
-        record = _Recorder(conn, request, now)
+        record = _Recorder(conn, request, now, batch)
         if delivered is not None:
             # An earlier attempt delivered but could not record it: record, never deliver again.
             channel, result = delivered
             return await self._record(record, "sent", None, channel or request.channel, result=result)
-        decision = await self.decide(conn, request, now, customer=customer)
+        decision = await self.decide(conn, request, now, customer=customer, reads=reads)
         record.choice = decision.choice()
         if decision.verdict == "skip":
             return await self._record(record, "skipped", decision.reason, decision.channel)
@@ -158,24 +213,32 @@ class JourneyActivities:
         )
 
     async def decide(
-        self, conn: Connection, request: SendRequest, now: datetime, *, customer: Any = _UNREAD
+        self,
+        conn: Connection,
+        request: SendRequest,
+        now: datetime,
+        *,
+        customer: Any = _UNREAD,
+        reads: SendReads | None = None,
     ) -> Decision:
         """The send policy for one send, read-only: which channels in which order, which are refused and why
         (consent, topic, suppression, reachability), then quiet hours and frequency caps for marketing.
 
         The send activity calls it under the customer's row lock (passing the locked ``customer`` row); previews
-        call it without a lock and deliver nothing.
+        call it without a lock and deliver nothing. ``reads``: where the customer's state is read (a batch's
+        answers read at once); by default one statement per question on ``conn``.
         """
+        reads = reads or SendReads(conn)
         if customer is _UNREAD:
-            customer = await customer_store.get_customer(conn, request.customer_id)
+            customer = await reads.customer(request.customer_id, lock=False)
         if customer is None:
             return Decision(None, [request.channel], "", [], [], "skip", "unknown_customer", request.channel)
-        profile = profile_of(customer, await customer_store.consent_of(conn, request.customer_id))
+        profile = profile_of(customer, await reads.consent(request.customer_id))
         order, why = policy.ordered_channels(request, profile, self._settings)
-        topic_defaults = await preference_store.topic_defaults(conn)
-        devices = await device_store.active_device_ids(conn, request.customer_id) if "push" in order else []
+        topic_defaults = await reads.topic_defaults()
+        devices = await reads.devices(request.customer_id) if "push" in order else []
         candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
-        candidates = [await _unless_suppressed(conn, c) for c in candidates]
+        candidates = [await _unless_suppressed(reads, c) for c in candidates]
         usable = [c for c in candidates if c.refusal is None]
         decision = Decision(profile, order, why, candidates, usable, "send", None, order[0])
         if not usable:
@@ -190,7 +253,7 @@ class JourneyActivities:
                 return dataclasses.replace(
                     decision, verdict=verdict, reason="quiet_hours", channel=usable[0].channel, wait=quiet_until - now
                 )
-            allowed, capped = await self._within_caps(conn, request, profile, usable, now)
+            allowed, capped = await self._within_caps(reads, request, profile, usable, now)
             if not allowed:
                 cap, wait = min(capped, key=lambda item: item[1])
                 verdict = "skip" if request.when_capped == "skip" else "defer"
@@ -201,11 +264,20 @@ class JourneyActivities:
         return decision
 
     def render(
-        self, request: SendRequest, profile: Profile, channel: str, *, unsubscribe: str | None = None
+        self,
+        request: SendRequest,
+        profile: Profile,
+        channel: str,
+        *,
+        unsubscribe: str | None = None,
+        links: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """The channel's content for this customer (locale, Liquid), untracked. Raises ``TemplateError``."""
+        """The channel's content for this customer (locale, Liquid), untracked. Raises ``TemplateError``.
+
+        ``links``: the customer's own links (``template_links``) when the caller has them already.
+        """
         fields = request.content.get(channel) or (request.template if channel == request.channel else {})
-        own_links = template_links(self._settings, request.customer_id, unsubscribe)
+        own_links = links if links is not None else template_links(self._settings, request.customer_id, unsubscribe)
         return render_value(
             policy.localized(fields, profile.locale),
             {
@@ -240,7 +312,7 @@ class JourneyActivities:
         )
         own_links = template_links(self._settings, request.customer_id, message.unsubscribe_url)
         try:
-            message.content = self.render(request, profile, chosen.channel, unsubscribe=message.unsubscribe_url)
+            message.content = self.render(request, profile, chosen.channel, links=own_links)
         except TemplateError as exc:
             return await self._record(
                 record, "failed", f"template_error: {exc}", chosen.channel, recipient=chosen.recipient
@@ -257,41 +329,49 @@ class JourneyActivities:
         except PermanentDeliveryError as exc:
             log.warning("send.permanent_failure", key=request.idempotency_key, channel=chosen.channel, error=str(exc))
             failures.append({"channel": chosen.channel, "error": str(exc), "response": exc.response})
-            if chosen.channel == "email" and chosen.recipient and _dead_mailbox(str(exc), exc.response):
-                # In this transaction: recorded with the failed message, or not at all.
-                await suppressions.add_suppression(
-                    record.conn,
-                    "email",
-                    chosen.recipient,
-                    "hard_bounce",
-                    source="smtp",
-                    detail={"smtp_code": exc.response.get("smtp_code"), "idempotency_key": request.idempotency_key},
-                )
-            if chosen.channel == "sms" and chosen.recipient:
-                await _sms_refused(record, chosen.recipient, exc.response)
+            async with record.statements():
+                if chosen.channel == "email" and chosen.recipient and _dead_mailbox(str(exc), exc.response):
+                    # In this transaction: recorded with the failed message, or not at all.
+                    await suppressions.add_suppression(
+                        record.conn,
+                        "email",
+                        chosen.recipient,
+                        "hard_bounce",
+                        source="smtp",
+                        detail={
+                            "smtp_code": exc.response.get("smtp_code"),
+                            "idempotency_key": request.idempotency_key,
+                        },
+                    )
+                    if record.batch is not None:
+                        record.batch.reads.suppressed("email", chosen.recipient, "hard_bounce")
+                if chosen.channel == "sms" and chosen.recipient:
+                    await _sms_refused(record, chosen.recipient, exc.response)
             record.choice["failed"] = failures
             return None
         # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
-        activity.heartbeat(
-            {
-                "idempotency_key": request.idempotency_key,
-                "channel": chosen.channel,
-                "delivered": result.model_dump(mode="json"),
-            }
-        )
+        delivered = {
+            "idempotency_key": request.idempotency_key,
+            "channel": chosen.channel,
+            "delivered": result.model_dump(mode="json"),
+        }
+        if record.batch is not None:
+            record.batch.delivered.append(delivered)  # the batch heartbeats them all at once, before it commits
+        else:
+            activity.heartbeat(delivered)
         return await self._record(
             record, "sent", None, chosen.channel, recipient=chosen.recipient, result=result, rendered=message.content
         )
 
     async def _within_caps(
-        self, conn: Connection, request: SendRequest, profile: Profile, usable: list[policy.Candidate], now: datetime
+        self, reads: SendReads, request: SendRequest, profile: Profile, usable: list[policy.Candidate], now: datetime
     ) -> tuple[list[policy.Candidate], list[tuple[policy.Cap, timedelta]]]:
         """The usable channels no frequency cap blocks, and the caps that block the others."""
         caps = policy.caps_for(profile, self._settings)
         if not caps:
             return usable, []
         longest = max(cap.per for cap in caps)
-        recent = await message_store.marketing_sent_since(conn, request.customer_id, now - longest)
+        recent = await reads.marketing_sent_since(request.customer_id, now - longest)
         sent = [(m.channel, m.decided_at) for m in recent]
         allowed, blocked = [], []
         for candidate in usable:
@@ -353,8 +433,7 @@ class JourneyActivities:
         result: DeliveryResult | None = None,
         rendered: dict[str, Any] | None = None,
     ) -> SendResult:
-        await _insert_message(
-            record.conn,
+        message = _new_message(
             record.request,
             status,
             reason,
@@ -366,6 +445,10 @@ class JourneyActivities:
             decided_at=record.now,
             choice=record.choice,
         )
+        if record.batch is not None:
+            record.batch.messages.append(message)
+        else:
+            await message_store.insert_message(record.conn, message)
         log.info(
             "send.recorded",
             key=record.request.idempotency_key,
@@ -414,19 +497,33 @@ class Decision:
 class _Recorder:
     """What every record of one send shares: its transaction, request, clock and channel choice so far."""
 
-    def __init__(self, conn: Connection, request: SendRequest, now: datetime) -> None:
+    def __init__(self, conn: Connection, request: SendRequest, now: datetime, batch: _Batch | None = None) -> None:
         self.conn = conn
         self.request = request
         self.now = now
         self.choice: dict[str, Any] = {}
+        self.batch = batch
+
+    def statements(self) -> contextlib.AbstractAsyncContextManager[Any]:
+        """Around statements the send runs itself: one at a time on a batch's shared connection."""
+        return self.batch.reads.lock if self.batch is not None else contextlib.nullcontext()
 
 
-async def _unless_suppressed(conn: Connection, candidate: policy.Candidate) -> policy.Candidate:
+@dataclass
+class _Batch:
+    """The sends of one ``send_batch`` transaction: their reads, and what they delivered and will record."""
+
+    reads: BatchReads
+    messages: list[message_store.NewMessage] = dataclasses.field(default_factory=list)
+    delivered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+async def _unless_suppressed(reads: SendReads, candidate: policy.Candidate) -> policy.Candidate:
     """The candidate, refused with ``suppressed:<reason>`` when its address is suppressed (any kind of message).
 
     A suppression outranks a consent refusal: it says why this address must not be written to at all.
     """
-    reason = await suppressions.suppression_for(conn, candidate.channel, candidate.recipient)
+    reason = await reads.suppression(candidate.channel, candidate.recipient)
     return candidate if reason is None else dataclasses.replace(candidate, refusal=f"suppressed:{reason}")
 
 
@@ -523,36 +620,48 @@ async def _insert_message(
     rendered: dict[str, Any] | None,
     *,
     error: str | None,
+) -> None:
+    await message_store.insert_message(
+        conn, _new_message(request, status, reason, recipient, result, rendered, error=error)
+    )
+
+
+def _new_message(
+    request: SendRequest,
+    status: str,
+    reason: str | None,
+    recipient: str | None,
+    result: DeliveryResult | None,
+    rendered: dict[str, Any] | None,
+    *,
+    error: str | None,
     channel: str | None = None,
     decided_at: datetime | None = None,
     choice: dict[str, Any] | None = None,
-) -> None:
-    await message_store.insert_message(
-        conn,
-        message_store.NewMessage(
-            idempotency_key=request.idempotency_key,
-            journey_id=request.journey_id,
-            journey_version=request.journey_version,
-            step_id=request.step_id,
-            customer_id=request.customer_id,
-            entry_id=request.entry_id,
-            channel=channel or request.channel,
-            topic=request.topic,
-            kind=request.kind,
-            status=status,
-            reason=reason,
-            recipient=recipient,
-            rendered=rendered,
-            provider_message_id=result.provider_message_id if result else None,
-            provider_response=result.response if result else None,
-            error=error,
-            attempts=activity.info().attempt if activity.in_activity() else 1,
-            decided_at=decided_at or request.now or datetime.now(UTC),
-            choice=choice or None,
-            segments=result.segments if result else None,
-            encoding=result.encoding if result else None,
-            cost=result.cost if result else None,
-        ),
+) -> message_store.NewMessage:
+    return message_store.NewMessage(
+        idempotency_key=request.idempotency_key,
+        journey_id=request.journey_id,
+        journey_version=request.journey_version,
+        step_id=request.step_id,
+        customer_id=request.customer_id,
+        entry_id=request.entry_id,
+        channel=channel or request.channel,
+        topic=request.topic,
+        kind=request.kind,
+        status=status,
+        reason=reason,
+        recipient=recipient,
+        rendered=rendered,
+        provider_message_id=result.provider_message_id if result else None,
+        provider_response=result.response if result else None,
+        error=error,
+        attempts=activity.info().attempt if activity.in_activity() else 1,
+        decided_at=decided_at or request.now or datetime.now(UTC),
+        choice=choice or None,
+        segments=result.segments if result else None,
+        encoding=result.encoding if result else None,
+        cost=result.cost if result else None,
     )
 
 
@@ -576,6 +685,18 @@ def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> 
             moment = calendar.at_local(moment.astimezone(tz).date(), step.at, tz)
         return None if moment is None else calendar.shift_local(moment, tz, step.offset)
     return calendar.next_time_of_day(now, tz, at, tuple(step.weekdays) if step.weekdays else None)
+
+
+def _delivered_in_batch() -> dict[str, tuple[str, DeliveryResult]]:
+    """What an earlier attempt of this activity delivered in a batch it could not commit, by idempotency key."""
+    found: dict[str, tuple[str, DeliveryResult]] = {}
+    if not activity.in_activity():
+        return found
+    for detail in activity.info().heartbeat_details:
+        if isinstance(detail, dict) and isinstance(detail.get("delivered_batch"), list):
+            for one in detail["delivered_batch"]:
+                found[one["idempotency_key"]] = (str(one["channel"]), DeliveryResult.model_validate(one["delivered"]))
+    return found
 
 
 def _delivered_before(key: str) -> tuple[str, DeliveryResult] | None:

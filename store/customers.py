@@ -7,6 +7,7 @@ them inside their own transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -136,6 +137,16 @@ async def get_customer(db: Db, customer_id: str, *, lock: bool = False) -> Custo
     return Customer.from_record(row) if row else None
 
 
+async def lock_customers(db: Db, customer_ids: Sequence[str]) -> dict[str, Customer]:
+    """``get_customer(lock=True)`` for many customers in one statement, in the caller's transaction: the rows are
+    locked in id order, so two callers locking overlapping sets wait for each other instead of deadlocking.
+    Customers that do not exist are absent."""
+    rows = await db.fetch(
+        f"SELECT {_COLUMNS} FROM customers WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", list(customer_ids)
+    )
+    return {row["id"]: Customer.from_record(row) for row in rows}
+
+
 async def update_attributes(db: Db, customer_id: str, values: dict[str, Any]) -> bool:
     """Merge ``values`` into the customer's attributes key by key (stamped as not explicit, ``store.identity``);
     False when there is no such customer."""
@@ -194,6 +205,18 @@ async def consent_of(db: Db, customer_id: str) -> list[Consent]:
     """The customer's newest consent status per channel and per topic."""
     rows = await db.fetch("SELECT scope, name, status FROM consent_current WHERE customer_id = $1", customer_id)
     return [Consent(row["scope"], row["name"], row["status"]) for row in rows]
+
+
+async def consents_of(db: Db, customer_ids: Sequence[str]) -> dict[str, list[Consent]]:
+    """``consent_of`` for many customers in one statement (a customer with no consent recorded is absent)."""
+    rows = await db.fetch(
+        "SELECT customer_id, scope, name, status FROM consent_current WHERE customer_id = ANY($1::text[])",
+        list(customer_ids),
+    )
+    out: dict[str, list[Consent]] = {}
+    for row in rows:
+        out.setdefault(row["customer_id"], []).append(Consent(row["scope"], row["name"], row["status"]))
+    return out
 
 
 async def current_consent(db: Db, customer_id: str) -> dict[str, dict[str, str]]:

@@ -8,6 +8,7 @@ new token) makes it active again.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -114,3 +115,16 @@ async def active_device_ids(db: Db, customer_id: str) -> list[str]:
         "SELECT device_id FROM devices WHERE customer_id = $1 AND active ORDER BY created_at, device_id", customer_id
     )
     return [r["device_id"] for r in rows]
+
+
+async def active_device_ids_many(db: Db, customer_ids: Sequence[str]) -> dict[str, list[str]]:
+    """``active_device_ids`` for many customers in one statement (a customer with none is absent)."""
+    rows = await db.fetch(
+        """SELECT customer_id, device_id FROM devices WHERE customer_id = ANY($1::text[]) AND active
+            ORDER BY customer_id, created_at, device_id""",
+        list(customer_ids),
+    )
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        out.setdefault(r["customer_id"], []).append(r["device_id"])
+    return out

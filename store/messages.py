@@ -7,6 +7,7 @@ stands, and a retried or replayed send finds it (``message_status``) instead of 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -91,6 +92,66 @@ async def insert_message(db: Db, message: NewMessage) -> bool:
     """Record ``message`` unless its key is recorded already; True when this call recorded it."""
     status = await db.execute(_INSERT_SQL, *(getattr(message, f.name) for f in fields(message)))
     return status == "INSERT 0 1"
+
+
+_INSERT_MANY_SQL = """
+INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
+                      topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
+                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost)
+SELECT m.idempotency_key, m.journey_id, m.journey_version, m.step_id, m.customer_id, m.entry_id, m.channel,
+       m.topic, m.kind, m.status, m.reason, m.recipient, m.rendered, m.provider_message_id, m.provider_response,
+       m.error, m.attempts, CASE WHEN m.status = 'sent' THEN clock_timestamp() END, m.decided_at, m.choice,
+       m.segments, m.encoding, m.cost
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[])
+       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
+            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
+            decided_at, choice, segments, encoding, cost)
+ON CONFLICT (idempotency_key) DO NOTHING
+"""
+
+
+async def insert_messages(db: Db, messages: Sequence[NewMessage]) -> int:
+    """Record many messages in one statement (``insert_message`` for each, keys already recorded left alone);
+    how many rows this call recorded."""
+    if not messages:
+        return 0
+    columns = [f.name for f in fields(NewMessage)]
+    status = await db.execute(_INSERT_MANY_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def message_statuses(db: Db, idempotency_keys: Sequence[str]) -> dict[str, MessageStatus]:
+    """``message_status`` for many keys in one statement: the keys recorded, and what was recorded."""
+    rows = await db.fetch(
+        """SELECT idempotency_key, status, reason, channel, provider_message_id
+             FROM messages WHERE idempotency_key = ANY($1::text[])""",
+        list(idempotency_keys),
+    )
+    return {
+        r["idempotency_key"]: MessageStatus(r["status"], r["reason"], r["channel"], r["provider_message_id"])
+        for r in rows
+    }
+
+
+async def marketing_sent_since_many(
+    db: Db, customer_ids: Sequence[str], since: datetime
+) -> dict[str, list[SentMessage]]:
+    """``marketing_sent_since`` for many customers in one statement (a customer with none is absent)."""
+    rows = await db.fetch(
+        """
+        SELECT customer_id, channel, decided_at FROM messages
+         WHERE customer_id = ANY($1::text[]) AND kind = 'marketing' AND status = 'sent'
+           AND decided_at > $2
+        """,
+        list(customer_ids),
+        since,
+    )
+    out: dict[str, list[SentMessage]] = {}
+    for r in rows:
+        out.setdefault(r["customer_id"], []).append(SentMessage(r["channel"], r["decided_at"]))
+    return out
 
 
 async def message_status(db: Db, idempotency_key: str) -> MessageStatus | None:

@@ -71,6 +71,22 @@ async def suppression_for(db: Db, channel: str, address: str | None) -> str | No
     return reason
 
 
+async def suppressions_for(db: Db, addresses: Iterable[tuple[str, str | None]]) -> dict[tuple[str, str], str]:
+    """``suppression_for`` for many (channel, address) pairs in one statement: the suppressed ones, keyed by
+    (channel, normalised address), with the reason."""
+    pairs = {(c, normalize_address(c, a)) for c, a in addresses if a and c in ("email", "sms")}
+    if not pairs:
+        return {}
+    rows = await db.fetch(
+        """SELECT s.channel, s.address, s.reason FROM suppressions s
+             JOIN unnest($1::text[], $2::text[]) AS p(channel, address)
+               ON s.channel = p.channel AND s.address = p.address""",
+        [c for c, _ in pairs],
+        [a for _, a in pairs],
+    )
+    return {(r["channel"], r["address"]): r["reason"] for r in rows}
+
+
 async def add_suppression(
     db: Db,
     channel: SuppressedChannel,

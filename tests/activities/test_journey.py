@@ -1,11 +1,24 @@
-"""The send activity renders HTML parts with customer and event data escaped, text parts as written."""
+"""The send activity renders HTML parts with customer and event data escaped, text parts as written; a batch of
+sends (a broadcast's) decides each recipient as a single send would, and a failure costs only that send."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
+import asyncpg
+
+from activities.broadcasts import send_request
+from activities.channels.base import DeliveryResult, OutboundMessage, TransientDeliveryError
+from activities.journey import JourneyActivities
+from activities.models import SendRequest, SendResult
 from contracts.journey import JourneyResult
-from tests.support.engine import Engine, journey_from, make_customer
+from journeys.broadcasts import Broadcast
+from store import suppressions
+from tests.support.channels import make_settings
+from tests.support.engine import Engine, journey_from, make_customer, set_consent
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -51,3 +64,103 @@ async def test_markup_in_customer_and_event_data_is_escaped_in_html_and_verbatim
     assert "<b>sale</b>" in html  # marked trusted by the author
     assert f'Hi {SCRIPT}, <img src=x onerror="steal()">' in text
     assert mail["Subject"] == f"Hi {SCRIPT}"
+
+
+class FlakyEmail:
+    """An email channel that keeps what it delivers and fails, transiently, for the addresses in ``failing``."""
+
+    name = "email"
+
+    def __init__(self) -> None:
+        self.delivered: list[str] = []
+        self.failing: set[str] = set()
+
+    async def deliver(self, message: OutboundMessage) -> DeliveryResult:
+        assert message.recipient is not None
+        if message.recipient in self.failing:
+            raise TransientDeliveryError("451 try again later")
+        await asyncio.sleep(0)
+        self.delivered.append(message.recipient)
+        return DeliveryResult(provider_message_id=f"<{message.idempotency_key}>")
+
+    async def close(self) -> None:
+        pass
+
+
+NOON = datetime(2026, 6, 1, 12, tzinfo=UTC)
+
+
+def batch_of(customers: list[str], **fields: Any) -> list[SendRequest]:
+    b = Broadcast.model_validate(
+        {
+            "id": f"b-{uuid.uuid4().hex[:10]}",
+            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": "x"}]},
+            "channel": "email",
+            "template": {"subject": "Hi {{ customer.first_name }}", "text": "Sale"},
+            **fields,
+        }
+    )
+    return [send_request(b, c, NOON) for c in customers]
+
+
+async def test_a_batch_applies_the_send_policy_to_each_recipient_and_records_one_row_each(pool: asyncpg.Pool) -> None:
+    email = FlakyEmail()
+    settings = make_settings(consent_default="opt_in", frequency_caps=[{"limit": 1, "per": "1d"}])
+    sender = JourneyActivities(pool, {"email": email}, settings)
+    ok, withdrawn, suppressed, capped = [await make_customer(pool) for _ in range(4)]
+    no_address = await make_customer(pool, email=False)
+    await set_consent(pool, withdrawn, "channel", "email", "withdrawn")
+    await suppressions.add_suppression(pool, "email", f"{suppressed.upper()}@example.com", "manual", source="test")
+    [earlier] = await sender.send_batch(batch_of([capped]))
+    assert isinstance(earlier, SendResult) and earlier.status == "sent"
+
+    requests = batch_of([ok, withdrawn, suppressed, no_address, capped])
+    answers = await sender.send_batch(requests)
+
+    got = {
+        r.customer_id: (a.status, a.reason) for r, a in zip(requests, answers, strict=True) if isinstance(a, SendResult)
+    }
+    assert got == {
+        ok: ("sent", None),
+        withdrawn: ("skipped", "consent_withdrawn:email"),
+        suppressed: ("skipped", "suppressed:manual"),
+        no_address: ("skipped", "unreachable:email"),
+        capped: ("skipped", "frequency_cap: global cap: 1 per 1d"),
+    }
+    assert email.delivered == [f"{capped}@example.com", f"{ok}@example.com"]
+    rows = await pool.fetch(
+        "SELECT customer_id, status FROM messages WHERE idempotency_key = ANY($1)",
+        [r.idempotency_key for r in requests],
+    )
+    assert sorted((r["customer_id"], r["status"]) for r in rows) == sorted((c, s) for c, (s, _) in got.items())
+
+    again = await sender.send_batch(requests)
+    assert all(isinstance(a, SendResult) and a.duplicate for a in again)
+    assert len(email.delivered) == 2
+
+
+async def test_a_transient_failure_leaves_only_that_send_to_retry_and_nobody_gets_two(pool: asyncpg.Pool) -> None:
+    email = FlakyEmail()
+    sender = JourneyActivities(pool, {"email": email}, make_settings(consent_default="opt_in"))
+    customers = [await make_customer(pool) for _ in range(6)]
+    email.failing = {f"{customers[2]}@example.com"}
+    requests = batch_of(customers)
+
+    answers = await sender.send_batch(requests, concurrency=3)
+    assert isinstance(answers[2], TransientDeliveryError)
+    assert [a.status for a in answers if isinstance(a, SendResult)] == ["sent"] * 5
+
+    email.failing = set()
+    retried = await sender.send_batch(requests)
+    assert [isinstance(a, SendResult) and a.duplicate for a in retried] == [True, True, False, True, True, True]
+    assert sorted(email.delivered) == sorted(f"{c}@example.com" for c in customers)
+
+
+async def test_a_stopped_batch_begins_no_further_send(pool: asyncpg.Pool) -> None:
+    email = FlakyEmail()
+    sender = JourneyActivities(pool, {"email": email}, make_settings(consent_default="opt_in"))
+    customers = [await make_customer(pool) for _ in range(5)]
+    answers = await sender.send_batch(batch_of(customers), concurrency=1, stopped=lambda: len(email.delivered) >= 2)
+    assert [a.status if isinstance(a, SendResult) else a for a in answers] == ["sent", "sent", None, None, None]
+    count = await pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = ANY($1)", customers)
+    assert count == 2
