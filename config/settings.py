@@ -209,6 +209,13 @@ class Settings(BaseSettings):
     otel_exporter: Literal["console", "otlp", "none"] = "console"
     # Mask recipients, addresses, message content and link tokens in every log line (config.logging.redact).
     log_redact: bool = True
+    # Prometheus (config/metrics.py). The API serves GET /metrics on its own port, to a key with the read role
+    # (``Authorization: Bearer``) unless metrics_public. A worker serves its metrics on metrics_host:metrics_port,
+    # and the Temporal SDK's own on metrics_host:temporal_metrics_port (0: not served).
+    metrics_public: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    temporal_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # HTTP API.
     api_host: str = "127.0.0.1"
