@@ -16,6 +16,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 import structlog
+from opentelemetry import trace
 from temporalio import activity
 
 from activities import policy
@@ -56,6 +57,7 @@ from store import suppressions
 from store.db import Connection, Db, Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 _UNREAD: Any = object()
 """``decide``'s default: read the customer row (the send passes the one it locked)."""
@@ -257,7 +259,17 @@ class JourneyActivities:
             return None
         record.choice["chosen"] = chosen.channel
         try:
-            with metrics.timed(metrics.PROVIDER_SECONDS, channel=chosen.channel, result="error") as timing:
+            with (
+                tracer.start_as_current_span(
+                    f"deliver {chosen.channel}",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={
+                        "parcours.channel": chosen.channel,
+                        "parcours.idempotency_key": request.idempotency_key,
+                    },
+                ),
+                metrics.timed(metrics.PROVIDER_SECONDS, channel=chosen.channel, result="error") as timing,
+            ):
                 try:
                     result = await channel.deliver(message)
                 except PermanentDeliveryError:

@@ -206,7 +206,8 @@ class Settings(BaseSettings):
     # Observability.
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    otel_exporter: Literal["console", "otlp", "none"] = "console"
+    # Spans: "otlp" to an OpenTelemetry collector (OTEL_EXPORTER_OTLP_ENDPOINT), "console" to debug, "none".
+    otel_exporter: Literal["console", "otlp", "none"] = "none"
     # Mask recipients, addresses, message content and link tokens in every log line (config.logging.redact).
     log_redact: bool = True
     # Prometheus (config/metrics.py). The API serves GET /metrics on its own port, to a key with the read role
