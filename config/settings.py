@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default="default", validation_alias=AliasChoices("PARCOURS_TEMPORAL_NAMESPACE", "TEMPORAL_NAMESPACE")
     )
     task_queue: str = "parcours"
+    # Worker Versioning (deploy/README.md): a worker that declares both polls as this version of the deployment;
+    # runs move to a new version once it is made current (`temporal worker deployment set-current-version`).
+    worker_deployment_name: str | None = None
+    worker_build_id: str | None = None
     temporal_ui_port: int = 8233
     temporal_port: int = 7233
     temporal_ui_url: str | None = None
