@@ -19,6 +19,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any, Literal
 
 import structlog
+from opentelemetry import trace
 from temporalio import activity
 
 from activities import policy
@@ -44,6 +45,7 @@ from activities.models import (
 from activities.profiles import fetch_profile, liquid_context, profile_of
 from activities.send_reads import BatchReads, SendReads
 from activities.tracking import track_content
+from config import metrics
 from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
@@ -57,6 +59,7 @@ from store import suppressions
 from store.db import Connection, Db, Pool, connection, transaction
 
 log = structlog.get_logger(__name__)
+tracer = trace.get_tracer(__name__)
 
 _UNREAD: Any = object()
 """``decide``'s default: read the customer row (the send passes the one it locked)."""
@@ -107,13 +110,16 @@ class JourneyActivities:
                     conn, request.outcome.model_copy(update={"steps": [_send_outcome(request, result)]})
                 )
                 result.outcome_recorded = True
-            return result
+        _count_send(result)
+        return result
 
     async def send_once(self, request: SendRequest) -> SendResult:
         """One send in its own transaction, as ``send_message`` without a step outcome (broadcasts' messages)."""
         delivered = _delivered_before(request.idempotency_key)
         async with transaction(self._pool) as conn:
-            return await self._send_locked(conn, request, delivered, request.now or datetime.now(UTC))
+            result = await self._send_locked(conn, request, delivered, request.now or datetime.now(UTC))
+        _count_send(result)
+        return result
 
     async def send_batch(
         self,
@@ -325,7 +331,23 @@ class JourneyActivities:
             return None
         record.choice["chosen"] = chosen.channel
         try:
-            result = await channel.deliver(message)
+            with (
+                tracer.start_as_current_span(
+                    f"deliver {chosen.channel}",
+                    kind=trace.SpanKind.CLIENT,
+                    attributes={
+                        "parcours.channel": chosen.channel,
+                        "parcours.idempotency_key": request.idempotency_key,
+                    },
+                ),
+                metrics.timed(metrics.PROVIDER_SECONDS, channel=chosen.channel, result="error") as timing,
+            ):
+                try:
+                    result = await channel.deliver(message)
+                except PermanentDeliveryError:
+                    timing["result"] = "refused"
+                    raise
+                timing["result"] = "ok"
         except PermanentDeliveryError as exc:
             log.warning("send.permanent_failure", key=request.idempotency_key, channel=chosen.channel, error=str(exc))
             failures.append({"channel": chosen.channel, "error": str(exc), "response": exc.response})
@@ -389,12 +411,14 @@ class JourneyActivities:
             await _insert_message(conn, request, "failed", failure.reason, None, None, None, error=failure.reason)
             row = await message_store.message_status(conn, request.idempotency_key)
         assert row is not None  # inserted just now, or already there
-        return SendResult(
+        result = SendResult(
             status=row.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
             reason=row.reason,
             channel=request.channel,
             idempotency_key=request.idempotency_key,
         )
+        _count_send(result)
+        return result
 
     @activity.defn(name="record_step_outcomes")
     async def record_step_outcomes(self, record: OutcomeRecord) -> None:
@@ -421,6 +445,7 @@ class JourneyActivities:
                     converted_at=record.converted_at,
                 ),
             )
+        metrics.CONVERSIONS.labels(journey=record.journey_id).inc()
 
     async def _record(
         self,
@@ -572,7 +597,20 @@ def _deferred(request: SendRequest, channel: str, reason: str, wait: timedelta) 
     )
 
 
+def _count_send(result: SendResult) -> None:
+    """Count a send this call decided (a duplicate found its earlier row; a deferral decided nothing yet)."""
+    if not result.duplicate and result.status != "deferred":
+        metrics.SENDS.labels(
+            channel=result.channel, status=result.status, reason=metrics.reason_code(result.reason)
+        ).inc()
+
+
 async def _insert_outcomes(db: Db, record: OutcomeRecord) -> None:
+    for step in record.steps:
+        if step.outcome == "failed":
+            metrics.FAILED_STEPS.labels(journey=record.journey_id, step_type=step.type).inc()
+        elif step.type == "exit":
+            metrics.EXITS.labels(journey=record.journey_id).inc()
     await outcome_store.record_outcomes(
         db,
         [

@@ -30,6 +30,7 @@ from api import (
     routes_health,
     routes_identity,
     routes_journeys,
+    routes_metrics,
     routes_preferences,
     routes_previews,
     routes_privacy,
@@ -85,6 +86,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.state.router = router
 
     app.include_router(routes_health.router)
+    app.include_router(routes_metrics.router)  # a read key unless PARCOURS_METRICS_PUBLIC
     app.include_router(routes_preferences.router)  # public pages by sealed link; topics need the API key
     app.include_router(routes_tracking.router)  # public: tracked links and the open pixel, by sealed token
     # Every route under /v1 declares the role its API key needs (api.routes_deps READ, WRITE, ADMIN).

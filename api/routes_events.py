@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from api.routes_deps import READ, WRITE, event_router, input_limits, pool, read_json, settings, validation_field
 from api.schemas import EVENT_ID_PATTERN, ApiError, ErrorDetail, EventIn, EventResult, EventsResponse
+from config import metrics
 from contracts.journey import Event
 from journeys.values import InputError, check_value
 from orchestration.router import EventRouter
@@ -97,6 +98,8 @@ async def post_events(request: Request, router_: Annotated[EventRouter, Depends(
         except ValidationError as exc:
             message, field = validation_field(exc.errors())  # type: ignore[arg-type]
             results[index] = _invalid(index, event_id, message, field)
+    if len(valid) < len(items):
+        metrics.EVENTS.labels(status="invalid").inc(len(items) - len(valid))
     outcomes = await router_.ingest([event for _, event in valid], keys) if valid else []
     for (index, event), outcome, key in zip(valid, outcomes, keys, strict=True):
         if outcome.status == "unknown_customer":

@@ -17,7 +17,7 @@ from cli.context import console, err_console, fail, open_client, open_pool, run,
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestration.ops import Failure, ReplayResult
+    from orchestration.ops import Failure, ReplayResult, ResetPlan
 
 ops_app = typer.Typer(help="Operate journey runs: find failures, replay histories.", no_args_is_help=True)
 
@@ -158,3 +158,58 @@ def exit_run(
 
     for workflow_id in run(main()):
         console.print(f"{workflow_id}: asked to exit ({reason})", highlight=False)
+
+
+@ops_app.command("reset")
+def reset(
+    to: Annotated[str, typer.Option("--to", help="last-task or first-task: the workflow task the run re-runs from.")],
+    reason: Annotated[str, typer.Option("--reason", help="Why: given to Temporal and logged with who did it.")],
+    query: Annotated[str | None, typer.Option("--query", "-q", help="Reset every run this query lists.")] = None,
+    workflow_id: Annotated[str | None, typer.Option("--workflow-id", "-w", help="Reset this run.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="With --query: at most this many runs.")] = 100,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be reset, reset nothing.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Reset runs to their last or first workflow task: list them and the event each goes back to, then do it."""
+    import uuid
+
+    from orchestration.ops import RESET_POINTS, plan_resets, reset_run
+    from store import ops as ops_store
+
+    if (query is None) == (workflow_id is None):
+        raise typer.BadParameter("give exactly one of --query and --workflow-id", param_hint="'--query'")
+    if to not in RESET_POINTS:
+        raise typer.BadParameter(f"{to!r}: use {' or '.join(RESET_POINTS)}", param_hint="'--to'")
+    if not reason.strip():
+        raise typer.BadParameter("say why (it is recorded)", param_hint="'--reason'")
+    settings = _settings()
+
+    async def plan() -> list[ResetPlan]:
+        client = await open_client(settings)
+        return await plan_resets(client, to, query=query, workflow_id=workflow_id, limit=limit)
+
+    plans = run(plan())
+    doable = [p for p in plans if p.event_id is not None]
+    for p in plans:
+        where = f"to event {p.event_id} ({to})" if p.event_id is not None else "cannot: no completed workflow task"
+        console.print(f"{p.workflow_id} ({p.run_id}, {p.status}): {where}", highlight=False, soft_wrap=True)
+    if dry_run or not doable:
+        console.print(f"{len(doable)} run(s) would be reset{' (dry run)' if dry_run else ''}.")
+        return
+    if not yes:
+        typer.confirm(f"Reset {len(doable)} run(s)?", abort=True)
+    who = actor()
+
+    async def main() -> list[tuple[ResetPlan, str]]:
+        client = await open_client(settings)
+        done = []
+        async with open_pool(settings) as pool:
+            for p in doable:
+                new_run = await reset_run(client, p, f"{reason} ({who})", str(uuid.uuid4()))
+                detail = {"run_id": p.run_id, "new_run_id": new_run, "event_id": p.event_id, "to": to}
+                await ops_store.record_action(pool, "reset", who, reason, p.workflow_id, detail)
+                done.append((p, new_run))
+        return done
+
+    for p, new_run in run(main()):
+        console.print(f"{p.workflow_id}: reset to event {p.event_id}, new run {new_run}", highlight=False)

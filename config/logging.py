@@ -17,6 +17,8 @@ from typing import Any
 
 import structlog
 
+from config.tracing import add_trace_id
+
 
 def add_temporal_context(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Add workflow id, run id, activity and attempt when the line is logged inside an activity."""
@@ -138,6 +140,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, redacted: bool 
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             add_temporal_context,
+            add_trace_id,
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
             *([redact] if redacted else []),

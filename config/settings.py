@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         default="default", validation_alias=AliasChoices("PARCOURS_TEMPORAL_NAMESPACE", "TEMPORAL_NAMESPACE")
     )
     task_queue: str = "parcours"
+    # Worker Versioning (deploy/README.md): a worker that declares both polls as this version of the deployment;
+    # runs move to a new version once it is made current (`temporal worker deployment set-current-version`).
+    worker_deployment_name: str | None = None
+    worker_build_id: str | None = None
     temporal_ui_port: int = 8233
     temporal_port: int = 7233
     temporal_ui_url: str | None = None
@@ -206,9 +210,17 @@ class Settings(BaseSettings):
     # Observability.
     log_level: str = "INFO"
     log_format: Literal["json", "console"] = "json"
-    otel_exporter: Literal["console", "otlp", "none"] = "console"
+    # Spans: "otlp" to an OpenTelemetry collector (OTEL_EXPORTER_OTLP_ENDPOINT), "console" to debug, "none".
+    otel_exporter: Literal["console", "otlp", "none"] = "none"
     # Mask recipients, addresses, message content and link tokens in every log line (config.logging.redact).
     log_redact: bool = True
+    # Prometheus (config/metrics.py). The API serves GET /metrics on its own port, to a key with the read role
+    # (``Authorization: Bearer``) unless metrics_public. A worker serves its metrics on metrics_host:metrics_port,
+    # and the Temporal SDK's own on metrics_host:temporal_metrics_port (0: not served).
+    metrics_public: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    temporal_metrics_port: int = Field(default=0, ge=0, le=65535)
 
     # HTTP API.
     api_host: str = "127.0.0.1"

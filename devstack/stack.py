@@ -128,6 +128,20 @@ def _banner(settings: Settings, rows: list[tuple[str, str]]) -> Panel:
     return Panel(table, title="[bold]Parcours is running[/]", subtitle="Ctrl-C stops everything", expand=False)
 
 
+def local_settings(settings: Settings) -> Settings:
+    """The settings of the local stack: what the operator set, and for what they did not set, local defaults:
+    webhooks may reach this machine, and links in messages point at the API where it really listens (its
+    ``api_port``), not at port 8000."""
+    update: dict[str, object] = {}
+    if "webhook_allow_hosts" not in settings.model_fields_set:
+        # Locally, webhooks to services on this machine are the point; production allows nothing private.
+        update["webhook_allow_hosts"] = LOOPBACK_NETWORKS
+    if "public_base_url" not in settings.model_fields_set:
+        host = "localhost" if settings.api_host in ("0.0.0.0", "::", "127.0.0.1") else settings.api_host
+        update["public_base_url"] = f"http://{f'[{host}]' if ':' in host else host}:{settings.api_port}"
+    return settings.model_copy(update=update) if update else settings
+
+
 async def run_dev(settings: Settings, *, demo: bool = False) -> int:
     """Run the stack until SIGINT/SIGTERM; return the exit code.
 
@@ -148,9 +162,7 @@ async def run_dev(settings: Settings, *, demo: bool = False) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    if "webhook_allow_hosts" not in settings.model_fields_set:
-        # Locally, webhooks to services on this machine are the point; production allows nothing private.
-        settings = settings.model_copy(update={"webhook_allow_hosts": LOOPBACK_NETWORKS})
+    settings = local_settings(settings)
     data_dir = settings.resolved_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     own_temporal = not settings.temporal_address

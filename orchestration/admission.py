@@ -15,6 +15,7 @@ from typing import Literal
 
 import asyncpg
 
+from config import metrics
 from contracts.journey import EVENT_SIGNAL, Event, workflow_id
 from journeys.models import Journey
 from orchestration.runs import JourneyRuns
@@ -69,6 +70,8 @@ async def enter(
         # The customer is in the journey right now: the trigger only reached the running run.
         await entry_store.release_entry(pool, journey.id, customer_id, entry_id)
         return Entry("already_running", wid)
+    if entered.started:
+        metrics.ENTRIES.labels(journey=journey.id, source=source).inc()
     return Entry("entered", wid)
 
 

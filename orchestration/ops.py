@@ -26,7 +26,7 @@ from urllib.parse import quote
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
+from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest, ResetWorkflowExecutionRequest
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.client import WorkflowExecution as Execution
 from temporalio.service import RPCError
@@ -230,6 +230,70 @@ async def exit_customer_run(client: Client, journey_id: str, customer_id: str, r
         if await runs.signal(execution.id, EXIT_SIGNAL, request, run_id=execution.run_id):
             asked.append(execution.id)
     return asked
+
+
+# --- reset ----------------------------------------------------------------------------------------------------
+
+RESET_POINTS = ("last-task", "first-task")
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """One run to reset: where to, from which event (a ``WorkflowTaskCompleted``), or why it cannot be."""
+
+    workflow_id: str
+    run_id: str
+    status: str
+    event_id: int | None
+    """The workflow task the new run re-runs from; None: the history has no completed workflow task."""
+
+
+async def plan_resets(
+    client: Client, to: str, *, query: str | None = None, workflow_id: str | None = None, limit: int = 100
+) -> list[ResetPlan]:
+    """The runs to reset (the latest run of ``workflow_id``, or at most ``limit`` runs ``query`` lists) and the
+    event each would be reset to: its first or its last completed workflow task (``to``: ``first-task`` or
+    ``last-task``)."""
+    if to not in RESET_POINTS:
+        raise ValueError(f"reset to {to!r}: use one of {', '.join(RESET_POINTS)}")
+    executions: list[tuple[str, str, str]] = []
+    if workflow_id is not None:
+        described = await client.get_workflow_handle(workflow_id).describe()
+        executions.append((described.id, described.run_id, _status(described.status)))
+    else:
+        async for execution in client.list_workflows(query, page_size=PAGE_SIZE, limit=limit):
+            executions.append((execution.id, execution.run_id, _status(execution.status)))
+    plans = []
+    for wid, run_id, status in executions:
+        history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
+        completed = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+        event_id = (completed[0] if to == "first-task" else completed[-1]) if completed else None
+        plans.append(ResetPlan(wid, run_id, status, event_id))
+    return plans
+
+
+def _status(status: WorkflowExecutionStatus | None) -> str:
+    return status.name.lower() if status is not None else "unknown"
+
+
+async def reset_run(client: Client, plan: ResetPlan, reason: str, request_id: str) -> str:
+    """Reset one run to ``plan.event_id`` (Temporal's ResetWorkflowExecution); answers the new run's id.
+
+    ``request_id`` makes a retried call the same reset. The old run is terminated if it was running; the new run
+    re-runs from that workflow task, its activities record new step outcomes (the old ones are kept, superseded),
+    and sends find their recorded messages instead of messaging anyone again.
+    """
+    assert plan.event_id is not None
+    answer = await client.workflow_service.reset_workflow_execution(
+        ResetWorkflowExecutionRequest(
+            namespace=client.namespace,
+            workflow_execution=WorkflowExecution(workflow_id=plan.workflow_id, run_id=plan.run_id),
+            reason=reason,
+            workflow_task_finish_event_id=plan.event_id,
+            request_id=request_id,
+        )
+    )
+    return str(answer.run_id)
 
 
 # --- replay ---------------------------------------------------------------------------------------------------

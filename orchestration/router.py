@@ -21,17 +21,18 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import asyncpg
 import structlog
 from temporalio.client import Client
 
+from config import metrics
 from config.settings import Settings
 from contracts.journey import EVENT_SIGNAL, Event, workflow_id
 from journeys.models import Journey
 from orchestration import admission, merges
-from orchestration.errors import Meaning, RunRefusedError, meaning
+from orchestration.errors import Meaning, RefusalReason, RunRefusedError, meaning
 from orchestration.runs import JourneyRuns
 from store import events as event_store
 from store import identity as identity_store
@@ -39,6 +40,10 @@ from store import journeys as journey_store
 from store.db import Connection, connection
 
 log = structlog.get_logger(__name__)
+
+# Every reason an event becomes a dead letter starts at zero on /metrics (alerts see the first one).
+for _reason in (*get_args(RefusalReason), "failing"):
+    metrics.DEAD_LETTERS.labels(reason=_reason)
 
 # How long one Temporal call may take before the event is left to the drainer.
 RPC_TIMEOUT = timedelta(seconds=5)
@@ -139,6 +144,10 @@ class EventRouter:
             for e, c in zip(events, stored.customer_ids, strict=True)
         ]
         new = [e for e, is_new in zip(resolved, stored.fresh, strict=True) if is_new]
+        for is_new, c in zip(stored.fresh, stored.customer_ids, strict=True):
+            metrics.EVENTS.labels(
+                status="unknown_customer" if c is None else "accepted" if is_new else "duplicate"
+            ).inc()
         routed: set[str] = set()
         if new and not self._degraded:
             routed = await self._route_many(new, adopted=stored.adopted)
@@ -210,7 +219,8 @@ class EventRouter:
             async with semaphore:
                 for event in queue:
                     try:
-                        await self.route(event, adopted.get(event.customer_id, {}))
+                        with metrics.timed(metrics.ROUTING_SECONDS):
+                            await self.route(event, adopted.get(event.customer_id, {}))
                     except RunRefusedError as exc:
                         # One run refused it (too many signals, too large, gone): a dead letter, not an outage.
                         log.warning(
@@ -254,8 +264,10 @@ class EventRouter:
             )
             if not unavailable and attempts >= MAX_ROUTE_ATTEMPTS:
                 await event_store.dead_letter(conn, event_id, None, "failing", error)
+                metrics.DEAD_LETTERS.labels(reason="failing").inc()
         for event_id, exc in refused:
             await event_store.dead_letter(conn, event_id, exc.workflow_id, exc.reason, exc.detail)
+            metrics.DEAD_LETTERS.labels(reason=metrics.reason_code(exc.reason)).inc()
 
     # --- dead letters -----------------------------------------------------------------------------------
 

@@ -165,6 +165,28 @@ async def mark_route_failed(
     return int(attempts or 0)
 
 
+@dataclass(frozen=True)
+class OutboxStats:
+    depth: int
+    """Events not routed yet, dead letters excluded."""
+    oldest_age_seconds: float
+    """Age of the oldest of them (0 when there is none)."""
+
+
+async def outbox_stats(db: Db) -> OutboxStats:
+    """How many events wait to be routed, and how long the oldest has waited (for metrics and alerts)."""
+    row = await db.fetchrow(
+        """
+        SELECT count(*) AS depth,
+               COALESCE(EXTRACT(EPOCH FROM now() - min(e.received_at)), 0)::float8 AS oldest
+          FROM events e
+         WHERE e.routed_at IS NULL AND NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.event_id = e.event_id)
+        """
+    )
+    assert row is not None
+    return OutboxStats(depth=int(row["depth"]), oldest_age_seconds=max(float(row["oldest"]), 0.0))
+
+
 async def dead_letter(db: Db, event_id: str, workflow_id: str | None, reason: str, detail: str) -> None:
     """Take the event out of the outbox with the reason a run refused it (``orchestration.errors``)."""
     await db.execute(

@@ -238,10 +238,12 @@ _MOVES: list[tuple[str, str]] = [
     ),
     (
         "step_outcomes",
-        """UPDATE step_outcomes s SET customer_id = $2 WHERE s.customer_id = $1 AND NOT EXISTS (
+        # Superseded attempts always move; a current row moves unless the profile has its own for that visit.
+        """UPDATE step_outcomes s SET customer_id = $2 WHERE s.customer_id = $1 AND (s.superseded_at IS NOT NULL
+               OR NOT EXISTS (
                SELECT 1 FROM step_outcomes p
                 WHERE p.customer_id = $2 AND p.journey_id = s.journey_id AND p.entry_id = s.entry_id
-                  AND p.step_id = s.step_id AND p.visit = s.visit)""",
+                  AND p.step_id = s.step_id AND p.visit = s.visit AND p.superseded_at IS NULL))""",
     ),
     (
         "conversions",

@@ -113,8 +113,8 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
                 " WHERE customer_id = $1 ORDER BY entered_at"
             ),
             "step_outcomes": await rows(
-                "SELECT journey_id, journey_version, entry_id, step_id, visit, step_type, outcome, detail, recorded_at"
-                " FROM step_outcomes WHERE customer_id = $1 ORDER BY recorded_at, id"
+                "SELECT journey_id, journey_version, entry_id, step_id, visit, step_type, outcome, detail, recorded_at,"
+                " superseded_at FROM step_outcomes WHERE customer_id = $1 ORDER BY recorded_at, id"
             ),
             "conversions": await rows(
                 "SELECT journey_id, journey_version, entry_id, event_name, value, variant, converted_at"
@@ -165,9 +165,10 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
     ),
     (
         "step_outcomes (duplicates)",
-        f"""DELETE FROM step_outcomes s WHERE s.customer_id = $1 AND EXISTS (
+        f"""DELETE FROM step_outcomes s WHERE s.customer_id = $1 AND s.superseded_at IS NULL AND EXISTS (
                 SELECT 1 FROM step_outcomes p WHERE p.customer_id = $2 AND p.journey_id = s.journey_id
-                   AND p.entry_id = {_scrub("s.entry_id")} AND p.step_id = s.step_id AND p.visit = s.visit)""",
+                   AND p.entry_id = {_scrub("s.entry_id")} AND p.step_id = s.step_id AND p.visit = s.visit
+                   AND p.superseded_at IS NULL)""",
     ),
     (
         "step_outcomes",

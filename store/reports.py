@@ -130,7 +130,7 @@ def _range(alias: str, column: str) -> str:
 
 _ARM_ENTRIES = f"""
 SELECT a.entry_id FROM step_outcomes a
- WHERE a.journey_id = $1 AND a.step_type IN ('split', 'holdout')
+ WHERE a.journey_id = $1 AND a.step_type IN ('split', 'holdout') AND a.superseded_at IS NULL
    AND ((a.step_type = 'split' AND a.outcome = $5::text)
         OR ($5::text = '{HOLDOUT}' AND a.step_id = '{HOLDOUT_STEP}'))"""
 
@@ -149,14 +149,15 @@ _ENTERED_SQL = f"SELECT count(*) FROM journey_entries e WHERE {_where('e', 'ente
 _OUTCOMES_SQL = f"""
 SELECT o.step_id, min(o.step_type) AS step_type, o.outcome, NULL::text AS reason,
        count(*) AS visits, count(*) FILTER (WHERE o.visit = 1) AS entries
-  FROM step_outcomes o WHERE {_where("o", "recorded_at", "journey")}
+  FROM step_outcomes o WHERE {_where("o", "recorded_at", "journey")} AND o.superseded_at IS NULL
  GROUP BY o.step_id, o.outcome
 """
 
 _REASONS_SQL = f"""
 SELECT step_id, step_type, outcome, reason, count(*) AS visits, count(*) FILTER (WHERE visit = 1) AS entries
   FROM (SELECT o.step_id, o.step_type, o.outcome, o.visit, report_reason(o.step_type, o.detail) AS reason
-          FROM step_outcomes o WHERE {_where("o", "recorded_at", "journey")} AND o.detail ? 'reason') r
+          FROM step_outcomes o
+         WHERE {_where("o", "recorded_at", "journey")} AND o.detail ? 'reason' AND o.superseded_at IS NULL) r
  GROUP BY step_id, step_type, outcome, reason
 """
 
@@ -235,7 +236,8 @@ _ARMS_SQL = f"""
 WITH arms AS (
     SELECT a.step_id, CASE WHEN a.step_id = '{HOLDOUT_STEP}' THEN '{HOLDOUT}' ELSE a.outcome END AS variant, a.entry_id
       FROM step_outcomes a
-     WHERE a.step_type IN ('split', 'holdout') AND a.visit = 1 AND {_where("a", "recorded_at", "journey")}
+     WHERE a.step_type IN ('split', 'holdout') AND a.visit = 1 AND a.superseded_at IS NULL
+       AND {_where("a", "recorded_at", "journey")}
 )
 SELECT a.step_id, a.variant, count(*) AS entered, count(c.entry_id) AS converted,
        coalesce(sum(c.value), 0)::float8 AS revenue

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import signal
 
+from config.metrics import serve_metrics
 from config.settings import Settings
 from store.pool import create_pool
 from workers.client import connect
@@ -23,6 +24,8 @@ async def serve(settings: Settings, database_url: str) -> None:
     """Connect to Temporal and PostgreSQL, run the worker until a signal, close the pool."""
     stop = asyncio.Event()
     stop_on_signals(stop)
+    if settings.metrics_port:
+        serve_metrics(settings.metrics_host, settings.metrics_port)
     client = await connect(settings)
     pool = await create_pool(database_url, min_size=1, max_size=settings.database_pool_max)
     try:

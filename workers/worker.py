@@ -10,7 +10,8 @@ from datetime import timedelta
 import asyncpg
 import structlog
 from temporalio.client import Client
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.common import VersioningBehavior, WorkerDeploymentVersion
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkerDeploymentConfig
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.broadcasts import BroadcastActivities
@@ -69,6 +70,22 @@ def build_worker(
         # On shutdown, let in-flight sends finish (and record) rather than cancel them mid-delivery.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         workflow_runner=WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner(),
+        deployment_config=deployment_config(settings),
+    )
+
+
+def deployment_config(settings: Settings) -> WorkerDeploymentConfig | None:
+    """Worker Versioning when both the deployment name and the build id are set (else None: unversioned).
+
+    Runs auto-upgrade: a journey lives for weeks, so its runs move to the current version on their next workflow
+    task, and changes to what a running workflow does go behind ``workflow.patched()`` (deploy/README.md).
+    """
+    if not settings.worker_deployment_name or not settings.worker_build_id:
+        return None
+    return WorkerDeploymentConfig(
+        version=WorkerDeploymentVersion(settings.worker_deployment_name, settings.worker_build_id),
+        use_worker_versioning=True,
+        default_versioning_behavior=VersioningBehavior.AUTO_UPGRADE,
     )
 
 

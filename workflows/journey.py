@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple, TypeVar, get_args
 
 from temporalio import workflow
@@ -357,12 +357,12 @@ class JourneyWorkflow:
             persist=not result.outcome_recorded,
         )
 
-    @_handles(WaitStep, lambda step: f"waiting {step.duration}")
+    @_handles(WaitStep, lambda step: f"waiting {_until(step.duration)}")
     async def _do_wait(self, step: WaitStep, visit: int, started: datetime) -> _Done:
         await self._wait(lambda: False, step.duration)
         return _Done(self._why_interrupted() or "waited", self._journey.resolve(step.id, "next"))
 
-    @_handles(WaitForStep, lambda step: f"waiting up to {step.timeout} for `{step.event}`")
+    @_handles(WaitForStep, lambda step: f"waiting up to {_until(step.timeout)} for `{step.event}`")
     async def _do_wait_for(self, step: WaitForStep, visit: int, started: datetime) -> _Done:
         found: list[Event] = []
 
@@ -835,6 +835,25 @@ class JourneyWorkflow:
             update["step_started_event_index"] = max(0, self._progress.step_started_event_index - dropped)
         progress = self._progress.model_copy(update=update)
         workflow.continue_as_new(self._input.model_copy(update={"progress": progress}))
+
+
+_UNITS = (("week", 604_800), ("day", 86_400), ("hour", 3_600), ("minute", 60), ("second", 1))
+
+
+def spoken(span: timedelta) -> str:
+    """A duration as people say it, to its two largest units: ``2 days``, ``1 day 6 hours``, ``90 seconds``
+    reads ``1 minute 30 seconds``."""
+    seconds, parts = int(span.total_seconds()), []
+    for name, size in _UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {name}{'' if count == 1 else 's'}")
+    return " ".join(parts[:2]) or "0 seconds"
+
+
+def _until(span: timedelta) -> str:
+    """``2 days (until 12 Dec 09:00 UTC)``, from the workflow's clock (the current details only: no command)."""
+    return f"{spoken(span)} (until {(workflow.now() + span).astimezone(UTC):%d %b %H:%M} UTC)"
 
 
 def _short(reason: str, limit: int = 200) -> str:

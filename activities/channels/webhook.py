@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from opentelemetry import propagate
 from standardwebhooks import Webhook
 
 from activities.channels.base import (
@@ -30,15 +31,18 @@ PROVIDER_ID_HEADER = "x-message-id"
 
 
 def signed_headers(signer: Webhook, key: str, body: str) -> dict[str, str]:
-    """Standard Webhooks headers for ``body``, with the idempotency key as the message id."""
+    """Standard Webhooks headers for ``body``, with the idempotency key as the message id, and the W3C
+    ``traceparent`` of the current trace (when tracing is on) so the receiver's spans join it."""
     timestamp = datetime.now(UTC).replace(microsecond=0)
-    return {
+    headers = {
         "content-type": "application/json",
         "webhook-id": key,
         "webhook-timestamp": str(int(timestamp.timestamp())),
         "webhook-signature": signer.sign(key, timestamp, body),
         "idempotency-key": key,
     }
+    propagate.inject(headers)
+    return headers
 
 
 def response_body(response: httpx.Response) -> Any:

@@ -187,3 +187,55 @@ async def test_replay_passes_on_todays_code_and_names_the_runs_a_change_breaks(
     for customer in customers:
         line = next(line for line in changed.output.splitlines() if f"{journey.id}:{customer}" in line)
         assert "diverges" in line and "nondetermin" in line.lower()
+
+
+async def test_reset_lists_with_a_dry_run_then_resets_and_the_store_keeps_both_attempts(
+    cli: Cli, dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": f"reset-{uuid.uuid4().hex[:8]}",
+            "name": "Reset",
+            "trigger": {"event": "signed_up"},
+            "steps": [
+                {"id": "hello", "type": "send", "channel": "email", "template": {"subject": UNRENDERABLE, "text": "x"}}
+            ],
+        }
+    )
+    broken = await make_customer(pool, attributes={"share": 0})
+    wid = f"{journey.id}:{broken}"
+    async with running_engine(dev_env, pool, smtp_sink) as engine:
+        await (await engine.enter(journey, broken)).result()
+        first_run = (await dev_env.client.get_workflow_handle(wid).describe()).run_id
+
+        dry = await invoke(
+            cli, "ops", "reset", "--workflow-id", wid, "--to", "first-task", "--reason", "x", "--dry-run"
+        )
+        assert dry.exit_code == 0, dry.output
+        assert f"{wid} ({first_run}, completed): to event " in dry.output and "(dry run)" in dry.output
+        assert (await dev_env.client.get_workflow_handle(wid).describe()).run_id == first_run  # nothing was reset
+
+        done = await invoke(
+            cli, "ops", "reset", "--workflow-id", wid, "--to", "first-task", "--reason", "template fixed", "--yes"
+        )
+        assert done.exit_code == 0, done.output
+        new_run = done.output.strip().splitlines()[-1].rsplit("new run ", 1)[1]
+        assert new_run != first_run
+        await dev_env.client.get_workflow_handle(wid, run_id=new_run).result()
+
+    attempts = await pool.fetch(
+        "SELECT run_id, outcome, superseded_at IS NOT NULL AS superseded FROM step_outcomes"
+        " WHERE workflow_id = $1 AND step_id = 'hello' ORDER BY id",
+        wid,
+    )
+    assert [tuple(r) for r in attempts] == [(first_run, "failed", True), (new_run, "failed", False)]
+    messages = await pool.fetchval("SELECT count(*) FROM messages WHERE journey_id = $1", journey.id)
+    assert messages == 1  # the re-run send found its recorded message
+    action = await pool.fetchrow("SELECT actor, reason, detail FROM ops_actions WHERE target = $1", wid)
+    assert action["reason"] == "template fixed" and action["actor"].startswith("cli")
+    assert (action["detail"]["run_id"], action["detail"]["new_run_id"]) == (first_run, new_run)
+
+
+async def test_reset_needs_exactly_one_target(cli: Cli) -> None:
+    result = await invoke(cli, "ops", "reset", "--to", "last-task", "--reason", "x")
+    assert result.exit_code != 0 and "exactly one of --query and --workflow-id" in result.output
