@@ -14,6 +14,7 @@ again; ``HELP`` and ``INFO`` are answered with ``sms_help_text``. The answer is 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -44,6 +45,9 @@ AppSettings = Annotated[Settings, Depends(settings)]
 STOP_KEYWORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "ARRET", "STOP SMS"})
 START_KEYWORDS = frozenset({"START", "UNSTOP", "YES"})
 HELP_KEYWORDS = frozenset({"HELP", "INFO"})
+RECEIPT_WAIT_SECONDS = 3.0
+"""Twilio may call back before the send that got the SID has committed it (it answers the POST first): a signed
+callback for a SID not recorded yet is looked up again for this long before it is answered ``unknown_message``."""
 MESSAGE_STATUSES = frozenset(
     {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "read", "canceled"}
 )
@@ -108,6 +112,10 @@ async def twilio_status(request: Request, db: Pool, app_settings: AppSettings) -
     code_text = form.get("ErrorCode", "").strip()
     code = int(code_text) if code_text.isdigit() else None
     receipt = await message_store.record_receipt(db, sid, status, error=code_text or None)
+    deadline = asyncio.get_running_loop().time() + RECEIPT_WAIT_SECONDS
+    while receipt is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+        receipt = await message_store.record_receipt(db, sid, status, error=code_text or None)
     if receipt is None:
         return {"status": "unknown_message"}
     phone = form.get("To") or receipt.recipient

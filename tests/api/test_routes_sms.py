@@ -3,6 +3,7 @@ HELP is answered, and a tampered signature is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -111,6 +112,23 @@ async def test_status_callbacks_stamp_delivered_and_failed(twilio: TwilioFake, p
     assert rows[undelivered]["failed_at"] is not None and rows[undelivered]["provider_error"] == "30003"
     # 30003 (handset off or out of coverage) passes: nothing is suppressed or withdrawn.
     assert await sms_consent(pool, customer_id) == ("granted", "api")
+
+
+async def test_a_callback_that_arrives_before_the_send_recorded_its_sid_still_lands(
+    twilio: TwilioFake, pool: asyncpg.Pool
+) -> None:
+    """Twilio answers the POST, then may call back before the send's transaction has committed the SID."""
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    sid = "SM" + uuid.uuid4().hex
+    params = {"MessageSid": sid, "MessageStatus": "delivered", "To": number, "AccountSid": twilio.account_sid}
+    callback = asyncio.create_task(twilio.post_signed(STATUS, params))
+    await asyncio.sleep(0.3)  # the callback is in flight; the send commits its row now
+    await sms_message(pool, customer_id, number, sid)
+    response = await callback
+    assert response.status_code == 200 and response.json()["status"] != "unknown_message", response.text
+    row = await pool.fetchrow("SELECT provider_status, delivered_at FROM messages WHERE provider_message_id = $1", sid)
+    assert row["provider_status"] == "delivered" and row["delivered_at"] is not None
 
 
 async def test_an_opted_out_code_withdraws_consent_and_a_dead_number_is_suppressed(
