@@ -100,6 +100,22 @@ async def test_a_push_reaches_the_iphone_over_http2_with_a_valid_token_and_the_r
     }
 
 
+async def test_the_steps_data_travels_beside_aps_and_cannot_replace_it(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running_apns(tmp_path) as (apns, tls):
+        customer_id = await customer_with(pool, iphone=LIVE)
+        channel = DevicesPushChannel(apns_settings(tmp_path, apns, tls), pool)
+        message = push(customer_id)
+        message = message.model_copy(update={"content": {**message.content, "data": {"aps": "x", "sku": "A1"}}})
+        try:
+            await channel.deliver(message)
+        finally:
+            await channel.close()
+
+    [sent] = apns.received
+    assert sent.payload["aps"] == {"alert": {"title": "Still thinking?", "body": "Your cart is saved."}}
+    assert sent.payload["sku"] == "A1"
+
+
 async def test_the_provider_token_is_signed_once_and_reused_across_pushes(pool: asyncpg.Pool, tmp_path: Path) -> None:
     async with running_apns(tmp_path) as (apns, tls):
         customer_id = await customer_with(pool, iphone=LIVE, ipad=OTHER)
