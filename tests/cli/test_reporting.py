@@ -177,5 +177,10 @@ async def test_attribution_prints_the_credit_of_each_step(
     assert row(last.output, "welcome", "reminder")[2:] == ["sms", "1", "1.00", "90.00", "2.0000", "45.00x"]
     assert row(last.output, "welcome", "intro")[2:] == ["email", "2", "1.00", "30.00", "1.0000", "30.00x"]
 
+    # An event nobody sent: nothing to credit, no error.
+    nothing = await invoke(["attribution", "--event", f"never_{tag}", "--model", "data_driven"], variables)
+    assert nothing.exit_code == 0, nothing.output
+    assert "Conversions 0 · revenue 0.00 · unattributed 0 (0.00)" in nothing.output
+
     bad = await invoke(["attribution", "--event", event, "--model", "causal"], variables)
     assert bad.exit_code == 1 and "model: must be one of" in bad.output
