@@ -165,6 +165,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clicks", type=int, default=500)
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument(
+        "--pause", type=float, default=0.005, help="seconds between a click's answer and the next click"
+    )
     parser.add_argument("--serve", nargs=3, metavar=("DATABASE_URL", "TEMPORAL", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -212,7 +215,7 @@ async def main() -> None:
         for path in paths[args.warmup :]:
             clicks.append(await timed_get(base, path, 302))
             health.append(await timed_get(base, "/healthz", 200))
-            await asyncio.sleep(0.005)  # let the click's routing (after the answer) finish, as between customers
+            await asyncio.sleep(args.pause)  # the click's routing runs after its answer, meanwhile
         async with httpx.AsyncClient(base_url=base) as http:
             inside = (await http.get(TIMINGS_PATH)).json()
         recorded = await pool.fetchval("SELECT count(*) FROM events WHERE name = 'email_clicked'")
