@@ -12,7 +12,6 @@ import io
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
 
-import pandas as pd
 from pydantic import BaseModel
 
 from api.schemas import ApiError
@@ -103,14 +102,10 @@ async def attribution_report(
         attribution_store.conversions(db, event, value, since=since, until=until),
         attribution_store.touches(db, event, value, window, since=since, until=until),
     )
-    touch_frame = pd.DataFrame(touches.values, columns=list(touches.names))
     costs = settings.channel_costs
-    touch_frame["cost"] = touch_frame["channel"].map(lambda c: costs.get(c, 0.0)).astype(float)
-    conversion_frame = pd.DataFrame(conversions.values, columns=list(conversions.names))
+    touches["cost"] = touches["channel"].map(costs).fillna(0.0).astype(float)
     # The crediting is CPU-bound (numpy): off the event loop, so other requests go on meanwhile.
-    return await asyncio.to_thread(
-        attribution.report, conversion_frame, touch_frame, model, window, half_life, clicked_only
-    )
+    return await asyncio.to_thread(attribution.report, conversions, touches, model, window, half_life, clicked_only)
 
 
 CSV_COLUMNS = (

@@ -155,6 +155,8 @@ class Settings(BaseSettings):
     apns_team_id: str | None = None
     apns_topic: str | None = None
     apns_base_url: str = "https://api.push.apple.com"
+    # CA certificates (PEM) to trust for APNs instead of the default bundle (a private CA, a test server).
+    apns_ca_file: Path | None = None
     push_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Which adapter delivers each channel: email smtp|webhook|console; sms twilio|http|webhook|console;

@@ -8,9 +8,12 @@ A push goes to every active device of the customer, each over its platform's pro
   before it expires.
 - **Web Push**: RFC 8030 delivery to the subscription's endpoint, the payload encrypted per RFC 8291
   (``aes128gcm``, ``http_ece``) and the request authenticated per RFC 8292 (VAPID, ``py_vapid``).
-- **APNs**: HTTP/2 (httpx with ``h2``) to ``{apns_base_url}/3/device/{token}`` with token authentication: an
-  ES256 provider JWT (key id, team id) kept for 50 minutes (Apple refuses one older than an hour, and one renewed
-  more often than every 20 minutes).
+- **APNs**: HTTP/2 over TLS (httpx with ``h2``, ALPN ``h2``; the certificate checked against the default bundle
+  or ``apns_ca_file``) to ``{apns_base_url}/3/device/{token}`` with token authentication: an ES256 provider JWT
+  (``kid`` the key id, ``iss`` the team id, ``iat``) kept for 50 minutes (Apple refuses one older than an hour,
+  ``ExpiredProviderToken``, and one renewed more often than every 20 minutes, ``TooManyProviderTokenUpdates``).
+  Only ``ExpiredProviderToken`` makes a new one; ``InvalidProviderToken`` (wrong key, key id or team) is retried
+  with the same token until the configuration is fixed.
 
 A provider saying the token is dead (FCM ``UNREGISTERED``, Web Push ``404``/``410``, APNs ``410`` or
 ``BadDeviceToken``) deactivates that device at once, in its own statement, whatever becomes of the send. The push
@@ -30,6 +33,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import ssl
 import time
 import uuid
 from dataclasses import dataclass
@@ -258,8 +262,12 @@ class ApnsSender:
         self._settings = settings
         self._key = Path(s.apns_key_file).read_text()
         self._token: tuple[str, float] | None = None
-        # APNs speaks HTTP/2 only (over TLS in production; a loopback fake may use prior knowledge).
-        self._client = httpx.AsyncClient(http1=False, http2=True, timeout=s.push_timeout_seconds)
+        # APNs speaks HTTP/2 only, over TLS (ALPN "h2"). Certificates are always verified: against the default
+        # bundle, or against apns_ca_file when set (a private CA, a test server).
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=str(s.apns_ca_file)) if s.apns_ca_file is not None else True
+        )
+        self._client = httpx.AsyncClient(http1=False, http2=True, verify=verify, timeout=s.push_timeout_seconds)
 
     def provider_token(self) -> str:
         now = time.time()
@@ -277,9 +285,10 @@ class ApnsSender:
         s = self._settings
         content = message.content
         payload = {
-            "aps": {"alert": {"title": content.get("title") or "", "body": content.get("body") or ""}},
             **_data(content),
             "idempotency_key": message.idempotency_key,
+            # Last, so no custom key named "aps" can replace Apple's dictionary.
+            "aps": {"alert": {"title": str(content.get("title") or ""), "body": str(content.get("body") or "")}},
         }
         headers = {
             "authorization": f"bearer {self.provider_token()}",
@@ -300,8 +309,12 @@ class ApnsSender:
             return DeviceOutcome("sent", detail, provider_id=response.headers.get("apns-id"))
         if response.status_code == 410 or body.get("reason") in ("BadDeviceToken", "Unregistered"):
             return DeviceOutcome("dead", detail)
-        if body.get("reason") in ("ExpiredProviderToken", "InvalidProviderToken"):
-            self._token = None
+        if body.get("reason") == "ExpiredProviderToken":
+            self._token = None  # older than Apple allows (clock skew): sign a new one for the retry
+            return DeviceOutcome("retry", detail)
+        if body.get("reason") in ("InvalidProviderToken", "TooManyProviderTokenUpdates"):
+            # Our key id, team id or key is wrong, or tokens were renewed too often: signing a new token now would
+            # not help and would count as one more update. Retried (with the same token) until fixed.
             return DeviceOutcome("retry", detail)
         return DeviceOutcome(_by_status(response.status_code), detail)
 

@@ -328,3 +328,45 @@ async def test_report_errors_name_the_field(stack: Stack) -> None:
     empty = (await stack.http.get(path)).json()
     assert empty["entered"] == 0 and empty["conversions"]["conversion_rate"] is None
     assert {s["waiting_now"] for s in empty["steps"]} == {0}
+
+
+async def test_experiments_errors_name_the_field(stack: Stack) -> None:
+    tag = uuid.uuid4().hex[:8]
+    journey = definition(tag)
+    assert (await stack.http.post("/v1/journeys", json=journey)).status_code == 201
+    path = f"/v1/journeys/{journey['id']}/experiments"
+
+    unknown = await stack.http.get("/v1/journeys/no-such-journey/experiments")
+    assert unknown.status_code == 404 and unknown.json()["error"]["field"] == "journey_id"
+    no_version = await stack.http.get(path, params={"version": 2})
+    assert no_version.status_code == 404 and no_version.json()["error"]["field"] == "version"
+    for params, field in (
+        ({"since": "2026-13-01"}, "since"),
+        ({"until": "yesterday"}, "until"),
+        ({"since": "2026-02-01", "until": "2026-01-31"}, "until"),
+        ({"version": "0"}, "version"),
+        ({"version": "99999999999"}, "version"),
+    ):
+        response = await stack.http.get(path, params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"]["field"] == field
+    # A known journey nobody entered: a report with no experiment, not an error.
+    empty = await stack.http.get(path, params={"version": 1})
+    assert empty.status_code == 200 and empty.json()["experiments"] == []
+
+
+async def test_attribution_errors_name_the_field(stack: Stack) -> None:
+    for params, field in (
+        ({}, "event"),
+        ({"event": "order_placed"}, "value"),
+        ({"event": "order_placed", "value": "total", "model": "causal"}, "model"),
+        ({"event": "order_placed", "value": "total", "window": "a week"}, "window"),
+        ({"event": "order_placed", "value": "total", "window": "400d"}, "window"),
+        ({"event": "order_placed", "value": "total", "model": "time_decay", "half_life": "-1d"}, "half_life"),
+        ({"event": "order_placed", "value": "total", "since": "2026-02-30"}, "since"),
+        ({"event": "order_placed", "value": "total", "since": "2026-02-02", "until": "2026-02-01"}, "until"),
+        ({"event": "order_placed", "value": "total", "clicked_only": "maybe"}, "clicked_only"),
+    ):
+        response = await stack.http.get("/v1/attribution", params=params)
+        assert response.status_code == 422, (params, response.text)
+        assert response.json()["error"]["field"] == field, (params, response.text)

@@ -1,0 +1,68 @@
+"""APNs end to end: a journey on the time-skipping server pushes to iPhones through the real adapter, over HTTP/2 and
+verified TLS to the fake APNs (tests/support/apns.py). An uninstalled app's token (410 Unregistered) deactivates
+its device and the next step's push goes to the iPhone left; the provider token is signed once for the journey.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+from temporalio.testing import WorkflowEnvironment
+
+from store import devices as device_store
+from tests.support.apns import running_apns
+from tests.support.engine import journey_from, make_customer, running_engine
+from tests.support.mail import SmtpSink
+
+
+async def test_a_journey_pushes_to_iphones_and_an_unregistered_one_is_dropped(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    steps = [
+        {
+            "id": "push-1",
+            "type": "send",
+            "channel": "push",
+            "template": {
+                "title": "Hi {{ customer.first_name | default: 'there' }}",
+                "body": "{{ event.item }} is back",
+            },
+        },
+        {"id": "pause", "type": "wait", "duration": "1h"},
+        {"id": "push-2", "type": "send", "channel": "push", "template": {"title": "Last call", "body": "Today only"}},
+    ]
+    journey = journey_from({"id": "ios-pushes", "name": "iOS pushes", "trigger": {"event": "go"}, "steps": steps})
+    async with running_apns(tmp_path) as (apns, tls):
+        overrides = {
+            "channel_push": "devices",
+            "apns_key_file": apns.key_file(tmp_path),
+            "apns_key_id": apns.key_id,
+            "apns_team_id": apns.team_id,
+            "apns_topic": apns.topic,
+            "apns_base_url": apns.url,
+            "apns_ca_file": tls.ca_file,
+        }
+        async with running_engine(time_skipping_env, pool, smtp_sink, **overrides) as engine:
+            customer = await make_customer(pool, consent=("push",))
+            live, dead = "ab" * 32, "0f" * 32
+            apns.dead_tokens.add(dead)
+            for device_id, token in (("old-iphone", dead), ("iphone", live)):
+                await device_store.put_device(
+                    pool, customer, device_id, platform="apns", token=token, subscription=None, app="shop", locale=None
+                )
+            handle = await engine.enter(journey, customer, {"item": "The red scarf"})
+            await handle.result()
+            rows = await engine.messages(customer)
+
+    assert [(r["step_id"], r["status"], r["recipient"]) for r in rows] == [
+        ("push-1", "sent", "devices:old-iphone,iphone"),
+        ("push-2", "sent", "devices:iphone"),
+    ]
+    assert [(p.device_token, p.payload["aps"]["alert"]) for p in apns.received] == [
+        (live, {"title": "Hi Ada", "body": "The red scarf is back"}),
+        (live, {"title": "Last call", "body": "Today only"}),
+    ]
+    assert apns.refused == [(410, "Unregistered")] and len(apns.provider_tokens) == 1
+    devices = {d.device_id: d.active for d in await device_store.devices_of(pool, customer)}
+    assert devices == {"old-iphone": False, "iphone": True}
