@@ -9,31 +9,23 @@ values --refresh`` does too, then fires it at once (``refresh_now``).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import structlog
 from temporalio.client import (
     Client,
     Schedule,
     ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
-    ScheduleUpdate,
-    ScheduleUpdateInput,
 )
-from temporalio.service import RPCError
 
 from config.settings import Settings
 from contracts.customer_values import CUSTOMER_VALUES_SCHEDULE_ID, CUSTOMER_VALUES_WORKFLOW_NAME, CustomerValuesInput
 from journeys.durations import parse_duration
-from orchestration.errors import is_not_found
+from orchestration.schedules import ScheduleChange, put_schedule, remove_schedule
 
 log = structlog.get_logger(__name__)
-
-ScheduleChange = Literal["created", "updated", "deleted", "none"]
 
 
 def refresh_input(settings: Settings) -> CustomerValuesInput:
@@ -67,28 +59,13 @@ def build_schedule(settings: Settings) -> Schedule | None:
 async def sync_schedule(client: Client, settings: Settings) -> ScheduleChange:
     """Create, update or delete the schedule to match the settings."""
     schedule = build_schedule(settings)
-    handle = client.get_schedule_handle(CUSTOMER_VALUES_SCHEDULE_ID)
     if schedule is None:
-        try:
-            await handle.delete()
-        except RPCError as exc:
-            if is_not_found(exc):
-                return "none"
-            raise
-        log.info("customer_values.schedule_deleted")
-        return "deleted"
-    try:
-        await client.create_schedule(CUSTOMER_VALUES_SCHEDULE_ID, schedule)
-        log.info("customer_values.schedule_created", every=settings.customer_values_every)
-        return "created"
-    except ScheduleAlreadyRunningError:
-        pass
-
-    def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-        return ScheduleUpdate(schedule=schedule)
-
-    await handle.update(update)
-    return "updated"
+        change = await remove_schedule(client, CUSTOMER_VALUES_SCHEDULE_ID)
+    else:
+        change = await put_schedule(client, CUSTOMER_VALUES_SCHEDULE_ID, schedule)
+    if change != "none":
+        log.info(f"customer_values.schedule_{change}", every=settings.customer_values_every)
+    return change
 
 
 async def refresh_now(client: Client, settings: Settings) -> ScheduleChange:

@@ -131,10 +131,17 @@ async def sync_schedule(
     if status == "archived" or journey.entry.segment is None:
         return await delete_schedule(client, journey.id)
     paused = status != "active"
-    schedule = build_schedule(journey, version, settings, paused=paused)
+    change = await put_schedule(
+        client, schedule_id(journey.id), build_schedule(journey, version, settings, paused=paused)
+    )
+    log.info(f"schedule.{change}", journey_id=journey.id, version=version, paused=paused)
+    return change
+
+
+async def put_schedule(client: Client, schedule_id: str, schedule: Schedule) -> ScheduleChange:
+    """Create the schedule ``schedule_id``, or replace what an existing one does by ``schedule``."""
     try:
-        await client.create_schedule(schedule_id(journey.id), schedule)
-        log.info("schedule.created", journey_id=journey.id, version=version, paused=paused)
+        await client.create_schedule(schedule_id, schedule)
         return "created"
     except ScheduleAlreadyRunningError:
         pass
@@ -142,17 +149,23 @@ async def sync_schedule(
     def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
         return ScheduleUpdate(schedule=schedule)
 
-    await client.get_schedule_handle(schedule_id(journey.id)).update(update)
-    log.info("schedule.updated", journey_id=journey.id, version=version, paused=paused)
+    await client.get_schedule_handle(schedule_id).update(update)
     return "updated"
 
 
-async def delete_schedule(client: Client, journey_id: str) -> ScheduleChange:
+async def remove_schedule(client: Client, schedule_id: str) -> ScheduleChange:
+    """Delete the schedule ``schedule_id``; ``none`` when there was none."""
     try:
-        await client.get_schedule_handle(schedule_id(journey_id)).delete()
+        await client.get_schedule_handle(schedule_id).delete()
     except RPCError as exc:
         if is_not_found(exc):
             return "none"
         raise
-    log.info("schedule.deleted", journey_id=journey_id)
     return "deleted"
+
+
+async def delete_schedule(client: Client, journey_id: str) -> ScheduleChange:
+    change = await remove_schedule(client, schedule_id(journey_id))
+    if change == "deleted":
+        log.info("schedule.deleted", journey_id=journey_id)
+    return change
