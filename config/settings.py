@@ -158,6 +158,9 @@ class Settings(BaseSettings):
     # CA certificates (PEM) to trust for APNs instead of the default bundle (a private CA, a test server).
     apns_ca_file: Path | None = None
     push_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How many times a push is tried to one device that fails transiently (one per attempt of the send) before that
+    # device is given up; below the send's 12 Temporal attempts, so a push another device took is recorded as sent.
+    push_device_attempts: int = Field(default=5, ge=1, le=10)
 
     # Which adapter delivers each channel: email smtp|webhook|console; sms twilio|http|webhook|console;
     # push devices|webhook|console. SMS and push log to the console unless configured.
