@@ -51,6 +51,7 @@ from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
+from journeys.sms import measure
 from journeys.templates import HTML_KEYS, TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
@@ -247,7 +248,8 @@ class JourneyActivities:
         if customer is None:
             return Decision(None, [request.channel], "", [], [], "skip", "unknown_customer", request.channel)
         profile = profile_of(customer, await reads.consent(request.customer_id))
-        order, why = policy.ordered_channels(request, profile, self._settings)
+        segments = self.sms_segments(request, profile) if request.strategy == "cheapest" else 1
+        order, why = policy.ordered_channels(request, profile, self._settings, sms_segments=segments)
         topic_defaults = await reads.topic_defaults()
         devices = await reads.devices(request.customer_id) if "push" in order else []
         candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
@@ -275,6 +277,29 @@ class JourneyActivities:
                 )
             decision = dataclasses.replace(decision, usable=allowed)
         return decision
+
+    def sms_segments(self, request: SendRequest, profile: Profile) -> int | None:
+        """The segments the step's SMS takes for this customer: rendered and link-tracked as it would be sent
+        (``channels: cheapest`` ranks SMS by what it really costs). None when it cannot be rendered or is empty."""
+        if "sms" not in request.candidates:
+            return 1
+        own_links = template_links(self._settings, request.customer_id, None)
+        try:
+            content = self.render(request, profile, "sms", links=own_links)
+        except TemplateError:
+            return None
+        if request.track:
+            message = OutboundMessage(
+                idempotency_key=request.idempotency_key,
+                customer_id=request.customer_id,
+                channel="sms",
+                journey_id=request.journey_id,
+                step_id=request.step_id,
+                content=content,
+            )
+            content = _tracked(self._settings, message, own_links)
+        text = content.get("text")
+        return measure(text).segments if isinstance(text, str) and text.strip() else None
 
     def render(
         self,
