@@ -138,6 +138,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"to": "{{ to }}", "from": "{{ from }}", "text": "{{ text }}"}
     )
     sms_http_from: str | None = None
+    # The generic provider's inbound SMS (POST /v1/providers/sms/inbound): the key of its HMAC-SHA256 signature.
+    # None: the route answers 404.
+    sms_http_inbound_secret: SecretStr | None = None
     sms_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Push to registered devices (activities/channels/push.py): FCM HTTP v1, Web Push, APNs.

@@ -18,3 +18,12 @@ CREATE TABLE message_deliveries (
     PRIMARY KEY (idempotency_key, device_id)
 );
 CREATE INDEX message_deliveries_customer ON message_deliveries (customer_id);
+
+-- Signed inbound SMS from the generic HTTP provider (api/routes_sms.py) already handled, by signature: a request
+-- replayed inside the timestamp tolerance is recognised and not acted on twice. Rows older than the tolerance are
+-- deleted as new ones arrive.
+CREATE TABLE sms_inbound_seen (
+    signature text PRIMARY KEY,
+    seen_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX sms_inbound_seen_at ON sms_inbound_seen (seen_at);
