@@ -22,8 +22,6 @@ Status = Literal["sent", "pending", "gave_up", "failed", "dead"]
 """``sent``: the provider took it. ``pending``: failed transiently, the next attempt tries again. ``gave_up``:
 failed transiently as many times as allowed. ``failed``: refused for good. ``dead``: the token is dead."""
 
-FINAL: frozenset[str] = frozenset({"sent", "gave_up", "failed", "dead"})
-
 _COLUMNS = (
     "idempotency_key, customer_id, device_id, platform, status, provider_id, error, attempts, created_at, updated_at"
 )
@@ -61,16 +59,6 @@ async def deliveries_of(db: Db, idempotency_key: str) -> list[Delivery]:
         idempotency_key,
     )
     return [Delivery(**dict(r)) for r in rows]
-
-
-async def reached(db: Db, idempotency_key: str) -> bool:
-    """Whether some device has this message already."""
-    return bool(
-        await db.fetchval(
-            "SELECT EXISTS (SELECT 1 FROM message_deliveries WHERE idempotency_key = $1 AND status = 'sent')",
-            idempotency_key,
-        )
-    )
 
 
 async def record(
