@@ -23,6 +23,7 @@ from opentelemetry import trace
 from temporalio import activity
 
 from activities import policy
+from activities.channels import push as push_channel
 from activities.channels import sms as sms_channel
 from activities.channels.base import (
     Channel,
@@ -50,9 +51,11 @@ from config.settings import Settings
 from contracts.journey import StepRecord
 from journeys import calendar
 from journeys.conditions import lookup
+from journeys.sms import measure
 from journeys.templates import HTML_KEYS, TemplateError, render_value
 from store import conversions as conversion_store
 from store import customers as customer_store
+from store import deliveries as delivery_store
 from store import messages as message_store
 from store import outcomes as outcome_store
 from store import suppressions
@@ -196,6 +199,11 @@ class JourneyActivities:
             return await self._record(record, "sent", None, channel or request.channel, result=result)
         decision = await self.decide(conn, request, now, customer=customer, reads=reads)
         record.choice = decision.choice()
+        if "push" in decision.order:
+            # An earlier attempt's push reached some device: keep to push (activities.channels.push).
+            settled, decision = await _after_partial_push(record, decision)
+            if settled is not None:
+                return await self._record(record, "sent", None, "push", recipient=settled[0], result=settled[1])
         if decision.verdict == "skip":
             return await self._record(record, "skipped", decision.reason, decision.channel)
         if decision.verdict == "defer":
@@ -240,7 +248,8 @@ class JourneyActivities:
         if customer is None:
             return Decision(None, [request.channel], "", [], [], "skip", "unknown_customer", request.channel)
         profile = profile_of(customer, await reads.consent(request.customer_id))
-        order, why = policy.ordered_channels(request, profile, self._settings)
+        segments = self.sms_segments(request, profile) if request.strategy == "cheapest" else 1
+        order, why = policy.ordered_channels(request, profile, self._settings, sms_segments=segments)
         topic_defaults = await reads.topic_defaults()
         devices = await reads.devices(request.customer_id) if "push" in order else []
         candidates = [policy.candidate(request, profile, c, self._settings, topic_defaults, devices) for c in order]
@@ -268,6 +277,29 @@ class JourneyActivities:
                 )
             decision = dataclasses.replace(decision, usable=allowed)
         return decision
+
+    def sms_segments(self, request: SendRequest, profile: Profile) -> int | None:
+        """The segments the step's SMS takes for this customer: rendered and link-tracked as it would be sent
+        (``channels: cheapest`` ranks SMS by what it really costs). None when it cannot be rendered or is empty."""
+        if "sms" not in request.candidates:
+            return 1
+        own_links = template_links(self._settings, request.customer_id, None)
+        try:
+            content = self.render(request, profile, "sms", links=own_links)
+        except TemplateError:
+            return None
+        if request.track:
+            message = OutboundMessage(
+                idempotency_key=request.idempotency_key,
+                customer_id=request.customer_id,
+                channel="sms",
+                journey_id=request.journey_id,
+                step_id=request.step_id,
+                content=content,
+            )
+            content = _tracked(self._settings, message, own_links)
+        text = content.get("text")
+        return measure(text).segments if isinstance(text, str) and text.strip() else None
 
     def render(
         self,
@@ -541,6 +573,26 @@ class _Batch:
     reads: BatchReads
     messages: list[message_store.NewMessage] = dataclasses.field(default_factory=list)
     delivered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+
+
+async def _after_partial_push(
+    record: _Recorder, decision: Decision
+) -> tuple[tuple[str, DeliveryResult] | None, Decision]:
+    """When an earlier attempt of this send delivered the push to some device (``store.deliveries``): the send
+    keeps to push. If push is still to be sent, the decision keeps push only (the devices still waiting get it, no
+    other channel is tried); otherwise (the policy now refuses or defers it) the send is settled as sent, with the
+    devices that have it: ``((recipient, result), decision)``. Nothing delivered yet: ``(None, decision)``."""
+    async with record.statements():
+        deliveries = await delivery_store.deliveries_of(record.conn, record.request.idempotency_key)
+    result = push_channel.delivered(deliveries)
+    if result is None:
+        return None, decision
+    push = [c for c in decision.usable if c.channel == "push"]
+    if decision.verdict == "send" and push:
+        return None, dataclasses.replace(decision, usable=push)
+    record.choice["push_settled"] = decision.reason or "push no longer usable"
+    recipient = "devices:" + ",".join(d.device_id for d in deliveries if d.status == "sent")
+    return (recipient, result), decision
 
 
 async def _unless_suppressed(reads: SendReads, candidate: policy.Candidate) -> policy.Candidate:

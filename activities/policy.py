@@ -44,8 +44,15 @@ class Cap:
         return f"{self.source} cap: {self.limit} per {format_duration(self.per)}{scope}"
 
 
-def ordered_channels(request: SendRequest, profile: Profile, settings: Settings) -> tuple[list[str], str]:
-    """The channels to try, in order, and why that order."""
+def ordered_channels(
+    request: SendRequest, profile: Profile, settings: Settings, *, sms_segments: int | None = 1
+) -> tuple[list[str], str]:
+    """The channels to try, in order, and why that order.
+
+    ``sms_segments``: for ``cheapest``, the segments the SMS takes as rendered for this customer (an SMS costs
+    ``channel_costs.sms`` per segment); None when its text cannot be rendered: SMS then goes last (its cost is
+    unknown, and a send on it would fail).
+    """
     channels = list(request.candidates or [request.channel])
     if request.strategy == "preferred":
         preferred = profile.attributes.get("preferred_channel")
@@ -54,10 +61,25 @@ def ordered_channels(request: SendRequest, profile: Profile, settings: Settings)
             return [preferred, *channels], f"customer's preferred channel ({preferred}) first"
         return channels, "customer has no preferred channel among these: step order"
     if request.strategy == "cheapest":
-        channels.sort(key=lambda c: settings.channel_costs.get(c, math.inf))
-        costs = ", ".join(f"{c}={settings.channel_costs.get(c, 'unknown')}" for c in channels)
-        return channels, f"cheapest first ({costs})"
+        costs = {c: channel_cost(c, settings, sms_segments) for c in channels}
+        channels.sort(key=lambda c: costs[c])
+        shown = ", ".join(f"{c}={_cost_text(costs[c])}" for c in channels)
+        if "sms" in channels:
+            shown += f"; sms {sms_segments} segment(s)" if sms_segments is not None else "; sms text not renderable"
+        return channels, f"cheapest first ({shown})"
     return channels, "step order"
+
+
+def channel_cost(channel: str, settings: Settings, sms_segments: int | None = 1) -> float:
+    """What one message on ``channel`` costs: ``channel_costs``, per segment for SMS; unknown costs are infinite."""
+    cost = settings.channel_costs.get(channel, math.inf)
+    if channel == "sms":
+        return math.inf if sms_segments is None else cost * sms_segments
+    return cost
+
+
+def _cost_text(cost: float) -> str:
+    return "unknown" if math.isinf(cost) else f"{round(cost, 6):g}"
 
 
 def candidate(

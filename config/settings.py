@@ -138,6 +138,9 @@ class Settings(BaseSettings):
         default_factory=lambda: {"to": "{{ to }}", "from": "{{ from }}", "text": "{{ text }}"}
     )
     sms_http_from: str | None = None
+    # The generic provider's inbound SMS (POST /v1/providers/sms/inbound): the key of its HMAC-SHA256 signature.
+    # None: the route answers 404.
+    sms_http_inbound_secret: SecretStr | None = None
     sms_timeout_seconds: float = Field(default=10.0, gt=0)
 
     # Push to registered devices (activities/channels/push.py): FCM HTTP v1, Web Push, APNs.
@@ -158,6 +161,9 @@ class Settings(BaseSettings):
     # CA certificates (PEM) to trust for APNs instead of the default bundle (a private CA, a test server).
     apns_ca_file: Path | None = None
     push_timeout_seconds: float = Field(default=10.0, gt=0)
+    # How many times a push is tried to one device that fails transiently (one per attempt of the send) before that
+    # device is given up; below the send's 12 Temporal attempts, so a push another device took is recorded as sent.
+    push_device_attempts: int = Field(default=5, ge=1, le=10)
 
     # Which adapter delivers each channel: email smtp|webhook|console; sms twilio|http|webhook|console;
     # push devices|webhook|console. SMS and push log to the console unless configured.

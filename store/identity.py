@@ -230,6 +230,7 @@ _MOVES: list[tuple[str, str]] = [
         """UPDATE devices s SET customer_id = $2, updated_at = now() WHERE s.customer_id = $1 AND NOT EXISTS (
                SELECT 1 FROM devices p WHERE p.customer_id = $2 AND p.device_id = s.device_id)""",
     ),
+    ("message_deliveries", "UPDATE message_deliveries SET customer_id = $2 WHERE customer_id = $1"),
     (
         "journey_entries",
         """UPDATE journey_entries s SET customer_id = $2 WHERE s.customer_id = $1 AND NOT EXISTS (

@@ -14,7 +14,7 @@ import hmac
 from datetime import datetime
 from typing import Any
 
-from store import customer_values, identity, suppressions
+from store import customer_values, deliveries, identity, suppressions
 from store.db import Db, Pool, transaction
 
 # Domain separation for the pseudonym key, derived from a secret the operator already sets (see README).
@@ -108,6 +108,8 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
                 " deactivated_reason, created_at, updated_at FROM devices WHERE customer_id = $1"
                 " ORDER BY created_at, device_id"
             ),
+            # Which of those devices each push reached (or why not).
+            "push_deliveries": await deliveries.deliveries_of_customer(conn, customer_id),
             "journey_entries": await rows(
                 "SELECT journey_id, entry_id, version, source, entered_at FROM journey_entries"
                 " WHERE customer_id = $1 ORDER BY entered_at"
@@ -151,6 +153,7 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
     ("consent_events", "DELETE FROM consent_events WHERE customer_id = $1"),
     ("inbox_messages", "DELETE FROM inbox_messages WHERE customer_id = $1"),
     ("devices", "DELETE FROM devices WHERE customer_id = $1"),
+    ("message_deliveries", "DELETE FROM message_deliveries WHERE customer_id = $1"),
     ("events", "DELETE FROM events WHERE customer_id = $1"),
     (
         "messages",

@@ -37,3 +37,16 @@ async def set_sms_consent(db: Db, phone: str, status: customer_store.ConsentStat
                 continue  # erased meanwhile
             changed.append(customer_id)
     return changed
+
+
+async def first_seen(db: Db, signature: str, keep_seconds: float) -> bool:
+    """Record a signed inbound request by its signature; False when it was seen already (a replay). Rows older
+    than ``keep_seconds`` (past the timestamp tolerance, so no longer replayable) are deleted first."""
+    async with transaction(db) as conn:
+        await conn.execute(
+            "DELETE FROM sms_inbound_seen WHERE seen_at < now() - make_interval(secs => $1)", float(keep_seconds)
+        )
+        inserted = await conn.fetchval(
+            "INSERT INTO sms_inbound_seen (signature) VALUES ($1) ON CONFLICT DO NOTHING RETURNING true", signature
+        )
+    return inserted is not None

@@ -15,10 +15,29 @@ A push goes to every active device of the customer, each over its platform's pro
   Only ``ExpiredProviderToken`` makes a new one; ``InvalidProviderToken`` (wrong key, key id or team) is retried
   with the same token until the configuration is fixed.
 
-A provider saying the token is dead (FCM ``UNREGISTERED``, Web Push ``404``/``410``, APNs ``410`` or
-``BadDeviceToken``) deactivates that device at once, in its own statement, whatever becomes of the send. The push
-is sent when at least one device took it; when none did, the failure is permanent (the journey falls back to its
-next channel) unless some device failed transiently and none took it, which is retried.
+A provider saying the token can never take a push (FCM ``UNREGISTERED`` or ``SENDER_ID_MISMATCH``, Web Push
+``404``/``410``, APNs ``410``, ``BadDeviceToken`` or ``DeviceTokenNotForTopic``) deactivates that device at once, in
+its own statement, whatever becomes of the send. ``SENDER_ID_MISMATCH`` and ``DeviceTokenNotForTopic`` say the token
+belongs to another Firebase project or another app: it cannot succeed for ours, ever. (A wrong
+``PARCOURS_FCM_PROJECT_ID`` is refused by FCM with ``PERMISSION_DENIED`` before any token is looked at; a wrong
+``PARCOURS_APNS_TOPIC`` would make APNs answer ``DeviceTokenNotForTopic`` for every device, and deactivate them until
+their apps register again: the README says so.)
+
+Each device's answer is recorded at once in ``message_deliveries`` (``store.deliveries``), so a retry of the send
+(Temporal's, after a transient failure) delivers only to the devices that do not have the push yet. The rule, over
+all of the push's deliveries so far:
+
+- a device that failed transiently (5xx, 408/425/429, a network error, our provider token refused) is ``pending``
+  and tried again on the next attempt of the send, up to ``push_device_attempts`` deliveries in all; then it is
+  given up (``gave_up``). A pending device that is no longer active (deleted, deactivated) is not waited for;
+- while some active device is pending, the send fails transiently (``TransientDeliveryError``), even if another
+  device has the push already: Temporal retries it and only the pending devices are tried;
+- otherwise the push is **sent** when at least one device has it (now or on an earlier attempt), and **failed
+  permanently** when none has (the journey falls back to its next channel).
+
+Once one device has the push, the send activity keeps to push: a retry never falls back to another channel, and a
+retry the send policy would now refuse (consent withdrawn meanwhile) is recorded as sent, with the devices that had
+it, without delivering to the others (``activities.journey``).
 
 Idempotency: none of these providers takes an idempotency key. What they offer instead is a collapse key, which
 replaces a notification still waiting at the provider by a newer one with the same key: FCM ``collapse_key`` and
@@ -54,8 +73,10 @@ from activities.channels.base import (
     TransientDeliveryError,
 )
 from config.settings import Settings
+from store import deliveries as delivery_store
 from store import devices as device_store
 from store.db import Pool
+from store.deliveries import Delivery
 from store.devices import Device
 
 log = structlog.get_logger(__name__)
@@ -64,6 +85,9 @@ FCM_SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 JWT_BEARER_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 APNS_TOKEN_SECONDS = 50 * 60
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# Answers that say this token can never take a push from us: the device is deactivated.
+DEAD_FCM_CODES = frozenset({"UNREGISTERED", "SENDER_ID_MISMATCH"})
+DEAD_APNS_REASONS = frozenset({"BadDeviceToken", "Unregistered", "DeviceTokenNotForTopic"})
 
 Verdict = Literal["sent", "dead", "failed", "retry"]
 
@@ -158,7 +182,7 @@ class FcmSender:
         error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
         codes = {d.get("errorCode") for d in error.get("details", []) if isinstance(d, dict)}
         detail = {"status": response.status_code, "error": error.get("status"), "codes": sorted(map(str, codes))}
-        if "UNREGISTERED" in codes:
+        if codes & DEAD_FCM_CODES:
             return DeviceOutcome("dead", detail)
         if response.status_code == 401:
             self._token = None  # revoked or expired early: fetch a new one on the retry
@@ -307,7 +331,7 @@ class ApnsSender:
         detail = {"status": response.status_code, "reason": body.get("reason")}
         if response.status_code == 200:
             return DeviceOutcome("sent", detail, provider_id=response.headers.get("apns-id"))
-        if response.status_code == 410 or body.get("reason") in ("BadDeviceToken", "Unregistered"):
+        if response.status_code == 410 or body.get("reason") in DEAD_APNS_REASONS:
             return DeviceOutcome("dead", detail)
         if body.get("reason") == "ExpiredProviderToken":
             self._token = None  # older than Apple allows (clock skew): sign a new one for the retry
@@ -322,6 +346,40 @@ class ApnsSender:
         await self._client.aclose()
 
 
+_STATUS: dict[Verdict, Literal["sent", "pending", "failed", "dead"]] = {
+    "sent": "sent",
+    "retry": "pending",
+    "failed": "failed",
+    "dead": "dead",
+}
+
+
+def _report(deliveries: list[Delivery], tried: dict[str, DeviceOutcome]) -> dict[str, dict[str, Any]]:
+    """Each device's delivery as the message records it: its status and attempts, and this attempt's answer."""
+    report: dict[str, dict[str, Any]] = {}
+    for d in deliveries:
+        entry: dict[str, Any] = {"platform": d.platform, "delivery": d.status, "attempts": d.attempts}
+        outcome = tried.get(d.device_id)
+        if outcome is not None:
+            entry.update(verdict=outcome.verdict, **outcome.detail)
+        elif d.error:
+            entry.update(d.error)
+        report[d.device_id] = entry
+    return report
+
+
+def delivered(deliveries: list[Delivery], report: dict[str, dict[str, Any]] | None = None) -> DeliveryResult | None:
+    """The push as sent, from its deliveries: the provider ids of the devices that have it; None when none has."""
+    sent = [d for d in deliveries if d.status == "sent"]
+    if not sent:
+        return None
+    ids = [d.provider_id or d.device_id for d in sent]
+    return DeliveryResult(
+        provider_message_id=",".join(ids)[:1000],
+        response={"devices": report if report is not None else _report(deliveries, {})},
+    )
+
+
 class DevicesPushChannel:
     """Push to every active device of the customer, each over its platform's provider.
 
@@ -332,6 +390,7 @@ class DevicesPushChannel:
     def __init__(self, settings: Settings, pool: Pool, *, name: str = "push") -> None:
         self.name = name
         self._pool = pool
+        self._device_attempts = settings.push_device_attempts
         self._client = httpx.AsyncClient(timeout=settings.push_timeout_seconds)
         self._senders: dict[str, FcmSender | WebPushSender | ApnsSender] = {}
         if settings.fcm_project_id and settings.fcm_service_account_file:
@@ -346,24 +405,43 @@ class DevicesPushChannel:
             )
 
     async def deliver(self, message: OutboundMessage) -> DeliveryResult:
+        """Deliver to every active device that does not have the message yet (``store.deliveries``), record each
+        answer at once, then settle the push over all of its deliveries so far (module docstring)."""
+        key = message.idempotency_key
+        before = {d.device_id: d for d in await delivery_store.deliveries_of(self._pool, key)}
         devices = await device_store.devices_of(self._pool, message.customer_id, active_only=True)
-        if not devices:
+        if not devices and not before:
             raise PermanentDeliveryError("customer has no active push device")
-        outcomes = await asyncio.gather(*(self._send(device, message) for device in devices))
-        report = {
-            d.device_id: {"platform": d.platform, "verdict": o.verdict, **o.detail}
-            for d, o in zip(devices, outcomes, strict=True)
-        }
-        for device, outcome in zip(devices, outcomes, strict=True):
+        todo = [d for d in devices if d.device_id not in before or before[d.device_id].status == "pending"]
+        outcomes = await asyncio.gather(*(self._send(device, message) for device in todo))
+        answers = [
+            delivery_store.Answer(
+                device_id=d.device_id,
+                platform=d.platform,
+                status=_STATUS[o.verdict],
+                provider_id=o.provider_id,
+                error=None if o.verdict == "sent" else o.detail,
+            )
+            for d, o in zip(todo, outcomes, strict=True)
+        ]
+        now = await delivery_store.record(
+            self._pool, key, message.customer_id, answers, max_attempts=self._device_attempts
+        )
+        for device, outcome in zip(todo, outcomes, strict=True):
             if outcome.verdict == "dead":
                 if await device_store.deactivate(self._pool, device.customer_id, device.device_id, "dead_token"):
                     log.info("push.device_deactivated", customer_id=device.customer_id, device_id=device.device_id)
-        sent = [(d, o) for d, o in zip(devices, outcomes, strict=True) if o.verdict == "sent"]
-        if sent:
-            ids = [o.provider_id or d.device_id for d, o in sent]
-            return DeliveryResult(provider_message_id=",".join(ids)[:1000], response={"devices": report})
-        if any(o.verdict == "retry" for o in outcomes):
-            raise TransientDeliveryError("no device took the push; some may later", response={"devices": report})
+        deliveries = list({**before, **{d.device_id: d for d in now}}.values())
+        report = _report(deliveries, {d.device_id: o for d, o in zip(todo, outcomes, strict=True)})
+        active = {d.device_id for d in devices}
+        waiting = [d for d in deliveries if d.status == "pending" and d.device_id in active]
+        if waiting:
+            have = sum(d.status == "sent" for d in deliveries)
+            said = f"{have} device(s) took the push" if have else "no device took the push yet"
+            raise TransientDeliveryError(f"{said}; {len(waiting)} to try again", response={"devices": report})
+        result = delivered(deliveries, report)
+        if result is not None:
+            return result
         raise PermanentDeliveryError("no device took the push", response={"devices": report})
 
     async def _send(self, device: Device, message: OutboundMessage) -> DeviceOutcome:

@@ -6,19 +6,26 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
+from temporalio.testing import ActivityEnvironment
 
 from activities.broadcasts import send_request
 from activities.channels.base import DeliveryResult, OutboundMessage, TransientDeliveryError
+from activities.channels.push import DevicesPushChannel
 from activities.journey import JourneyActivities
 from activities.models import SendRequest, SendResult
-from contracts.journey import JourneyResult
+from contracts.journey import Event, JourneyResult
 from journeys.broadcasts import Broadcast
+from store import devices as device_store
 from store import suppressions
+from tests.activities.channels.test_push import push_settings
 from tests.support.channels import make_settings
 from tests.support.engine import Engine, journey_from, make_customer, set_consent
+from tests.support.providers import FcmFake, running
 
 SCRIPT = "<script>alert('x')</script>"
 
@@ -164,3 +171,97 @@ async def test_a_stopped_batch_begins_no_further_send(pool: asyncpg.Pool) -> Non
     assert [a.status if isinstance(a, SendResult) else a for a in answers] == ["sent", "sent", None, None, None]
     count = await pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = ANY($1)", customers)
     assert count == 2
+
+
+# --- a push that reached some devices only --------------------------------------------------------------------------
+
+
+def push_request(customer_id: str) -> SendRequest:
+    return SendRequest(
+        idempotency_key=f"push:{customer_id}:{uuid.uuid4().hex[:8]}",
+        journey_id="cart",
+        journey_name="Cart",
+        journey_version=1,
+        step_id="nudge",
+        customer_id=customer_id,
+        entry_id="e1",
+        channel="push",
+        template={},
+        trigger=Event(event_id="ev", customer_id=customer_id, name="go", occurred_at=NOON),
+        candidates=["push", "email"],
+        content={"push": {"title": "Your cart", "body": "It waits."}, "email": {"subject": "Cart", "text": "x"}},
+        now=NOON,
+    )
+
+
+async def push_customer(pool: asyncpg.Pool) -> str:
+    customer_id = await make_customer(pool, consent=("push", "email"))
+    for device_id in ("phone", "tablet"):
+        await device_store.put_device(
+            pool,
+            customer_id,
+            device_id,
+            platform="fcm",
+            token=f"{device_id}-{customer_id}",
+            subscription=None,
+            app=None,
+            locale=None,
+        )
+    return customer_id
+
+
+async def test_a_retried_push_goes_only_to_the_device_that_failed_and_never_to_the_next_channel(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    email = FlakyEmail()
+    async with running(FcmFake()) as fcm:
+        push = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        sender = JourneyActivities(pool, {"push": push, "email": email}, make_settings(consent_default="opt_in"))
+        customer_id = await push_customer(pool)
+        fcm.unavailable[f"tablet-{customer_id}"] = 1
+        request = push_request(customer_id)
+        try:
+            with pytest.raises(TransientDeliveryError):
+                await ActivityEnvironment().run(sender.send_once, request)  # the phone has it; the tablet answered 503
+            assert (
+                await pool.fetchval("SELECT count(*) FROM messages WHERE idempotency_key = $1", request.idempotency_key)
+                == 0
+            )
+            fcm.dead_tokens.add(f"tablet-{customer_id}")  # and on the retry, the tablet turns out dead
+            result = await ActivityEnvironment().run(sender.send_once, request)
+        finally:
+            await push.close()
+
+    assert (result.status, result.channel) == ("sent", "push")
+    assert [m["token"] for m in fcm.sent] == [f"phone-{customer_id}"]
+    assert email.delivered == []  # the customer has the message: no fallback to email
+    row = await pool.fetchrow(
+        "SELECT recipient, provider_response FROM messages WHERE idempotency_key = $1", request.idempotency_key
+    )
+    assert row["provider_response"]["devices"]["tablet"]["delivery"] == "dead"
+
+
+async def test_a_retry_the_policy_now_refuses_is_recorded_sent_with_the_devices_that_had_it(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm:
+        push = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        sender = JourneyActivities(pool, {"push": push}, make_settings(consent_default="opt_in"))
+        customer_id = await push_customer(pool)
+        fcm.unavailable[f"tablet-{customer_id}"] = 1
+        request = push_request(customer_id).model_copy(update={"candidates": ["push"]})
+        try:
+            with pytest.raises(TransientDeliveryError):
+                await ActivityEnvironment().run(sender.send_once, request)
+            await set_consent(pool, customer_id, "channel", "push", "withdrawn")  # between the two attempts
+            result = await ActivityEnvironment().run(sender.send_once, request)
+        finally:
+            await push.close()
+
+    assert (result.status, result.channel) == ("sent", "push")
+    assert [m["token"] for m in fcm.sent] == [f"phone-{customer_id}"]  # the tablet is not pushed after the STOP
+    row = await pool.fetchrow(
+        "SELECT recipient, choice FROM messages WHERE idempotency_key = $1", request.idempotency_key
+    )
+    assert row["recipient"] == "devices:phone"
+    assert row["choice"]["push_settled"] == "consent_withdrawn:push"

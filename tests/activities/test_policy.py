@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -12,10 +12,12 @@ import asyncpg
 from temporalio.testing import WorkflowEnvironment
 
 from activities import policy
+from activities.journey import JourneyActivities
 from activities.models import Profile, SendRequest
 from config.settings import Settings
-from contracts.journey import JourneyResult
+from contracts.journey import Event, JourneyResult
 from store import preferences as preference_store
+from tests.support.channels import make_settings
 from tests.support.engine import Engine, event, journey_from, make_customer, running_engine
 from tests.support.mail import SmtpSink
 
@@ -255,3 +257,56 @@ def test_topic_defaults_opt_in_needs_a_grant_opt_out_and_unknown_send() -> None:
     # The API's definition wins over the settings'.
     assert refusal("tips", {}, {"tips": "opt_in"}) == "topic_not_granted:tips"
     assert refusal("news", {}, {"news": "opt_out"}) is None
+
+
+def cheapest_request(customer: str, sms_text: str, **fields: Any) -> SendRequest:
+    return SendRequest(
+        idempotency_key=f"cheap:{customer}:{uuid.uuid4().hex[:8]}",
+        journey_id="cheap",
+        journey_name="Cheap",
+        journey_version=1,
+        step_id="nudge",
+        customer_id=customer,
+        entry_id="e1",
+        channel="sms",
+        template={},
+        trigger=Event(event_id="ev", customer_id=customer, name="go", occurred_at=datetime.now(UTC)),
+        candidates=["sms", "email"],
+        strategy="cheapest",
+        content={"sms": {"text": sms_text}, "email": {"subject": "Your cart", "text": "It waits."}},
+        **fields,
+    )
+
+
+async def test_cheapest_ranks_sms_by_the_segments_its_text_takes_for_this_customer(pool: asyncpg.Pool) -> None:
+    # Email costs more than one SMS segment and less than three.
+    settings = make_settings(channel_costs={"email": 0.05, "sms": 0.02})
+    sender = JourneyActivities(pool, {}, settings)
+    text = "Votre panier vous attend \u2019{{ customer.note }}\u2019"  # curly quotes: UCS-2, 70 then 67 per part
+    short = await make_customer(pool, phone=True, consent=("email", "sms"), attributes={"note": "à bientôt"})
+    long = await make_customer(pool, phone=True, consent=("email", "sms"), attributes={"note": "x" * 150})
+
+    async with pool.acquire() as conn:
+        one = await sender.decide(conn, cheapest_request(short, text), datetime.now(UTC))
+        three = await sender.decide(conn, cheapest_request(long, text), datetime.now(UTC))
+
+    assert one.order == ["sms", "email"]
+    assert three.order == ["email", "sms"]  # 3 segments: 0.06, over email's 0.05
+    assert three.why == "cheapest first (email=0.05, sms=0.06; sms 3 segment(s))"
+    assert one.why == "cheapest first (sms=0.02, email=0.05; sms 1 segment(s))"
+
+
+async def test_cheapest_counts_the_tracked_link_and_puts_an_unrenderable_sms_last(pool: asyncpg.Pool) -> None:
+    settings = make_settings(channel_costs={"email": 0.05, "sms": 0.03})
+    sender = JourneyActivities(pool, {}, settings)
+    customer = await make_customer(pool, phone=True, consent=("email", "sms"))
+    # 150 GSM-7 characters: one segment as written, two once the link is rewritten to a longer tracked link.
+    link_text = "Your cart: https://s.example/c " + "." * 120
+    async with pool.acquire() as conn:
+        untracked = await sender.decide(conn, cheapest_request(customer, link_text, track=False), datetime.now(UTC))
+        tracked = await sender.decide(conn, cheapest_request(customer, link_text), datetime.now(UTC))
+        broken = await sender.decide(conn, cheapest_request(customer, "{% if %}"), datetime.now(UTC))
+    assert untracked.order == ["sms", "email"]
+    assert tracked.order == ["email", "sms"]
+    assert broken.order == ["email", "sms"]
+    assert broken.why.endswith("sms text not renderable)")

@@ -1,5 +1,5 @@
-"""The device registry: register, read, list, delete; validation names the field; merges move devices, the export
-lists them, erasure deletes them."""
+"""The device registry: register, read, list, delete; validation names the field; merges move devices and their
+push deliveries, the export lists them, erasure deletes them."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from store import customers as customer_store
+from store import deliveries as delivery_store
 from store import identity, privacy
 from tests.support.providers import WebPushFake, running
 from tests.support.stack import API_KEY, make_settings
@@ -95,13 +96,26 @@ async def test_merge_moves_devices_export_lists_them_erasure_deletes_them(
     assert (
         await http.put(f"/v1/customers/{anon_profile}/devices/tab", json={"platform": "fcm", "token": "t1"})
     ).status_code == 201
+    key = f"push:{anon_profile}:1"
+    await delivery_store.record(
+        pool,
+        key,
+        anon_profile,
+        [delivery_store.Answer("tab", "fcm", "sent", provider_id="projects/p/messages/1")],
+        max_attempts=5,
+    )
     identified = await http.post("/v1/identify", json={"customer_id": customer_id, "anonymous_ids": [anonymous]})
     assert identified.status_code == 200, identified.text
 
     assert [d["device_id"] for d in (await http.get(f"/v1/customers/{customer_id}/devices")).json()] == ["tab"]
+    assert [d.customer_id for d in await delivery_store.deliveries_of(pool, key)] == [customer_id]
     export = await privacy.export_customer(pool, customer_id)
     assert export is not None and [d["device_id"] for d in export["devices"]] == ["tab"]
+    assert [(d["idempotency_key"], d["device_id"], d["status"]) for d in export["push_deliveries"]] == [
+        (key, "tab", "sent")
+    ]
     await privacy.erase_customer(
         pool, customer_id, b"secret", requested_at=export["profile"]["created_at"], complete=True
     )
     assert await pool.fetchval("SELECT count(*) FROM devices WHERE customer_id = $1", customer_id) == 0
+    assert await delivery_store.deliveries_of(pool, key) == []

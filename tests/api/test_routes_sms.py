@@ -4,9 +4,14 @@ HELP is answered, and a tampered signature is refused."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import httpx
@@ -18,6 +23,7 @@ from store import customers as customer_store
 from store import messages as message_store
 from tests.support.providers import TwilioFake
 from tests.support.stack import make_settings
+from tests.support.webhooks import Reply, WebhookSink
 
 BASE = "http://parcours.test"
 STATUS = f"{BASE}/v1/providers/twilio/status"
@@ -180,3 +186,112 @@ async def test_stop_keywords_withdraw_start_grants_help_answers(twilio: TwilioFa
     help_reply = await twilio.inbound(INBOUND, number, "help")
     assert help_reply.headers["content-type"].startswith("application/xml")
     assert "reply STOP to stop receiving messages" in help_reply.text
+
+
+# --- the generic HTTP provider's inbound route --------------------------------------------------------------------
+
+HTTP_INBOUND = f"{BASE}/v1/providers/sms/inbound"
+SECRET = "inbound-secret-for-tests"
+
+
+def signed_inbound(
+    body: dict[str, Any], *, secret: str = SECRET, at: float | None = None
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers as the provider sends them (README: X-Parcours-Timestamp, X-Parcours-Signature)."""
+    raw = json.dumps(body).encode()
+    timestamp = str(int(time.time() if at is None else at))
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256).hexdigest()
+    return raw, {
+        "content-type": "application/json",
+        "x-parcours-timestamp": timestamp,
+        "x-parcours-signature": f"v1={digest}",
+    }
+
+
+@pytest_asyncio.fixture
+async def http_provider(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, webhook_sink: WebhookSink
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with the generic HTTP SMS provider configured; its outbound SMS go to the webhook sink."""
+    settings = make_settings(
+        sms_http_inbound_secret=SECRET,
+        sms_http_url=webhook_sink.url,
+        sms_http_from="Shop",
+        sms_help_text="Shop: reply STOP to stop.",
+    )
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url=BASE) as http:
+        yield http
+
+
+async def test_http_provider_inbound_stop_start_and_help_answered_through_the_provider(
+    http_provider: httpx.AsyncClient, pool: asyncpg.Pool, webhook_sink: WebhookSink
+) -> None:
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    webhook_sink.set_default(Reply(200, {"id": "reply-1"}))
+
+    for text, keyword, expected in (
+        ("Stop!", "stop", ("withdrawn", "sms_keyword")),
+        ("start", "start", ("granted", "sms_keyword")),
+        ("hello there", None, ("granted", "sms_keyword")),
+    ):
+        raw, headers = signed_inbound({"from": number, "text": text, "to": "+15550000"})
+        response = await http_provider.post(HTTP_INBOUND, content=raw, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["keyword"] == keyword
+        assert await sms_consent(pool, customer_id) == expected, text
+    assert webhook_sink.requests == []  # no keyword but HELP sends anything
+
+    raw, headers = signed_inbound({"from": number, "text": "HELP", "id": "in-7"})
+    answer = await http_provider.post(HTTP_INBOUND, content=raw, headers=headers)
+    assert answer.json() == {"status": "ok", "keyword": "help", "customers": 0, "replied": True}
+    [reply] = webhook_sink.requests
+    assert reply.json() == {"to": number, "from": "Shop", "text": "Shop: reply STOP to stop."}
+    assert reply.headers["idempotency-key"].startswith("sms-reply:")
+
+
+async def test_http_provider_inbound_refuses_bad_signatures_old_timestamps_and_replays(
+    http_provider: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    number = phone()
+    customer_id = await customer_with_phone(pool, number)
+    raw, headers = signed_inbound({"from": number, "text": "STOP"})
+
+    wrong_key = signed_inbound({"from": number, "text": "STOP"}, secret="guess")[1]
+    tampered = raw.replace(b"STOP", b"STAR")
+    stale_raw, stale = signed_inbound({"from": number, "text": "STOP"}, at=time.time() - 400)
+    future_raw, future = signed_inbound({"from": number, "text": "STOP"}, at=time.time() + 400)
+    moved = {**headers, "x-parcours-timestamp": str(int(headers["x-parcours-timestamp"]) + 1)}
+    for body, sent in (
+        (raw, wrong_key),
+        (tampered, headers),
+        (stale_raw, stale),
+        (future_raw, future),
+        (raw, moved),  # the timestamp is signed: moving it breaks the signature
+        (raw, {"content-type": "application/json"}),
+    ):
+        refused = await http_provider.post(HTTP_INBOUND, content=body, headers=sent)
+        assert refused.status_code == 403, (sent, refused.text)
+    assert await sms_consent(pool, customer_id) == ("granted", "api")
+
+    first = await http_provider.post(HTTP_INBOUND, content=raw, headers=headers)
+    assert first.json()["keyword"] == "stop"
+    await customer_store.record_consent(pool, customer_id, "channel", "sms", "granted")
+    replayed = await http_provider.post(HTTP_INBOUND, content=raw, headers=headers)
+    assert replayed.status_code == 200 and replayed.json() == {"status": "duplicate"}
+    assert await sms_consent(pool, customer_id) == ("granted", "api")  # the replay changed nothing
+
+
+async def test_http_provider_inbound_names_a_bad_field_and_is_404_when_unconfigured(
+    http_provider: httpx.AsyncClient, twilio: TwilioFake
+) -> None:
+    for body, field in (({"text": "STOP"}, "from"), ({"from": "+33600000000", "text": 5}, "text")):
+        raw, headers = signed_inbound(body)
+        response = await http_provider.post(HTTP_INBOUND, content=raw, headers=headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field
+    raw, headers = signed_inbound({"from": "+33600000000", "text": "STOP"})
+    assert twilio.callback_client is not None  # an app with Twilio only
+    unconfigured = await twilio.callback_client.post(HTTP_INBOUND, content=raw, headers=headers)
+    assert unconfigured.status_code == 404

@@ -19,8 +19,11 @@ checks, per request, in this order:
   ``aps.alert`` has string ``title`` and ``body`` (an alert push needs one; Apple documents no reason for a
   malformed payload, the fake answers ``400 BadPayload``);
 - the device token: hex (else ``400 BadDeviceToken``), not one the test marked ``bad_tokens`` (``400
-  BadDeviceToken``) or ``dead_tokens`` (``410 Unregistered`` with the ``timestamp``, in milliseconds, since when
-  the token is no longer valid).
+  BadDeviceToken``), ``other_topic_tokens`` (``400 DeviceTokenNotForTopic``: the token was issued to another app,
+  not to the topic's) or ``dead_tokens`` (``410 Unregistered`` with the ``timestamp``, in milliseconds, since when
+  the token is no longer valid);
+- ``unavailable``: a token's next requests answer ``503 ServiceUnavailable`` (APNs overloaded), after the checks
+  above.
 
 A push that passes answers ``200`` with an empty body and an ``apns-id`` header (the request's, or a new UUID).
 Error bodies are ``{"reason": ...}`` JSON, as Apple's.
@@ -166,6 +169,10 @@ class ApnsFake:
     """Tokens APNs answers 410 Unregistered for (the app was uninstalled)."""
     bad_tokens: set[str] = field(default_factory=set)
     """Tokens APNs answers 400 BadDeviceToken for (e.g. a sandbox token sent to production)."""
+    other_topic_tokens: set[str] = field(default_factory=set)
+    """Tokens of another app (another bundle id): APNs answers 400 DeviceTokenNotForTopic."""
+    unavailable: dict[str, int] = field(default_factory=dict)
+    """Token -> how many more requests to it answer 503 ServiceUnavailable before it is served."""
     received: list[ApnsPush] = field(default_factory=list)
     refused: list[tuple[int, str]] = field(default_factory=list)
     """(status, reason) of every request refused."""
@@ -285,8 +292,13 @@ class ApnsFake:
             return 400, "BadPayload", {}
         if not HEX.match(device_token) or device_token in self.bad_tokens:
             return 400, "BadDeviceToken", {}
+        if device_token in self.other_topic_tokens:
+            return 400, "DeviceTokenNotForTopic", {}
         if device_token in self.dead_tokens:
             return 410, "Unregistered", {"timestamp": int(self.clock() * 1000)}
+        if self.unavailable.get(device_token, 0) > 0:
+            self.unavailable[device_token] -= 1
+            return 503, "ServiceUnavailable", {}
         self.received.append(ApnsPush(device_token, headers, payload, headers["authorization"].split(" ", 1)[1]))
         return 200, "", {}
 

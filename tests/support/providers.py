@@ -8,7 +8,8 @@ They check what the real provider checks and answer its documented success and e
   signed inbound message as Twilio would.
 - ``FcmFake``: an OAuth2 token endpoint that verifies the service account's RS256 JWT under the jwt-bearer grant,
   and FCM HTTP v1 ``messages:send`` checking the Bearer token and the JSON shape; a dead token answers
-  ``UNREGISTERED``.
+  ``UNREGISTERED``, a token of another Firebase project ``SENDER_ID_MISMATCH``, another project in the path
+  ``PERMISSION_DENIED``; ``unavailable`` makes a token's next sends answer ``503 UNAVAILABLE``.
 - ``WebPushFake``: a push service that verifies the VAPID JWT (ES256, audience, expiry) and DECRYPTS the
   aes128gcm body with the subscription's private key, answering 201, or 410 for a subscription that is gone.
 """
@@ -207,6 +208,10 @@ class FcmFake:
     project_id: str = "parcours-test"
     url: str = ""
     dead_tokens: set[str] = field(default_factory=set)
+    other_sender_tokens: set[str] = field(default_factory=set)
+    """Tokens registered by an app of another Firebase project: ``403 SENDER_ID_MISMATCH``."""
+    unavailable: dict[str, int] = field(default_factory=dict)
+    """Token -> how many more sends to it answer ``503 UNAVAILABLE`` (FCM overloaded) before it is served."""
     sent: list[dict[str, Any]] = field(default_factory=list)
     token_requests: int = 0
     _issued: set[str] = field(default_factory=set)
@@ -282,7 +287,8 @@ class FcmFake:
         if scheme != "Bearer" or token not in self._issued:
             return self._error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
         if request.path_params["project"] != self.project_id:
-            return self._error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")
+            # The service account may not send for that project, whatever the token.
+            return self._error(403, "PERMISSION_DENIED", "The caller does not have permission")
         try:
             body = await request.json()
             message = body["message"]
@@ -293,8 +299,13 @@ class FcmFake:
             assert all(isinstance(v, str) for v in message.get("data", {}).values())
         except (ValueError, KeyError, TypeError, AssertionError):
             return self._error(400, "INVALID_ARGUMENT", "Invalid JSON payload received.", "INVALID_ARGUMENT")
+        if self.unavailable.get(target, 0) > 0:
+            self.unavailable[target] -= 1
+            return self._error(503, "UNAVAILABLE", "The service is currently unavailable.", "UNAVAILABLE")
         if target in self.dead_tokens:
             return self._error(404, "NOT_FOUND", "Requested entity was not found.", "UNREGISTERED")
+        if target in self.other_sender_tokens:
+            return self._error(403, "PERMISSION_DENIED", "SenderId mismatch", "SENDER_ID_MISMATCH")
         self.sent.append(message)
         return JSONResponse({"name": f"projects/{self.project_id}/messages/{secrets.token_hex(8)}"})
 

@@ -16,9 +16,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from activities.channels.base import OutboundMessage, PermanentDeliveryError
+from activities.channels.base import OutboundMessage, PermanentDeliveryError, TransientDeliveryError
 from activities.channels.push import DevicesPushChannel
 from config.settings import Settings
+from store import deliveries as delivery_store
 from store import devices as device_store
 from tests.support.providers import FcmFake, WebPushFake, b64url, running
 
@@ -145,3 +146,126 @@ async def test_no_device_left_is_a_permanent_failure_so_the_journey_falls_back(
                 await channel.deliver(push(customer_id))
         finally:
             await channel.close()
+
+
+async def fcm_customer(pool: asyncpg.Pool, **devices: str) -> str:
+    customer_id = await customer(pool)
+    for device_id, token in devices.items():
+        await device_store.put_device(
+            pool, customer_id, device_id, platform="fcm", token=token, subscription=None, app="shop", locale=None
+        )
+    return customer_id
+
+
+async def test_a_retry_after_one_device_failed_delivers_only_to_that_device(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running(FcmFake()) as fcm:
+        customer_id = await fcm_customer(pool, phone="tok-a", tablet="tok-b")
+        fcm.unavailable["tok-b"] = 1
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        message = push(customer_id)
+        try:
+            with pytest.raises(TransientDeliveryError, match=r"1 device\(s\) took the push; 1 to try again"):
+                await channel.deliver(message)
+            result = await channel.deliver(message)  # what Temporal's retry of the send does
+            again = await channel.deliver(message)  # a third call (a replay) sends nothing more
+        finally:
+            await channel.close()
+
+    assert sorted(m["token"] for m in fcm.sent) == ["tok-a", "tok-b"]  # each device exactly once
+    assert result.response["devices"]["tablet"]["attempts"] == 2
+    assert result.response["devices"]["phone"] == {"platform": "fcm", "delivery": "sent", "attempts": 1}
+    assert set(result.provider_message_id.split(",")) == {  # type: ignore[union-attr]
+        d.provider_id for d in await delivery_store.deliveries_of(pool, message.idempotency_key)
+    }
+    assert again.provider_message_id == result.provider_message_id
+    rows = {
+        d.device_id: (d.status, d.attempts) for d in await delivery_store.deliveries_of(pool, message.idempotency_key)
+    }
+    assert rows == {"phone": ("sent", 1), "tablet": ("sent", 2)}
+
+
+async def test_a_device_that_keeps_failing_is_given_up_and_the_push_counts_as_sent(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm:
+        customer_id = await fcm_customer(pool, phone="tok-a", tablet="tok-b")
+        fcm.unavailable["tok-b"] = 100
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm, push_device_attempts=3), pool)
+        message = push(customer_id)
+        try:
+            for _ in range(2):
+                with pytest.raises(TransientDeliveryError):
+                    await channel.deliver(message)
+            result = await channel.deliver(message)
+        finally:
+            await channel.close()
+
+    assert [m["token"] for m in fcm.sent] == ["tok-a"]
+    assert fcm.unavailable["tok-b"] == 97  # tried three times, then no more
+    assert result.response["devices"]["tablet"]["delivery"] == "gave_up"
+    tablet = await device_store.get_device(pool, customer_id, "tablet")
+    assert tablet is not None and tablet.active  # not dead: the next push tries it again
+
+
+async def test_when_no_device_takes_it_after_every_attempt_the_push_fails_for_good(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    async with running(FcmFake()) as fcm:
+        customer_id = await fcm_customer(pool, phone="tok-a")
+        fcm.unavailable["tok-a"] = 100
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm, push_device_attempts=2), pool)
+        message = push(customer_id)
+        try:
+            with pytest.raises(TransientDeliveryError, match="no device took the push yet; 1 to try again"):
+                await channel.deliver(message)
+            with pytest.raises(PermanentDeliveryError, match="no device took the push"):
+                await channel.deliver(message)  # the journey falls back to its next channel
+        finally:
+            await channel.close()
+    assert fcm.sent == []
+
+
+async def test_a_pending_device_deleted_before_the_retry_is_not_waited_for(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running(FcmFake()) as fcm:
+        customer_id = await fcm_customer(pool, phone="tok-a", tablet="tok-b")
+        fcm.unavailable["tok-b"] = 1
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        message = push(customer_id)
+        try:
+            with pytest.raises(TransientDeliveryError):
+                await channel.deliver(message)
+            assert await device_store.delete_device(pool, customer_id, "tablet")
+            result = await channel.deliver(message)
+        finally:
+            await channel.close()
+    assert [m["token"] for m in fcm.sent] == ["tok-a"]
+    assert result.response["devices"]["tablet"]["delivery"] == "pending"
+
+
+async def test_a_token_of_another_firebase_project_deactivates_its_device(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running(FcmFake()) as fcm:
+        fcm.other_sender_tokens.add("tok-other")
+        customer_id = await fcm_customer(pool, phone="tok-a", old="tok-other")
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool)
+        try:
+            first = await channel.deliver(push(customer_id, "first"))
+            second = await channel.deliver(push(customer_id, "second"))
+        finally:
+            await channel.close()
+    assert first.response["devices"]["old"]["codes"] == ["SENDER_ID_MISMATCH"]
+    assert list(second.response["devices"]) == ["phone"]
+    old = await device_store.get_device(pool, customer_id, "old")
+    assert old is not None and (old.active, old.deactivated_reason) == (False, "dead_token")
+
+
+async def test_a_wrong_project_deactivates_nothing(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running(FcmFake()) as fcm:
+        customer_id = await fcm_customer(pool, phone="tok-a")
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm, fcm_project_id="someone-else"), pool)
+        try:
+            with pytest.raises(PermanentDeliveryError, match="no device took the push"):
+                await channel.deliver(push(customer_id))
+        finally:
+            await channel.close()
+    phone = await device_store.get_device(pool, customer_id, "phone")
+    assert phone is not None and phone.active

@@ -94,6 +94,8 @@ async def test_a_push_reaches_the_iphone_over_http2_with_a_valid_token_and_the_r
     assert result.provider_message_id == sent.headers["apns-id"]
     assert result.response["devices"]["iphone"] == {
         "platform": "apns",
+        "delivery": "sent",
+        "attempts": 1,
         "verdict": "sent",
         "status": 200,
         "reason": None,
@@ -177,12 +179,15 @@ async def test_the_provider_token_is_renewed_after_50_minutes_and_when_apns_says
     assert [apns.provider_tokens.index(p.provider_token) for p in apns.received] == [0, 0, 1, 2]
 
 
-@pytest.mark.parametrize(("mark", "status", "reason"), [("dead", 410, "Unregistered"), ("bad", 400, "BadDeviceToken")])
+@pytest.mark.parametrize(
+    ("mark", "status", "reason"),
+    [("dead", 410, "Unregistered"), ("bad", 400, "BadDeviceToken"), ("other_app", 400, "DeviceTokenNotForTopic")],
+)
 async def test_a_dead_token_deactivates_its_device_and_the_next_push_goes_to_the_other(
     pool: asyncpg.Pool, tmp_path: Path, mark: str, status: int, reason: str
 ) -> None:
     async with running_apns(tmp_path) as (apns, tls):
-        (apns.dead_tokens if mark == "dead" else apns.bad_tokens).add(DEAD)
+        {"dead": apns.dead_tokens, "bad": apns.bad_tokens, "other_app": apns.other_topic_tokens}[mark].add(DEAD)
         customer_id = await customer_with(pool, iphone=LIVE, old_iphone=DEAD)
         channel = DevicesPushChannel(apns_settings(tmp_path, apns, tls), pool)
         try:
@@ -195,6 +200,8 @@ async def test_a_dead_token_deactivates_its_device_and_the_next_push_goes_to_the
     assert apns.refused == [(status, reason)]
     assert first.response["devices"]["old_iphone"] == {
         "platform": "apns",
+        "delivery": "dead",
+        "attempts": 1,
         "verdict": "dead",
         "status": status,
         "reason": reason,
@@ -254,3 +261,25 @@ async def test_the_fake_is_trusted_only_through_apns_ca_file(pool: asyncpg.Pool,
 
     assert "CERTIFICATE_VERIFY_FAILED" in refused.value.response["devices"]["iphone"]["error"]
     assert apns.received == [] and apns.connections == 0
+
+
+async def test_a_503_for_one_iphone_is_retried_for_that_iphone_only(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    async with running_apns(tmp_path) as (apns, tls):
+        apns.unavailable[OTHER] = 1
+        customer_id = await customer_with(pool, iphone=LIVE, ipad=OTHER)
+        channel = DevicesPushChannel(apns_settings(tmp_path, apns, tls), pool)
+        message = push(customer_id)
+        try:
+            with pytest.raises(TransientDeliveryError, match=r"1 device\(s\) took the push; 1 to try again"):
+                await channel.deliver(message)
+            result = await channel.deliver(message)
+        finally:
+            await channel.close()
+
+    assert apns.refused == [(503, "ServiceUnavailable")]
+    assert sorted(p.device_token for p in apns.received) == sorted([LIVE, OTHER])  # each exactly once
+    assert {d: (r["delivery"], r["attempts"]) for d, r in result.response["devices"].items()} == {
+        "iphone": ("sent", 1),
+        "ipad": ("sent", 2),
+    }
+    assert await active(pool, customer_id) == ["iphone", "ipad"]
