@@ -15,9 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.routing import APIRoute
 
 from api.app import create_app
+from api.console.editor import as_yaml, located
+from api.console.editor import router as editor_router
+from api.console.notices import from_query
+from api.publishing import validated
 from journeys.sms import measure
+from journeys.validation import JourneyValidationError
+from journeys.values import DEFAULT_LIMITS
+from store.journeys import canonical
 from tests.support.engine import EXAMPLES
 from tests.support.mail import free_port
 from tests.support.stack import API_KEY, Stack, eventually, make_settings, serving, stack_fixture  # noqa: F401
@@ -136,6 +144,18 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 await page.locator("#issues-summary", has_text="No problem found.").wait_for()
                 assert await page.locator(".issue").count() == 0
 
+                # The keyboard: Tab indents the line, Shift+Tab takes it back, Esc then Tab moves on to "Check".
+                start = fixed.index("    duration: 2h")
+                await editor.evaluate("(a, at) => { a.focus(); a.setSelectionRange(at, at); }", start)
+                await page.keyboard.press("Tab")
+                assert await editor.input_value() == fixed[:start] + "  " + fixed[start:]
+                await page.keyboard.press("Shift+Tab")
+                assert await editor.input_value() == fixed
+                await page.keyboard.press("Escape")
+                await page.keyboard.press("Tab")
+                assert await page.evaluate("document.activeElement.textContent") == "Check"
+                await page.locator("#issues-summary", has_text="No problem found.").wait_for()
+
                 # Preview of the email for Ada: her first name in the sandboxed frame, the API's decision.
                 await page.get_by_label("Customer id").fill(ada)
                 await page.get_by_label("Send step").select_option("cart-email")
@@ -246,6 +266,34 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 await page.get_by_role("button", name="Publish").click()
                 assert "Fix the problems" in await page.locator("#publish-error").inner_text()
                 assert (await stack.http.get(f"/v1/journeys/{journey_id}")).json()["latest_version"] == 2
+
+                # A new journey: an id already taken is a problem at "id"; a free one publishes version 1.
+                await page.goto(f"{base}/console/journeys")
+                await page.get_by_role("link", name="New journey").click()
+                await page.wait_for_url(re.compile(".*/console/journeys/new$"))
+                starter = await page.get_by_label("Definition (YAML)").input_value()
+                await page.get_by_label("Definition (YAML)").fill(
+                    re.sub(r"^id: .*$", f"id: {journey_id}", starter, count=1, flags=re.M)
+                )
+                await page.get_by_role("button", name="Check").click()
+                taken = page.locator('.issue[data-location="id"] .msg')
+                assert (
+                    await taken.inner_text()
+                    == f"a journey '{journey_id}' exists already: edit it from its page, or choose another id"
+                )
+                new_id = f"{journey_id}-new"
+                await page.get_by_label("Definition (YAML)").fill(
+                    re.sub(r"^id: .*$", f"id: {new_id}", starter, count=1, flags=re.M).replace(
+                        "event: signed_up", f"event: signed_up_{new_id}"
+                    )
+                )
+                await page.get_by_role("button", name="Publish").click()
+                await page.wait_for_url(re.compile(f".*/console/journeys/{new_id}\\?published=1.*"))
+                assert (
+                    await page.locator("#notice").inner_text()
+                    == "Version 1 published: the journey takes entries from now on."
+                )
+                assert (await stack.http.get(f"/v1/journeys/{new_id}")).json()["latest_version"] == 1
                 await plain.close()
 
                 # A read-only key reads the definition, sees no publish button, and its POSTs are refused.
@@ -277,3 +325,64 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 await reader.close()
             finally:
                 await browser.close()
+
+
+def test_problems_point_at_their_line_of_the_yaml() -> None:
+    text = (EXAMPLES / "abandoned-cart.yaml").read_text()
+    lines = text.splitlines()
+    broken = text.replace("duration: 1h", "duration: soon", 1).replace("timeout: 1d", "timeout: 1d\n    bogus: 1", 1)
+    with pytest.raises(JourneyValidationError) as raised:
+        validated(broken, "yaml", DEFAULT_LIMITS, 10)
+    issues = located(broken, raised.value.issues)
+    where = {i["location"]: (i["group_label"], i["line"]) for i in issues}
+    assert where["steps[0] (id 'wait-1-hour').duration"] == (
+        "Step “wait-1-hour” (steps[0])",
+        lines.index("    duration: 1h") + 1,
+    )
+    assert where["steps[2] (id 'wait-for-click').bogus"] == (
+        "Step “wait-for-click” (steps[2])",
+        lines.index("    timeout: 1d") + 2,
+    )
+    # A YAML syntax error points at the line the parser stopped on.
+    unbalanced = text.replace("duration: 1h", "duration: [1h", 1)
+    with pytest.raises(JourneyValidationError) as raised:
+        validated(unbalanced, "yaml", DEFAULT_LIMITS, 10)
+    [issue] = located(unbalanced, raised.value.issues)
+    assert issue["group"] == "journey" and issue["line"] == lines.index("  - id: cart-email") + 1
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_editor_shows_a_definition_that_publishes_the_same(path: Path) -> None:
+    journey = validated(path.read_text(), "yaml", DEFAULT_LIMITS, 10)
+    shown = as_yaml(canonical(journey))
+    assert canonical(validated(shown, "yaml", DEFAULT_LIMITS, 10)) == canonical(journey)
+    assert "kind: marketing" not in shown  # defaults left out, as an author leaves them out
+
+
+def test_the_notice_after_publishing_says_only_what_we_write() -> None:
+    assert from_query({"published": "3", "kept": "12"}) == (
+        "Version 3 published; 12 customer(s) running keep their version. New entrants take version 3."
+    )
+    assert from_query({"published": "3", "unchanged": "1"}) == (
+        "Nothing new to publish: the definition is the same as version 3."
+    )
+    assert from_query({"published": "<script>", "kept": "1"}) is None
+    assert from_query({"published": "²"}) is None
+    assert "unknown" in (from_query({"published": "2", "kept": "lots"}) or "")
+
+
+def test_every_editor_route_declares_its_role() -> None:
+    declared = {
+        (sorted(route.methods)[0], route.path): [
+            getattr(d.call, "required_role", None) for d in route.dependant.dependencies
+        ]
+        for route in editor_router.routes
+        if isinstance(route, APIRoute)
+    }
+    assert declared == {
+        ("GET", "/console/journeys/new"): ["write"],
+        ("POST", "/console/journeys/new"): ["write"],
+        ("GET", "/console/journeys/{journey_id}/edit"): ["read"],
+        ("POST", "/console/journeys/{journey_id}/edit"): ["write"],
+        ("POST", "/console/editor/check"): ["write"],
+    }
