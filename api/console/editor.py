@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import yaml
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from api import previews
 from api.console import notices, session
@@ -116,10 +117,20 @@ def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _Dumper.add_representer(str, _str)
 
 
+def stored(definition: dict[str, Any] | None) -> Journey | None:
+    """A stored definition as a journey; None when it no longer reads (written by an older release, or by hand)."""
+    try:
+        return Journey.model_validate(definition)
+    except ValidationError:
+        return None
+
+
 def as_yaml(definition: dict[str, Any]) -> str:
     """A stored definition as YAML without the defaults it was stored with, when that reads back the same;
-    otherwise in full."""
-    journey = Journey.model_validate(definition)
+    otherwise in full (a definition this release no longer reads, too, so its author can fix it)."""
+    journey = stored(definition)
+    if journey is None:
+        return yaml.dump(definition, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
     short = journey.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for data in (short, definition):
         text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
@@ -287,9 +298,7 @@ def _page(
     **results: Any,
 ) -> Response:
     title = f"Edit {row.name}" if row else "New journey"
-    steps = _send_steps(journey)
-    if not steps and row is not None and row.definition is not None:
-        steps = _send_steps(Journey.model_validate(row.definition))
+    steps = _send_steps(journey or (stored(row.definition) if row else None))
     response = render(
         request, current, "editor.html", status=status, title=title, row=row, draft=draft, issues=issues,
         groups=grouped(issues or []), may_write=current.may("write"), send_steps=steps,
@@ -319,9 +328,8 @@ async def new_post(request: Request, current: Writer) -> Response:
 @router.get("/console/journeys/{journey_id}/edit")
 async def edit_page(request: Request, journey_id: str, current: Reader) -> Response:
     row = await _row(request, journey_id)
-    assert row.definition is not None
-    draft = Draft(as_yaml(row.definition), base_version=row.latest_version)
-    return _page(request, current, row, draft, journey=Journey.model_validate(row.definition), issues=None)
+    draft = Draft(await off_loop(request, as_yaml, row.definition), base_version=row.latest_version)
+    return _page(request, current, row, draft, journey=stored(row.definition), issues=None)
 
 
 @router.post("/console/journeys/{journey_id}/edit")

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from fastapi.routing import APIRoute
 
 from api.app import create_app
-from api.console.editor import as_yaml, located
+from api.console.editor import as_yaml, located, stored
 from api.console.editor import router as editor_router
 from api.console.notices import from_query
 from api.publishing import validated
@@ -184,6 +185,21 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 assert summary == "would send on email"
                 assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
                 await page.screenshot(path=str(ARTIFACTS / "console-editor-preview.png"), full_page=True)
+
+                # With an HTML part, the frame draws it; a script in it never runs (sandboxed, no allow-scripts).
+                html = "<p>Hello <b>{{ customer.first_name }}</b></p><script>document.body.textContent = 'ran'</script>"
+                fixed = fixed.replace(
+                    "    template:\n      text: |", f'    template:\n      html: "{html}"\n      text: |', 1
+                )
+                await editor.fill(fixed)
+                await page.locator("#issues-summary", has_text="No problem found.").wait_for()
+                await page.get_by_role("button", name="Preview").click()
+                await page.locator("#preview").wait_for()
+                await page.locator("#email-frame").scroll_into_view_if_needed()
+                frame_body = page.frame_locator("#email-frame").locator("body")
+                assert await frame_body.inner_text() == "Hello Ada"
+                assert await frame_body.locator("b").inner_text() == "Ada"
+                assert "Hi Ada," in await page.locator(".text-part").text_content()  # type: ignore[operator]
 
                 # SMS and push drawn as a phone shows them, with the texts and the segment count of the API's preview.
                 await page.get_by_label("Send step").select_option("sms-offer")
@@ -386,3 +402,10 @@ def test_every_editor_route_declares_its_role() -> None:
         ("POST", "/console/journeys/{journey_id}/edit"): ["write"],
         ("POST", "/console/editor/check"): ["write"],
     }
+
+
+def test_a_stored_definition_this_release_no_longer_reads_still_opens_as_yaml() -> None:
+    old = {"id": "legacy", "name": "Legacy", "trigger": {"event": "e"}, "steps": [{"id": "a", "type": "teleport"}]}
+    shown = as_yaml(old)
+    assert yaml.safe_load(shown) == old
+    assert stored(old) is None
