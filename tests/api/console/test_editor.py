@@ -14,9 +14,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import httpx
 import pytest
 import yaml
 from fastapi.routing import APIRoute
+from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
 from api.console.editor import as_yaml, located, stored
@@ -409,3 +412,41 @@ def test_a_stored_definition_this_release_no_longer_reads_still_opens_as_yaml() 
     shown = as_yaml(old)
     assert yaml.safe_load(shown) == old
     assert stored(old) is None
+
+
+async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
+) -> None:
+    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
+
+        async def token(path: str) -> str:
+            match = re.search(r'name="csrf" value="([^"]+)"', (await http.get(path)).text)
+            assert match
+            return match[1]
+
+        async def check(body: bytes, csrf: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "x-csrf-token": csrf}
+            return await http.post("/console/editor/check", content=body, headers=headers)
+
+        assert (await check(b'{"definition": ""}', "x")).status_code == 401  # not signed in
+        form = {"csrf": await token("/console/login"), "api_key": WRITE_KEY, "next": "/console/journeys/new"}
+        assert (await http.post("/console/login", data=form)).status_code == 303
+        csrf = await token("/console/journeys/new")
+        refused = {
+            b"not json": (400, "body"),
+            b"[]": (422, "definition"),
+            b'{"definition": 5}': (422, "definition"),
+            b'{"definition": "id: x", "journey": "../x"}': (422, "journey"),
+            b'{"definition": "id: x", "journey": "nope"}': (404, "journey"),
+        }
+        for body, (status, field) in refused.items():
+            response = await check(body, csrf)
+            assert (response.status_code, response.json()["error"]["field"]) == (status, field), body
+        assert (await check(b'{"definition": ""}', "forged")).status_code == 403
+        # What the author types, however broken, is a list of problems, never an error of the server.
+        for text in ["", "id: [", "\x00", "steps: " + "[" * 200, "- a\n- b", "id: x\nsteps: {}"]:
+            response = await check(json.dumps({"definition": text}).encode(), csrf)
+            assert response.status_code == 200, (text, response.text)
+            assert response.json()["valid"] is False and response.json()["issues"], text
