@@ -393,7 +393,7 @@ async def _act(request: Request, current: session.Session, row: JourneyRow | Non
 
 
 async def _send_request(request: Request, journey: Journey, version: int, draft: Draft) -> Any:
-    if not re.match(CUSTOMER_ID_PATTERN, draft.customer_id):
+    if not re.fullmatch(CUSTOMER_ID_PATTERN, draft.customer_id):
         raise ApiError(422, "a customer id (1-200 of A-Z a-z 0-9 . _ @ + : = -)", field="customer_id")
     properties: Any = {}
     if draft.properties:
