@@ -30,6 +30,7 @@ from contracts.journey import Event
 from journeys.broadcasts import Broadcast
 from journeys.models import Journey, SendStep
 from journeys.templates import TemplateError
+from store.customers import get_customer
 from store.db import Pool, transaction
 
 TEST_CHANNELS = ("email", "sms", "push", "webhook")
@@ -83,6 +84,36 @@ def journey_send_request(
         now=trigger.occurred_at,
         track=False,
     )
+
+
+async def step_request(
+    db: Pool,
+    journey: Journey,
+    version: int,
+    step_id: str,
+    customer_id: str,
+    event_name: str | None = None,
+    properties: dict[str, Any] | None = None,
+) -> SendRequest:
+    """The request of send step ``step_id`` for an existing customer, entered by ``event_name`` (default: the
+    journey's trigger) with ``properties``; ApiError naming ``step`` or ``customer_id`` otherwise. ``journey`` may
+    be a published version or a definition not published yet (the console's editor)."""
+    try:
+        step = journey.step(step_id)
+    except KeyError:
+        raise ApiError(404, f"journey '{journey.id}' has no step '{step_id}'", field="step") from None
+    if not isinstance(step, SendStep):
+        raise ApiError(422, f"step '{step_id}' is a {step.type} step, not a send", field="step")
+    if await get_customer(db, customer_id) is None:
+        raise ApiError(404, f"unknown customer '{customer_id}'", field="customer_id")
+    trigger = Event(
+        event_id=f"preview-{uuid.uuid4().hex}",
+        customer_id=customer_id,
+        name=event_name or journey.trigger.event,
+        properties=properties or {},
+        occurred_at=datetime.now(UTC),
+    )
+    return journey_send_request(journey, version, step, customer_id, trigger)
 
 
 def broadcast_request(broadcast: Broadcast, customer_id: str, now: datetime) -> SendRequest:

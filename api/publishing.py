@@ -1,17 +1,23 @@
-"""Validating and publishing journey files, shared by ``parcours journeys publish`` and ``parcours dev``."""
+"""Validating and publishing journeys, shared by ``POST /v1/journeys``, the console's editor,
+``parcours journeys publish`` and ``parcours dev``: one validation (``validated``) and one publication
+(``publish_journey``), so every way in gives the same messages and the same side effects."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import asyncpg
 from temporalio.client import Client
 
 import journeys
 from config.settings import Settings
-from journeys import Journey, JourneyIssue, JourneyValidationError, load_journey_file
+from journeys import Journey, JourneyIssue, JourneyValidationError
 from journeys.values import DEFAULT_LIMITS, InputLimits
+
+if TYPE_CHECKING:
+    from orchestration.router import EventRouter
 
 EXAMPLES_DIR = Path(journeys.__file__).parent / "examples"
 
@@ -23,16 +29,27 @@ class Checked:
     issues: list[JourneyIssue] = field(default_factory=list)
 
 
-def check_file(path: Path, settings: Settings | None = None, limits: InputLimits = DEFAULT_LIMITS) -> Checked:
-    from config.settings import get_settings
-    from journeys.validation import sms_length_issues
+def validated(text: str, fmt: str | None, limits: InputLimits, max_sms_segments: int) -> Journey:
+    """The journey in ``text`` (``yaml`` or ``json``), or JourneyValidationError listing every problem by step
+    and field: the language's checks, then what publishing adds (segment entry, SMS length). CPU work: the API
+    runs it in a validation thread."""
+    from journeys.validation import parse_journey, sms_length_issues
     from orchestration.schedules import segment_issues
 
+    journey = parse_journey(text, fmt=fmt, limits=limits)
+    if problems := segment_issues(journey) + sms_length_issues(journey, max_sms_segments):
+        raise JourneyValidationError(problems)
+    return journey
+
+
+def check_file(path: Path, settings: Settings | None = None, limits: InputLimits = DEFAULT_LIMITS) -> Checked:
+    from config.settings import get_settings
+
     try:
-        journey = load_journey_file(path, limits)
+        text = path.read_text(encoding="utf-8")
         max_segments = (settings or get_settings()).sms_max_segments
-        issues = segment_issues(journey) + sms_length_issues(journey, max_segments)
-        return Checked(path, issues=issues) if issues else Checked(path, journey=journey)
+        journey = validated(text, "json" if path.suffix == ".json" else "yaml", limits, max_segments)
+        return Checked(path, journey=journey)
     except JourneyValidationError as exc:
         return Checked(path, issues=exc.issues)
     except (OSError, UnicodeDecodeError) as exc:
@@ -40,22 +57,31 @@ def check_file(path: Path, settings: Settings | None = None, limits: InputLimits
 
 
 async def publish_journey(
-    pool: asyncpg.Pool, journey: Journey, *, client: Client | None = None, settings: Settings | None = None
+    pool: asyncpg.Pool,
+    journey: Journey,
+    *,
+    client: Client | None = None,
+    settings: Settings | None = None,
+    router: EventRouter | None = None,
 ) -> tuple[int, bool]:
     """Publish a validated journey; (version, created). An unchanged definition keeps its version.
 
-    With a Temporal ``client`` (and ``settings``), the journey's segment schedule is created or updated too;
-    without, a segment journey gets its schedule when it is next published, paused or resumed through the API.
+    With the API's event ``router``, it routes the new version's trigger and listened events at once. With a
+    Temporal ``client`` (and ``settings``), the journey's segment schedule is created or updated too; without, a
+    segment journey gets its schedule when it is next published, paused or resumed through the API.
     """
     from store.journeys import get_journey, publish
 
     version, created = await publish(pool, journey)
+    if router is not None:
+        await router.refresh()
     if client is not None and settings is not None:
         from orchestration.schedules import sync_schedule
 
         row = await get_journey(pool, journey.id)
-        if row is not None:
-            await sync_schedule(client, settings, journey, row.latest_version, row.status)
+        if row is not None and row.definition is not None:  # the latest version: a concurrent publisher's too
+            latest = Journey.model_validate(row.definition)
+            await sync_schedule(client, settings, latest, row.latest_version, row.status)
     return version, created
 
 

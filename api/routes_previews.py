@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -15,9 +13,7 @@ from api import previews
 from api.routes_deps import READ, WRITE, pool, read_model, settings
 from api.schemas import ApiError, CustomerId, EventName
 from config.settings import Settings
-from contracts.journey import Event
-from journeys.models import Journey, SendStep
-from store import customers as customer_store
+from journeys.models import Journey
 from store import journeys as journey_store
 
 router = APIRouter(tags=["journeys"])
@@ -58,23 +54,8 @@ async def _request(db: asyncpg.Pool, journey_id: str, body: PreviewBody) -> Any:
     if journey is None:
         which = f"unknown journey '{journey_id}'" + (f" version {body.version}" if body.version else "")
         raise ApiError(404, which, field="journey_id")
-    try:
-        step = journey.step(body.step)
-    except KeyError:
-        raise ApiError(404, f"journey '{journey_id}' has no step '{body.step}'", field="step") from None
-    if not isinstance(step, SendStep):
-        raise ApiError(422, f"step '{body.step}' is a {step.type} step, not a send", field="step")
-    if await customer_store.get_customer(db, body.customer_id) is None:
-        raise ApiError(404, f"unknown customer '{body.customer_id}'", field="customer_id")
     given = body.event or TriggerBody()
-    trigger = Event(
-        event_id=f"preview-{uuid.uuid4().hex}",
-        customer_id=body.customer_id,
-        name=given.name or journey.trigger.event,
-        properties=given.properties,
-        occurred_at=datetime.now(UTC),
-    )
-    return previews.journey_send_request(journey, version, step, body.customer_id, trigger)
+    return await previews.step_request(db, journey, version, body.step, body.customer_id, given.name, given.properties)
 
 
 @router.post("/v1/journeys/{journey_id}/preview", response_model=previews.Preview, dependencies=[READ])

@@ -23,7 +23,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from temporalio.client import Client
 
 from api import routes_journeys
-from api.console import graph, session
+from api.console import graph, notices, session
 from api.journey_report import JourneyReport, journey_report
 from api.routes_deps import event_router, pool, settings, temporal
 from api.schemas import ApiError
@@ -77,6 +77,9 @@ def install(app: FastAPI) -> None:
 
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
+    from api.console.editor import router as editor  # it imports this module's helpers: not at the top
+
+    app.include_router(editor)  # before `router`, whose /journeys/{id} and /journeys/{id}/{action} match all
     app.include_router(router)
 
     @app.exception_handler(_SignIn)
@@ -115,12 +118,16 @@ def _render(
     if current is None:
         current = session.Session(session.new_nonce())
     html = _templates.get_template(name).render(
-        session=current, csrf=session.csrf_token(config, current), now=datetime.now(UTC), **context
-    )
+        session=current, csrf=session.csrf_token(config, current), now=datetime.now(UTC),
+        notice=notices.from_query(request.query_params), **context,
+    )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=_HEADERS)
     if fresh:
         session.write(response, config, current)
     return response
+
+
+render = _render
 
 
 def _signed_in(request: Request) -> session.Session:
@@ -128,6 +135,9 @@ def _signed_in(request: Request) -> session.Session:
     if current is None or current.role is None:
         raise _SignIn()
     return current
+
+
+signed_in = _signed_in
 
 
 class _SignIn(Exception):
@@ -146,6 +156,9 @@ async def _form(request: Request, current: session.Session) -> dict[str, str]:
     if not session.csrf_ok(settings(request), current, form.get("csrf")):
         raise Refused(403, "the form's security token does not match this session: reload the page and try again")
     return form
+
+
+read_form = _form
 
 
 # --- sign-in --------------------------------------------------------------------------------------------------
@@ -207,6 +220,9 @@ async def _running(client: Client, journey_id: str) -> int | None:
         return None
 
 
+running_now = _running
+
+
 @router.get("/console/journeys")
 async def journeys_page(request: Request) -> Response:
     current = _signed_in(request)
@@ -264,6 +280,9 @@ async def journey_page(request: Request, journey_id: str, step: str | None = Non
         node_w=graph.NODE_W, node_h=graph.NODE_H, selected=step, waiting=waiting, waiting_error=waiting_error,
         actions=_actions(current, row.status),
     )  # fmt: skip
+
+
+journey_id_or_404 = _journey_id
 
 
 def _actions(current: session.Session, status: str) -> list[str]:

@@ -1,0 +1,459 @@
+"""The console's journey editor: ``/console/journeys/{id}/edit`` and ``/console/journeys/new``.
+
+The definition is YAML in a plain textarea; ``static/editor.js`` adds line numbers, sane Tab keys and validation
+as you type, and without JavaScript every button posts the form and the page answers. Each action runs the very
+code of the HTTP API, on the definition in the editor (not published yet):
+
+- check: ``api.publishing.validated``, the validation of ``POST /v1/journeys`` (the same messages), each problem
+  placed at its line of the YAML; ``POST /console/editor/check`` answers it as JSON while the author types;
+- preview: ``api.previews.step_request`` and ``preview``, as ``POST /v1/journeys/{id}/preview``: every channel's
+  message rendered for a chosen customer (email HTML in a sandboxed frame, push and SMS drawn as a phone shows
+  them) and the send policy's decision;
+- test send: ``api.previews.test_send_checked``, as ``.../test-send``: marked ``[TEST]``, recorded nowhere;
+- publish: ``api.publishing.publish_journey``, as ``POST /v1/journeys`` (event router refreshed, segment schedule
+  synced), then the journey's page says which version was published and that running customers keep theirs.
+
+Reading a definition needs any key; the rest needs the role ``write`` (a read key sees the YAML read-only).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from html import escape
+from typing import Annotated, Any
+
+import yaml
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from pydantic import ValidationError
+
+from api import previews
+from api.console import notices, session
+from api.console.routes import Refused, journey_id_or_404, read_form, render, running_now, signed_in
+from api.publishing import publish_journey, validated
+from api.routes_deps import event_router, input_limits, off_loop, pool, read_json, settings, temporal
+from api.schemas import CUSTOMER_ID_PATTERN, ApiError
+from config.settings import Role
+from journeys.models import Journey, SendStep
+from journeys.sms import measure
+from journeys.validation import JourneyIssue, JourneyValidationError
+from journeys.values import InputError, loads_json
+from store import journeys as journey_store
+from store.journeys import JourneyRow, canonical
+
+router = APIRouter(include_in_schema=False)
+
+ACTIONS = ("check", "preview", "test_send", "publish")
+JOURNEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# The console's policy (api.console.routes), plus what the editor needs: connect-src 'self' for the checks as you
+# type. A page holding a preview also allows inline styles: its sandboxed frame (no allow-scripts, no same-origin)
+# inherits the page's policy, and an email's HTML styles itself inline. Never inline scripts; images stay 'self'
+# and data: only, so a preview loads nothing from outside (no sender's tracking pixel fires).
+EDITOR_CSP = (
+    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+PREVIEW_CSP = EDITOR_CSP.replace("style-src 'self';", "style-src 'self' 'unsafe-inline';")
+NEW_JOURNEY = """\
+# A new journey: publish it when the problems list is empty.
+id: my-journey
+name: My journey
+trigger:
+  event: signed_up
+steps:
+  - id: welcome
+    label: Welcome email
+    type: send
+    channel: email
+    template:
+      subject: "Welcome, {{ customer.first_name | default: 'there' }}"
+      text: |
+        Hi {{ customer.first_name | default: 'there' }},
+
+        Welcome aboard.
+  - id: wait-a-day
+    type: wait
+    duration: 1d
+"""
+
+
+# --- roles ------------------------------------------------------------------------------------------------------
+
+
+def needs(role: Role) -> Callable[[Request], Awaitable[session.Session]]:
+    """A dependency: the signed-in session, whose key must have at least ``role`` (403 otherwise)."""
+
+    async def dependency(request: Request) -> session.Session:
+        current = signed_in(request)
+        if not current.may(role):
+            raise Refused(403, f"your API key has the role '{current.role}'; this needs '{role}'")
+        return current
+
+    dependency.required_role = role  # type: ignore[attr-defined]  # as api.routes_deps.require_role
+    return dependency
+
+
+Reader = Annotated[session.Session, Depends(needs("read"))]
+Writer = Annotated[session.Session, Depends(needs("write"))]
+
+
+# --- the definition as YAML -------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    """YAML as an author writes it: lists indented under their key, multi-line strings (templates) as ``|``
+    blocks, long lines left whole."""
+
+    def increase_indent(self, flow: bool = False, indentless: bool = False) -> None:
+        super().increase_indent(flow, False)
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def stored(definition: dict[str, Any] | None) -> Journey | None:
+    """A stored definition as a journey; None when it no longer reads (written by an older release, or by hand)."""
+    try:
+        return Journey.model_validate(definition)
+    except ValidationError:
+        return None
+
+
+def as_yaml(definition: dict[str, Any]) -> str:
+    """A stored definition as YAML without the defaults it was stored with, when that reads back the same;
+    otherwise in full (a definition this release no longer reads, too, so its author can fix it)."""
+    journey = stored(definition)
+    if journey is None:
+        return yaml.dump(definition, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+    short = journey.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for data in (short, definition):
+        text = yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=1_000_000)
+        try:
+            if canonical(Journey.model_validate(yaml.safe_load(text))) == canonical(journey):
+                return text
+        except (yaml.YAMLError, ValueError):
+            continue
+    return text
+
+
+# --- problems, each at its line ---------------------------------------------------------------------------------
+
+_STEP_LOCATION = re.compile(r"^steps\[(\d+)\](?: \(id '([^']*)'\))?(?:\.(.*))?$")
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+_LINE = re.compile(r"line (\d+)")
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _path(location: str) -> tuple[list[str | int], int | None]:
+    """The document path of an issue's location and its step's index (``steps[2] (id 'x').wait.duration``)."""
+    parts: list[str | int] = []
+    index = None
+    rest = location
+    if match := _STEP_LOCATION.match(location):
+        index = int(match.group(1))
+        parts = ["steps", index]
+        rest = match.group(3) or ""
+    elif location.startswith("("):
+        return [], None
+    for name, number in _PART.findall(rest):
+        parts.append(int(number) if number else int(name) if name.isdigit() else name)
+    return parts, index
+
+
+def _line_at(root: yaml.Node, path: list[str | int]) -> int:
+    """The 1-based line of the deepest node of ``path`` found in the composed document."""
+    node, line = root, root.start_mark.line + 1
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                if isinstance(key, yaml.ScalarNode) and key.value == str(part):
+                    node, line = value, key.start_mark.line + 1
+                    break
+            else:
+                break
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def located(text: str, issues: list[JourneyIssue]) -> list[dict[str, Any]]:
+    """The issues as the editor lists them: the API's location and message, the step they belong to, and the line
+    of the YAML they point at (None when the document has no such place). Sorted by step, the journey's first."""
+    try:
+        root = yaml.compose(text, Loader=_Loader) if issues else None
+    except (yaml.YAMLError, RecursionError, ValueError):
+        root = None
+    keyed: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for order, issue in enumerate(issues):
+        path, index = _path(issue.location)
+        line: int | None = None
+        if root is not None and path:
+            line = _line_at(root, path)
+        elif issue.location.startswith("(") and (found := _LINE.findall(issue.message)):
+            line = int(found[-1])
+        if index is None:
+            group, label = "journey", "The journey"
+        else:
+            step = issue.step
+            group = f"steps[{index}]"
+            label = f"Step “{step}” (steps[{index}])" if step else f"Step {index + 1} (steps[{index}])"
+        keyed.append(((-1 if index is None else index, order), {
+            "location": issue.location, "step": issue.step, "field": issue.field, "message": issue.message,
+            "group": group, "group_label": label, "line": line,
+        }))  # fmt: skip
+    return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
+
+
+def grouped(issues: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[str, dict[str, Any]] = {}
+    for issue in issues:
+        if issue["group"] not in groups:
+            groups[issue["group"]] = {"group": issue["group"], "label": issue["group_label"], "step": issue["step"],
+                                      "issues": []}  # fmt: skip
+        groups[issue["group"]]["issues"].append(issue)
+    return list(groups.values())
+
+
+def _send_steps(journey: Journey | None) -> list[dict[str, Any]]:
+    if journey is None:
+        return []
+    return [
+        {"id": s.id, "label": s.label or s.id, "channels": s.candidates()}
+        for s in journey.steps
+        if isinstance(s, SendStep)
+    ]
+
+
+async def _check(request: Request, text: str, row: JourneyRow | None) -> tuple[Journey | None, list[dict[str, Any]]]:
+    """The journey in ``text``, or None with the problems: the API's validation, then what this editor adds (an
+    edited journey keeps its id; a new one takes an id not used yet)."""
+    config = settings(request)
+    issues: list[JourneyIssue] = []
+    journey: Journey | None = None
+    try:
+        journey = await off_loop(request, validated, text, "yaml", input_limits(request), config.sms_max_segments)
+    except JourneyValidationError as exc:
+        issues = exc.issues
+    if journey is not None:
+        if row is not None and journey.id != row.id:
+            issues = [JourneyIssue(location="id", field="id", message=f"this editor publishes journey '{row.id}': "
+                                   "keep its id (to start another journey, use “New journey”)")]  # fmt: skip
+        elif row is None and await journey_store.get_journey(pool(request), journey.id) is not None:
+            issues = [JourneyIssue(location="id", field="id", message=f"a journey '{journey.id}' exists already: "
+                                   "edit it from its page, or choose another id")]  # fmt: skip
+        if issues:
+            journey = None
+    return journey, await off_loop(request, located, text, issues)
+
+
+# --- pages ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Draft:
+    """What the editor's form holds."""
+
+    text: str
+    base_version: int | None = None
+    customer_id: str = ""
+    step: str = ""
+    properties: str = ""
+    to: str = ""
+    channel: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+    """Per action (``preview``, ``test_send``, ``publish``): why it could not be done."""
+
+    @classmethod
+    def from_form(cls, form: dict[str, str]) -> Draft:
+        base = form.get("base_version", "")
+        return cls(
+            text=form.get("definition", "").replace("\r\n", "\n"),
+            base_version=int(base) if base.isascii() and base.isdigit() and len(base) < 10 else None,
+            customer_id=form.get("customer_id", "").strip(),
+            step=form.get("step", "").strip(),
+            properties=form.get("properties", "").strip(),
+            to=form.get("to", "").strip(),
+            channel=form.get("channel", "").strip(),
+        )
+
+
+def _page(
+    request: Request,
+    current: session.Session,
+    row: JourneyRow | None,
+    draft: Draft,
+    *,
+    journey: Journey | None,
+    issues: list[dict[str, Any]] | None,
+    status: int = 200,
+    **results: Any,
+) -> Response:
+    title = f"Edit {row.name}" if row else "New journey"
+    steps = _send_steps(journey or (stored(row.definition) if row else None))
+    response = render(
+        request, current, "editor.html", status=status, title=title, row=row, draft=draft, issues=issues,
+        groups=grouped(issues or []), may_write=current.may("write"), send_steps=steps,
+        test_channels=previews.TEST_CHANNELS, check_url="/console/editor/check", **results,
+    )  # fmt: skip
+    response.headers["Content-Security-Policy"] = PREVIEW_CSP if results.get("preview") is not None else EDITOR_CSP
+    return response
+
+
+async def _row(request: Request, journey_id: str) -> JourneyRow:
+    row = await journey_store.get_journey(pool(request), journey_id_or_404(journey_id))
+    if row is None or row.definition is None:
+        raise Refused(404, f"unknown journey '{journey_id}'")
+    return row
+
+
+@router.get("/console/journeys/new")
+async def new_page(request: Request, current: Writer) -> Response:
+    return _page(request, current, None, Draft(NEW_JOURNEY), journey=None, issues=None)
+
+
+@router.post("/console/journeys/new")
+async def new_post(request: Request, current: Writer) -> Response:
+    return await _act(request, current, None)
+
+
+@router.get("/console/journeys/{journey_id}/edit")
+async def edit_page(request: Request, journey_id: str, current: Reader) -> Response:
+    row = await _row(request, journey_id)
+    draft = Draft(await off_loop(request, as_yaml, row.definition), base_version=row.latest_version)
+    return _page(request, current, row, draft, journey=stored(row.definition), issues=None)
+
+
+@router.post("/console/journeys/{journey_id}/edit")
+async def edit_post(request: Request, journey_id: str, current: Writer) -> Response:
+    return await _act(request, current, await _row(request, journey_id))
+
+
+@router.post("/console/editor/check")
+async def check(request: Request, current: Writer) -> Response:
+    """JSON for the editor's validation as you type: ``{"definition": "...", "journey": "id" or null}`` →
+    ``{"valid", "issues", "send_steps"}``. Same session, role and CSRF token (header ``X-CSRF-Token``) as a form."""
+    if not session.csrf_ok(settings(request), current, request.headers.get("x-csrf-token")):
+        raise ApiError(403, "the security token does not match this session: reload the page", field="x-csrf-token")
+    body = await read_json(request, check=False)  # the definition is checked as the API checks a journey
+    if not isinstance(body, dict) or not isinstance(body.get("definition"), str):
+        raise ApiError(422, 'send {"definition": "..."}', field="definition")
+    journey_id = body.get("journey")
+    row = None
+    if journey_id is not None:
+        if not isinstance(journey_id, str) or not JOURNEY_ID.match(journey_id):
+            raise ApiError(422, "a journey id, or null for a new journey", field="journey")
+        row = await journey_store.get_journey(pool(request), journey_id)
+        if row is None:
+            raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
+    journey, issues = await _check(request, body["definition"], row)
+    return JSONResponse(
+        {"valid": journey is not None, "issues": issues, "send_steps": _send_steps(journey)},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+# --- the form's actions -----------------------------------------------------------------------------------------
+
+
+async def _act(request: Request, current: session.Session, row: JourneyRow | None) -> Response:
+    form = await read_form(request, current)
+    action = form.get("do", "check")
+    if action not in ACTIONS:
+        raise Refused(400, f"do: one of {', '.join(ACTIONS)}")
+    draft = Draft.from_form(form)
+    journey, issues = await _check(request, draft.text, row)
+    if journey is None:
+        if action != "check":
+            draft.errors[action] = "Fix the problems listed beside the definition first."
+        return _page(request, current, row, draft, journey=None, issues=issues, status=422)
+    draft_version = (row.latest_version if row else 0) + 1
+    if action == "check":
+        return _page(request, current, row, draft, journey=journey, issues=issues)
+    if action == "publish":
+        return await _publish(request, current, row, draft, journey)
+    try:
+        send = await _send_request(request, journey, draft_version, draft)
+        if action == "preview":
+            shown = await previews.preview(pool(request), settings(request), send)
+            return _page(request, current, row, draft, journey=journey, issues=issues, preview=_shown(shown))
+        sent = await previews.test_send_checked(pool(request), settings(request), send, draft.channel or None, draft.to)
+    except ApiError as exc:
+        draft.errors[action] = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return _page(request, current, row, draft, journey=journey, issues=issues, status=exc.status)
+    return _page(request, current, row, draft, journey=journey, issues=issues, test_send=sent)
+
+
+async def _send_request(request: Request, journey: Journey, version: int, draft: Draft) -> Any:
+    if not re.fullmatch(CUSTOMER_ID_PATTERN, draft.customer_id):
+        raise ApiError(422, "a customer id (1-200 of A-Z a-z 0-9 . _ @ + : = -)", field="customer_id")
+    properties: Any = {}
+    if draft.properties:
+        try:
+            properties = loads_json(draft.properties, input_limits(request))
+        except InputError as exc:
+            raise ApiError(422, exc.message, field="properties") from None
+        if not isinstance(properties, dict):
+            raise ApiError(422, 'a JSON object, like {"cart_value": 42}', field="properties")
+    step = draft.step or next((s["id"] for s in _send_steps(journey)), "")
+    return await previews.step_request(pool(request), journey, version, step, draft.customer_id, None, properties)
+
+
+def _shown(preview: previews.Preview) -> dict[str, Any]:
+    """The preview as the page draws it: each channel's content, with the email's frame document and the SMS's
+    segments."""
+    channels = []
+    for channel, content in preview.channels.items():
+        item: dict[str, Any] = {"channel": channel, "content": content, "error": content.get("error")}
+        if channel == "email" and not item["error"]:
+            html = content.get("html")
+            item["html_part"] = bool(html)
+            item["frame"] = html if html else _text_document(str(content.get("text", "")))
+        elif channel == "sms" and not item["error"]:
+            length = measure(str(content.get("text", "")))
+            item["sms"] = {"encoding": length.encoding, "units": length.units, "segments": length.segments}
+        item["extra"] = {
+            k: v for k, v in content.items()
+            if k not in {"subject", "text", "html", "title", "body", "error", "locales"}
+        }  # fmt: skip
+        channels.append(item)
+    return {"customer_id": preview.customer_id, "channels": channels, "decision": preview.decision}
+
+
+def _text_document(text: str) -> str:
+    """A text-only email as a mail client shows it."""
+    return (
+        '<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{margin:0;padding:12px;'
+        "font:14px/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}pre{white-space:pre-wrap;"
+        f"font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
+    )
+
+
+async def _publish(
+    request: Request, current: session.Session, row: JourneyRow | None, draft: Draft, journey: Journey
+) -> Response:
+    db = pool(request)
+    if row is not None:
+        latest = await journey_store.get_journey(db, row.id)
+        if latest is not None and draft.base_version is not None and latest.latest_version != draft.base_version:
+            draft.errors["publish"] = (
+                f"Version {latest.latest_version} was published after you opened version {draft.base_version}: "
+                "copy your changes, reload the editor and apply them to the latest version."
+            )
+            return _page(request, current, row, draft, journey=journey, issues=[], status=409)
+    # Everyone running now entered an earlier version, and keeps it.
+    running = await running_now(temporal(request), journey.id) if row is not None else 0
+    version, created = await publish_journey(
+        db, journey, client=temporal(request), settings=settings(request), router=event_router(request)
+    )
+    return RedirectResponse(
+        f"/console/journeys/{journey.id}?{notices.published_query(version, created, running)}#notice", status_code=303
+    )

@@ -1,0 +1,452 @@
+"""The console's editor in a real headless Chromium, against the real app with a customer running the abandoned-cart
+journey on the dev server: an error shown at its step as you type (the API's own message), fixed; the email
+previewed for a customer, SMS and push as the API renders them; a test send reaching the SMTP sink marked [TEST];
+publishing version 2 while the running customer stays on version 1; the same without JavaScript; a read-only key
+refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import yaml
+from fastapi.routing import APIRoute
+from temporalio.testing import WorkflowEnvironment
+
+from api.app import create_app
+from api.console.editor import as_yaml, located, stored
+from api.console.editor import router as editor_router
+from api.console.notices import from_query
+from api.publishing import validated
+from journeys.sms import measure
+from journeys.validation import JourneyValidationError
+from journeys.values import DEFAULT_LIMITS
+from store.journeys import canonical
+from tests.support.engine import EXAMPLES
+from tests.support.mail import free_port
+from tests.support.stack import API_KEY, Stack, eventually, make_settings, serving, stack_fixture  # noqa: F401
+
+pytestmark = pytest.mark.devserver
+
+ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+WRITE_KEY = "editor-write-key"
+READ_KEY = "editor-read-key"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
+
+
+def _need_chromium() -> None:
+    if not (os.path.exists(CHROMIUM) and shutil.which("chromium")):
+        if os.environ.get("CI"):
+            pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it with apt-get")
+        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
+
+
+async def _cart_journey(stack: Stack) -> tuple[str, str, str]:
+    """The abandoned-cart example under a unique id and trigger, one customer running it (waiting at its first
+    step, version 1), and Ada, who has a first name and is in no journey yet."""
+    tag = uuid.uuid4().hex[:8]
+    text = (EXAMPLES / "abandoned-cart.yaml").read_text()
+    text = text.replace("id: abandoned-cart", f"id: abandoned-cart-{tag}", 1)
+    text = text.replace("event: cart_abandoned", f"event: cart_abandoned_{tag}", 1)
+    response = await stack.http.post("/v1/journeys", content=text, headers={"content-type": "application/yaml"})
+    assert response.status_code == 201, response.text
+    journey_id = f"abandoned-cart-{tag}"
+    runner = await stack.customer()
+    ada = f"ada-{tag}"
+    profile = {"email": f"{ada}@example.com", "attributes": {"first_name": "Ada"}}
+    assert (await stack.http.put(f"/v1/customers/{ada}", json=profile)).status_code == 200
+    consent = {"channels": {"email": "granted", "sms": "granted", "push": "granted"}}
+    assert (await stack.http.put(f"/v1/customers/{ada}/consent", json=consent)).status_code == 200
+    event = {"customer_id": runner, "name": f"cart_abandoned_{tag}", "properties": {"cart_value": 42}}
+    assert (await stack.http.post("/v1/events", json=event)).status_code == 202
+
+    async def running() -> bool:
+        runs = (await stack.http.get(f"/v1/customers/{runner}/journeys")).json()
+        assert [(r["journey_id"], r["version"], r["step"], r["status"]) for r in runs] == [
+            (journey_id, 1, "wait-1-hour", "running")
+        ], runs
+        return True
+
+    await eventually(running, timeout=30)
+    return journey_id, runner, ada
+
+
+async def _sign_in(page: Any, base: str, key: str) -> None:
+    await page.goto(f"{base}/console/login")
+    await page.get_by_label("API key").fill(key)
+    await page.get_by_label("API key").press("Enter")
+    await page.wait_for_url(re.compile(r".*/console/journeys$"))
+
+
+async def _api_issues(stack: Stack, text: str) -> list[dict[str, Any]]:
+    response = await stack.http.post("/v1/journeys", content=text, headers={"content-type": "application/yaml"})
+    assert response.status_code == 422, response.text
+    return response.json()["error"]["issues"]  # type: ignore[no-any-return]
+
+
+async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> None:
+    _need_chromium()
+    from playwright.async_api import async_playwright
+
+    journey_id, runner, ada = await _cart_journey(stack)
+    port = free_port()
+    settings = make_settings(
+        public_base_url=f"http://127.0.0.1:{port}",
+        smtp_host=stack.smtp.host,
+        smtp_port=stack.smtp.port,
+        api_keys=[{"key": API_KEY, "role": "admin"}, {"key": WRITE_KEY, "role": "write"},
+                  {"key": READ_KEY, "role": "read"}],
+    )  # fmt: skip
+    ARTIFACTS.mkdir(exist_ok=True)
+    async with serving(create_app(settings, pool=stack.pool, client=stack.client), port) as base:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                page = await context.new_page()
+                await _sign_in(page, base, WRITE_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}")
+                await page.get_by_role("link", name="Edit the definition").click()
+                await page.wait_for_url(re.compile(f".*/console/journeys/{journey_id}/edit$"))
+                editor = page.get_by_label("Definition (YAML)")
+                original = await editor.input_value()
+                assert f"id: {journey_id}\n" in original and "duration: 1h\n" in original
+
+                # An invalid duration: the API's own message appears at its step while typing, with no submit.
+                broken = original.replace("duration: 1h", "duration: soon", 1)
+                [expected] = await _api_issues(stack, broken)
+                await editor.fill(broken)
+                group = page.locator('.issue-group[data-step="wait-1-hour"]')
+                await group.locator(".issue").first.wait_for()
+                assert page.url.endswith("/edit")  # nothing was submitted
+                assert await group.locator(".issue .loc").all_inner_texts() == [expected["location"]]
+                assert await group.locator(".issue .msg").all_inner_texts() == [expected["message"]]
+                assert (
+                    await page.locator("#issues-summary").inner_text()
+                    == "1 problem(s): fix them to preview or publish."
+                )
+                line = broken.splitlines().index("    duration: soon") + 1
+                assert await page.locator(".gutter .bad").all_inner_texts() == [str(line)]
+                await group.get_by_role("link", name=f"line {line}").click()  # the cursor goes to that line
+                cursor = await editor.evaluate("a => a.value.slice(0, a.selectionStart).split('\\n').length")
+                assert cursor == line
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-error.png"), full_page=True)
+
+                # Fixed (to a new duration): no problem left, as the API says.
+                fixed = original.replace("duration: 1h", "duration: 2h", 1)
+                await editor.fill(fixed)
+                await page.locator("#issues-summary", has_text="No problem found.").wait_for()
+                assert await page.locator(".issue").count() == 0
+
+                # The keyboard: Tab indents the line, Shift+Tab takes it back, Esc then Tab moves on to "Check".
+                start = fixed.index("    duration: 2h")
+                await editor.evaluate("(a, at) => { a.focus(); a.setSelectionRange(at, at); }", start)
+                await page.keyboard.press("Tab")
+                assert await editor.input_value() == fixed[:start] + "  " + fixed[start:]
+                await page.keyboard.press("Shift+Tab")
+                assert await editor.input_value() == fixed
+                await page.keyboard.press("Escape")
+                await page.keyboard.press("Tab")
+                assert await page.evaluate("document.activeElement.textContent") == "Check"
+                await page.locator("#issues-summary", has_text="No problem found.").wait_for()
+
+                # Preview of the email for Ada: her first name in the sandboxed frame, the API's decision.
+                await page.get_by_label("Customer id").fill(ada)
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_label("Trigger event properties").fill('{"cart_value": 42}')
+                await page.get_by_role("button", name="Preview").click()
+                await page.locator("#preview").wait_for()
+                assert await editor.input_value() == fixed  # the draft is kept
+                frame = page.locator("#email-frame")
+                assert await frame.get_attribute("sandbox") == ""
+                await frame.scroll_into_view_if_needed()  # a frame out of view is not painted in a screenshot
+                body = await page.frame_locator("#email-frame").locator("body").inner_text()
+                assert "Hi Ada," in body and "Your cart worth 42 EUR" in body
+                api = await stack.http.post(
+                    f"/v1/journeys/{journey_id}/preview",
+                    json={"step": "cart-email", "customer_id": ada, "event": {"properties": {"cart_value": 42}}},
+                )
+                assert api.status_code == 200, api.text
+                email = api.json()["channels"]["email"]
+                assert (
+                    await page.locator('[data-channel="email"] [data-field="subject"]').inner_text() == email["subject"]
+                )
+                # The same text as the API's (up to the unsubscribe link: its token is new each time).
+                assert body.split("Unsubscribe: ")[0].strip() == email["text"].split("Unsubscribe: ")[0].strip()
+                assert f"Unsubscribe: http://127.0.0.1:{port}/v1/unsubscribe/" in body
+                summary = api.json()["decision"]["summary"]
+                assert summary == "would send on email"
+                assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-preview.png"), full_page=True)
+
+                # With an HTML part, the frame draws it; a script in it never runs (sandboxed, no allow-scripts).
+                html = "<p>Hello <b>{{ customer.first_name }}</b></p><script>document.body.textContent = 'ran'</script>"
+                fixed = fixed.replace(
+                    "    template:\n      text: |", f'    template:\n      html: "{html}"\n      text: |', 1
+                )
+                await editor.fill(fixed)
+                await page.locator("#issues-summary", has_text="No problem found.").wait_for()
+                await page.get_by_role("button", name="Preview").click()
+                await page.locator("#preview").wait_for()
+                await page.locator("#email-frame").scroll_into_view_if_needed()
+                frame_body = page.frame_locator("#email-frame").locator("body")
+                assert await frame_body.inner_text() == "Hello Ada"
+                assert await frame_body.locator("b").inner_text() == "Ada"
+                assert "Hi Ada," in await page.locator(".text-part").text_content()  # type: ignore[operator]
+
+                # SMS and push drawn as a phone shows them, with the texts and the segment count of the API's preview.
+                await page.get_by_label("Send step").select_option("sms-offer")
+                await page.get_by_role("button", name="Preview").click()
+                await page.locator('[data-channel="sms"]').wait_for()
+                api = await stack.http.post(
+                    f"/v1/journeys/{journey_id}/preview",
+                    json={"step": "sms-offer", "customer_id": ada, "event": {"properties": {"cart_value": 42}}},
+                )
+                sms = api.json()["channels"]["sms"]["text"]
+                length = measure(sms)
+                assert await page.locator('[data-channel="sms"] [data-field="text"]').inner_text() == sms
+                assert re.sub(
+                    r"\s+", " ", await page.locator('[data-channel="sms"] [data-field="segments"]').inner_text()
+                ) == (f"{length.segments} segment(s) · {length.encoding} · {length.units} characters")
+                await page.get_by_label("Send step").select_option("cart-push")
+                await page.get_by_role("button", name="Preview").click()
+                push = page.locator('[data-channel="push"]')
+                await push.wait_for()
+                await push.scroll_into_view_if_needed()
+                assert await push.locator('[data-field="title"]').inner_text() == "Still thinking it over?"
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-preview-push.png"), full_page=True)
+
+                # A test send to myself: at the SMTP sink, marked [TEST], rendered for Ada.
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_label("Send to").fill("me@example.com")
+                await page.get_by_role("button", name="Send a test").click()
+                result = page.locator("#test-send-result")
+                assert (await result.inner_text()).startswith("Test sent on email to me@example.com")
+                [mail] = [m for m in await stack.smtp.wait_for(1) if m.rcpt_tos == ["me@example.com"]]
+                assert mail.message["Subject"] == "[TEST] " + email["subject"]
+                assert "Hi Ada," in mail.message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+
+                # Publish: version 2, and the customer already running stays on version 1.
+                await page.get_by_role("button", name="Publish").click()
+                await page.wait_for_url(re.compile(f".*/console/journeys/{journey_id}\\?published=2.*"))
+                notice = await page.locator("#notice").inner_text()
+                assert (
+                    notice
+                    == "Version 2 published; 1 customer(s) running keep their version. New entrants take version 2."
+                )
+                assert "version 2 ·" in await page.locator(".meta").inner_text()
+                detail = (await stack.http.get(f"/v1/journeys/{journey_id}")).json()
+                assert detail["latest_version"] == 2
+                assert detail["definition"]["steps"][0]["duration"] == "2h"
+                runs = (await stack.http.get(f"/v1/customers/{runner}/journeys")).json()
+                assert [(r["version"], r["status"], r["step"]) for r in runs] == [(1, "running", "wait-1-hour")]
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-published.png"), full_page=True)
+
+                # Ada enters now: she takes version 2.
+                trigger = {
+                    "customer_id": ada,
+                    "name": f"cart_abandoned_{journey_id[-8:]}",
+                    "properties": {"cart_value": 5},
+                }
+                assert (await stack.http.post("/v1/events", json=trigger)).status_code == 202
+
+                async def on_version_2() -> bool:
+                    runs = (await stack.http.get(f"/v1/customers/{ada}/journeys")).json()
+                    assert [(r["journey_id"], r["version"]) for r in runs] == [(journey_id, 2)], runs
+                    return True
+
+                await eventually(on_version_2, timeout=30)
+                await context.close()
+
+                # Without JavaScript, at 390 px: "Check" posts the form and the server lists the problem at its step.
+                plain = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+                page = await plain.new_page()
+                await _sign_in(page, base, WRITE_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+                text = await page.get_by_label("Definition (YAML)").input_value()
+                await page.get_by_label("Definition (YAML)").fill(text.replace("duration: 2h", "duration: -5m", 1))
+                await page.get_by_role("button", name="Check").click()
+                group = page.locator('.issue-group[data-step="wait-1-hour"]')
+                assert "duration" in await group.locator(".issue .loc").inner_text()
+                assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-390.png"), full_page=True)
+                # Publishing that draft is refused with the reason, and publishes nothing.
+                await page.get_by_role("button", name="Publish").click()
+                assert "Fix the problems" in await page.locator("#publish-error").inner_text()
+                assert (await stack.http.get(f"/v1/journeys/{journey_id}")).json()["latest_version"] == 2
+
+                # A new journey: an id already taken is a problem at "id"; a free one publishes version 1.
+                await page.goto(f"{base}/console/journeys")
+                await page.get_by_role("link", name="New journey").click()
+                await page.wait_for_url(re.compile(".*/console/journeys/new$"))
+                starter = await page.get_by_label("Definition (YAML)").input_value()
+                await page.get_by_label("Definition (YAML)").fill(
+                    re.sub(r"^id: .*$", f"id: {journey_id}", starter, count=1, flags=re.M)
+                )
+                await page.get_by_role("button", name="Check").click()
+                taken = page.locator('.issue[data-location="id"] .msg')
+                assert (
+                    await taken.inner_text()
+                    == f"a journey '{journey_id}' exists already: edit it from its page, or choose another id"
+                )
+                new_id = f"{journey_id}-new"
+                await page.get_by_label("Definition (YAML)").fill(
+                    re.sub(r"^id: .*$", f"id: {new_id}", starter, count=1, flags=re.M).replace(
+                        "event: signed_up", f"event: signed_up_{new_id}"
+                    )
+                )
+                await page.get_by_role("button", name="Publish").click()
+                await page.wait_for_url(re.compile(f".*/console/journeys/{new_id}\\?published=1.*"))
+                assert (
+                    await page.locator("#notice").inner_text()
+                    == "Version 1 published: the journey takes entries from now on."
+                )
+                assert (await stack.http.get(f"/v1/journeys/{new_id}")).json()["latest_version"] == 1
+                await plain.close()
+
+                # A read-only key reads the definition, sees no publish button, and its POSTs are refused.
+                reader = await browser.new_context(viewport={"width": 1280, "height": 900})
+                page = await reader.new_page()
+                await _sign_in(page, base, READ_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}")
+                await page.get_by_role("link", name="Read the definition").click()
+                definition = page.get_by_label("Definition (YAML)")
+                assert await definition.get_attribute("readonly") is not None
+                assert "duration: 2h" in await definition.input_value()
+                assert await page.get_by_role("button", name="Publish").count() == 0
+                assert await page.get_by_role("button", name="Preview").count() == 0
+                csrf = await page.locator('input[name="csrf"]').first.get_attribute("value") or ""
+                refused = await page.request.post(
+                    f"{base}/console/journeys/{journey_id}/edit",
+                    form={"csrf": csrf, "do": "publish", "definition": text.replace("2h", "3h")},
+                )
+                assert refused.status == 403
+                checked = await page.request.post(
+                    f"{base}/console/editor/check",
+                    data=json.dumps({"definition": text, "journey": journey_id}),
+                    headers={"content-type": "application/json", "x-csrf-token": csrf},
+                )
+                assert checked.status == 403
+                new_page = await page.request.get(f"{base}/console/journeys/new")
+                assert new_page.status == 403
+                assert (await stack.http.get(f"/v1/journeys/{journey_id}")).json()["latest_version"] == 2
+                await reader.close()
+            finally:
+                await browser.close()
+
+
+def test_problems_point_at_their_line_of_the_yaml() -> None:
+    text = (EXAMPLES / "abandoned-cart.yaml").read_text()
+    lines = text.splitlines()
+    broken = text.replace("duration: 1h", "duration: soon", 1).replace("timeout: 1d", "timeout: 1d\n    bogus: 1", 1)
+    with pytest.raises(JourneyValidationError) as raised:
+        validated(broken, "yaml", DEFAULT_LIMITS, 10)
+    issues = located(broken, raised.value.issues)
+    where = {i["location"]: (i["group_label"], i["line"]) for i in issues}
+    assert where["steps[0] (id 'wait-1-hour').duration"] == (
+        "Step “wait-1-hour” (steps[0])",
+        lines.index("    duration: 1h") + 1,
+    )
+    assert where["steps[2] (id 'wait-for-click').bogus"] == (
+        "Step “wait-for-click” (steps[2])",
+        lines.index("    timeout: 1d") + 2,
+    )
+    # A YAML syntax error points at the line the parser stopped on.
+    unbalanced = text.replace("duration: 1h", "duration: [1h", 1)
+    with pytest.raises(JourneyValidationError) as raised:
+        validated(unbalanced, "yaml", DEFAULT_LIMITS, 10)
+    [issue] = located(unbalanced, raised.value.issues)
+    assert issue["group"] == "journey" and issue["line"] == lines.index("  - id: cart-email") + 1
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
+def test_the_editor_shows_a_definition_that_publishes_the_same(path: Path) -> None:
+    journey = validated(path.read_text(), "yaml", DEFAULT_LIMITS, 10)
+    shown = as_yaml(canonical(journey))
+    assert canonical(validated(shown, "yaml", DEFAULT_LIMITS, 10)) == canonical(journey)
+    assert "kind: marketing" not in shown  # defaults left out, as an author leaves them out
+
+
+def test_the_notice_after_publishing_says_only_what_we_write() -> None:
+    assert from_query({"published": "3", "kept": "12"}) == (
+        "Version 3 published; 12 customer(s) running keep their version. New entrants take version 3."
+    )
+    assert from_query({"published": "3", "unchanged": "1"}) == (
+        "Nothing new to publish: the definition is the same as version 3."
+    )
+    assert from_query({"published": "<script>", "kept": "1"}) is None
+    assert from_query({"published": "²"}) is None
+    assert "unknown" in (from_query({"published": "2", "kept": "lots"}) or "")
+
+
+def test_every_editor_route_declares_its_role() -> None:
+    declared = {
+        (sorted(route.methods)[0], route.path): [
+            getattr(d.call, "required_role", None) for d in route.dependant.dependencies
+        ]
+        for route in editor_router.routes
+        if isinstance(route, APIRoute)
+    }
+    assert declared == {
+        ("GET", "/console/journeys/new"): ["write"],
+        ("POST", "/console/journeys/new"): ["write"],
+        ("GET", "/console/journeys/{journey_id}/edit"): ["read"],
+        ("POST", "/console/journeys/{journey_id}/edit"): ["write"],
+        ("POST", "/console/editor/check"): ["write"],
+    }
+
+
+def test_a_stored_definition_this_release_no_longer_reads_still_opens_as_yaml() -> None:
+    old = {"id": "legacy", "name": "Legacy", "trigger": {"event": "e"}, "steps": [{"id": "a", "type": "teleport"}]}
+    shown = as_yaml(old)
+    assert yaml.safe_load(shown) == old
+    assert stored(old) is None
+
+
+async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
+) -> None:
+    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
+
+        async def token(path: str) -> str:
+            match = re.search(r'name="csrf" value="([^"]+)"', (await http.get(path)).text)
+            assert match
+            return match[1]
+
+        async def check(body: bytes, csrf: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "x-csrf-token": csrf}
+            return await http.post("/console/editor/check", content=body, headers=headers)
+
+        assert (await check(b'{"definition": ""}', "x")).status_code == 401  # not signed in
+        form = {"csrf": await token("/console/login"), "api_key": WRITE_KEY, "next": "/console/journeys/new"}
+        assert (await http.post("/console/login", data=form)).status_code == 303
+        csrf = await token("/console/journeys/new")
+        refused = {
+            b"not json": (400, "body"),
+            b"[]": (422, "definition"),
+            b'{"definition": 5}': (422, "definition"),
+            b'{"definition": "id: x", "journey": "../x"}': (422, "journey"),
+            b'{"definition": "id: x", "journey": "nope"}': (404, "journey"),
+        }
+        for body, (status, field) in refused.items():
+            response = await check(body, csrf)
+            assert (response.status_code, response.json()["error"]["field"]) == (status, field), body
+        assert (await check(b'{"definition": ""}', "forged")).status_code == 403
+        # What the author types, however broken, is a list of problems, never an error of the server.
+        for text in ["", "id: [", "\x00", "steps: " + "[" * 200, "- a\n- b", "id: x\nsteps: {}"]:
+            response = await check(json.dumps({"definition": text}).encode(), csrf)
+            assert response.status_code == 200, (text, response.text)
+            assert response.json()["valid"] is False and response.json()["issues"], text
