@@ -23,6 +23,7 @@ from orchestration import schedules
 from orchestration.exits import exit_journey, record_terminations
 from orchestration.router import EventRouter
 from store import journeys as journey_store
+from store import segments as segment_store
 from store.journeys import JourneyRow
 
 router = APIRouter(tags=["journeys"])
@@ -76,6 +77,9 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
         journey = await off_loop(request, _validated, text, fmt, input_limits(request), config.sms_max_segments)
     except JourneyValidationError as exc:
         _invalid(exc)
+    segment = journey.entry.segment
+    if segment is not None and segment.ref is not None and await segment_store.get_segment(db, segment.ref) is None:
+        raise ApiError(422, f"unknown segment '{segment.ref}'", field="entry.segment.ref")
     version, created = await journey_store.publish(db, journey)
     await router_.refresh()
     row = await journey_store.get_journey(db, journey.id)
