@@ -10,6 +10,7 @@ recorded, never in between.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import re
 from collections.abc import Callable, Sequence
@@ -196,7 +197,7 @@ class JourneyActivities:
             async with transaction(self._pool) as conn:
                 for refusal in batch.refusals:
                     await _apply_refusal(conn, *refusal)
-                await message_store.settle_messages(conn, batch.messages)
+                await message_store.record_outcomes(conn, batch.messages)
                 await message_store.drop_pending(conn, undone)
         for (i, _), outcome in zip(plans, outcomes, strict=True):
             answers[i] = outcome
@@ -721,9 +722,11 @@ async def _apply_refusal(
         code = response.get("twilio_code")
         detail = {"twilio_code": code, "idempotency_key": request.idempotency_key}
         if code in sms_channel.OPTED_OUT_CODES:
-            await customer_store.record_consent(
-                conn, request.customer_id, "channel", "sms", "withdrawn", source="sms_keyword"
-            )
+            # A batch records this after delivering: the customer may have been erased meanwhile (nothing to do).
+            with contextlib.suppress(customer_store.UnknownCustomerError):
+                await customer_store.record_consent(
+                    conn, request.customer_id, "channel", "sms", "withdrawn", source="sms_keyword"
+                )
         elif code in sms_channel.DEAD_NUMBER_CODES:
             await suppressions.add_suppression(conn, "sms", recipient, "hard_bounce", source="twilio", detail=detail)
 

@@ -168,6 +168,33 @@ async def settle_messages(db: Db, messages: Sequence[NewMessage]) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+_OUTCOMES_SQL = """
+UPDATE messages AS t
+   SET channel = m.channel, status = m.status, reason = m.reason, recipient = m.recipient, rendered = m.rendered,
+       provider_message_id = m.provider_message_id, provider_response = m.provider_response, error = m.error,
+       attempts = m.attempts, sent_at = CASE WHEN m.status = 'sent' THEN clock_timestamp() END, choice = m.choice,
+       segments = m.segments, encoding = m.encoding, cost = m.cost, updated_at = now()
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[])
+       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
+            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
+            decided_at, choice, segments, encoding, cost)
+ WHERE t.idempotency_key = m.idempotency_key AND t.status = 'pending'
+"""
+
+
+async def record_outcomes(db: Db, messages: Sequence[NewMessage]) -> int:
+    """Overwrite the ``pending`` rows of these keys with what became of them; how many were. Never inserts: a
+    pending row that is gone or changed meanwhile (the customer was erased: its key is a pseudonym's now) stays
+    as it is, so no personal data comes back."""
+    if not messages:
+        return 0
+    columns = [f.name for f in fields(NewMessage)]
+    status = await db.execute(_OUTCOMES_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def drop_pending(db: Db, idempotency_keys: Sequence[str]) -> int:
     """Delete the ``pending`` rows of these keys: sends a batch decided but knows it did not deliver (a transient
     failure, a pause), so a retry decides them afresh. Final rows are left alone."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,7 @@ from activities.channels.base import (
 from activities.journey import JourneyActivities
 from activities.models import SendRequest, SendResult
 from store import customers as customer_store
-from store import suppressions
+from store import privacy, suppressions
 from tests.activities.test_journey import FlakyEmail, batch_of
 from tests.support.channels import make_settings
 from tests.support.engine import make_customer
@@ -157,3 +158,22 @@ async def test_a_batch_that_died_delivering_is_delivered_once_more_and_never_a_t
     assert isinstance(answer, SendResult) and answer.status == "failed"
     assert answer.reason is not None and answer.reason.startswith("delivery_unconfirmed")
     assert email.delivered == []
+
+
+async def test_a_customer_erased_while_the_batch_delivers_does_not_come_back_in_the_messages(
+    pool: asyncpg.Pool,
+) -> None:
+    email = GatedEmail()
+    sender = JourneyActivities(pool, {"email": email}, make_settings(consent_default="opt_in"))
+    customer = await make_customer(pool)
+    requests = batch_of([customer])
+    sending = asyncio.create_task(sender.send_batch(requests))
+    await asyncio.wait_for(email.entered.wait(), SAFETY)
+
+    await asyncio.wait_for(
+        privacy.erase_customer(pool, customer, b"secret", requested_at=datetime.now(UTC), complete=True), SAFETY
+    )
+    email.gate.set()
+    await sending
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = $1", customer) == 0
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE recipient LIKE $1", f"{customer}%") == 0
