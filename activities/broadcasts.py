@@ -1,14 +1,16 @@
 """The activities of a broadcast: freeze its audience, send a batch, finish.
 
-A batch sends each due recipient's message through ``JourneyActivities.send_once``: the same transaction, row
-lock, send policy (consent and topic, suppression, reachability, quiet hours, frequency caps) and idempotency
-key check as a journey's send step; the key is one per broadcast and customer
-(``journeys.broadcasts.broadcast_message_key``), so a retried batch or a resumed broadcast sends nobody twice.
-Recipients go in chunks of ``CHUNK`` through ``JourneyActivities.send_batch``: one transaction per chunk locks
-its customers, reads their state in a few set-based statements, decides and delivers each recipient's message and
-records all the message rows in one statement; a couple of chunks send at once (each on its own pooled
-connection). While a batch sends, it looks at the broadcast's status every ``STATUS_POLL_SECONDS``, so a pause or
-a cancel stops it within the batch (no new send begins), leaving the rest pending.
+A batch sends the due recipients' messages through ``JourneyActivities.send_batch``: the same row locks, send
+policy (consent and topic, suppression, reachability, quiet hours, frequency caps) and idempotency key check as a
+journey's send step; the key is one per broadcast and customer (``journeys.broadcasts.broadcast_message_key``), so
+a retried batch or a resumed broadcast sends nobody twice. Recipients go in chunks of ``CHUNK``: one short
+transaction per chunk locks its customers, reads their state in a few set-based statements, decides every
+recipient and records the decisions (``pending`` message rows for the sends); the chunk then delivers outside any
+transaction, over up to ``smtp_connections`` SMTP sessions at once (shared by the chunks in flight, reused across
+chunks by the channel), and records the outcomes in a second short transaction. A couple of chunks are in flight
+at once, so one decides or records while another delivers. While a batch sends, it looks at the broadcast's
+status every ``STATUS_POLL_SECONDS``, so a pause or a cancel stops it within the batch (no new delivery begins),
+leaving the rest pending.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ CHUNK = 100
 """Recipients sent in one transaction (``JourneyActivities.send_batch``): their reads and their message rows
 cost a few statements for the chunk instead of seven per recipient."""
 CHUNKS_IN_FLIGHT = 2
-"""Chunks sending at once, each on its own pooled connection (at most half the pool: ``database_pool_max // 2``)."""
+"""Chunks in flight at once: while one delivers, the other decides or records its outcomes (each transaction on its
+own pooled connection, at most half the pool: ``database_pool_max // 2``)."""
 STATUS_POLL_SECONDS = 0.1
 """How often a sending batch looks at the broadcast's status: a pause or a cancel stops it this soon after."""
 STOPPING = ("paused", "cancelled")
@@ -172,8 +175,9 @@ class BroadcastActivities:
             parts = [due[i : i + CHUNK] for i in range(0, len(due), CHUNK)]
             queue = list(reversed(parts))
             errors: list[BaseException] = []
-            # Per chunk: SMTP sessions in use at once (the channel keeps ``smtp_pool_size`` idle ones for reuse).
-            deliveries = max(2, self._settings.smtp_pool_size // CHUNKS_IN_FLIGHT)
+            # Deliveries in flight at once across the batch's chunks: one SMTP session each (the channel keeps
+            # ``smtp_pool_size`` idle ones for reuse across chunks and batches).
+            deliveries = asyncio.Semaphore(self._settings.smtp_connections)
 
             async def sender() -> None:
                 while queue and status[0] not in STOPPING and not errors:

@@ -128,20 +128,35 @@ class JourneyActivities:
         self,
         requests: Sequence[SendRequest],
         *,
-        concurrency: int = 8,
+        concurrency: int | asyncio.Semaphore = 8,
         stopped: Callable[[], bool] = lambda: False,
     ) -> list[SendResult | BaseException | None]:
-        """Many sends, each to a different customer, in one transaction (a broadcast's batch), answering as
-        ``send_once`` would for each, in order, or with the exception that send raised.
+        """Many sends, each to a different customer (a broadcast's chunk), answering as ``send_once`` would for
+        each, in order, or with the exception that send raised; None for a send not begun because ``stopped()``
+        said so.
 
-        Every send is decided under its customer's row lock, inside the transaction that records its message, as
-        a single send is: the batch locks all its customers first (in id order), reads their rows, keys, consent,
-        suppressions, devices and recent marketing in one statement per kind (``BatchReads``), then decides and
-        delivers up to ``concurrency`` at a time, and records every message row in one statement before it
-        commits. A send that raises (a transient delivery failure) records nothing, so it can be retried; the
-        others are recorded all the same. What was delivered is heartbeated before the commit, so a retry after a
-        failed commit records those sends instead of delivering them again. Once ``stopped()`` says so, the sends
-        not begun yet are left alone (answered None).
+        Unlike a single send, a batch does not hold its customers' row locks while it delivers:
+
+        1. one short transaction locks the customers (in id order), reads their rows, keys, consent,
+           suppressions, devices and recent marketing in one statement per kind (``BatchReads``), decides every
+           send with ``decide()`` as a single send would, and records a final row for each skip and a ``pending``
+           row (the decision, its key) for each send to make; commit;
+        2. deliver outside any transaction, up to ``concurrency`` at once (a semaphore: shared with other batches,
+           so several chunks together use that many SMTP sessions);
+        3. a second short transaction records the outcomes over the pending rows, the suppressions (and SMS
+           opt-outs) the providers' refusals call for, and deletes the pending rows of sends known not to have
+           gone (a transient failure, a stop), so a retry decides them afresh.
+
+        A consent change or an erasure waits for step 1 only: it lands after the decision, and the message
+        decided before it goes out (as it would have if it had come a moment later). A pending message counts
+        against frequency caps as a sent one.
+
+        Delivery is at least once, as for single sends. What was delivered is heartbeated before step 3, so a
+        retry after a failed commit records those sends instead of delivering them again. A pending row an
+        attempt left behind without an outcome (the worker died while delivering) may or may not have gone: the
+        next attempt delivers it once more, with the same idempotency key (the email's Message-ID), and marks the
+        row so; if that attempt dies too, the row is recorded ``failed`` (``delivery_unconfirmed``) rather than
+        risk a third copy.
         """
         if not requests:
             return []
@@ -149,22 +164,124 @@ class JourneyActivities:
             raise ValueError("a batch sends to each customer at most once")
         delivered = _delivered_in_batch()
         clock = [r.now or datetime.now(UTC) for r in requests]
-        semaphore = asyncio.Semaphore(max(1, concurrency))
+        answers: list[SendResult | BaseException | None] = [None] * len(requests)
+        plans: list[tuple[int, _Planned]] = []
         async with transaction(self._pool) as conn:
             batch = _Batch(await BatchReads.load(conn, requests, min(clock)))
+            for i, (request, now) in enumerate(zip(requests, clock, strict=True)):
+                planned = await self._plan(conn, request, delivered.get(request.idempotency_key), now, batch)
+                if isinstance(planned, _Planned):
+                    plans.append((i, planned))
+                else:
+                    answers[i] = planned
+            await message_store.settle_messages(conn, batch.messages)
+        batch.messages = []
 
-            async def one(request: SendRequest, now: datetime) -> SendResult | None:
-                async with semaphore:
-                    if stopped():
-                        return None
-                    before = delivered.get(request.idempotency_key)
-                    return await self._send_locked(conn, request, before, now, batch=batch)
+        semaphore = (
+            concurrency if isinstance(concurrency, asyncio.Semaphore) else asyncio.Semaphore(max(concurrency, 1))
+        )
 
-            answers = await asyncio.gather(*map(one, requests, clock), return_exceptions=True)
-            if batch.delivered and activity.in_activity():
-                activity.heartbeat({"delivered_batch": batch.delivered})
-            await message_store.insert_messages(conn, batch.messages)
-        return list(answers)
+        async def one(planned: _Planned) -> SendResult | None:
+            async with semaphore:
+                if stopped():
+                    return None
+                return await self._deliver_planned(planned)
+
+        outcomes = await asyncio.gather(*(one(p) for _, p in plans), return_exceptions=True)
+        if batch.delivered and activity.in_activity():
+            activity.heartbeat({"delivered_batch": batch.delivered})
+        undone = [
+            p.record.request.idempotency_key
+            for (_, p), outcome in zip(plans, outcomes, strict=True)
+            # A claimed row of an attempt that died stays pending: the next attempt records it unconfirmed.
+            if not isinstance(outcome, SendResult) and p.attempts == 1
+        ]
+        if batch.messages or batch.refusals or undone:
+            async with transaction(self._pool) as conn:
+                for refusal in batch.refusals:
+                    await _apply_refusal(conn, *refusal)
+                await message_store.record_outcomes(conn, batch.messages)
+                await message_store.drop_pending(conn, undone)
+        for (i, _), outcome in zip(plans, outcomes, strict=True):
+            answers[i] = outcome
+        return answers
+
+    async def _plan(
+        self,
+        conn: Connection,
+        request: SendRequest,
+        delivered: tuple[str, DeliveryResult] | None,
+        now: datetime,
+        batch: _Batch,
+    ) -> SendResult | _Planned:
+        """Step 1 of ``send_batch`` for one send, under its customer's row lock: a final answer (its row queued
+        on ``batch.messages``), or the decision to deliver (its pending row queued)."""
+        reads = batch.reads
+        customer = await reads.customer(request.customer_id, lock=True)
+        existing = await reads.existing(request.idempotency_key)
+        if existing is not None and existing.status != "pending":
+            return _duplicate(request, existing)
+        record = _Recorder(conn, request, now, batch)
+        if delivered is not None:
+            # An earlier attempt delivered but could not record it: record, never deliver again.
+            channel, result = delivered
+            return await self._record(record, "sent", None, channel or request.channel, result=result)
+        attempts = 1
+        if existing is not None:
+            # An earlier attempt decided this send and died delivering it: it may have gone or not.
+            if existing.attempts >= 2:
+                return await self._record(
+                    record,
+                    "failed",
+                    "delivery_unconfirmed: two attempts died while delivering; not tried a third time",
+                    existing.channel,
+                )
+            attempts = existing.attempts + 1
+        decision = await self.decide(conn, request, now, customer=customer, reads=reads)
+        record.choice = decision.choice()
+        if decision.verdict == "skip":
+            return await self._record(record, "skipped", decision.reason, decision.channel)
+        if decision.verdict == "defer":
+            assert decision.reason is not None and decision.wait is not None
+            return _deferred(request, decision.channel, decision.reason, decision.wait)
+        first = decision.usable[0]
+        pending = _new_message(
+            request,
+            "pending",
+            None,
+            first.recipient,
+            None,
+            None,
+            error=None,
+            channel=first.channel,
+            decided_at=now,
+            choice=record.choice,
+        )
+        batch.messages.append(dataclasses.replace(pending, attempts=attempts))
+        return _Planned(record, decision, attempts)
+
+    async def _deliver_planned(self, planned: _Planned) -> SendResult:
+        """Step 2 of ``send_batch`` for one send: try its usable channels in order, outside any transaction."""
+        record, decision = planned.record, planned.decision
+        assert decision.profile is not None
+        record.conn = None  # step 1's transaction is over: everything is recorded in step 3
+        failures: list[dict[str, Any]] = []
+        for chosen in decision.usable:
+            try:
+                outcome = await self._deliver(record, decision.profile, chosen, failures)
+            except Exception as exc:
+                if not failures:
+                    raise  # nothing happened: the pending row goes, and a retry decides afresh
+                # An earlier channel refused for good (its suppression is recorded in step 3), then this one failed
+                # for now: record the failure with the refusal rather than leave the suppression without its message.
+                refused = "; ".join(f"{f['channel']}: {f['error']}" for f in failures)
+                failures.append({"channel": chosen.channel, "error": f"transient: {exc}"})
+                record.choice["failed"] = failures
+                reason = f"provider_rejected: {refused}; then {chosen.channel} failed for now: {exc}"
+                return await self._all_failed(record, decision.usable[: len(failures)], failures, reason)
+            if outcome is not None:
+                return outcome
+        return await self._all_failed(record, decision.usable, failures)
 
     async def _send_locked(
         self,
@@ -172,27 +289,14 @@ class JourneyActivities:
         request: SendRequest,
         delivered: tuple[str, DeliveryResult] | None,
         now: datetime,
-        *,
-        batch: _Batch | None = None,
     ) -> SendResult:
-        """Decide, deliver and record one send, in the caller's transaction.
-
-        ``batch``: one send of ``send_batch``: its reads were made for the whole batch, and its message row is
-        collected for the batch's one insert instead of inserted now.
-        """
-        reads = batch.reads if batch is not None else SendReads(conn)
+        """Decide, deliver and record one send, in the caller's transaction (under the customer's row lock)."""
+        reads = SendReads(conn)
         customer = await reads.customer(request.customer_id, lock=True)
         existing = await reads.existing(request.idempotency_key)
         if existing is not None:
-            return SendResult(
-                status=existing.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
-                reason=existing.reason,
-                channel=existing.channel,
-                idempotency_key=request.idempotency_key,
-                provider_message_id=existing.provider_message_id,
-                duplicate=True,
-            )
-        record = _Recorder(conn, request, now, batch)
+            return _duplicate(request, existing)
+        record = _Recorder(conn, request, now)
         if delivered is not None:
             # An earlier attempt delivered but could not record it: record, never deliver again.
             channel, result = delivered
@@ -215,15 +319,26 @@ class JourneyActivities:
             outcome = await self._deliver(record, decision.profile, chosen, failures)
             if outcome is not None:
                 return outcome
-        usable = decision.usable
-        reason = f"provider_rejected: {failures[-1]['error']}" if failures else "no_usable_channel"
+        return await self._all_failed(record, decision.usable, failures)
+
+    async def _all_failed(
+        self,
+        record: _Recorder,
+        usable: list[policy.Candidate],
+        failures: list[dict[str, Any]],
+        reason: str | None = None,
+    ) -> SendResult:
+        """Record the send failed: the usable channels were tried and none took the message."""
+        last = failures[-1] if failures else {}
+        if reason is None:
+            reason = f"provider_rejected: {last['error']}" if failures else "no_usable_channel"
         return await self._record(
             record,
             "failed",
             reason,
             usable[-1].channel,
             recipient=usable[-1].recipient,
-            result=DeliveryResult(response={**(failures[-1].get("response") or {}), "attempts": failures}),
+            result=DeliveryResult(response={**(last.get("response") or {}), "attempts": failures}),
         )
 
     async def decide(
@@ -383,24 +498,11 @@ class JourneyActivities:
         except PermanentDeliveryError as exc:
             log.warning("send.permanent_failure", key=request.idempotency_key, channel=chosen.channel, error=str(exc))
             failures.append({"channel": chosen.channel, "error": str(exc), "response": exc.response})
-            async with record.statements():
-                if chosen.channel == "email" and chosen.recipient and _dead_mailbox(str(exc), exc.response):
-                    # In this transaction: recorded with the failed message, or not at all.
-                    await suppressions.add_suppression(
-                        record.conn,
-                        "email",
-                        chosen.recipient,
-                        "hard_bounce",
-                        source="smtp",
-                        detail={
-                            "smtp_code": exc.response.get("smtp_code"),
-                            "idempotency_key": request.idempotency_key,
-                        },
-                    )
-                    if record.batch is not None:
-                        record.batch.reads.suppressed("email", chosen.recipient, "hard_bounce")
-                if chosen.channel == "sms" and chosen.recipient:
-                    await _sms_refused(record, chosen.recipient, exc.response)
+            if record.batch is not None:  # recorded with the outcomes, in the batch's second transaction
+                record.batch.refusals.append((request, chosen.channel, chosen.recipient, str(exc), exc.response))
+            else:  # in this transaction: recorded with the failed message, or not at all
+                assert record.conn is not None
+                await _apply_refusal(record.conn, request, chosen.channel, chosen.recipient, str(exc), exc.response)
             record.choice["failed"] = failures
             return None
         # Transient errors propagate: the transaction rolls back and Temporal retries the activity.
@@ -505,6 +607,7 @@ class JourneyActivities:
         if record.batch is not None:
             record.batch.messages.append(message)
         else:
+            assert record.conn is not None
             await message_store.insert_message(record.conn, message)
         log.info(
             "send.recorded",
@@ -552,27 +655,55 @@ class Decision:
 
 
 class _Recorder:
-    """What every record of one send shares: its transaction, request, clock and channel choice so far."""
+    """What every record of one send shares: its transaction, request, clock and channel choice so far.
 
-    def __init__(self, conn: Connection, request: SendRequest, now: datetime, batch: _Batch | None = None) -> None:
+    ``batch``: a send of ``send_batch``: its rows and side effects are collected there and written by the batch
+    (``conn`` is None while it delivers, outside any transaction)."""
+
+    def __init__(
+        self, conn: Connection | None, request: SendRequest, now: datetime, batch: _Batch | None = None
+    ) -> None:
         self.conn = conn
         self.request = request
         self.now = now
         self.choice: dict[str, Any] = {}
         self.batch = batch
 
-    def statements(self) -> contextlib.AbstractAsyncContextManager[Any]:
-        """Around statements the send runs itself: one at a time on a batch's shared connection."""
-        return self.batch.reads.lock if self.batch is not None else contextlib.nullcontext()
+
+_Refusal = tuple[SendRequest, str, str | None, str, dict[str, Any]]
+"""A provider's final refusal to record: the send, channel, recipient, error and the provider's response."""
 
 
 @dataclass
 class _Batch:
-    """The sends of one ``send_batch`` transaction: their reads, and what they delivered and will record."""
+    """The sends of one ``send_batch``: their reads, and what they delivered and will record."""
 
     reads: BatchReads
     messages: list[message_store.NewMessage] = dataclasses.field(default_factory=list)
     delivered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    refusals: list[_Refusal] = dataclasses.field(default_factory=list)
+
+
+@dataclass
+class _Planned:
+    """A send ``send_batch`` decided to make: its pending row is committed, its delivery is to come."""
+
+    record: _Recorder
+    decision: Decision
+    attempts: int
+    """Deliveries of its key begun, this one included (2: an earlier attempt died delivering it)."""
+
+
+def _duplicate(request: SendRequest, existing: message_store.MessageStatus) -> SendResult:
+    """The answer for a send whose key was recorded already."""
+    return SendResult(
+        status=existing.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
+        reason=existing.reason,
+        channel=existing.channel,
+        idempotency_key=request.idempotency_key,
+        provider_message_id=existing.provider_message_id,
+        duplicate=True,
+    )
 
 
 async def _after_partial_push(
@@ -582,8 +713,8 @@ async def _after_partial_push(
     keeps to push. If push is still to be sent, the decision keeps push only (the devices still waiting get it, no
     other channel is tried); otherwise (the policy now refuses or defers it) the send is settled as sent, with the
     devices that have it: ``((recipient, result), decision)``. Nothing delivered yet: ``(None, decision)``."""
-    async with record.statements():
-        deliveries = await delivery_store.deliveries_of(record.conn, record.request.idempotency_key)
+    assert record.conn is not None  # a single send, in its transaction (a batch's push channel skips its devices)
+    deliveries = await delivery_store.deliveries_of(record.conn, record.request.idempotency_key)
     result = push_channel.delivered(deliveries)
     if result is None:
         return None, decision
@@ -617,17 +748,39 @@ def _dead_mailbox(error: str, response: dict[str, Any]) -> bool:
     return error.startswith("recipient refused") or bool(_BAD_ADDRESS_STATUS.search(str(response.get("smtp_message"))))
 
 
-async def _sms_refused(record: _Recorder, phone: str, response: dict[str, Any]) -> None:
-    """A number the SMS provider says opted out withdraws SMS consent; a dead number is suppressed
-    (``activities.channels.sms`` says which codes). In the send's transaction: recorded with the failure or not."""
-    code = response.get("twilio_code")
-    detail = {"twilio_code": code, "idempotency_key": record.request.idempotency_key}
-    if code in sms_channel.OPTED_OUT_CODES:
-        await customer_store.record_consent(
-            record.conn, record.request.customer_id, "channel", "sms", "withdrawn", source="sms_keyword"
+async def _apply_refusal(
+    conn: Connection,
+    request: SendRequest,
+    channel: str,
+    recipient: str | None,
+    error: str,
+    response: dict[str, Any],
+) -> None:
+    """What a provider's final refusal says about the address: a dead mailbox is suppressed; an SMS number that
+    opted out withdraws SMS consent, a dead one is suppressed (``activities.channels.sms`` says which codes).
+    In the transaction that records the failed message."""
+    if not recipient:
+        return
+    if channel == "email" and _dead_mailbox(error, response):
+        await suppressions.add_suppression(
+            conn,
+            "email",
+            recipient,
+            "hard_bounce",
+            source="smtp",
+            detail={"smtp_code": response.get("smtp_code"), "idempotency_key": request.idempotency_key},
         )
-    elif code in sms_channel.DEAD_NUMBER_CODES:
-        await suppressions.add_suppression(record.conn, "sms", phone, "hard_bounce", source="twilio", detail=detail)
+    if channel == "sms":
+        code = response.get("twilio_code")
+        detail = {"twilio_code": code, "idempotency_key": request.idempotency_key}
+        if code in sms_channel.OPTED_OUT_CODES:
+            # A batch records this after delivering: the customer may have been erased meanwhile (nothing to do).
+            with contextlib.suppress(customer_store.UnknownCustomerError):
+                await customer_store.record_consent(
+                    conn, request.customer_id, "channel", "sms", "withdrawn", source="sms_keyword"
+                )
+        elif code in sms_channel.DEAD_NUMBER_CODES:
+            await suppressions.add_suppression(conn, "sms", recipient, "hard_bounce", source="twilio", detail=detail)
 
 
 def _tracked(settings: Settings, message: OutboundMessage, own_links: dict[str, str]) -> dict[str, Any]:

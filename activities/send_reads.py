@@ -5,8 +5,8 @@ under lock, the key, consent, topics, devices, suppression, recent marketing). `
 questions for a whole batch of sends from a handful of set-based statements run once, inside the batch's
 transaction and after every customer row of the batch is locked (``customer_store.lock_customers``): what it
 holds is what each single send would have read under its own lock, since nothing that changes it (a consent
-change, an erasure, another send to the customer) can commit while the batch holds the rows. Rows the batch
-writes itself (a suppression after a hard bounce) are applied to its copy as well.
+change, an erasure, another send to the customer) can commit while the batch decides. The batch delivers after
+that transaction (``JourneyActivities.send_batch``), so these answers are never used once delivery begins.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class SendReads:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.besides: list[str] = []
+        """Idempotency keys frequency caps do not count: the sends being decided (a batch's pending rows)."""
         self.lock = asyncio.Lock()
         """Held around every statement a send of a batch runs on the shared connection (one at a time)."""
 
@@ -51,10 +53,7 @@ class SendReads:
         return await suppressions.suppression_for(self.conn, channel, address)
 
     async def marketing_sent_since(self, customer_id: str, since: datetime) -> list[message_store.SentMessage]:
-        return await message_store.marketing_sent_since(self.conn, customer_id, since)
-
-    def suppressed(self, channel: str, address: str, reason: str) -> None:
-        """The send suppressed ``address`` in this transaction (nothing to remember: the next read sees it)."""
+        return await message_store.marketing_sent_since(self.conn, customer_id, since, besides=self.besides)
 
 
 class BatchReads(SendReads):
@@ -80,6 +79,7 @@ class BatchReads(SendReads):
     async def load(cls, conn: Connection, requests: Sequence[SendRequest], now: datetime) -> BatchReads:
         """Lock the batch's customers (in id order), then read everything their sends will ask."""
         reads = cls(conn)
+        reads.besides = [r.idempotency_key for r in requests]
         ids = sorted({r.customer_id for r in requests})
         reads._customers = await customer_store.lock_customers(conn, ids)
         present = list(reads._customers)
@@ -96,7 +96,9 @@ class BatchReads(SendReads):
         reads._suppressed = await suppressions.suppressions_for(conn, addresses)
         if any(r.kind == "marketing" for r in requests):
             reads._since = now - cls.CAP_HORIZON
-            reads._recent = await message_store.marketing_sent_since_many(conn, present, reads._since)
+            reads._recent = await message_store.marketing_sent_since_many(
+                conn, present, reads._since, besides=reads.besides
+            )
         return reads
 
     async def customer(self, customer_id: str, *, lock: bool) -> customer_store.Customer | None:
@@ -127,6 +129,3 @@ class BatchReads(SendReads):
             async with self.lock:
                 return await super().marketing_sent_since(customer_id, since)
         return [m for m in self._recent.get(customer_id, []) if m.decided_at > since]
-
-    def suppressed(self, channel: str, address: str, reason: str) -> None:
-        self._suppressed.setdefault((channel, suppressions.normalize_address(channel, address)), reason)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
@@ -63,6 +64,7 @@ async def describe(pool: Pool, broadcast_id: str) -> dict[str, Any]:
             "converted": report.converted,
             "holdout": report.holdout,
             "holdout_converted": report.holdout_converted,
+            "by_channel": {name: dataclasses.asdict(part) for name, part in report.by_channel.items()},
         },
         "definition": row.definition,
     }

@@ -72,6 +72,8 @@ async def publish_journey(
     """
     from store.journeys import get_journey, publish
 
+    if issues := await reference_issues(pool, journey):
+        raise JourneyValidationError(issues)
     version, created = await publish(pool, journey)
     if router is not None:
         await router.refresh()
@@ -83,6 +85,23 @@ async def publish_journey(
             latest = Journey.model_validate(row.definition)
             await sync_schedule(client, settings, latest, row.latest_version, row.status)
     return version, created
+
+
+async def reference_issues(pool: asyncpg.Pool, journey: Journey) -> list[JourneyIssue]:
+    """What the definition names that does not exist in the store: a named segment (``entry.segment.ref``).
+
+    A journey naming an unknown segment would publish and then stop every scheduled run with "unknown segment".
+    """
+    from store.segments import get_segment
+
+    segment = journey.entry.segment
+    if segment is None or segment.ref is None or await get_segment(pool, segment.ref) is not None:
+        return []
+    return [
+        JourneyIssue(
+            location="entry.segment.ref", field="ref", message=f"unknown segment '{segment.ref}': create it first"
+        )
+    ]
 
 
 def example_files() -> list[Path]:

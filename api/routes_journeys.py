@@ -76,7 +76,10 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
         journey = await off_loop(request, validated, text, fmt, input_limits(request), config.sms_max_segments)
     except JourneyValidationError as exc:
         _invalid(exc)
-    version, created = await publish_journey(db, journey, client=client, settings=config, router=router_)
+    try:
+        version, created = await publish_journey(db, journey, client=client, settings=config, router=router_)
+    except JourneyValidationError as exc:  # a reference to something that does not exist (a segment)
+        _invalid(exc)
     row = await journey_store.get_journey(db, journey.id)
     body = PublishResult(id=journey.id, version=version, created=created, status=row.status if row else "active")
     return JSONResponse(body.model_dump(), status_code=201 if created else 200)

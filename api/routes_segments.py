@@ -64,10 +64,26 @@ async def get_segment(segment_id: SegmentPath, db: Pool) -> dict[str, Any]:
     return _body(await _segment(db, segment_id))
 
 
-@router.delete("/v1/segments/{segment_id}", status_code=204, dependencies=[WRITE])
+@router.delete(
+    "/v1/segments/{segment_id}",
+    status_code=204,
+    dependencies=[WRITE],
+    responses={409: {"description": "A journey not archived, or a broadcast not finished, uses the segment"}},
+)
 async def delete_segment(segment_id: SegmentPath, db: Pool) -> Response:
-    if not await segment_store.delete_segment(db, segment_id):
+    """Delete the segment, unless a journey (not archived) enters by it or a broadcast scheduled, sending or paused
+    sends to it: then ``409`` naming them under ``used_by``."""
+    found, users = await segment_store.delete_unused_segment(db, segment_id)
+    if not found:
         raise ApiError(404, f"unknown segment '{segment_id}'", field="segment_id")
+    if users:
+        names = ", ".join(f"{kind} '{id_}'" for kind, id_ in users)
+        raise ApiError(
+            409,
+            f"segment '{segment_id}' is in use by {names}",
+            field="segment_id",
+            used_by=[{"kind": kind, "id": id_} for kind, id_ in users],
+        )
     return Response(status_code=204)
 
 

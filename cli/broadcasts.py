@@ -131,6 +131,13 @@ def _print_view(view: dict[str, Any]) -> None:
     if report["holdout"]:
         line += f"; holdout {report['holdout']} (converted {report['holdout_converted']})"
     console.print(line)
+    if len(report.get("by_channel") or {}) > 1:  # a channel list: how each channel did
+        for channel, part in report["by_channel"].items():
+            converted = "" if part["converted"] is None else f", converted {part['converted']}"
+            console.print(
+                f"  {channel}: sent {part['sent']}, failed {part['failed']}, opened {part['opened']}, "
+                f"clicked {part['clicked']}{converted}"
+            )
 
 
 def _follow(settings: Settings, broadcast_id: str) -> None:

@@ -103,6 +103,24 @@ class Settings(BaseSettings):
         description="An idle SMTP session unused for this long is closed instead of reused (servers drop idle "
         "sessions, Postfix after 300 s).",
     )
+    smtp_connections: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="SMTP sessions one broadcast batch delivers over at once (its chunks share them); sessions are "
+        "reused across chunks when smtp_pool_size is at least this.",
+    )
+    smtp_session_max_messages: int = Field(
+        default=100,
+        ge=1,
+        description="Messages sent over one SMTP session before it is closed and a new one opened (servers limit "
+        "messages per connection).",
+    )
+    smtp_session_max_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Age after which an SMTP session is closed instead of reused, however busy.",
+    )
     email_from: str = "Parcours <journeys@parcours.localhost>"
     email_message_id_domain: str = "parcours.localhost"
     # Base URL the List-Unsubscribe header and the preference links point at.

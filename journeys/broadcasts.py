@@ -1,8 +1,9 @@
 """The broadcast language: one message, once, to the members of a segment.
 
 A broadcast names its audience (a saved segment by ``ref``, or inline ``where``/``events``), its message in the
-same fields as a journey's ``send`` step (``channel`` + ``template``, or ``channels`` + ``content``, with
-``locales``, ``topic``, ``kind``, ``quiet_hours``, ``when_capped``, ``track``), when it goes (``send_at``: now, an
+same fields as a journey's ``send`` step (``journeys.models.MessageFields``: ``channel`` + ``template``, or
+``channels`` + ``content``, with ``locales``, ``topic``, ``kind``, ``quiet_hours``, ``when_capped``, ``track``),
+checked by the same validators, when it goes (``send_at``: now, an
 instant, or ``{local: "2026-12-05T10:00"}`` in each customer's own zone), how fast (``rate_limit`` per second), and
 how it is measured (``goal`` event within a window, ``holdout`` percent).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from journeys.conditions import ConditionGroup
 from journeys.models import (
@@ -21,6 +22,7 @@ from journeys.models import (
     EventHistoryCondition,
     EventName,
     Identifier,
+    MessageFields,
     SendStep,
     _Model,
     _profile_fields_only,
@@ -81,19 +83,10 @@ class BroadcastHoldout(_Model):
     percent: float = Field(gt=0, lt=100)
 
 
-class Broadcast(_Model):
+class Broadcast(MessageFields):
     id: Identifier
     name: str = Field(default="", max_length=200)
     segment: BroadcastSegment
-    channel: str | None = None
-    template: dict[str, Any] | None = None
-    channels: list[str] | Literal["preferred", "cheapest"] | None = None
-    content: dict[str, dict[str, Any]] | None = None
-    topic: str | None = None
-    kind: Literal["marketing", "transactional"] = "marketing"
-    quiet_hours: Literal["wait", "skip"] = "wait"
-    when_capped: Literal["wait", "skip"] = "skip"
-    track: bool = True
     send_at: Literal["now"] | datetime | LocalTime = "now"
     rate_limit: float | None = Field(default=None, gt=0, le=100_000)
     """Messages per second at most (none: as fast as the workers go)."""
@@ -109,13 +102,8 @@ class Broadcast(_Model):
         return value
 
     @model_validator(mode="after")
-    def _message(self) -> Broadcast:
-        try:
-            step = self.send_step()  # the same checks as a journey's send step
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise ValueError(str(first["msg"]).removeprefix("Value error, ")) from None
-        for channel, fields in step.all_content().items():
+    def _templates(self) -> Broadcast:
+        for channel, fields in self.all_content().items():
             for text in template_strings(fields):
                 try:
                     check_template(text)
@@ -125,19 +113,7 @@ class Broadcast(_Model):
 
     def send_step(self) -> SendStep:
         """The message as a journey ``send`` step: the send policy and rendering treat both alike."""
-        return SendStep(
-            id=BROADCAST_STEP,
-            type="send",
-            channel=self.channel,
-            template=self.template,
-            channels=self.channels,
-            content=self.content,
-            topic=self.topic,
-            kind=self.kind,
-            quiet_hours=self.quiet_hours,
-            when_capped=self.when_capped,
-            track=self.track,
-        )
+        return SendStep(id=BROADCAST_STEP, type="send", **self.message_fields())
 
     def display_name(self) -> str:
         return self.name or self.id

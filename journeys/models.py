@@ -8,7 +8,7 @@ idempotency keys, analytics and the Temporal UI all use it, so keep it when you 
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -69,14 +69,14 @@ class _Step(_Model):
         return {}
 
 
-class SendStep(_Step):
-    """Send one message. The channel is fixed (``channel`` + ``template``) or chosen per customer from
-    ``channels`` (a priority list, or ``preferred`` / ``cheapest``) with ``content`` for each channel: the first
-    channel the customer consented to and can be reached on is used, and on a permanent delivery failure the next
-    one is tried. Content may carry ``locales`` overrides (``fr``, ``fr-CA``) chosen by the customer's locale.
+class MessageFields(_Model):
+    """What one message says and how the send policy treats it: the fields a journey's ``send`` step and a
+    broadcast share. The channel is fixed (``channel`` + ``template``) or chosen per customer from ``channels`` (a
+    priority list, or ``preferred`` / ``cheapest``) with ``content`` for each channel: the first channel the
+    customer consented to and can be reached on is used, and on a permanent delivery failure the next one is
+    tried. Content may carry ``locales`` overrides (``fr``, ``fr-CA``) chosen by the customer's locale.
     """
 
-    type: Literal["send"]
     channel: str | None = None
     template: dict[str, Any] | None = None
     channels: list[str] | Literal["preferred", "cheapest"] | None = None
@@ -90,7 +90,6 @@ class SendStep(_Step):
     track: bool = True
     """Rewrite the message's links to tracked redirect links (clicks become ``email_clicked``, ``sms_clicked`` or
     ``push_opened`` events) and add an open pixel to HTML email; ``false`` sends the links as they are."""
-    next: str | None = None
 
     @field_validator("channel")
     @classmethod
@@ -114,7 +113,7 @@ class SendStep(_Step):
         return value
 
     @model_validator(mode="after")
-    def _channels_and_content(self) -> SendStep:
+    def _channels_and_content(self) -> Self:
         if (self.channel is None) == (self.channels is None):
             raise ValueError("give either 'channel' (with 'template') or 'channels' (with 'content')")
         content = dict(self.content or {})
@@ -141,20 +140,31 @@ class SendStep(_Step):
                     raise ValueError(f"content.{name}.locales.{locale} must be an object of fields")
         return self
 
+    def message_fields(self) -> dict[str, Any]:
+        """The shared fields' values, as given (to build one model from another)."""
+        return {name: getattr(self, name) for name in MessageFields.model_fields}
+
     def all_content(self) -> dict[str, dict[str, Any]]:
-        """Content per channel, whichever form the step was written in."""
+        """Content per channel, whichever form the message was written in."""
         content = dict(self.content or {})
         if self.channel is not None and self.template is not None:
             content[self.channel] = self.template
         return content
 
     def candidates(self) -> list[str]:
-        """Channels in the step's own order (for ``preferred``/``cheapest`` the send activity reorders them)."""
+        """Channels in the message's own order (for ``preferred``/``cheapest`` the send activity reorders them)."""
         if self.channel is not None:
             return [self.channel]
         if isinstance(self.channels, list):
             return list(self.channels)
         return list(self.all_content())
+
+
+class SendStep(MessageFields, _Step):
+    """Send one message (``MessageFields``), then go on to ``next``."""
+
+    type: Literal["send"]
+    next: str | None = None
 
     def targets(self) -> dict[str, str | None]:
         return {"next": self.next}

@@ -247,8 +247,21 @@ async def progress(db: Db, broadcast_id: str) -> Progress:
 
 
 @dataclass(frozen=True)
+class ChannelReport:
+    """One channel's part of a broadcast's report (a broadcast with a channel list falls back per customer)."""
+
+    sent: int
+    failed: int
+    opened: int
+    clicked: int
+    clicks: int
+    converted: int | None
+
+
+@dataclass(frozen=True)
 class Report:
-    """Engagement and conversions, as for a journey step; ``holdout_*`` for the control group."""
+    """Engagement and conversions, as for a journey step; ``holdout_*`` for the control group; ``by_channel``: the
+    same split by the channel each message was recorded on (broadcasts have no variants)."""
 
     sent: int
     opened: int
@@ -257,46 +270,63 @@ class Report:
     converted: int | None
     holdout: int
     holdout_converted: int | None
+    by_channel: dict[str, ChannelReport] = field(default_factory=dict)
 
 
 async def report(db: Db, row: BroadcastRow) -> Report:
     """Opens and clicks of the broadcast's messages; with a goal, recipients who did it within its window of their
     message (the holdout: of the audience's freezing)."""
     broadcast = row.broadcast()
-    engagement = await db.fetchrow(
-        """SELECT count(*) FILTER (WHERE status = 'sent') AS sent,
+    channels = await db.fetch(
+        """SELECT channel,
+                  count(*) FILTER (WHERE status = 'sent') AS sent,
+                  count(*) FILTER (WHERE status = 'failed') AS failed,
                   count(first_human_opened_at) AS opened,
                   count(first_clicked_at) AS clicked,
                   COALESCE(sum(clicks), 0) AS clicks
-             FROM messages WHERE journey_id = $1""",
+             FROM messages WHERE journey_id = $1 AND status IN ('sent', 'failed')
+            GROUP BY channel ORDER BY channel""",
         broadcast_journey_id(row.id),
     )
-    assert engagement is not None
     holdout = await db.fetchval(
         "SELECT count(*) FROM broadcast_recipients WHERE broadcast_id = $1 AND status = 'holdout'", row.id
     )
     converted = holdout_converted = None
     if broadcast.goal is not None:
         converted_sql = """
-            SELECT count(*) FROM broadcast_recipients r
+            SELECT COALESCE(r.channel, ''), count(*) FROM broadcast_recipients r
              WHERE r.broadcast_id = $1 AND r.status = $4
                AND EXISTS (SELECT 1 FROM events e
                             WHERE e.customer_id = r.customer_id AND e.name = $2
                               AND e.occurred_at >= COALESCE(r.decided_at, $5)
                               AND e.occurred_at < COALESCE(r.decided_at, $5) + $3::interval)
+             GROUP BY 1
         """
         since = row.frozen_at or row.created_at
         goal = broadcast.goal
-        converted = int(await db.fetchval(converted_sql, row.id, goal.event, goal.within, "sent", since) or 0)
-        holdout_converted = int(
-            await db.fetchval(converted_sql, row.id, goal.event, goal.within, "holdout", since) or 0
+        rows = await db.fetch(converted_sql, row.id, goal.event, goal.within, "sent", since)
+        converted_by = {r[0]: int(r[1]) for r in rows}
+        converted = sum(converted_by.values())
+        holdout_rows = await db.fetch(converted_sql, row.id, goal.event, goal.within, "holdout", since)
+        holdout_converted = sum(int(r[1]) for r in holdout_rows)
+    by_channel = {
+        r["channel"]: ChannelReport(
+            sent=int(r["sent"]),
+            failed=int(r["failed"]),
+            opened=int(r["opened"]),
+            clicked=int(r["clicked"]),
+            clicks=int(r["clicks"]),
+            converted=None if converted is None else converted_by.get(r["channel"], 0),
         )
+        for r in channels
+    }
     return Report(
-        sent=int(engagement["sent"]),
-        opened=int(engagement["opened"]),
-        clicked=int(engagement["clicked"]),
-        clicks=int(engagement["clicks"]),
+        sent=sum(c.sent for c in by_channel.values()),
+        opened=sum(c.opened for c in by_channel.values()),
+        clicked=sum(c.clicked for c in by_channel.values()),
+        clicks=sum(c.clicks for c in by_channel.values()),
         converted=converted,
         holdout=int(holdout or 0),
         holdout_converted=holdout_converted,
+        by_channel=by_channel,
     )

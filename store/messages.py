@@ -3,6 +3,10 @@
 A row records what became of one send step for one customer (``sent``, ``skipped`` or ``failed``) with the
 recipient, the rendered content and the provider's answer. The key is unique: the first decision recorded for it
 stands, and a retried or replayed send finds it (``message_status``) instead of messaging the customer again.
+
+A broadcast batch records a send it decided to make as ``pending`` before it delivers (outside any transaction),
+then overwrites it with the outcome (``settle_messages``); a pending row counts against frequency caps as a sent
+one does.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ class MessageStatus:
     reason: str | None
     channel: str
     provider_message_id: str | None
+    attempts: int = 0
+    """For a ``pending`` row (a batch decided it and is delivering it): how many deliveries of it were begun."""
 
 
 class SentMessage(NamedTuple):
@@ -125,28 +131,95 @@ async def insert_messages(db: Db, messages: Sequence[NewMessage]) -> int:
 async def message_statuses(db: Db, idempotency_keys: Sequence[str]) -> dict[str, MessageStatus]:
     """``message_status`` for many keys in one statement: the keys recorded, and what was recorded."""
     rows = await db.fetch(
-        """SELECT idempotency_key, status, reason, channel, provider_message_id
+        """SELECT idempotency_key, status, reason, channel, provider_message_id, attempts
              FROM messages WHERE idempotency_key = ANY($1::text[])""",
         list(idempotency_keys),
     )
     return {
-        r["idempotency_key"]: MessageStatus(r["status"], r["reason"], r["channel"], r["provider_message_id"])
+        r["idempotency_key"]: MessageStatus(
+            r["status"], r["reason"], r["channel"], r["provider_message_id"], r["attempts"]
+        )
         for r in rows
     }
 
 
+assert _INSERT_MANY_SQL.endswith("ON CONFLICT (idempotency_key) DO NOTHING\n")
+_SETTLE_SQL = (
+    _INSERT_MANY_SQL.removesuffix("ON CONFLICT (idempotency_key) DO NOTHING\n")
+    + """ON CONFLICT (idempotency_key) DO UPDATE
+   SET channel = EXCLUDED.channel, status = EXCLUDED.status, reason = EXCLUDED.reason,
+       recipient = EXCLUDED.recipient, rendered = EXCLUDED.rendered,
+       provider_message_id = EXCLUDED.provider_message_id, provider_response = EXCLUDED.provider_response,
+       error = EXCLUDED.error, attempts = EXCLUDED.attempts, sent_at = EXCLUDED.sent_at, choice = EXCLUDED.choice,
+       segments = EXCLUDED.segments, encoding = EXCLUDED.encoding, cost = EXCLUDED.cost, updated_at = now()
+ WHERE messages.status = 'pending'
+"""
+)
+
+
+async def settle_messages(db: Db, messages: Sequence[NewMessage]) -> int:
+    """Record many messages in one statement as ``insert_messages`` does, except that a ``pending`` row of the
+    same key is overwritten (a batch's decision, now delivered, failed or claimed again); a final row (sent,
+    skipped, failed) is never changed. How many rows were written."""
+    if not messages:
+        return 0
+    columns = [f.name for f in fields(NewMessage)]
+    status = await db.execute(_SETTLE_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    return int(status.rsplit(" ", 1)[-1])
+
+
+_OUTCOMES_SQL = """
+UPDATE messages AS t
+   SET channel = m.channel, status = m.status, reason = m.reason, recipient = m.recipient, rendered = m.rendered,
+       provider_message_id = m.provider_message_id, provider_response = m.provider_response, error = m.error,
+       attempts = m.attempts, sent_at = CASE WHEN m.status = 'sent' THEN clock_timestamp() END, choice = m.choice,
+       segments = m.segments, encoding = m.encoding, cost = m.cost, updated_at = now()
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[])
+       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
+            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
+            decided_at, choice, segments, encoding, cost)
+ WHERE t.idempotency_key = m.idempotency_key AND t.status = 'pending'
+"""
+
+
+async def record_outcomes(db: Db, messages: Sequence[NewMessage]) -> int:
+    """Overwrite the ``pending`` rows of these keys with what became of them; how many were. Never inserts: a
+    pending row that is gone or changed meanwhile (the customer was erased: its key is a pseudonym's now) stays
+    as it is, so no personal data comes back."""
+    if not messages:
+        return 0
+    columns = [f.name for f in fields(NewMessage)]
+    status = await db.execute(_OUTCOMES_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def drop_pending(db: Db, idempotency_keys: Sequence[str]) -> int:
+    """Delete the ``pending`` rows of these keys: sends a batch decided but knows it did not deliver (a transient
+    failure, a pause), so a retry decides them afresh. Final rows are left alone."""
+    if not idempotency_keys:
+        return 0
+    status = await db.execute(
+        "DELETE FROM messages WHERE idempotency_key = ANY($1::text[]) AND status = 'pending'", list(idempotency_keys)
+    )
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def marketing_sent_since_many(
-    db: Db, customer_ids: Sequence[str], since: datetime
+    db: Db, customer_ids: Sequence[str], since: datetime, *, besides: Sequence[str] = ()
 ) -> dict[str, list[SentMessage]]:
-    """``marketing_sent_since`` for many customers in one statement (a customer with none is absent)."""
+    """``marketing_sent_since`` for many customers in one statement (a customer with none is absent).
+    ``besides``: idempotency keys not to count (a batch's own pending rows, claimed again after a crash)."""
     rows = await db.fetch(
         """
         SELECT customer_id, channel, decided_at FROM messages
-         WHERE customer_id = ANY($1::text[]) AND kind = 'marketing' AND status = 'sent'
-           AND decided_at > $2
+         WHERE customer_id = ANY($1::text[]) AND kind = 'marketing' AND status IN ('sent', 'pending')
+           AND decided_at > $2 AND idempotency_key <> ALL($3::text[])
         """,
         list(customer_ids),
         since,
+        list(besides),
     )
     out: dict[str, list[SentMessage]] = {}
     for r in rows:
@@ -164,16 +237,22 @@ async def message_status(db: Db, idempotency_key: str) -> MessageStatus | None:
     return MessageStatus(**dict(row)) if row is not None else None
 
 
-async def marketing_sent_since(db: Db, customer_id: str, since: datetime) -> list[SentMessage]:
-    """The customer's marketing messages sent and decided after ``since`` (journey clock), in no order."""
+async def marketing_sent_since(
+    db: Db, customer_id: str, since: datetime, *, besides: Sequence[str] = ()
+) -> list[SentMessage]:
+    """The customer's marketing messages sent and decided after ``since`` (journey clock), in no order.
+
+    A ``pending`` message counts as sent: a broadcast batch decided it and is delivering it outside its
+    transaction, so a send deciding meanwhile must see it against the caps. ``besides``: keys not to count."""
     rows = await db.fetch(
         """
         SELECT channel, decided_at FROM messages
-         WHERE customer_id = $1 AND kind = 'marketing' AND status = 'sent'
-           AND decided_at > $2
+         WHERE customer_id = $1 AND kind = 'marketing' AND status IN ('sent', 'pending')
+           AND decided_at > $2 AND idempotency_key <> ALL($3::text[])
         """,
         customer_id,
         since,
+        list(besides),
     )
     return [SentMessage(r["channel"], r["decided_at"]) for r in rows]
 

@@ -57,6 +57,7 @@ SELECT EXISTS (SELECT 1 FROM events WHERE customer_id = $1)
     OR EXISTS (SELECT 1 FROM step_outcomes WHERE customer_id = $1)
     OR EXISTS (SELECT 1 FROM conversions WHERE customer_id = $1)
     OR EXISTS (SELECT 1 FROM inbox_messages WHERE customer_id = $1)
+    OR EXISTS (SELECT 1 FROM broadcast_recipients WHERE customer_id = $1)
 """
 
 
@@ -110,6 +111,12 @@ async def export_customer(db: Db, customer_id: str) -> dict[str, Any] | None:
             ),
             # Which of those devices each push reached (or why not).
             "push_deliveries": await deliveries.deliveries_of_customer(conn, customer_id),
+            # The broadcasts the customer was in the audience of, and what became of their message there.
+            "broadcasts": await rows(
+                "SELECT r.broadcast_id, b.definition ->> 'name' AS broadcast_name, r.status, r.reason, r.channel,"
+                " r.due_at, r.decided_at FROM broadcast_recipients r JOIN broadcasts b ON b.id = r.broadcast_id"
+                " WHERE r.customer_id = $1 ORDER BY r.due_at, r.broadcast_id"
+            ),
             "journey_entries": await rows(
                 "SELECT journey_id, entry_id, version, source, entered_at FROM journey_entries"
                 " WHERE customer_id = $1 ORDER BY entered_at"
@@ -202,6 +209,12 @@ _ERASE_STATEMENTS: list[tuple[str, str]] = [
         "journey_entries",
         f"UPDATE journey_entries SET customer_id = $2, entry_id = {_scrub('entry_id')} WHERE customer_id = $1",
     ),
+    # A broadcast still sending never writes to the erased customer: their place in its audience is cancelled.
+    (
+        "broadcast_recipients (pending)",
+        "UPDATE broadcast_recipients SET status = 'cancelled', reason = 'erased'"
+        " WHERE customer_id = $1 AND status = 'pending'",
+    ),
     (
         "broadcast_recipients (duplicates)",
         """DELETE FROM broadcast_recipients s WHERE s.customer_id = $1 AND EXISTS (
@@ -236,7 +249,7 @@ async def erase_customer(
                 args = (person, pseudonym(secret, person)) if "$2" in sql else (person,)
                 status = await conn.execute(sql, *args)
                 affected = int(status.rsplit(" ", 1)[-1])
-                if "(duplicates)" not in name:
+                if "(" not in name:
                     counts[name] = counts.get(name, 0) + affected
         previous = await conn.fetchrow("SELECT counts FROM erasures WHERE pseudonym = $1 FOR UPDATE", alias)
         total = dict(previous["counts"]) if previous else {}

@@ -31,7 +31,7 @@ from contracts.customer_values import VALUE_FIELDS
 from journeys.conditions import Condition, ConditionGroup, _number
 from journeys.models import Audience, EventHistoryCondition, Segment
 from store.customer_values import values_sql
-from store.db import Db
+from store.db import Db, transaction
 
 _COLUMNS = ("email", "phone", "timezone", "locale", "id")
 # Strings PostgreSQL can cast to numeric that Python's float() also reads the same way.
@@ -261,6 +261,35 @@ async def list_segments(db: Db) -> list[SegmentRow]:
 
 async def delete_segment(db: Db, segment_id: str) -> bool:
     return bool(await db.execute("DELETE FROM segments WHERE id = $1", segment_id) == "DELETE 1")
+
+
+_USERS_SQL = """
+SELECT 'journey' AS kind, j.id FROM journeys j
+  JOIN journey_versions v ON v.journey_id = j.id AND v.version = j.latest_version
+ WHERE j.status <> 'archived' AND v.definition -> 'entry' -> 'segment' ->> 'ref' = $1
+UNION ALL
+SELECT 'broadcast', b.id FROM broadcasts b
+ WHERE b.status IN ('scheduled', 'sending', 'paused') AND b.definition -> 'segment' ->> 'ref' = $1
+ORDER BY 1, 2
+"""
+
+
+async def segment_users(db: Db, segment_id: str) -> list[tuple[str, str]]:
+    """Who names the segment and would stop working without it: ``(kind, id)`` of journeys not archived whose
+    latest version enters by it, and of broadcasts scheduled, sending or paused that send to it."""
+    return [(r["kind"], r["id"]) for r in await db.fetch(_USERS_SQL, segment_id)]
+
+
+async def delete_unused_segment(db: Db, segment_id: str) -> tuple[bool, list[tuple[str, str]]]:
+    """Delete the segment unless something uses it (``segment_users``): (whether it exists, its users). Nothing
+    is deleted when it has users. The segment row is locked while its users are read."""
+    async with transaction(db) as conn:
+        if await conn.fetchval("SELECT id FROM segments WHERE id = $1 FOR UPDATE", segment_id) is None:
+            return False, []
+        users = await segment_users(conn, segment_id)
+        if not users:
+            await conn.execute("DELETE FROM segments WHERE id = $1", segment_id)
+        return True, users
 
 
 async def count_members(db: Db, audience: Audience | Segment, now: datetime) -> int:

@@ -229,6 +229,10 @@ class _Session(aiosmtplib.SMTP):
 
     replies = 0
     last_code: int | None = None
+    opened_at = 0.0
+    """When it connected (time.monotonic())."""
+    messages = 0
+    """Mail transactions begun on it."""
 
     async def execute_command(self, *args: bytes, **kwargs: Any) -> aiosmtplib.SMTPResponse:
         response = await super().execute_command(*args, **kwargs)
@@ -246,9 +250,11 @@ class SmtpEmailChannel:
 
     Connection handling is confined to ``_acquire`` and ``_release``. Up to ``smtp_pool_size`` idle sessions are
     kept and handed to one delivery at a time, most recently used first; one idle for ``smtp_idle_seconds`` or
-    more is closed instead (servers drop idle sessions). A session goes back to the pool after a completed
-    exchange: the server took the message, or refused it and aiosmtplib reset the envelope on a session that is
-    still up; on any other failure its socket is closed. ``smtp_pool_size=0`` means one connection per delivery.
+    more is closed instead (servers drop idle sessions), and so is one that has carried
+    ``smtp_session_max_messages`` messages or lived ``smtp_session_max_seconds`` (servers limit both). A session
+    goes back to the pool after a completed exchange: the server took the message, or refused it and aiosmtplib
+    reset the envelope on a session that is still up; on any other failure its socket is closed.
+    ``smtp_pool_size=0`` means one connection per delivery.
 
     A reused session may have been dropped by the server without us noticing yet. If it fails (disconnected,
     connection reset) before the server answered the first command of the envelope, the server cannot have the
@@ -268,12 +274,20 @@ class SmtpEmailChannel:
         self._idle: list[tuple[_Session, float]] = []
         self._closed = False
 
+    def _worn(self, smtp: _Session) -> bool:
+        """The session has carried ``smtp_session_max_messages`` or lived ``smtp_session_max_seconds``."""
+        s = self._settings
+        return (
+            smtp.messages >= s.smtp_session_max_messages
+            or time.monotonic() - smtp.opened_at >= s.smtp_session_max_seconds
+        )
+
     def _take_idle(self) -> _Session | None:
         """The most recently used idle session that is still connected and fresh enough; closes stale ones."""
         now = time.monotonic()
         while self._idle:
             smtp, idle_since = self._idle.pop()
-            if smtp.is_connected and now - idle_since < self._settings.smtp_idle_seconds:
+            if smtp.is_connected and now - idle_since < self._settings.smtp_idle_seconds and not self._worn(smtp):
                 return smtp
             smtp.close()  # gone, or idle so long the server may drop it any moment
         return None
@@ -303,11 +317,18 @@ class SmtpEmailChannel:
             raise TransientDeliveryError(
                 f"cannot open an SMTP session with {s.smtp_host}:{s.smtp_port}: {exc!r}"
             ) from exc
+        smtp.opened_at = time.monotonic()
         return smtp, False
 
     async def _release(self, smtp: _Session, *, healthy: bool) -> None:
         """After a completed exchange keep the session if the pool has room, else QUIT; otherwise close the socket."""
-        if healthy and smtp.is_connected and not self._closed and len(self._idle) < self._settings.smtp_pool_size:
+        if (
+            healthy
+            and smtp.is_connected
+            and not self._closed
+            and len(self._idle) < self._settings.smtp_pool_size
+            and not self._worn(smtp)
+        ):
             self._idle.append((smtp, time.monotonic()))
             return
         try:
@@ -330,6 +351,7 @@ class SmtpEmailChannel:
 
     async def _send(self, smtp: _Session, email: EmailMessage | WireEmail, *, reused: bool) -> DeliveryResult:
         smtp.replies, smtp.last_code = 0, None
+        smtp.messages += 1
         healthy = False
         try:
             if isinstance(email, WireEmail):

@@ -101,3 +101,55 @@ async def test_freeze_once_with_each_customers_local_time(pool: asyncpg.Pool) ->
     assert await store.set_status(pool, b.id, "sending", allowed_from=("paused",)) == "cancelled"
     assert await store.cancel_pending(pool, b.id) == 3
     assert await store.set_status(pool, "nope-" + tag, "paused", allowed_from=("sending",)) is None
+
+
+async def test_the_report_splits_sends_engagement_and_conversions_by_channel(pool: asyncpg.Pool) -> None:
+    tag = uuid.uuid4().hex
+    by_email, by_sms, failed = await _customers(pool, tag, ["Europe/Paris"] * 3)
+    b = Broadcast.model_validate(
+        {
+            "id": f"sb-{uuid.uuid4().hex[:10]}",
+            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "channels": ["email", "sms"],
+            "content": {"email": {"subject": "s", "text": "t"}, "sms": {"text": "t"}},
+            "goal": {"event": "order_placed", "within": "7d"},
+        }
+    )
+    await store.create_broadcast(pool, b)
+    now = datetime(2030, 5, 1, tzinfo=UTC)
+    audience = Audience.model_validate(b.segment.model_dump(exclude={"ref"}))
+    await store.freeze_audience(
+        pool, b.id, audience, now, send_at=None, local_send_at=None, default_timezone="UTC", holdout_percent=None
+    )
+    outcomes = [(by_email, "email", "sent"), (by_sms, "sms", "sent"), (failed, "sms", "failed")]
+    for customer_id, channel, status in outcomes:
+        await pool.execute(
+            """INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id,
+                                     channel, kind, status, decided_at, first_clicked_at, clicks)
+               VALUES ($1, $2, 0, 'broadcast', $3, $4, $5, 'marketing', $6, $7, $8, $9)""",
+            f"broadcast:{b.id}:{customer_id}",
+            f"broadcast:{b.id}",
+            customer_id,
+            b.id,
+            channel,
+            status,
+            now,
+            now if channel == "sms" and status == "sent" else None,
+            2 if channel == "sms" and status == "sent" else 0,
+        )
+    await store.record_results(pool, b.id, [store.RecipientResult(c, s, None, ch) for c, ch, s in outcomes], now)
+    await pool.execute(
+        "INSERT INTO events (event_id, customer_id, name, occurred_at) VALUES ($1, $2, 'order_placed', $3)",
+        f"ev-{uuid.uuid4().hex}",
+        by_sms,
+        now + timedelta(hours=2),
+    )
+    row = await store.get_broadcast(pool, b.id)
+    assert row is not None
+    report = await store.report(pool, row)
+
+    assert (report.sent, report.clicked, report.clicks, report.converted) == (2, 1, 2, 1)
+    assert report.by_channel == {
+        "email": store.ChannelReport(sent=1, failed=0, opened=0, clicked=0, clicks=0, converted=0),
+        "sms": store.ChannelReport(sent=1, failed=1, opened=0, clicked=1, clicks=2, converted=1),
+    }

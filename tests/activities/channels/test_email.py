@@ -232,6 +232,32 @@ async def test_idle_session_older_than_idle_seconds_is_closed_not_reused(
     assert smtp_sink.open_sessions == 1
 
 
+async def test_a_session_is_replaced_after_max_messages(
+    smtp_sink: SmtpSink, email_channel: EmailChannelFactory
+) -> None:
+    channel = email_channel(smtp_session_max_messages=2)
+    for n in range(5):
+        await channel.deliver(keyed(n))
+
+    mails = await smtp_sink.wait_for(5)
+    assert mails[0].peer == mails[1].peer != mails[2].peer == mails[3].peer != mails[4].peer
+    assert len(smtp_sink.sessions) == 3
+    await wait_for_open_sessions(smtp_sink, 1)  # the worn ones were QUIT, the last is kept for the next delivery
+
+
+async def test_a_session_older_than_max_seconds_is_replaced_however_busy(
+    smtp_sink: SmtpSink, email_channel: EmailChannelFactory
+) -> None:
+    channel = email_channel(smtp_session_max_seconds=0.5)
+    await channel.deliver(keyed(0))
+    await channel.deliver(keyed(1))
+    await asyncio.sleep(0.6)
+    await channel.deliver(keyed(2))
+
+    mails = await smtp_sink.wait_for(3)
+    assert mails[0].peer == mails[1].peer != mails[2].peer
+
+
 async def test_delivery_after_a_server_restart_goes_over_a_fresh_connection(
     smtp_sink: SmtpSink, email_channel: EmailChannelFactory
 ) -> None:
