@@ -128,6 +128,8 @@ async def new_page(request: Request, segment: str | None = None, current: sessio
 @router.post("/console/broadcasts/new")
 async def new_post(request: Request, current: session.Session = WRITE_PAGE) -> Response:
     form = await read_form(request, current)
+    if any("\x00" in v for v in form.values()):
+        raise Refused(400, "the form holds a NUL character")
     action = form.get("do", "count")
     if action == "create":
         try:
@@ -158,6 +160,9 @@ async def _form_page(
     count = members = None
     if chosen is not None:
         count, members, _ = await _count(db, chosen, 5)
+    elif values.get("segment") and error is None:
+        error = ApiError(422, f"unknown segment '{values['segment'][:64]}'", field="segment.ref")
+        status = 422
     shown: previews.Preview | None = None
     if preview and error is None:
         try:

@@ -54,7 +54,7 @@ def _before(value: str | None) -> tuple[datetime, str] | None:
             raise ValueError(value)
         at, key = json.loads(base64.urlsafe_b64decode(value.encode("ascii") + b"=" * (-len(value) % 4)))
         moment = datetime.fromisoformat(at)
-        if moment.tzinfo is None or not isinstance(key, str):
+        if moment.tzinfo is None or not isinstance(key, str) or len(key) > 300 or "\x00" in key:
             raise ValueError(value)
         return moment, key
     except (ValueError, TypeError, UnicodeError):
