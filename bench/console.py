@@ -32,6 +32,7 @@ import asyncpg
 import httpx
 
 from api.app import create_app
+from api.journey_report import journey_report
 from bench.reports import JOURNEY, START, _copy, load
 from config.logging import configure_logging
 from config.settings import Settings
@@ -41,6 +42,7 @@ from journeys.models import Audience
 from store import broadcasts as broadcast_store
 from store import create_pool, migrate
 from store import segments as segment_store
+from store.reports import Filters
 
 KEY = "bench-console-key"
 TARGET_MS = 300.0
@@ -187,6 +189,16 @@ async def main() -> None:
                 )
             for table, n in counts.items():
                 print(f"{table:<22} {n:>10,}")
+            # As bench.reports does: the first report folds the count tables' deltas the load left, and autovacuum
+            # then clears them away; a database that has been running is in that state.
+            started = time.perf_counter()
+            await journey_report(pool, None, Settings(_env_file=None), Filters(str(JOURNEY["id"])))  # type: ignore[call-arg]
+            async with pool.acquire() as conn:
+                await conn.execute(
+                    "VACUUM ANALYZE report_outcome_counts, report_message_counts, report_entry_counts,"
+                    " report_engagement_counts"
+                )
+            print(f"first report and vacuum of the count tables: {time.perf_counter() - started:.1f} s")
             settings = Settings(
                 _env_file=None, api_keys=[{"key": KEY, "role": "admin"}], log_format="console", log_level="ERROR"
             )  # type: ignore[call-arg]
