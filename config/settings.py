@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     temporal_port: int = 7233
     temporal_ui_url: str | None = None
     """The Temporal UI that operators open (links in ``parcours ops``); None: the local UI on ``temporal_ui_port``."""
+    console_page_size: int = Field(default=100, ge=1, le=1000)
+    """How many rows a console list shows per page (customers waiting at a step, a customer's timeline)."""
 
     # Email over SMTP.
     smtp_host: str = "localhost"

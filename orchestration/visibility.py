@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 
 from contracts import search_attributes as sa
 
@@ -106,24 +106,42 @@ async def list_runs(
 ) -> list[RunView]:
     """Journey runs matching the filters (``runs_query``), newest first, at most ``limit``."""
     query = runs_query(journey_id=journey_id, customer_id=customer_id, running=running, step=step)
-    out: list[RunView] = []
-    async for execution in client.list_workflows(query, limit=limit):
-        attrs = execution.typed_search_attributes
-        out.append(
-            RunView(
-                workflow_id=execution.id,
-                run_id=execution.run_id,
-                journey_id=attrs.get(sa.JOURNEY_ID),
-                journey_name=await execution.memo_value("journey_name", None),
-                customer_id=attrs.get(sa.CUSTOMER_ID),
-                version=attrs.get(sa.JOURNEY_VERSION),
-                step=attrs.get(sa.STEP),
-                status=execution.status,
-                started_at=execution.start_time,
-                closed_at=execution.close_time,
-            )
-        )
-    return out
+    return [await _view(execution) async for execution in client.list_workflows(query, limit=limit)]
+
+
+async def list_runs_page(
+    client: Client,
+    *,
+    journey_id: str | None = None,
+    customer_id: str | None = None,
+    running: bool | None = None,
+    step: str | None = None,
+    page_size: int = 100,
+    page_token: bytes | None = None,
+) -> tuple[list[RunView], bytes | None]:
+    """One page of ``list_runs``, newest first: at most ``page_size`` runs from ``page_token`` (None: the first
+    page), and the token of the next page (None: this was the last)."""
+    query = runs_query(journey_id=journey_id, customer_id=customer_id, running=running, step=step)
+    pages = client.list_workflows(query, page_size=page_size, next_page_token=page_token)
+    await pages.fetch_next_page()
+    runs = [await _view(execution) for execution in pages.current_page or []]
+    return runs, pages.next_page_token or None
+
+
+async def _view(execution: WorkflowExecution) -> RunView:
+    attrs = execution.typed_search_attributes
+    return RunView(
+        workflow_id=execution.id,
+        run_id=execution.run_id,
+        journey_id=attrs.get(sa.JOURNEY_ID),
+        journey_name=await execution.memo_value("journey_name", None),
+        customer_id=attrs.get(sa.CUSTOMER_ID),
+        version=attrs.get(sa.JOURNEY_VERSION),
+        step=attrs.get(sa.STEP),
+        status=execution.status,
+        started_at=execution.start_time,
+        closed_at=execution.close_time,
+    )
 
 
 async def count_runs(

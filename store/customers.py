@@ -243,3 +243,15 @@ async def find_customers(db: Db, text: str, *, limit: int = 20) -> list[Customer
         limit,
     )
     return [Customer.from_record(row) for row in rows]
+
+
+async def consent_history(db: Db, customer_id: str, *, limit: int = 100, before: int | None = None) -> list[Record]:
+    """Every consent change of the customer, newest first (the ``consent_events`` ledger): id, scope, name,
+    status, source, lawful_basis, recorded_at; ``before``: only changes older than that id (paging)."""
+    return await db.fetch(
+        """SELECT id, scope, name, status, source, lawful_basis, recorded_at FROM consent_events
+            WHERE customer_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3""",
+        customer_id,
+        before,
+        limit,
+    )

@@ -8,6 +8,7 @@ the session's CSRF token.
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,7 +50,6 @@ router = APIRouter(include_in_schema=False)
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _STEP = re.compile(r"^\$?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VISIBILITY_TIMEOUT = timedelta(seconds=3)
-WAITING_LIST_LIMIT = 100
 ACTIONS: dict[str, Role] = {"pause": "write", "resume": "write", "archive": "admin"}
 _HEADERS = {
     "Cache-Control": "no-store",
@@ -75,12 +75,16 @@ def install(app: FastAPI) -> None:
     """The console's routes and static files, and ``/docs`` from local Swagger UI assets."""
     from swagger_ui_bundle import swagger_ui_path
 
+    from api.console import broadcast_pages, customer_pages
+
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
     from api.console.editor import router as editor  # it imports this module's helpers: not at the top
 
     app.include_router(editor)  # before `router`, whose /journeys/{id} and /journeys/{id}/{action} match all
     app.include_router(router)
+    app.include_router(broadcast_pages.router)
+    app.include_router(customer_pages.router)
 
     @app.exception_handler(_SignIn)
     async def to_sign_in(request: Request, exc: _SignIn) -> Response:
@@ -262,7 +266,7 @@ async def _report(request: Request, journey_id: str) -> tuple[Any, JourneyReport
 
 
 @router.get("/console/journeys/{journey_id}")
-async def journey_page(request: Request, journey_id: str, step: str | None = None) -> Response:
+async def journey_page(request: Request, journey_id: str, step: str | None = None, page: str | None = None) -> Response:
     current = _signed_in(request)
     journey_id = _journey_id(journey_id)
     row, report = await _report(request, journey_id)
@@ -270,15 +274,15 @@ async def journey_page(request: Request, journey_id: str, step: str | None = Non
     figures = {s.step_id: s for s in report.steps}
     laid_out = graph.layout(journey)
     waiting: list[dict[str, Any]] | None = None
-    waiting_error = None
+    waiting_error = next_page = None
     if step is not None:
         if not _STEP.match(step):
             raise Refused(400, "step: not a step id")
-        waiting, waiting_error = await _waiting(request, journey_id, step)
+        waiting, waiting_error, next_page = await _waiting(request, journey_id, step, page_token(page))
     return _render(
         request, current, "journey.html", title=row.name, row=row, report=report, graph=laid_out, figures=figures,
         node_w=graph.NODE_W, node_h=graph.NODE_H, selected=step, waiting=waiting, waiting_error=waiting_error,
-        actions=_actions(current, row.status),
+        actions=_actions(current, row.status), next_page=next_page, paged=page is not None,
     )  # fmt: skip
 
 
@@ -294,16 +298,37 @@ def temporal_ui_base(config: Settings) -> str:
     return (config.temporal_ui_url or f"http://127.0.0.1:{config.temporal_ui_port}").rstrip("/")
 
 
-async def _waiting(request: Request, journey_id: str, step: str) -> tuple[list[dict[str, Any]], str | None]:
-    """The customers running at ``step`` now, with a link to each run in the Temporal UI."""
+def page_token(page: str | None) -> bytes | None:
+    """The visibility page token of a ``?page=`` link (URL-safe base64); 400 when it is not one."""
+    if page is None:
+        return None
+    try:
+        if len(page) > 4096:
+            raise ValueError(page)
+        return base64.urlsafe_b64decode(page.encode("ascii") + b"=" * (-len(page) % 4))
+    except (ValueError, UnicodeEncodeError):
+        raise Refused(400, "page: not a page token of this list") from None
+
+
+def page_link(token: bytes | None) -> str | None:
+    return base64.urlsafe_b64encode(token).decode("ascii").rstrip("=") if token else None
+
+
+async def _waiting(
+    request: Request, journey_id: str, step: str, token: bytes | None = None
+) -> tuple[list[dict[str, Any]], str | None, str | None]:
+    """One page (``console_page_size``) of the customers running at ``step`` now, with a link to each run in the
+    Temporal UI, and the ``?page=`` value of the next page (None: no more)."""
     config, client = settings(request), temporal(request)
     ui = temporal_ui_base(config)
     out: list[dict[str, Any]] = []
+    following = None
     try:
         async with asyncio.timeout(VISIBILITY_TIMEOUT.total_seconds() * 2):
-            runs = await visibility.list_runs(
-                client, journey_id=journey_id, running=True, step=step, limit=WAITING_LIST_LIMIT
-            )
+            runs, following = await visibility.list_runs_page(
+                client, journey_id=journey_id, running=True, step=step, page_size=config.console_page_size,
+                page_token=token,
+            )  # fmt: skip
             for run in runs:
                 out.append({
                     "customer_id": run.customer_id,
@@ -314,8 +339,8 @@ async def _waiting(request: Request, journey_id: str, step: str) -> tuple[list[d
                 })  # fmt: skip
     except Exception as exc:
         log.warning("console.waiting_unknown", journey_id=journey_id, error=repr(exc))
-        return out, f"Temporal did not answer ({type(exc).__name__}): the list may be incomplete"
-    return out, None
+        return out, f"Temporal did not answer ({type(exc).__name__}): the list may be incomplete", None
+    return out, None, page_link(following)
 
 
 @router.get("/console/journeys/{journey_id}/{action}")

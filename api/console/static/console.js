@@ -1,4 +1,5 @@
-// Optional live refresh of a journey page; every page works without this script.
+// Optional live refresh of a journey page, and the self-refresh of a broadcast under way; every page works
+// without this script.
 (function () {
   var box = document.querySelector("[data-live]");
   if (!box) return;
@@ -11,4 +12,12 @@
   }
   box.addEventListener("change", function () { sessionStorage.setItem(key, box.checked ? "1" : "0"); arm(); });
   arm();
+})();
+
+// A page marked data-autorefresh="N" (a broadcast under way) reloads itself every N seconds.
+(function () {
+  var mark = document.querySelector("[data-autorefresh]");
+  if (!mark) return;
+  var seconds = parseInt(mark.getAttribute("data-autorefresh"), 10);
+  if (seconds > 0) setTimeout(function () { location.reload(); }, seconds * 1000);
 })();

@@ -1,0 +1,153 @@
+"""Segments and broadcasts in the console, in headless Chromium against the real stack: a broadcast made in the
+browser from a named segment (its audience count equal to the count API's), previewed for a customer, sent, and
+its page's figures equal to ``GET /v1/broadcasts/{id}``; a scheduled one cancelled after a confirmation; a
+read-only key sees no create button and its POST is refused."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.api.console.pages_support import API_KEY, READ_KEY, console, fits, need_chromium, shot, sign_in
+from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)
+
+pytestmark = pytest.mark.devserver
+
+
+async def _member(stack: Stack, tag: str, first_name: str) -> str:
+    customer_id = f"cust-{uuid.uuid4().hex[:10]}"
+    response = await stack.http.put(
+        f"/v1/customers/{customer_id}",
+        json={"email": f"{customer_id}@example.com", "attributes": {"tag": tag, "first_name": first_name}},
+    )
+    assert response.status_code == 200, response.text
+    response = await stack.http.put(f"/v1/customers/{customer_id}/consent", json={"channels": {"email": "granted"}})
+    assert response.status_code == 200, response.text
+    return customer_id
+
+
+async def _figure(page: Any, selector: str) -> str:
+    return (await page.locator(selector).first.inner_text()).strip()
+
+
+async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> None:
+    need_chromium()
+    tag = uuid.uuid4().hex
+    names = {await _member(stack, tag, name): name for name in ("Ada", "Grace", "Linus")}
+    first = sorted(names)[0]
+    segment_id = f"seg-{uuid.uuid4().hex[:8]}"
+    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
+    counted = (await stack.http.get(f"/v1/segments/{segment_id}/count", params={"sample": 20})).json()
+    assert counted["count"] == 3
+
+    async with console(stack) as (base, browser):
+        page = await sign_in(browser, base, API_KEY)
+        await page.get_by_role("link", name="Segments").click()
+        await page.locator(f'tr[data-segment="{segment_id}"]').get_by_role("link", name=segment_id, exact=True).click()
+        assert await _figure(page, '#count [data-figure="count"]') == str(counted["count"])
+        listed = [await a.inner_text() for a in await page.locator("#members a").all()]
+        assert listed == counted["sample"]
+        await shot(page, "console-segment")
+        await page.get_by_role("link", name="New broadcast to this segment…").click()
+
+        # The form: the segment chosen, its audience count as the API counts it.
+        assert await page.get_by_label("Named segment").input_value() == segment_id
+        assert await _figure(page, '#audience [data-figure="count"]') == str(counted["count"])
+        await page.get_by_label("Name (optional)").fill(f"Launch {tag[:6]}")
+        await page.get_by_label(re.compile(r"^Subject")).fill("Hello {{ customer.first_name }}")
+        await page.get_by_label(re.compile(r"^Text")).fill("News for {{ customer.first_name }}.")
+        await page.get_by_label(re.compile(r"^HTML")).fill("<p>Dear <b>{{ customer.first_name }}</b></p>")
+        assert await page.get_by_label("Customer id").input_value() == first  # the first member by default
+        await page.get_by_role("button", name="Preview for this customer").click()
+        preview = page.locator("#preview")
+        assert await preview.locator('[data-preview="subject"]').inner_text() == f"Hello {names[first]}"
+        assert f"News for {names[first]}." in await preview.locator('[data-preview="text"]').inner_text()
+        frame = page.frame_locator("iframe.preview-html")
+        assert await frame.locator("b").inner_text() == names[first]
+        assert await page.locator("iframe.preview-html").get_attribute("sandbox") == ""
+        assert "would send on email" in await page.locator("#decision").inner_text()
+        await shot(page, "console-broadcast-new")
+
+        await page.get_by_role("button", name="Create and schedule").click()
+        await page.wait_for_url(re.compile(r".*/console/broadcasts/b-[0-9a-f]+\?done=create$"))
+        broadcast_id = page.url.split("/console/broadcasts/")[1].split("?")[0]
+
+        async def completed() -> dict[str, Any]:
+            view = (await stack.http.get(f"/v1/broadcasts/{broadcast_id}")).json()
+            assert view["status"] == "completed", view
+            return view
+
+        view = await eventually(completed, timeout=30)
+        await page.reload()
+        assert await _figure(page, '[data-figure="status"]') == "completed"
+        assert await _figure(page, '#progress [data-figure="audience"]') == str(view["audience"]) == "3"
+        assert await _figure(page, '#progress [data-figure="done"]') == str(view["progress"]["done"])
+        assert await _figure(page, '#progress [data-figure="total"]') == str(view["progress"]["total"])
+        for status, n in view["progress"]["by_status"].items():
+            assert await _figure(page, f'#by-status [data-figure="{status}"]') == str(n)
+        assert await page.locator("#by-status tbody tr").count() == len(view["progress"]["by_status"])
+        for figure in ("sent", "opened", "clicked"):
+            assert await _figure(page, f'#report [data-figure="{figure}"]') == str(view["report"][figure])
+        assert view["report"]["sent"] == 3
+        assert await page.locator("progress").get_attribute("value") == str(view["progress"]["done"])
+        await shot(page, "console-broadcast")
+
+        await page.get_by_role("link", name="Broadcasts").click()
+        row = page.locator(f'tr[data-broadcast="{broadcast_id}"]')
+        assert await _figure(row, '[data-figure="audience"]') == "3"
+        assert await _figure(row, '[data-figure="sent"]') == str(view["report"]["sent"])
+        await shot(page, "console-broadcasts")
+
+        # Scheduled for later (an instant), then cancelled after a confirmation that says who is left out.
+        await page.get_by_role("link", name="New broadcast…").click()
+        await page.get_by_label("Named segment").select_option(segment_id)
+        await page.get_by_label(re.compile(r"^Subject")).fill("Later")
+        await page.get_by_label(re.compile(r"^Text")).fill("Later news.")
+        await page.get_by_label("At this instant (UTC)").check()
+        await page.get_by_label("Date and time").fill("2031-01-02T10:00")
+        await page.get_by_role("button", name="Create and schedule").click()
+        await page.wait_for_url(re.compile(r".*\?done=create$"))
+        later = page.url.split("/console/broadcasts/")[1].split("?")[0]
+
+        async def frozen() -> dict[str, Any]:
+            view = (await stack.http.get(f"/v1/broadcasts/{later}")).json()
+            assert view["progress"]["by_status"] == {"pending": 3}, view
+            return view
+
+        view = await eventually(frozen, timeout=30)
+        assert view["definition"]["send_at"].startswith("2031-01-02T10:00:00")
+        await page.reload()
+        await page.get_by_role("link", name="Cancel…").click()
+        assert "The 3 recipient(s) not sent yet" in await page.locator("#affects").inner_text()
+        await shot(page, "console-broadcast-confirm")
+        await page.get_by_role("button", name="Yes, cancel the broadcast").click()
+        await page.wait_for_url(re.compile(r".*\?done=cancel$"))
+        assert (await stack.http.get(f"/v1/broadcasts/{later}")).json()["status"] == "cancelled"
+        assert await _figure(page, '[data-figure="status"]') == "cancelled"
+
+        # A read-only key, on a phone: no create button, no actions, and its POST is refused.
+        phone = await sign_in(browser, base, READ_KEY, width=390)
+        await phone.goto(f"{base}/console/broadcasts")
+        assert await phone.get_by_role("link", name="New broadcast…").count() == 0
+        await fits(phone)
+        await phone.goto(f"{base}/console/broadcasts/{broadcast_id}")
+        assert await _figure(phone, '#report [data-figure="sent"]') == "3"
+        assert await phone.get_by_role("link", name=re.compile("Pause|Cancel|Resume")).count() == 0
+        await fits(phone)
+        await shot(phone, "console-broadcast-390")
+        await phone.goto(f"{base}/console/segments")
+        await fits(phone)
+        await shot(phone, "console-segments-390")
+        csrf = await phone.locator('input[name="csrf"]').first.get_attribute("value")
+        form = {"csrf": csrf or "", "segment": segment_id, "subject": "x", "text": "y", "do": "create"}
+        before = len((await stack.http.get("/v1/broadcasts")).json())
+        refused = await phone.request.post(f"{base}/console/broadcasts/new", form=form)
+        assert refused.status == 403
+        assert len((await stack.http.get("/v1/broadcasts")).json()) == before
+        refused = await phone.request.post(f"{base}/console/broadcasts/{broadcast_id}/cancel", form={"csrf": csrf})
+        assert refused.status == 403
+        assert (await stack.http.get(f"/v1/broadcasts/{broadcast_id}")).json()["status"] == "completed"
