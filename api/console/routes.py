@@ -77,6 +77,9 @@ def install(app: FastAPI) -> None:
 
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
+    from api.console import journey_views  # here: it imports this module's helpers
+
+    app.include_router(journey_views.router)  # before ours: /journeys/{id}/versions is not an {action}
     app.include_router(router)
 
     @app.exception_handler(_SignIn)
@@ -132,6 +135,11 @@ def _signed_in(request: Request) -> session.Session:
 
 class _SignIn(Exception):
     """Not signed in: a page redirects to the sign-in form, a form post gets 401."""
+
+
+# Public names of the helpers above, for the console's other route modules.
+render = _render
+signed_in = _signed_in
 
 
 async def _form(request: Request, current: session.Session) -> dict[str, str]:
@@ -222,8 +230,11 @@ async def journeys_page(request: Request) -> Response:
         return running, entered, converted.converted
 
     results = await asyncio.gather(*(figures(r.id) for r in rows))
+    from api.console import journey_views
+
+    trends = await journey_views.trends(db, [r.id for r in rows])
     lines = [
-        {"row": row, "running": running, "entered": entered, "converted": converted}
+        {"row": row, "running": running, "entered": entered, "converted": converted, "trend": trends[row.id]}
         for row, (running, entered, converted) in zip(rows, results, strict=True)
     ]
     return _render(request, current, "journeys.html", title="Journeys", journeys=lines)
@@ -233,6 +244,9 @@ def _journey_id(journey_id: str) -> str:
     if not _ID.match(journey_id):
         raise Refused(404, "no such journey")
     return journey_id
+
+
+journey_id_checked = _journey_id
 
 
 async def _report(request: Request, journey_id: str) -> tuple[Any, JourneyReport]:
@@ -259,10 +273,13 @@ async def journey_page(request: Request, journey_id: str, step: str | None = Non
         if not _STEP.match(step):
             raise Refused(400, "step: not a step id")
         waiting, waiting_error = await _waiting(request, journey_id, step)
+    from api.console import journey_views
+
+    panels = await journey_views.journey_panels(request, journey_id, journey)
     return _render(
         request, current, "journey.html", title=row.name, row=row, report=report, graph=laid_out, figures=figures,
         node_w=graph.NODE_W, node_h=graph.NODE_H, selected=step, waiting=waiting, waiting_error=waiting_error,
-        actions=_actions(current, row.status),
+        actions=_actions(current, row.status), **panels,
     )  # fmt: skip
 
 
