@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 from fastapi.routing import APIRoute
 from temporalio.testing import WorkflowEnvironment
 
@@ -61,6 +62,7 @@ def test_every_route_declares_its_role() -> None:
         assert roles == {"read"}, route.path
 
 
+@pytest.mark.timeout(300)  # 30 runs and a real browser: over the default 120 s when the machine is busy
 async def test_journey_panels_trend_and_versions_in_headless_chromium(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
 ) -> None:
