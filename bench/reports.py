@@ -32,11 +32,12 @@ from typing import Any
 
 import asyncpg
 
+from api.experiments import experiments_report
 from api.journey_report import channel_report, journey_report
 from config.settings import Settings
 from devstack.postgres import EmbeddedPostgres
 from journeys import parse_journey
-from store import create_pool, migrate
+from store import create_pool, migrate, reports
 from store import journeys as journey_store
 from store.reports import Filters
 
@@ -302,6 +303,17 @@ async def main() -> None:
                 "journey report, variant a",
                 args.runs,
                 lambda: journey_report(pool, None, settings, Filters(jid, variant="a")),
+            )
+            # The console's journey page adds these two (api/console/journey_views.py).
+            month = Filters(jid, None, datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 31, tzinfo=UTC))
+            async with pool.acquire() as conn:
+                plan = await conn.fetch("EXPLAIN (ANALYZE, BUFFERS) " + reports.DAILY_SQL, *month.params()[:4])
+            print("daily counts plan:\n  " + "\n  ".join(r[0] for r in plan))
+            await timed("daily counts, 30 days (console funnel)", args.runs, lambda: reports.daily_counts(pool, month))
+            await timed(
+                "experiments read-out, all time",
+                args.runs,
+                lambda: experiments_report(pool, jid, version=None, since=None, until=None),
             )
             await timed(
                 "channel KPIs, all time", max(3, args.runs // 4), lambda: channel_report(pool, settings, Filters())

@@ -4,6 +4,7 @@
 figures that are undefined (a rate with no entrants, a relative lift over a zero rate, a test without variation) are
 None, never NaN. The control is the arm named by ``control``, else the holdout arm, else the first arm.
 
+Per arm: the 95% Wilson score interval on its conversion rate (statsmodels ``proportion_confint(method="wilson")``).
 Per comparison: the 95% interval on the difference of rates is Newcombe's hybrid score interval (statsmodels
 ``confint_proportions_2indep(method="newcomb")``, which behaves at rates near 0 and 1 where Wald does not); the
 fixed-horizon ``p_value`` is the pooled two-proportion z-test (``proportions_ztest``); ``always_valid_p`` is the
@@ -25,7 +26,12 @@ from collections.abc import Sequence
 from pydantic import BaseModel
 from scipy import stats
 from statsmodels.stats.power import NormalIndPower
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_effectsize, proportions_ztest
+from statsmodels.stats.proportion import (
+    confint_proportions_2indep,
+    proportion_confint,
+    proportion_effectsize,
+    proportions_ztest,
+)
 
 from measurement import bayes, sequential
 from measurement.arms import ArmInput
@@ -44,6 +50,9 @@ class ArmResult(BaseModel):
     revenue: float
     revenue_per_entrant: float | None
     probability_best: float
+    ci_low: float | None = None
+    ci_high: float | None = None
+    """95% Wilson score interval on ``conversion_rate``; None without entrants."""
 
 
 class Comparison(BaseModel):
@@ -86,6 +95,15 @@ def _finite(value: float) -> float | None:
 
 def _rate(converted: int, entered: int) -> float | None:
     return converted / entered if entered else None
+
+
+def _rate_interval(converted: int, entered: int) -> tuple[float | None, float | None]:
+    """The Wilson score interval on one arm's rate (good near 0 and 1 and for small arms, unlike Wald)."""
+    if not entered:
+        return None, None
+    low, high = proportion_confint(converted, entered, alpha=ALPHA, method="wilson")
+    rate = converted / entered  # the interval always holds the rate, within [0, 1]: rounding can step past either
+    return _finite(max(0.0, min(float(low), rate))), _finite(min(1.0, max(float(high), rate)))
 
 
 def _compare(arm: ArmInput, control: ArmInput, tau: float, previous: float) -> Comparison:
@@ -200,9 +218,9 @@ def analyze(
         ArmResult(
             name=a.name, entered=a.entered, converted=a.converted, conversion_rate=_rate(a.converted, a.entered),
             revenue=a.revenue, revenue_per_entrant=a.revenue / a.entered if a.entered else None,
-            probability_best=p,
+            probability_best=p, ci_low=ci[0], ci_high=ci[1],
         )
-        for a, p in zip(arms, p_best, strict=True)
+        for a, p, ci in zip(arms, p_best, (_rate_interval(a.converted, a.entered) for a in arms), strict=True)
     ]  # fmt: skip
     holdout = None
     if control_arm.holdout and others:

@@ -150,6 +150,22 @@ async def get_version(db: Db, journey_id: str, version: int) -> Journey | None:
     return Journey.model_validate(definition) if definition is not None else None
 
 
+@dataclass(frozen=True)
+class VersionRow:
+    version: int
+    published_at: datetime
+    checksum: str
+
+
+async def list_versions(db: Db, journey_id: str) -> list[VersionRow]:
+    """Every published version of the journey, newest first (empty: no such journey)."""
+    rows = await db.fetch(
+        "SELECT version, published_at, checksum FROM journey_versions WHERE journey_id = $1 ORDER BY version DESC",
+        journey_id,
+    )
+    return [VersionRow(**dict(r)) for r in rows]
+
+
 async def set_status(db: Db, journey_id: str, status: JourneyStatus) -> bool:
     """Set the status; False when there is no such journey."""
     if status not in STATUSES:

@@ -84,3 +84,22 @@ SELECT {step} AS step_id, channel, sum(opened)::bigint AS opened, sum(opened_hum
   FROM report_engagement_counts WHERE {_where()}
  GROUP BY 1, 2
 """
+
+
+DAILY_SQL = f"""
+SELECT day, '$entered' AS series, sum(entries)::bigint AS count
+  FROM report_entry_counts WHERE {_where("version")}
+ GROUP BY day HAVING sum(entries) <> 0
+UNION ALL
+SELECT day, step_id, sum(entries)::bigint
+  FROM report_outcome_counts WHERE {_where()}
+ GROUP BY day, step_id HAVING sum(entries) <> 0
+"""
+"""Per UTC day: entries (series ``$entered``) and, per step, the entries that finished it (first visits)."""
+
+ENTRIES_BY_DAY_SQL = """
+SELECT journey_id, day, sum(entries)::bigint AS entries
+  FROM report_entry_counts WHERE day >= $1::date AND day < $2::date
+ GROUP BY journey_id, day HAVING sum(entries) <> 0
+"""
+"""Every journey's entries per UTC day in [$1, $2)."""

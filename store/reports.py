@@ -20,7 +20,7 @@ before it. Swap those for the per-message engagement columns once they exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 
 from store import report_counts
@@ -362,6 +362,53 @@ async def treated_arm(
     """
     row = await db.fetchrow(_TREATED_SQL, journey_id, version, since, until)
     return ExperimentArm(HOLDOUT_STEP, "treated", row["entered"], row["converted"], row["revenue"])
+
+
+ENTERED = "$entered"
+CONVERTED = "$converted"
+
+
+@dataclass(frozen=True)
+class DailyCount:
+    """One day's figure of one series: ``$entered`` (entries), ``$converted`` (conversions) or a step id (entries
+    that finished that step: the report's ``reached``, per day it was recorded)."""
+
+    day: date
+    series: str
+    count: int
+
+
+DAILY_SQL = f"""
+{report_counts.DAILY_SQL}
+UNION ALL
+SELECT (c.converted_at AT TIME ZONE 'UTC')::date, '{CONVERTED}', count(*)
+  FROM conversions c
+ WHERE c.journey_id = $1 AND ($2::int IS NULL OR c.journey_version = $2) AND {_range("c", "converted_at")}
+ GROUP BY 1
+ ORDER BY 1, 2
+"""
+
+
+async def daily_counts(db: Any, filters: Filters) -> list[DailyCount]:
+    """Per UTC day in the range: entries, entries that finished each step, conversions (the journey report's
+    ``entered``, ``steps[].reached`` and ``conversions.converted``, one day at a time). Days without any are
+    left out. Entries and steps come from the count tables, conversions through ``conversions_report``; one
+    statement. ``variant`` is not supported (the count tables do not keep it)."""
+    assert filters.journey_id is not None and filters.variant is None
+    await report_counts.compact(db, report_counts.ENTRIES, filters.journey_id)
+    await report_counts.compact(db, report_counts.OUTCOMES, filters.journey_id)
+    rows = await db.fetch(DAILY_SQL, *filters.params()[:4])
+    return [DailyCount(r["day"], r["series"], r["count"]) for r in rows]
+
+
+async def entries_by_day(db: Any, since: date, until: date) -> dict[str, dict[date, int]]:
+    """Every journey's entries per UTC day from ``since`` (inclusive) to ``until`` (exclusive), from the count
+    table; days without entries are left out."""
+    rows = await db.fetch(report_counts.ENTRIES_BY_DAY_SQL, since, until)
+    out: dict[str, dict[date, int]] = {}
+    for row in rows:
+        out.setdefault(row["journey_id"], {})[row["day"]] = row["entries"]
+    return out
 
 
 async def channel_conversions(db: Any, filters: Filters) -> list[ChannelConversions]:

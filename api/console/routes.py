@@ -79,9 +79,12 @@ def install(app: FastAPI) -> None:
 
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
     app.mount("/docs/assets", StaticFiles(directory=swagger_ui_path), name="swagger-assets")
-    from api.console.editor import router as editor  # it imports this module's helpers: not at the top
+    from api.console import journey_views  # here: they import this module's helpers
+    from api.console.editor import router as editor
 
-    app.include_router(editor)  # before `router`, whose /journeys/{id} and /journeys/{id}/{action} match all
+    # Before `router`, whose /journeys/{id} and /journeys/{id}/{action} would catch /new, /edit and /versions.
+    app.include_router(editor)
+    app.include_router(journey_views.router)
     app.include_router(router)
     app.include_router(broadcast_pages.router)
     app.include_router(customer_pages.router)
@@ -242,8 +245,11 @@ async def journeys_page(request: Request) -> Response:
         return running, entered, converted.converted
 
     results = await asyncio.gather(*(figures(r.id) for r in rows))
+    from api.console import journey_views
+
+    trends = await journey_views.trends(db, [r.id for r in rows])
     lines = [
-        {"row": row, "running": running, "entered": entered, "converted": converted}
+        {"row": row, "running": running, "entered": entered, "converted": converted, "trend": trends[row.id]}
         for row, (running, entered, converted) in zip(rows, results, strict=True)
     ]
     return _render(request, current, "journeys.html", title="Journeys", journeys=lines)
@@ -279,10 +285,13 @@ async def journey_page(request: Request, journey_id: str, step: str | None = Non
         if not _STEP.match(step):
             raise Refused(400, "step: not a step id")
         waiting, waiting_error, next_page = await _waiting(request, journey_id, step, page_token(page))
+    from api.console import journey_views
+
+    panels = await journey_views.journey_panels(request, journey_id, journey)
     return _render(
         request, current, "journey.html", title=row.name, row=row, report=report, graph=laid_out, figures=figures,
         node_w=graph.NODE_W, node_h=graph.NODE_H, selected=step, waiting=waiting, waiting_error=waiting_error,
-        actions=_actions(current, row.status), next_page=next_page, paged=page is not None,
+        actions=_actions(current, row.status), next_page=next_page, paged=page is not None, **panels,
     )  # fmt: skip
 
 

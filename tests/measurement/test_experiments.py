@@ -278,3 +278,18 @@ def test_holdout_increment_of_conversions_and_revenue() -> None:
 
 def test_no_holdout_section_without_a_holdout_arm() -> None:
     assert analyze([arm("a", 100, 10), arm("b", 100, 12)]).holdout is None
+
+
+@pytest.mark.parametrize(("entered", "converted"), [(1000, 100), (12, 0), (7, 7), (40, 3)])
+def test_each_arm_rate_has_the_wilson_score_interval(entered: int, converted: int) -> None:
+    report = analyze([arm("control", entered, converted), arm("empty", 0, 0)])
+    control, empty = report.arms
+    z = stats.norm.ppf(0.975)
+    p = converted / entered
+    centre = (p + z * z / (2 * entered)) / (1 + z * z / entered)
+    half = z * math.sqrt(p * (1 - p) / entered + z * z / (4 * entered * entered)) / (1 + z * z / entered)
+    assert control.ci_low == pytest.approx(centre - half, abs=1e-12)
+    assert control.ci_high == pytest.approx(centre + half, abs=1e-12)
+    assert control.ci_low is not None and control.ci_high is not None
+    assert 0.0 <= control.ci_low <= p <= control.ci_high <= 1.0
+    assert (empty.ci_low, empty.ci_high) == (None, None)

@@ -302,3 +302,76 @@ async def test_a_message_opened_many_times_at_once_counts_once(empty: asyncpg.Po
 
     [counted] = await reports.message_engagement(empty, Filters(journey))
     assert (counted.step_id, counted.opened, counted.opened_human, counted.clicked) == ("hello", 1, 1, 1)
+
+
+async def test_daily_counts_split_entries_steps_and_conversions_by_utc_day(empty: asyncpg.Pool) -> None:
+    db = empty
+    journey = f"daily-{uuid.uuid4().hex[:8]}"
+    late, early = datetime(2026, 3, 1, 23, 30, tzinfo=UTC), datetime(2026, 3, 2, 0, 30, tzinfo=UTC)
+    entries = [("e0", late, 1), ("e1", late, 1), ("e2", early, 1), ("e3", early, 2), ("old", JAN, 1)]
+    for entry, at, version in entries:
+        await db.execute(
+            "INSERT INTO journey_entries (journey_id, customer_id, entry_id, version, entered_at)"
+            " VALUES ($1, $2, $2, $3, $4)",
+            journey,
+            entry,
+            version,
+            at,
+        )
+    outcomes = [
+        ("e0", "hello", 1, late),
+        ("e0", "hello", 2, early),
+        ("e1", "hello", 1, early),
+        ("e2", "wait", 1, early),
+    ]
+    for entry, step, visit, at in outcomes:  # e0's second visit of "hello" (a loop) is not a new entry there
+        await db.execute(
+            """INSERT INTO step_outcomes (journey_id, journey_version, customer_id, entry_id, step_id, visit,
+                                          step_type, outcome, workflow_id, run_id, recorded_at)
+               VALUES ($1, 1, $2, $2, $3, $4, 'send', 'sent', 'wf', 'run', $5)""",
+            journey,
+            entry,
+            step,
+            visit,
+            at,
+        )
+    await conversion(db, journey, "e0", 10.0, "none", early)
+    march = Filters(journey, None, datetime(2026, 3, 1, tzinfo=UTC), datetime(2026, 3, 3, tzinfo=UTC))
+
+    counts = await reports.daily_counts(db, march)
+
+    first, second = late.date(), early.date()
+    assert {(c.day, c.series): c.count for c in counts} == {
+        (first, "$entered"): 2,
+        (first, "hello"): 1,
+        (second, "$entered"): 2,
+        (second, "hello"): 1,
+        (second, "wait"): 1,
+        (second, "$converted"): 1,
+    }
+    version_2 = await reports.daily_counts(db, Filters(journey, 2, march.since, march.until))
+    assert [(c.day, c.series, c.count) for c in version_2] == [(second, "$entered", 1)]
+    # Each day's figures are the report's over that day.
+    for day in (first, second):
+        start = datetime.combine(day, datetime.min.time(), UTC)
+        one_day = Filters(journey, None, start, start + timedelta(days=1))
+        assert await reports.entered(db, one_day) == sum(
+            c.count for c in counts if c.day == day and c.series == "$entered"
+        )
+    by_day = await reports.entries_by_day(db, first, second + timedelta(days=1))
+    assert by_day[journey] == {first: 2, second: 2}
+
+
+async def test_versions_are_listed_newest_first_with_their_checksum(empty: asyncpg.Pool) -> None:
+    journey = Journey.model_validate(
+        {"id": f"ver-{uuid.uuid4().hex[:8]}", "name": "V", "trigger": {"event": "go"},
+         "steps": [{"id": "pause", "type": "wait", "duration": "1h"}]}
+    )  # fmt: skip
+    await journey_store.publish(empty, journey)
+    changed = journey.model_copy(update={"name": "V2"})
+    await journey_store.publish(empty, changed)
+    versions = await journey_store.list_versions(empty, journey.id)
+    assert [v.version for v in versions] == [2, 1]
+    assert [v.checksum for v in versions] == [journey_store.checksum(changed), journey_store.checksum(journey)]
+    assert versions[0].published_at >= versions[1].published_at
+    assert await journey_store.list_versions(empty, "no-such-journey") == []

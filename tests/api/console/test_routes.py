@@ -3,34 +3,21 @@ on the dev server: sign in, figures equal the report API's, who waits where, rol
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from api.app import create_app
+from tests.api.console.conftest import ARGS, ARTIFACTS, CHROMIUM, need_chromium, sign_in
 from tests.support.engine import EXAMPLES
 from tests.support.mail import free_port
 from tests.support.stack import API_KEY, Stack, eventually, make_settings, serving, stack_fixture  # noqa: F401
 
 pytestmark = pytest.mark.devserver
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 READ_KEY = "console-read-key"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def _need_chromium() -> None:
-    if not (os.path.exists(CHROMIUM) and shutil.which("chromium")):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it with apt-get")
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
 
 
 async def _running_cart(stack: Stack) -> tuple[str, list[str]]:
@@ -56,16 +43,8 @@ async def _running_cart(stack: Stack) -> tuple[str, list[str]]:
     return journey_id, customers
 
 
-async def _sign_in(page: Any, base: str, key: str) -> None:
-    await page.goto(f"{base}/console")
-    assert "/console/login" in page.url  # not signed in: the sign-in form
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_label("API key").press("Enter")  # keyboard only
-    await page.wait_for_url(re.compile(r".*/console/journeys$"))
-
-
 async def test_console_in_headless_chromium(stack: Stack) -> None:
-    _need_chromium()
+    need_chromium()
     from playwright.async_api import async_playwright
 
     journey_id, customers = await _running_cart(stack)
@@ -82,7 +61,7 @@ async def test_console_in_headless_chromium(stack: Stack) -> None:
             try:
                 context = await browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
                 page = await context.new_page()
-                await _sign_in(page, base, API_KEY)
+                await sign_in(page, base, API_KEY)
                 row = page.locator(f'tr[data-journey="{journey_id}"]')
                 assert await row.locator('[data-figure="running"]').inner_text() == "2"
                 assert await row.locator('[data-figure="entered"]').inner_text() == "2"
@@ -134,7 +113,7 @@ async def test_console_in_headless_chromium(stack: Stack) -> None:
                 # 390 px wide: the page itself does not scroll sideways (the graph scrolls in its own box).
                 phone = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
                 page = await phone.new_page()
-                await _sign_in(page, base, READ_KEY)
+                await sign_in(page, base, READ_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}")
                 assert await page.evaluate("document.documentElement.scrollWidth") <= 390
                 await page.screenshot(path=str(ARTIFACTS / "console-journey-390.png"), full_page=True)
