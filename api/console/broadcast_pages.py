@@ -23,7 +23,7 @@ from fastapi.responses import RedirectResponse, Response
 from api import previews, routes_broadcasts
 from api.broadcasting import create_and_start, describe
 from api.console import session
-from api.console.routes import Refused, read_form, render, signed_in
+from api.console.routes import Refused, needs, read_form, render
 from api.routes_deps import pool, settings, temporal
 from api.schemas import ApiError
 from config.settings import Role
@@ -42,21 +42,8 @@ WRITE: Role = "write"
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
-def needs(role: Role) -> Any:
-    """A page's dependency: a signed-in session whose key has ``role`` (else the sign-in form, or a 403 page)."""
-
-    def dependency(request: Request) -> session.Session:
-        current = signed_in(request)
-        if not current.may(role):
-            raise Refused(403, f"your API key has the role '{current.role}'; this needs '{role}'")
-        return current
-
-    dependency.required_role = role  # type: ignore[attr-defined]  # read by the test that every route declares one
-    return Depends(dependency)
-
-
-READ_PAGE = needs("read")
-WRITE_PAGE = needs("write")
+READ_PAGE = Depends(needs("read"))
+WRITE_PAGE = Depends(needs("write"))
 
 
 def _ident(value: str, what: str) -> str:

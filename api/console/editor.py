@@ -19,23 +19,29 @@ Reading a definition needs any key; the rest needs the role ``write`` (a read ke
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from html import escape
-from typing import Annotated, Any
+from typing import Any
 
 import yaml
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api import previews
 from api.console import notices, session
-from api.console.routes import Refused, journey_id_or_404, read_form, render, running_now, signed_in
+from api.console.routes import (
+    Reader,
+    Refused,
+    Writer,
+    journey_id_or_404,
+    read_form,
+    render,
+    running_now,
+)
 from api.publishing import publish_journey, validated
 from api.routes_deps import event_router, input_limits, off_loop, pool, read_json, settings, temporal
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
-from config.settings import Role
 from journeys.models import Journey, SendStep
 from journeys.sms import measure
 from journeys.validation import JourneyIssue, JourneyValidationError
@@ -80,23 +86,6 @@ steps:
 
 
 # --- roles ------------------------------------------------------------------------------------------------------
-
-
-def needs(role: Role) -> Callable[[Request], Awaitable[session.Session]]:
-    """A dependency: the signed-in session, whose key must have at least ``role`` (403 otherwise)."""
-
-    async def dependency(request: Request) -> session.Session:
-        current = signed_in(request)
-        if not current.may(role):
-            raise Refused(403, f"your API key has the role '{current.role}'; this needs '{role}'")
-        return current
-
-    dependency.required_role = role  # type: ignore[attr-defined]  # as api.routes_deps.require_role
-    return dependency
-
-
-Reader = Annotated[session.Session, Depends(needs("read"))]
-Writer = Annotated[session.Session, Depends(needs("write"))]
 
 
 # --- the definition as YAML -------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -23,7 +22,6 @@ from pydantic import ValidationError
 from api.console import charts, routes, session
 from api.experiments import StepExperiment, experiments_report
 from api.routes_deps import pool
-from config.settings import Role
 from journeys.models import Journey
 from store import journeys as journey_store
 from store import reports
@@ -35,21 +33,7 @@ TREND_DAYS = 14
 OLDEST_SINCE_DAYS = 366
 
 
-def console_role(needed: Role) -> Callable[[Request], Awaitable[session.Session]]:
-    """A dependency: the signed-in session, whose key must have at least the role ``needed`` (not signed in: the
-    sign-in page; too weak a key: 403 naming both roles)."""
-
-    async def dependency(request: Request) -> session.Session:
-        current = routes.signed_in(request)
-        if not current.may(needed):
-            raise routes.Refused(403, f"your API key has the role '{current.role}'; this page needs '{needed}'")
-        return current
-
-    dependency.required_role = needed  # type: ignore[attr-defined]  # read by the tests, as api.routes_deps
-    return dependency
-
-
-READ = Depends(console_role("read"))
+READ = Depends(routes.needs("read"))
 
 
 # --- wording ------------------------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl, quote
 
 import structlog
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -168,6 +169,25 @@ async def _form(request: Request, current: session.Session) -> dict[str, str]:
 read_form = _form
 
 
+def needs(role: Role) -> Callable[[Request], Awaitable[session.Session]]:
+    """A route's dependency: the signed-in session, whose key must have at least ``role``. Not signed in: the
+    sign-in page (a form post: 401); too weak a key: a 403 page naming both roles. ``required_role`` is what the
+    test that every route declares a role reads, as for the API's ``api.routes_deps.require_role``."""
+
+    async def dependency(request: Request) -> session.Session:
+        current = _signed_in(request)
+        if not current.may(role):
+            raise Refused(403, f"your API key has the role '{current.role}'; this needs '{role}'")
+        return current
+
+    dependency.required_role = role  # type: ignore[attr-defined]
+    return dependency
+
+
+Reader = Annotated[session.Session, Depends(needs("read"))]
+Writer = Annotated[session.Session, Depends(needs("write"))]
+
+
 # --- sign-in --------------------------------------------------------------------------------------------------
 
 
@@ -231,8 +251,7 @@ running_now = _running
 
 
 @router.get("/console/journeys")
-async def journeys_page(request: Request) -> Response:
-    current = _signed_in(request)
+async def journeys_page(request: Request, current: Reader) -> Response:
     db, client = pool(request), temporal(request)
     rows = await journey_store.list_journeys(db)
     since = datetime.now(UTC) - timedelta(days=7)
@@ -272,8 +291,9 @@ async def _report(request: Request, journey_id: str) -> tuple[Any, JourneyReport
 
 
 @router.get("/console/journeys/{journey_id}")
-async def journey_page(request: Request, journey_id: str, step: str | None = None, page: str | None = None) -> Response:
-    current = _signed_in(request)
+async def journey_page(
+    request: Request, current: Reader, journey_id: str, step: str | None = None, page: str | None = None
+) -> Response:
     journey_id = _journey_id(journey_id)
     row, report = await _report(request, journey_id)
     journey = Journey.model_validate(row.definition)
@@ -353,8 +373,7 @@ async def _waiting(
 
 
 @router.get("/console/journeys/{journey_id}/{action}")
-async def confirm_page(request: Request, journey_id: str, action: str) -> Response:
-    current = _signed_in(request)
+async def confirm_page(request: Request, current: Writer, journey_id: str, action: str) -> Response:
     journey_id = _journey_id(journey_id)
     if action not in ACTIONS:
         raise Refused(404, "no such page")
@@ -371,8 +390,7 @@ async def confirm_page(request: Request, journey_id: str, action: str) -> Respon
 
 
 @router.post("/console/journeys/{journey_id}/{action}")
-async def act(request: Request, journey_id: str, action: str) -> Response:
-    current = _signed_in(request)
+async def act(request: Request, current: Writer, journey_id: str, action: str) -> Response:
     journey_id = _journey_id(journey_id)
     if action not in ACTIONS:
         raise Refused(404, "no such page")
@@ -399,8 +417,7 @@ async def act(request: Request, journey_id: str, action: str) -> Response:
 
 
 @router.get("/console/customers")
-async def customers_page(request: Request, q: str | None = None) -> Response:
-    current = _signed_in(request)
+async def customers_page(request: Request, current: Reader, q: str | None = None) -> Response:
     found = None
     query = (q or "").strip()
     if query:
@@ -411,8 +428,7 @@ async def customers_page(request: Request, q: str | None = None) -> Response:
 
 
 @router.get("/console/customers/{customer_id}")
-async def customer_page(request: Request, customer_id: str) -> Response:
-    current = _signed_in(request)
+async def customer_page(request: Request, current: Reader, customer_id: str) -> Response:
     if len(customer_id) > 256 or "\x00" in customer_id:
         raise Refused(404, "no such customer")
     db = pool(request)

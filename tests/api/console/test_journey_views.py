@@ -12,11 +12,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 from temporalio.testing import WorkflowEnvironment
 
 from api.app import create_app
-from api.console import journey_views
 from contracts.journey import workflow_id
 from journeys import parse_journey
 from store import journeys as journey_store
@@ -52,14 +50,6 @@ def p_text(value: float | None) -> str:
     if value is None:
         return "n/a"
     return "< 0.001" if value < 0.001 else f"{value:.3f}"
-
-
-def test_every_route_declares_its_role() -> None:
-    routes = [r for r in journey_views.router.routes if isinstance(r, APIRoute)]
-    assert routes
-    for route in routes:
-        roles = {getattr(d.call, "required_role", None) for d in route.dependant.dependencies} - {None}
-        assert roles == {"read"}, route.path
 
 
 @pytest.mark.timeout(300)  # 30 runs and a real browser: over the default 120 s when the machine is busy
