@@ -48,8 +48,12 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 class TemporalDevServer:
     """The ``temporal server start-dev`` child process."""
 
-    def __init__(self, settings: Settings, data_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, data_dir: Path, *, headless: bool = False, search_attributes: bool = True
+    ) -> None:
         self.settings = settings
+        self.headless = headless
+        self.search_attributes = search_attributes
         self.db_file = data_dir / "temporal.db"
         self.log_path = data_dir / "temporal.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -64,8 +68,7 @@ class TemporalDevServer:
             "127.0.0.1",
             "--port",
             str(s.temporal_port),
-            "--ui-port",
-            str(s.temporal_ui_port),
+            *(["--headless"] if self.headless else ["--ui-port", str(s.temporal_ui_port)]),
             "--db-filename",
             str(self.db_file),
             "--sqlite-pragma",
@@ -77,7 +80,7 @@ class TemporalDevServer:
             "--log-level",
             "warn",
             # Re-running with these on an existing file is fine: start-dev skips attributes that exist.
-            *search_attributes.cli_flags(),
+            *(search_attributes.cli_flags() if self.search_attributes else []),
         ]
 
     def start(self) -> None:
@@ -128,14 +131,22 @@ class Stopped(Exception):
 
 
 class DevServer:
-    """The Temporal dev server on a free port, its SQLite file (WAL) in ``data_dir``; survives stop/start."""
+    """The Temporal dev server on a free port, its SQLite file (WAL) in ``data_dir``; survives stop/start.
 
-    def __init__(self, data_dir: Path, *, port: int | None = None) -> None:
+    ``headless``: no web UI. ``search_attributes=False``: Parcours' attributes are left for the caller to register
+    (as production does, with ``temporal operator search-attribute create``).
+    """
+
+    def __init__(
+        self, data_dir: Path, *, port: int | None = None, headless: bool = False, search_attributes: bool = True
+    ) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.settings = Settings(
             temporal_port=port or free_port(), temporal_ui_port=free_port(), log_format="console", otel_exporter="none"
         )
-        self._server = TemporalDevServer(self.settings, data_dir)
+        self._server = TemporalDevServer(
+            self.settings, data_dir, headless=headless, search_attributes=search_attributes
+        )
 
     @property
     def address(self) -> str:
@@ -149,6 +160,10 @@ class DevServer:
     @property
     def db_file(self) -> Path:
         return self._server.db_file
+
+    @property
+    def log_path(self) -> Path:
+        return self._server.log_path
 
     async def start(self, timeout: float = 30.0) -> Client:  # noqa: ASYNC109
         """Start (or restart) the server and return a connected client once it answers.

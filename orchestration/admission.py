@@ -65,6 +65,10 @@ async def enter(
                 await entry_store.release_entry(pool, journey.id, customer_id, entry_id)
             return Entry("already_running", adopted)
         await identity_store.forget_adopted(pool, customer_id, journey.id, adopted)
+    if not claim.new and await runs.started_by(wid, entry_id):
+        # This entry was claimed and its run started before, by a route whose process died before it marked the
+        # event routed; the run may have finished meanwhile: starting again would run the customer twice.
+        return Entry("entered", wid)
     entered = await runs.enter(journey, version, trigger)
     if claim.new and not entered.started:
         # The customer is in the journey right now: the trigger only reached the running run.

@@ -26,6 +26,10 @@ from orchestration.errors import RunRefusedError, TemporalUnavailableError, answ
 
 T = TypeVar("T")
 
+ENTRY_MEMO = "entry_id"
+"""The memo field naming the entry (the trigger's event id) that started a run: a route retried after a crash
+finds its own run by it instead of starting a second one."""
+
 
 @dataclass(frozen=True)
 class Entered:
@@ -75,7 +79,7 @@ async def enter_journey(
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                 id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                 search_attributes=sa.at_start(definition.id, trigger.customer_id, version, definition.first_step()),
-                memo={"journey_name": definition.name},
+                memo={"journey_name": definition.name, ENTRY_MEMO: trigger.event_id},
                 static_summary=f"{definition.name} · {trigger.customer_id}",
                 result_type=JourneyResult,
                 rpc_timeout=rpc_timeout,
@@ -153,6 +157,17 @@ class JourneyRuns:
             exc.workflow_id = exc.workflow_id or wid
             raise
         return True
+
+    async def started_by(self, wid: str, entry_id: str) -> bool:
+        """Whether the latest run of ``wid`` (running or closed) was started by entry ``entry_id``: an earlier
+        attempt to route that entry got as far as the start (its process died before it could say so)."""
+        try:
+            description = await self.call(self.client.get_workflow_handle(wid).describe(rpc_timeout=self.rpc_timeout))
+        except RPCError as exc:
+            if is_not_found(exc):
+                return False
+            raise
+        return await description.memo_value(ENTRY_MEMO, None) == entry_id
 
     async def is_running(self, wid: str) -> bool:
         """Whether ``wid`` has a running run (False: never started, or closed)."""

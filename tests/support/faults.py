@@ -2,7 +2,8 @@
 
 * ``DevServer`` (from ``devstack.temporal``): ``temporal server start-dev`` as a child process with a persistent
   SQLite file (WAL, synchronous=normal, the search attributes), stoppable and restartable on the same port;
-* ``WorkerProcess``: ``python -m workers`` as a child process (so a test can ``kill -9`` it);
+* ``ChildProcess``: a command (``parcours api``, ``parcours worker``: ``parcours_command``, with ``parcours_env``)
+  as a child process that a test can ``kill -9``; ``WorkerProcess``: ``python -m workers`` as one;
 * ``own_postgres``: an ``EmbeddedPostgres`` of the test's own (never the session's), migrated, stoppable;
 * ``SlowSmtpSink``: the SMTP sink, answering DATA after a delay (to widen an in-flight window);
 * ``mail_counts``: messages received per recipient.
@@ -21,13 +22,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import pytest_asyncio
 from temporalio.client import Client
 
 from devstack.postgres import EmbeddedPostgres
-from devstack.temporal import DevServer
+from devstack.temporal import DevServer, _die_with_parent
 from store import migrate
 from tests.support.mail import ReceivedMail, SmtpSink
 
@@ -35,8 +36,9 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 DATABASE = "parcours_faults"
 
 
-def worker_env(*, temporal_address: str, database_url: str, task_queue: str, **settings: Any) -> dict[str, str]:
-    """The environment of a ``python -m workers`` child."""
+def parcours_env(*, temporal_address: str, database_url: str, task_queue: str, **settings: Any) -> dict[str, str]:
+    """The environment of a Parcours child process: no PARCOURS_ or TEMPORAL_ variable of ours leaks in,
+    ``settings`` become ``PARCOURS_<NAME>``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PARCOURS_", "TEMPORAL_"))}
     env.update(
         PARCOURS_TEMPORAL_ADDRESS=temporal_address,
@@ -44,31 +46,48 @@ def worker_env(*, temporal_address: str, database_url: str, task_queue: str, **s
         PARCOURS_TASK_QUEUE=task_queue,
         PARCOURS_OTEL_EXPORTER="none",
         PARCOURS_LOG_LEVEL="WARNING",
-        PARCOURS_CONSENT_DEFAULT="opt_in",
-        PARCOURS_WEBHOOK_ALLOW_HOSTS='["localhost", "127.0.0.0/8", "::1/128"]',  # the test receivers
         PYTHONPATH=str(ROOT),
     )
     env.update({f"PARCOURS_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 
 
-class WorkerProcess:
-    """``python -m workers`` in a child process, its output in ``log_path``."""
+def worker_env(*, temporal_address: str, database_url: str, task_queue: str, **settings: Any) -> dict[str, str]:
+    """The environment of a ``python -m workers`` child (the dev values, loopback webhooks allowed)."""
+    values: dict[str, Any] = {
+        "consent_default": "opt_in",
+        "webhook_allow_hosts": '["localhost", "127.0.0.0/8", "::1/128"]',  # the test receivers
+        **settings,
+    }
+    return parcours_env(temporal_address=temporal_address, database_url=database_url, task_queue=task_queue, **values)
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+
+def parcours_command(*args: str) -> list[str]:
+    """``parcours ARGS``: the installed console script (the production entry point) beside this interpreter."""
+    script = Path(sys.executable).parent / "parcours"
+    assert script.exists(), f"{script} is missing: install the package (pip install -e .)"
+    return [str(script), *args]
+
+
+class ChildProcess:
+    """A command in a child process, its output appended to ``log_path``; it dies with the test process."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.argv = argv
         self.env = env
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
+    def start(self) -> Self:
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "workers"],
+                self.argv,
                 cwd=ROOT,
                 env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         return self
 
@@ -77,8 +96,12 @@ class WorkerProcess:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
     def kill9(self) -> None:
-        """SIGKILL: no graceful shutdown, in-flight activities are abandoned where they are."""
+        """SIGKILL: no graceful shutdown, in-flight work is abandoned where it is."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
@@ -97,6 +120,13 @@ class WorkerProcess:
         with contextlib.suppress(FileNotFoundError):
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         return ""
+
+
+class WorkerProcess(ChildProcess):
+    """``python -m workers`` in a child process, its output in ``log_path``."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        super().__init__([sys.executable, "-m", "workers"], env, log_path)
 
 
 @dataclass
@@ -187,6 +217,7 @@ async def wait_until(check: Any, *, timeout: float, interval: float = 0.25, what
 
 
 __all__ = [
+    "ChildProcess",
     "DevServer",
     "OwnPostgres",
     "SlowSmtpSink",
@@ -195,6 +226,8 @@ __all__ = [
     "duplicates_report",
     "mail_counts",
     "own_postgres",
+    "parcours_command",
+    "parcours_env",
     "started_postgres",
     "wait_until",
     "worker_env",
