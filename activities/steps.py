@@ -75,8 +75,20 @@ class StepActivities:
             headers = render_value(call.headers, context)
         except TemplateError as exc:
             return WebhookAnswer(ok=False, error=f"template error: {exc}")
-        payload = json.dumps(body, separators=(",", ":")) if body is not None else ""
-        headers = {**headers, **signed_headers(self._signer, call.context.idempotency_key, payload)}
+        # A string body goes out as rendered, with the step's own content type (text/plain if it names none); a
+        # mapping goes out as JSON.
+        given_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        if isinstance(body, str):
+            payload, content_type = body, given_type or "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(body, separators=(",", ":")) if body is not None else ""
+            content_type = "application/json"
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        headers = {
+            **headers,
+            **signed_headers(self._signer, call.context.idempotency_key, payload),
+            "content-type": content_type,
+        }
         try:
             response = await self._http.request(call.method, call.url, content=payload or None, headers=headers)
         except EgressRefusedError as exc:  # never retried: the destination is not allowed

@@ -199,3 +199,35 @@ async def test_hand_off_to_a_journey_that_does_not_exist_is_recorded(engine: Eng
         "SELECT outcome, detail FROM step_outcomes WHERE customer_id = $1 AND step_id = 'to-nowhere'", customer
     )
     assert (row["outcome"], row["detail"]["reason"]) == ("unavailable", "unknown journey")
+
+
+async def test_a_webhook_body_may_be_a_liquid_string_sent_as_rendered(
+    engine: Engine, webhook_sink: WebhookSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": "string-bodies",
+            "name": "String bodies",
+            "trigger": {"event": "signed_up"},
+            "steps": [
+                {
+                    "id": "xml",
+                    "type": "webhook",
+                    "url": webhook_sink.url,
+                    "headers": {"Content-Type": "application/xml"},
+                    "body": "<lead id='{{ customer.id }}' plan='{{ event.plan }}'/>",
+                },
+                {"id": "plain", "type": "webhook", "url": webhook_sink.url, "body": "{{ customer.id }} signed up"},
+            ],
+        }
+    )
+    customer = await make_customer(engine.pool)
+    await (await engine.enter(journey, customer, {"plan": "pro"})).result()
+
+    xml, plain = webhook_sink.requests
+    assert xml.body.decode() == f"<lead id='{customer}' plan='pro'/>"
+    assert xml.headers["content-type"] == "application/xml"
+    assert plain.body.decode() == f"{customer} signed up"
+    assert plain.headers["content-type"] == "text/plain; charset=utf-8"
+    assert plain.headers["webhook-signature"]  # signed like a JSON body
+    assert await engine.outcomes(customer) == {"xml": "ok", "plain": "ok"}
