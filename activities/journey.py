@@ -180,7 +180,10 @@ class JourneyActivities:
         reads = batch.reads if batch is not None else SendReads(conn)
         customer = await reads.customer(request.customer_id, lock=True)
         existing = await reads.existing(request.idempotency_key)
-        if existing is not None:
+        # A message an earlier run failed to send is tried again by this one (a reset re-ran the step); one that
+        # was sent, or that this run recorded, is answered as recorded.
+        retry = existing is not None and batch is None and existing.retried_by(request.run_id or None)
+        if existing is not None and not retry:
             return SendResult(
                 status=existing.status,  # type: ignore[arg-type]  # what a send recorded: sent, skipped, failed
                 reason=existing.reason,
@@ -190,6 +193,7 @@ class JourneyActivities:
                 duplicate=True,
             )
         record = _Recorder(conn, request, now, batch)
+        record.replaces = retry
         if delivered is not None:
             # An earlier attempt delivered but could not record it: record, never deliver again.
             channel, result = delivered
@@ -407,8 +411,18 @@ class JourneyActivities:
     @activity.defn(name="record_send_failure")
     async def record_send_failure(self, failure: SendFailure) -> SendResult:
         request = failure.request
-        async with connection(self._pool) as conn:
-            await _insert_message(conn, request, "failed", failure.reason, None, None, None, error=failure.reason)
+        async with transaction(self._pool) as conn:
+            # An earlier run's failure gives way to this run's (a reset re-ran the send and it failed again).
+            before = await message_store.message_status(conn, request.idempotency_key)
+            earlier = None
+            if before is not None and before.retried_by(request.run_id or None):
+                earlier = await message_store.supersede_failed(conn, request.idempotency_key, request.run_id)
+            await message_store.insert_message(
+                conn,
+                _new_message(
+                    request, "failed", failure.reason, None, None, None, error=failure.reason, earlier=earlier
+                ),
+            )
             row = await message_store.message_status(conn, request.idempotency_key)
         assert row is not None  # inserted just now, or already there
         result = SendResult(
@@ -458,6 +472,11 @@ class JourneyActivities:
         result: DeliveryResult | None = None,
         rendered: dict[str, Any] | None = None,
     ) -> SendResult:
+        earlier = None
+        if record.replaces:
+            earlier = await message_store.supersede_failed(
+                record.conn, record.request.idempotency_key, record.request.run_id
+            )
         message = _new_message(
             record.request,
             status,
@@ -469,6 +488,7 @@ class JourneyActivities:
             channel=channel,
             decided_at=record.now,
             choice=record.choice,
+            earlier=earlier,
         )
         if record.batch is not None:
             record.batch.messages.append(message)
@@ -528,6 +548,8 @@ class _Recorder:
         self.now = now
         self.choice: dict[str, Any] = {}
         self.batch = batch
+        self.replaces = False
+        """The key's row is a failed attempt of an earlier run, which this send's record replaces."""
 
     def statements(self) -> contextlib.AbstractAsyncContextManager[Any]:
         """Around statements the send runs itself: one at a time on a batch's shared connection."""
@@ -648,22 +670,6 @@ def _send_outcome(request: SendRequest, result: SendResult) -> StepRecord:
     )
 
 
-async def _insert_message(
-    conn: Connection,
-    request: SendRequest,
-    status: str,
-    reason: str | None,
-    recipient: str | None,
-    result: DeliveryResult | None,
-    rendered: dict[str, Any] | None,
-    *,
-    error: str | None,
-) -> None:
-    await message_store.insert_message(
-        conn, _new_message(request, status, reason, recipient, result, rendered, error=error)
-    )
-
-
 def _new_message(
     request: SendRequest,
     status: str,
@@ -676,6 +682,7 @@ def _new_message(
     channel: str | None = None,
     decided_at: datetime | None = None,
     choice: dict[str, Any] | None = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> message_store.NewMessage:
     return message_store.NewMessage(
         idempotency_key=request.idempotency_key,
@@ -700,6 +707,8 @@ def _new_message(
         segments=result.segments if result else None,
         encoding=result.encoding if result else None,
         cost=result.cost if result else None,
+        run_id=request.run_id or None,
+        earlier_attempts=earlier or [],
     )
 
 

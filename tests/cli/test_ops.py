@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 from contracts import search_attributes as sa
 from contracts.journey import WORKFLOW_NAME
+from store import reports
 from tests.support import broken_workflows
 from tests.support.broken_workflows import BuggyJourney
 from tests.support.engine import journey_from, make_customer, running_engine
@@ -323,3 +324,46 @@ async def test_reset_by_query_runs_one_batch_job_and_logs_it_with_the_query(
     [action] = await pool.fetch("SELECT actor, reason, detail FROM ops_actions WHERE target = $1", query)
     assert action["reason"] == "plans added" and action["actor"].startswith("cli")
     assert action["detail"]["job_id"] in done.output and len(action["detail"]["runs"]) == 3
+
+
+async def test_a_message_refused_before_a_reset_is_sent_by_the_reset_run_and_only_once(
+    cli: Cli, dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": f"resend-{uuid.uuid4().hex[:8]}",
+            "name": "Resend",
+            "trigger": {"event": "signed_up"},
+            "steps": [{"id": "hello", "type": "send", "channel": "email", "template": {"subject": "Hi", "text": "x"}}],
+        }
+    )
+    customer = await make_customer(pool)
+    wid = f"{journey.id}:{customer}"
+    reset = ("ops", "reset", "--workflow-id", wid, "--to", "step", "hello", "--reason", "mail relay back", "--yes")
+    smtp_sink.fail("554 5.3.0 Relay down", times=1)  # the provider refuses this one message, then works again
+    async with running_engine(dev_env, pool, smtp_sink) as engine:
+        await (await engine.enter(journey, customer)).result()
+        first_run = (await dev_env.client.get_workflow_handle(wid).describe()).run_id
+        assert await engine.outcomes(customer) == {"hello": "failed"}
+        assert engine.mail_to(customer) == []
+
+        done = await invoke(cli, *reset)
+        assert done.exit_code == 0, done.output
+        new_run = done.output.strip().splitlines()[-1].rsplit("new run ", 1)[1]
+        await dev_env.client.get_workflow_handle(wid, run_id=new_run).result()
+        assert await engine.outcomes(customer) == {"hello": "sent"}
+        assert len(engine.mail_to(customer)) == 1
+
+        again = await invoke(cli, *reset)  # a second reset finds the message sent: nobody is mailed twice
+        assert again.exit_code == 0, again.output
+        await dev_env.client.get_workflow_handle(wid).result()
+
+    assert len(engine.mail_to(customer)) == 1
+    [message] = await pool.fetch(
+        "SELECT status, run_id, earlier_attempts FROM messages WHERE journey_id = $1", journey.id
+    )
+    assert (message["status"], message["run_id"]) == ("sent", new_run)
+    [earlier] = message["earlier_attempts"]
+    assert (earlier["run_id"], earlier["status"], earlier["reason"]) == (first_run, "failed", "provider_rejected")
+    [count] = await reports.message_counts(pool, reports.Filters(journey_id=journey.id))
+    assert (count.messages, count.sent, count.failed) == (1, 1, 0)  # the report counts the current attempt
