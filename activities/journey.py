@@ -21,6 +21,7 @@ from typing import Any, Literal
 import structlog
 from opentelemetry import trace
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import policy
 from activities.channels import sms as sms_channel
@@ -29,6 +30,7 @@ from activities.channels.base import (
     DeliveryResult,
     OutboundMessage,
     PermanentDeliveryError,
+    TransientDeliveryError,
 )
 from activities.links import template_links, tracking_payload, unsubscribe_url
 from activities.models import (
@@ -102,6 +104,16 @@ class JourneyActivities:
         if delivered is None:
             activity.heartbeat()  # alive; the details slot stays free for "delivered"
         now = request.now or datetime.now(UTC)
+        try:
+            return await self._send_and_record(request, delivered, now)
+        except TransientDeliveryError as exc:
+            # Temporal retries it. One line, cause first, no chained traceback: what the run's pending activity,
+            # the failed step's reason and the worker's log show ("Failure exceeds size limit" otherwise).
+            raise ApplicationError(_one_line(str(exc)), type="TransientDeliveryError") from None
+
+    async def _send_and_record(
+        self, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
+    ) -> SendResult:
         async with transaction(self._pool) as conn:
             result = await self._send_locked(conn, request, delivered, now)
             if request.outcome is not None and result.status != "deferred":
@@ -710,6 +722,15 @@ def _new_message(
         run_id=request.run_id or None,
         earlier_attempts=earlier or [],
     )
+
+
+FAILURE_MESSAGE_LENGTH = 300
+
+
+def _one_line(text: str) -> str:
+    """A failure message on one line, at most ``FAILURE_MESSAGE_LENGTH`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= FAILURE_MESSAGE_LENGTH else line[: FAILURE_MESSAGE_LENGTH - 1] + "…"
 
 
 def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> datetime | None:

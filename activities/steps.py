@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.admission import admit, current_journey
 from activities.channels.egress import EgressRefusedError, guarded_client
-from activities.channels.webhook import RETRYABLE_STATUSES, response_body, signed_headers
+from activities.channels.webhook import RETRYABLE_STATUSES, answered, response_body, signed_headers, unreachable
 from activities.models import (
     Handoff,
     HandoffResult,
@@ -96,15 +96,17 @@ class StepActivities:
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return WebhookAnswer(ok=False, error=f"invalid url: {exc}")
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"{call.method} {call.url}: {exc!r}") from exc
+            # Retried by Temporal. One line, cause first, no chained traceback: it is what the run's pending
+            # activity, `parcours ops failures` and the worker's log show.
+            raise ApplicationError(unreachable(call.method, call.url, exc), type="WebhookUnreachable") from None
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
-            raise RuntimeError(f"{call.method} {call.url} answered {response.status_code}")
+            raise ApplicationError(answered(call.method, call.url, response), type="WebhookRefused")
         ok = response.is_success
         return WebhookAnswer(
             ok=ok,
             status=response.status_code,
             body=response_body(response),
-            error=None if ok else f"answered {response.status_code}",
+            error=None if ok else answered(call.method, call.url, response),
         )
 
     @activity.defn(name="start_journey")
