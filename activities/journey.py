@@ -21,6 +21,7 @@ from typing import Any, Literal
 import structlog
 from opentelemetry import trace
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import policy
 from activities.channels import push as push_channel
@@ -30,6 +31,7 @@ from activities.channels.base import (
     DeliveryResult,
     OutboundMessage,
     PermanentDeliveryError,
+    TransientDeliveryError,
 )
 from activities.links import template_links, tracking_payload, unsubscribe_url
 from activities.models import (
@@ -105,6 +107,16 @@ class JourneyActivities:
         if delivered is None:
             activity.heartbeat()  # alive; the details slot stays free for "delivered"
         now = request.now or datetime.now(UTC)
+        try:
+            return await self._send_and_record(request, delivered, now)
+        except TransientDeliveryError as exc:
+            # Temporal retries it. One line, cause first, no chained traceback: what the run's pending activity,
+            # the failed step's reason and the worker's log show ("Failure exceeds size limit" otherwise).
+            raise ApplicationError(_one_line(str(exc)), type="TransientDeliveryError") from None
+
+    async def _send_and_record(
+        self, request: SendRequest, delivered: tuple[str, DeliveryResult] | None, now: datetime
+    ) -> SendResult:
         async with transaction(self._pool) as conn:
             result = await self._send_locked(conn, request, delivered, now)
             if request.outcome is not None and result.status != "deferred":
@@ -294,9 +306,13 @@ class JourneyActivities:
         reads = SendReads(conn)
         customer = await reads.customer(request.customer_id, lock=True)
         existing = await reads.existing(request.idempotency_key)
-        if existing is not None:
+        # A message an earlier run failed to send is tried again by this one (a reset re-ran the step); one that
+        # was sent, or that this run recorded, is answered as recorded.
+        retry = existing is not None and existing.retried_by(request.run_id or None)
+        if existing is not None and not retry:
             return _duplicate(request, existing)
         record = _Recorder(conn, request, now)
+        record.replaces = retry
         if delivered is not None:
             # An earlier attempt delivered but could not record it: record, never deliver again.
             channel, result = delivered
@@ -541,8 +557,18 @@ class JourneyActivities:
     @activity.defn(name="record_send_failure")
     async def record_send_failure(self, failure: SendFailure) -> SendResult:
         request = failure.request
-        async with connection(self._pool) as conn:
-            await _insert_message(conn, request, "failed", failure.reason, None, None, None, error=failure.reason)
+        async with transaction(self._pool) as conn:
+            # An earlier run's failure gives way to this run's (a reset re-ran the send and it failed again).
+            before = await message_store.message_status(conn, request.idempotency_key)
+            earlier = None
+            if before is not None and before.retried_by(request.run_id or None):
+                earlier = await message_store.supersede_failed(conn, request.idempotency_key, request.run_id)
+            await message_store.insert_message(
+                conn,
+                _new_message(
+                    request, "failed", failure.reason, None, None, None, error=failure.reason, earlier=earlier
+                ),
+            )
             row = await message_store.message_status(conn, request.idempotency_key)
         assert row is not None  # inserted just now, or already there
         result = SendResult(
@@ -592,6 +618,12 @@ class JourneyActivities:
         result: DeliveryResult | None = None,
         rendered: dict[str, Any] | None = None,
     ) -> SendResult:
+        earlier = None
+        if record.replaces:
+            assert record.conn is not None  # only a single send retries an earlier run's failure, in its transaction
+            earlier = await message_store.supersede_failed(
+                record.conn, record.request.idempotency_key, record.request.run_id
+            )
         message = _new_message(
             record.request,
             status,
@@ -603,6 +635,7 @@ class JourneyActivities:
             channel=channel,
             decided_at=record.now,
             choice=record.choice,
+            earlier=earlier,
         )
         if record.batch is not None:
             record.batch.messages.append(message)
@@ -668,6 +701,8 @@ class _Recorder:
         self.now = now
         self.choice: dict[str, Any] = {}
         self.batch = batch
+        self.replaces = False
+        """The key's row is a failed attempt of an earlier run, which this send's record replaces."""
 
 
 _Refusal = tuple[SendRequest, str, str | None, str, dict[str, Any]]
@@ -853,22 +888,6 @@ def _send_outcome(request: SendRequest, result: SendResult) -> StepRecord:
     )
 
 
-async def _insert_message(
-    conn: Connection,
-    request: SendRequest,
-    status: str,
-    reason: str | None,
-    recipient: str | None,
-    result: DeliveryResult | None,
-    rendered: dict[str, Any] | None,
-    *,
-    error: str | None,
-) -> None:
-    await message_store.insert_message(
-        conn, _new_message(request, status, reason, recipient, result, rendered, error=error)
-    )
-
-
 def _new_message(
     request: SendRequest,
     status: str,
@@ -881,6 +900,7 @@ def _new_message(
     channel: str | None = None,
     decided_at: datetime | None = None,
     choice: dict[str, Any] | None = None,
+    earlier: list[dict[str, Any]] | None = None,
 ) -> message_store.NewMessage:
     return message_store.NewMessage(
         idempotency_key=request.idempotency_key,
@@ -905,7 +925,18 @@ def _new_message(
         segments=result.segments if result else None,
         encoding=result.encoding if result else None,
         cost=result.cost if result else None,
+        run_id=request.run_id or None,
+        earlier_attempts=earlier or [],
     )
+
+
+FAILURE_MESSAGE_LENGTH = 300
+
+
+def _one_line(text: str) -> str:
+    """A failure message on one line, at most ``FAILURE_MESSAGE_LENGTH`` characters."""
+    line = " ".join(text.split())
+    return line if len(line) <= FAILURE_MESSAGE_LENGTH else line[: FAILURE_MESSAGE_LENGTH - 1] + "…"
 
 
 def _moment(request: MomentRequest, profile: Profile, tz: calendar.ZoneInfo) -> datetime | None:

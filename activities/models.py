@@ -103,7 +103,8 @@ class WebhookCall(BaseModel):
     url: str
     method: str = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | str | None = None
+    """A mapping (rendered value by value, sent as JSON) or a Liquid string (sent as rendered)."""
 
 
 class WebhookAnswer(BaseModel):

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.admission import admit, current_journey
 from activities.channels.egress import EgressRefusedError, guarded_client
-from activities.channels.webhook import RETRYABLE_STATUSES, response_body, signed_headers
+from activities.channels.webhook import RETRYABLE_STATUSES, answered, response_body, signed_headers, unreachable
 from activities.models import (
     Handoff,
     HandoffResult,
@@ -75,8 +75,20 @@ class StepActivities:
             headers = render_value(call.headers, context)
         except TemplateError as exc:
             return WebhookAnswer(ok=False, error=f"template error: {exc}")
-        payload = json.dumps(body, separators=(",", ":")) if body is not None else ""
-        headers = {**headers, **signed_headers(self._signer, call.context.idempotency_key, payload)}
+        # A string body goes out as rendered, with the step's own content type (text/plain if it names none); a
+        # mapping goes out as JSON.
+        given_type = next((v for k, v in headers.items() if k.lower() == "content-type"), None)
+        if isinstance(body, str):
+            payload, content_type = body, given_type or "text/plain; charset=utf-8"
+        else:
+            payload = json.dumps(body, separators=(",", ":")) if body is not None else ""
+            content_type = "application/json"
+        headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+        headers = {
+            **headers,
+            **signed_headers(self._signer, call.context.idempotency_key, payload),
+            "content-type": content_type,
+        }
         try:
             response = await self._http.request(call.method, call.url, content=payload or None, headers=headers)
         except EgressRefusedError as exc:  # never retried: the destination is not allowed
@@ -84,15 +96,17 @@ class StepActivities:
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             return WebhookAnswer(ok=False, error=f"invalid url: {exc}")
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"{call.method} {call.url}: {exc!r}") from exc
+            # Retried by Temporal. One line, cause first, no chained traceback: it is what the run's pending
+            # activity, `parcours ops failures` and the worker's log show.
+            raise ApplicationError(unreachable(call.method, call.url, exc), type="WebhookUnreachable") from None
         if response.status_code >= 500 or response.status_code in RETRYABLE_STATUSES:
-            raise RuntimeError(f"{call.method} {call.url} answered {response.status_code}")
+            raise ApplicationError(answered(call.method, call.url, response), type="WebhookRefused")
         ok = response.is_success
         return WebhookAnswer(
             ok=ok,
             status=response.status_code,
             body=response_body(response),
-            error=None if ok else f"answered {response.status_code}",
+            error=None if ok else answered(call.method, call.url, response),
         )
 
     @activity.defn(name="start_journey")

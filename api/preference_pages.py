@@ -38,6 +38,7 @@ button:hover{background:#083b75}
 :focus-visible{outline:3px solid #b35c00;outline-offset:2px}
 .status{background:#e6f4ea;border:1px solid #1e6b34;color:#12441f;padding:.6rem .9rem;border-radius:6px}
 .error{background:#fdecea;border:1px solid #a4251b;color:#6d1710;padding:.6rem .9rem;border-radius:6px}
+.error a{color:#6d1710}.field-error{color:#a4251b;font-weight:600;margin:.2rem 0}
 a{color:#0b4f9c}
 """
 
@@ -94,15 +95,45 @@ def _options(values: list[tuple[str, str]], selected: str | None) -> str:
     )
 
 
+_ANCHORS = {"channel": "channels", "topic": "topics", "frequency": "frequencies", "interest": "interests"}
+"""Where a field's entry in the error list leads: the fieldset of a group of boxes, else the field itself."""
+
+
 def preference_page(
-    data: CustomerPreferences, interests: list[str], *, action: str, saved: bool = False, error: str | None = None
+    data: CustomerPreferences,
+    interests: list[str],
+    *,
+    action: str,
+    saved: bool = False,
+    errors: dict[str, str] | None = None,
 ) -> str:
+    """The form, showing the stored preferences; ``errors`` (field name to what is wrong): each is said next to
+    its field (``{field}-error``, referenced by the field's ``aria-describedby``) and all in a list at the top."""
     prefs = data.preferences
+    errors = errors or {}
     status = ""
     if saved:
         status = '<p class="status" role="status">Saved. Your preferences apply from the next message.</p>'
-    if error:
-        status = f'<p class="error" role="alert">{escape(error)}</p>'
+    if errors:
+        items = "".join(
+            f'<li><a href="#{_ANCHORS.get(f, f)}">{escape(f"{m} (field {f!r})")}</a></li>' for f, m in errors.items()
+        )
+        count = "1 thing needs" if len(errors) == 1 else f"{len(errors)} things need"
+        status = f'<div class="error" role="alert"><p>{count} fixing; nothing was saved.</p><ul>{items}</ul></div>'
+
+    def problem(field: str) -> str:
+        message = errors.get(field)
+        return f'<p class="field-error" id="{field}-error">{escape(message)}</p>' if message else ""
+
+    def described(field: str, *also: str) -> str:
+        ids = " ".join([*also, f"{field}-error" if field in errors else ""]).strip()
+        invalid = ' aria-invalid="true"' if field in errors else ""
+        return (f' aria-describedby="{ids}"' if ids else "") + invalid
+
+    def group(field: str) -> str:
+        """A fieldset of boxes points at its field's message (no aria-invalid: it is not a control)."""
+        return f' aria-describedby="{field}-error"' if field in errors else ""
+
     channels = "".join(
         _checkbox("channel", c, _CHANNEL_LABELS[c], prefs.channels.get(c, False)) for c in CONSENT_CHANNELS
     )
@@ -111,8 +142,9 @@ def preference_page(
         for t in data.topics
     )
     topics_block = (
-        f'<fieldset><legend>Topics</legend><p class="hint">What we may write to you about.</p>{topics}</fieldset>'
-        if data.topics
+        f'<fieldset id="topics"{group("topic")}><legend>Topics</legend>'
+        f'<p class="hint">What we may write to you about.</p>{problem("topic")}{topics}</fieldset>'
+        if data.topics or "topic" in errors
         else ""
     )
     frequency = "".join(_radio("frequency", f, _FREQUENCY_LABELS[f], prefs.frequency == f) for f in FREQUENCIES)
@@ -126,9 +158,10 @@ def preference_page(
         _checkbox("interest", i, i.replace("_", " ").capitalize(), i in prefs.interests) for i in interests
     )
     interests_block = (
-        f'<fieldset><legend>Your interests</legend><p class="hint">Tell us what you like and we will send what '
-        f"matters to you.</p>{interest_boxes}</fieldset>"
-        if interests
+        f'<fieldset id="interests"{group("interest")}><legend>Your interests</legend>'
+        f'<p class="hint">Tell us what you like and we will send what matters to you.</p>'
+        f"{problem('interest')}{interest_boxes}</fieldset>"
+        if interests or "interest" in errors
         else ""
     )
     who = f" for {escape(data.email)}" if data.email else ""
@@ -136,26 +169,31 @@ def preference_page(
 <p>Choose how and how often we contact you{who}.</p>
 {status}
 <form method="post" action="{escape(action)}">
-<fieldset><legend>Channels</legend>
-<p class="hint">Marketing messages reach you only on the channels you tick.</p>{channels}</fieldset>
+<fieldset id="channels"{group("channel")}><legend>Channels</legend>
+<p class="hint">Marketing messages reach you only on the channels you tick.</p>{problem("channel")}{channels}</fieldset>
 {topics_block}
-<fieldset><legend>How often</legend>{frequency}</fieldset>
+<fieldset id="frequencies"{group("frequency")}><legend>How often</legend>{problem("frequency")}{frequency}</fieldset>
 <fieldset><legend>Quiet hours</legend>
 <p class="hint" id="quiet-hint">No marketing between these times, in your time zone. Leave both empty for none.</p>
 <label class="block" for="quiet_start">From</label>
-<input type="time" id="quiet_start" name="quiet_start" value="{escape(start)}" aria-describedby="quiet-hint">
+<input type="time" id="quiet_start" name="quiet_start" value="{escape(start)}"{described("quiet_start", "quiet-hint")}>
+{problem("quiet_start")}
 <label class="block" for="quiet_end">Until</label>
-<input type="time" id="quiet_end" name="quiet_end" value="{escape(end)}" aria-describedby="quiet-hint">
+<input type="time" id="quiet_end" name="quiet_end" value="{escape(end)}"{described("quiet_end", "quiet-hint")}>
+{problem("quiet_end")}
 </fieldset>
 <fieldset><legend>About you</legend>
 <label class="block" for="preferred_channel">Preferred channel</label>
-<select id="preferred_channel" name="preferred_channel">{preferred}</select>
+<select id="preferred_channel" name="preferred_channel"{described("preferred_channel")}>{preferred}</select>
+{problem("preferred_channel")}
 <label class="block" for="timezone">Time zone</label>
-<select id="timezone" name="timezone">{zones}</select>
+<select id="timezone" name="timezone"{described("timezone")}>{zones}</select>
+{problem("timezone")}
 <label class="block" for="language">Language</label>
 <input type="text" id="language" name="language" value="{escape(prefs.locale or "")}" autocomplete="language"
- aria-describedby="language-hint" size="10">
+ size="10"{described("language", "language-hint")}>
 <span class="hint" id="language-hint">A language code such as en, fr or fr-CA.</span>
+{problem("language")}
 </fieldset>
 {interests_block}
 <button type="submit">Save preferences</button>

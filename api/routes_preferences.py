@@ -197,10 +197,12 @@ async def _form(request: Request) -> dict[str, list[str]]:
         raise _PageError(_html(pages.message_page("Unreadable form", "The form could not be read."), 400)) from None
 
 
-class _FieldError(ValueError):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{message} (field '{field}')")
-        self.field = field
+class _FormErrors(ValueError):
+    """Every field of the form that is wrong, each with what is wrong with it (in the form's order)."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        super().__init__("; ".join(f"{message} (field '{field}')" for field, message in errors.items()))
+        self.errors = errors
 
 
 def _one(form: dict[str, list[str]], name: str) -> str:
@@ -209,38 +211,43 @@ def _one(form: dict[str, list[str]], name: str) -> str:
 
 
 def _parse_preferences(form: dict[str, list[str]], current: store.CustomerPreferences, config: Settings) -> Preferences:
+    """The preferences the form asks for; raises ``_FormErrors`` naming every field that is wrong."""
+    errors: dict[str, str] = {}
     chosen_channels = set(form.get("channel", []))
     if unknown := chosen_channels - set(CONSENT_CHANNELS):
-        raise _FieldError("channel", f"unknown channel '{sorted(unknown)[0]}'")
+        errors["channel"] = f"unknown channel '{sorted(unknown)[0]}'"
     topic_names = {t["name"] for t in current.topics}
     chosen_topics = set(form.get("topic", []))
     if unknown := chosen_topics - topic_names:
-        raise _FieldError("topic", f"unknown topic '{sorted(unknown)[0]}'")
+        errors["topic"] = f"unknown topic '{sorted(unknown)[0]}'"
     frequency = _one(form, "frequency") or "none"
     if frequency not in FREQUENCIES:
-        raise _FieldError("frequency", f"choose one of {', '.join(FREQUENCIES)}")
+        errors["frequency"] = f"choose one of {', '.join(FREQUENCIES)}"
     start, end = _one(form, "quiet_start"), _one(form, "quiet_end")
     quiet_hours = None
     if start or end:
         if not (start and end):
-            raise _FieldError("quiet_end" if start else "quiet_start", "give both the start and the end of quiet hours")
-        try:
-            calendar.parse_window(f"{start}-{end}")
-        except ValueError:
-            raise _FieldError("quiet_start", "quiet hours must be times such as 21:00 and 08:00") from None
-        quiet_hours = f"{start}-{end}"
+            errors["quiet_end" if start else "quiet_start"] = "give both the start and the end of quiet hours"
+        else:
+            try:
+                calendar.parse_window(f"{start}-{end}")
+                quiet_hours = f"{start}-{end}"
+            except ValueError:
+                errors["quiet_start"] = "quiet hours must be times such as 21:00 and 08:00"
     preferred = _one(form, "preferred_channel") or None
     if preferred is not None and preferred not in (*CONSENT_CHANNELS, "in_app"):
-        raise _FieldError("preferred_channel", f"unknown channel '{preferred}'")
+        errors["preferred_channel"] = f"unknown channel '{preferred}'"
     timezone = _one(form, "timezone") or None
     if timezone is not None and timezone not in _ZONES:
-        raise _FieldError("timezone", f"unknown time zone '{timezone}'")
+        errors["timezone"] = f"unknown time zone '{timezone}'"
     locale = _one(form, "language") or None
     if locale is not None and not _LOCALE.match(locale):
-        raise _FieldError("language", f"'{locale}' is not a language code such as en, fr or fr-CA")
+        errors["language"] = f"'{locale}' is not a language code such as en, fr or fr-CA"
     chosen_interests = form.get("interest", [])
     if unknown_interests := set(chosen_interests) - set(config.interests):
-        raise _FieldError("interest", f"unknown interest '{sorted(unknown_interests)[0]}'")
+        errors["interest"] = f"unknown interest '{sorted(unknown_interests)[0]}'"
+    if errors:
+        raise _FormErrors(errors)
     # Interests no longer offered on the page are kept: the customer did not take them back.
     kept = [i for i in current.preferences.interests if i not in config.interests]
     return Preferences(
@@ -270,7 +277,8 @@ async def preference_page(token: str, request: Request, db: Pool, config: AppSet
 
 @router.post("/preferences/{token}", response_class=HTMLResponse, tags=["preference center"])
 async def save_preference_page(token: str, request: Request, db: Pool, config: AppSettings) -> HTMLResponse:
-    """Save the form; answers the page again, saying "Saved" (or naming the field that is wrong, with 400)."""
+    """Save the form; answers the page again, saying "Saved" (or, with 400, naming every field that is wrong, each
+    next to its field and all in a list at the top)."""
     try:
         payload = _open(config, token, links.PREFERENCES)
         _check_origin(request, config)
@@ -283,8 +291,9 @@ async def save_preference_page(token: str, request: Request, db: Pool, config: A
         return _gone()
     try:
         wanted = _parse_preferences(form, data, config)
-    except _FieldError as exc:
-        return _html(pages.preference_page(data, config.interests, action=request.url.path, error=str(exc)), 400)
+    except _FormErrors as exc:
+        page = pages.preference_page(data, config.interests, action=request.url.path, errors=exc.errors)
+        return _html(page, 400)
     try:
         await store.save_preferences(db, config, customer_id, wanted)
     except customer_store.UnknownCustomerError:

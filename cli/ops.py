@@ -17,7 +17,7 @@ from cli.context import console, err_console, fail, open_client, open_pool, run,
 from config.settings import Settings
 
 if TYPE_CHECKING:
-    from orchestration.ops import Failure, ReplayResult, ResetPlan
+    from orchestration.ops import BatchReset, Failure, ReplayResult, ResetPlan
 
 ops_app = typer.Typer(help="Operate journey runs: find failures, replay histories.", no_args_is_help=True)
 
@@ -162,15 +162,27 @@ def exit_run(
 
 @ops_app.command("reset")
 def reset(
-    to: Annotated[str, typer.Option("--to", help="last-task or first-task: the workflow task the run re-runs from.")],
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            help="last-task, first-task, or step STEP: the workflow task the run re-runs from (with step: the "
+            "one just before the step STEP started, so the step runs again).",
+        ),
+    ],
     reason: Annotated[str, typer.Option("--reason", help="Why: given to Temporal and logged with who did it.")],
+    step: Annotated[str | None, typer.Argument(help="With --to step: the step's id.", show_default=False)] = None,
     query: Annotated[str | None, typer.Option("--query", "-q", help="Reset every run this query lists.")] = None,
     workflow_id: Annotated[str | None, typer.Option("--workflow-id", "-w", help="Reset this run.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="With --query: at most this many runs.")] = 100,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be reset, reset nothing.")] = False,
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    wait: Annotated[
+        float, typer.Option("--wait", help="With --query: wait this many seconds at most for the batch job.")
+    ] = 300.0,
 ) -> None:
-    """Reset runs to their last or first workflow task: list them and the event each goes back to, then do it."""
+    """Reset runs to their last or first workflow task or to just before a step: list them and the event each goes
+    back to, then do it."""
     import uuid
 
     from orchestration.ops import RESET_POINTS, plan_resets, reset_run
@@ -179,19 +191,24 @@ def reset(
     if (query is None) == (workflow_id is None):
         raise typer.BadParameter("give exactly one of --query and --workflow-id", param_hint="'--query'")
     if to not in RESET_POINTS:
-        raise typer.BadParameter(f"{to!r}: use {' or '.join(RESET_POINTS)}", param_hint="'--to'")
+        raise typer.BadParameter(f"{to!r}: use last-task, first-task or step STEP", param_hint="'--to'")
+    if to == "step" and not step:
+        raise typer.BadParameter("name the step: --to step STEP", param_hint="'--to'")
+    if to != "step" and step:
+        raise typer.BadParameter(f"{step!r}: a step is named only with --to step", param_hint="'STEP'")
     if not reason.strip():
         raise typer.BadParameter("say why (it is recorded)", param_hint="'--reason'")
     settings = _settings()
 
     async def plan() -> list[ResetPlan]:
         client = await open_client(settings)
-        return await plan_resets(client, to, query=query, workflow_id=workflow_id, limit=limit)
+        return await plan_resets(client, to, query=query, workflow_id=workflow_id, limit=limit, step=step)
 
     plans = run(plan())
     doable = [p for p in plans if p.event_id is not None]
+    point = f"step {step}" if step else to
     for p in plans:
-        where = f"to event {p.event_id} ({to})" if p.event_id is not None else "cannot: no completed workflow task"
+        where = f"to event {p.event_id} ({point})" if p.event_id is not None else f"cannot: {p.why}"
         console.print(f"{p.workflow_id} ({p.run_id}, {p.status}): {where}", highlight=False, soft_wrap=True)
     if dry_run or not doable:
         console.print(f"{len(doable)} run(s) would be reset{' (dry run)' if dry_run else ''}.")
@@ -199,6 +216,9 @@ def reset(
     if not yes:
         typer.confirm(f"Reset {len(doable)} run(s)?", abort=True)
     who = actor()
+    if query is not None and to != "step":
+        _batch_reset(settings, query, doable, to, reason, who, wait)
+        return
 
     async def main() -> list[tuple[ResetPlan, str]]:
         client = await open_client(settings)
@@ -206,10 +226,42 @@ def reset(
         async with open_pool(settings) as pool:
             for p in doable:
                 new_run = await reset_run(client, p, f"{reason} ({who})", str(uuid.uuid4()))
-                detail = {"run_id": p.run_id, "new_run_id": new_run, "event_id": p.event_id, "to": to}
+                detail = {"run_id": p.run_id, "new_run_id": new_run, "event_id": p.event_id, "to": point}
                 await ops_store.record_action(pool, "reset", who, reason, p.workflow_id, detail)
                 done.append((p, new_run))
         return done
 
     for p, new_run in run(main()):
         console.print(f"{p.workflow_id}: reset to event {p.event_id}, new run {new_run}", highlight=False)
+
+
+def _batch_reset(
+    settings: Settings, query: str, plans: list[ResetPlan], to: str, reason: str, who: str, wait: float
+) -> None:
+    """Reset the planned runs in one Temporal batch job, log it (job id and query), wait for it, print its result;
+    exit 1 unless every run was reset."""
+    import uuid
+
+    from orchestration.ops import start_batch_reset, wait_for_batch
+    from store import ops as ops_store
+
+    job_id = f"parcours-reset-{uuid.uuid4()}"
+
+    async def main() -> BatchReset:
+        client = await open_client(settings)
+        async with open_pool(settings) as pool:
+            await start_batch_reset(client, plans, to, f"{reason} ({who})", job_id)
+            detail = {"job_id": job_id, "to": to, "runs": [[p.workflow_id, p.run_id] for p in plans]}
+            await ops_store.record_action(pool, "reset", who, reason, query, detail)
+        console.print(f"batch job {job_id} started for {len(plans)} run(s); waiting…", highlight=False)
+        return await wait_for_batch(client, job_id, timeout=wait)
+
+    result = run(main())
+    console.print(
+        f"batch job {result.job_id}: {result.state}, {result.done} of {result.total} run(s) reset,"
+        f" {result.failed} failed.",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.state != "completed" or result.failed:
+        raise typer.Exit(1)

@@ -131,6 +131,27 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class ShortActivityFailures(logging.Filter):
+    """The Temporal SDK logs every failed activity attempt at warning with its full (chained) traceback: some
+    80 lines per retry of a webhook that is down. This keeps one line per attempt, cause first, and logs the
+    traceback at debug only (logger ``temporalio.activity.traceback``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            if record.exc_info and record.levelno >= logging.WARNING and record.exc_info[1] is not None:
+                error = record.exc_info[1]
+                traceback_logger = logging.getLogger("temporalio.activity.traceback")
+                if traceback_logger.isEnabledFor(logging.DEBUG):
+                    traceback_logger.debug(record.getMessage(), exc_info=record.exc_info)
+                cause = " ".join(str(error).split())[:300] or type(error).__name__
+                message, _, context = record.getMessage().partition(" (")
+                record.msg = f"{message}: {cause}" + (f" ({context}" if context else "")
+                record.args, record.exc_info, record.exc_text = None, None, None
+        except Exception:  # logging must never fail
+            pass
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json", *, redacted: bool = True) -> None:
     """Configure structlog and the standard library's logging; ``redacted``: mask personal data (the default)."""
     renderer: Any = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer()
@@ -156,3 +177,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json", *, redacted: bool 
             handler.removeFilter(existing)
         if redacted:
             handler.addFilter(RedactingFilter())
+    activity_logger = logging.getLogger("temporalio.activity")
+    for short in [f for f in activity_logger.filters if isinstance(f, ShortActivityFailures)]:
+        activity_logger.removeFilter(short)
+    activity_logger.addFilter(ShortActivityFailures())

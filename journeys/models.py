@@ -306,15 +306,17 @@ class UpdateProfileStep(_Step):
 class WebhookStep(_Step):
     """Call an HTTP endpoint; later steps branch on its JSON answer as ``responses.<save_as>``.
 
-    The body and headers may be Liquid templates. 5xx and timeouts are retried; a 4xx, or retries running out,
-    goes to ``on_failure`` (by default: on to the next step, with the failure recorded).
+    The body and headers may be Liquid templates. A mapping body is rendered value by value and sent as JSON; a
+    string body is rendered as one Liquid template and sent as it comes out, with the step's ``Content-Type``
+    header or ``text/plain``. 5xx and timeouts are retried; a 4xx, or retries running out, goes to ``on_failure``
+    (by default: on to the next step, with the failure recorded).
     """
 
     type: Literal["webhook"]
     url: str = Field(pattern=r"^https?://")
     method: Literal["GET", "POST", "PUT", "PATCH"] = "POST"
     headers: dict[str, str] = Field(default_factory=dict)
-    body: dict[str, Any] | None = None
+    body: dict[str, Any] | str | None = None
     save_as: Identifier | None = None
     next: str | None = None
     on_failure: str | None = None

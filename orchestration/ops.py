@@ -16,6 +16,7 @@ Nothing here imports workflow code: replaying takes the workflow classes as an a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,12 +24,19 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from temporalio.api.common.v1 import WorkflowExecution
-from temporalio.api.enums.v1 import EventType
+from temporalio.api.batch.v1 import BatchOperationReset
+from temporalio.api.common.v1 import ResetOptions, WorkflowExecution
+from temporalio.api.enums.v1 import BatchOperationState, EventType, ResetReapplyType
 from temporalio.api.history.v1 import HistoryEvent
-from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest, ResetWorkflowExecutionRequest
+from temporalio.api.workflowservice.v1 import (
+    DescribeBatchOperationRequest,
+    GetWorkflowExecutionHistoryReverseRequest,
+    ResetWorkflowExecutionRequest,
+    StartBatchOperationRequest,
+)
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.client import WorkflowExecution as Execution
+from temporalio.converter import PayloadConverter
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 
@@ -234,7 +242,8 @@ async def exit_customer_run(client: Client, journey_id: str, customer_id: str, r
 
 # --- reset ----------------------------------------------------------------------------------------------------
 
-RESET_POINTS = ("last-task", "first-task")
+RESET_POINTS = ("last-task", "first-task", "step")
+"""Where a reset goes back to: the run's last or first completed workflow task, or the one just before a step."""
 
 
 @dataclass(frozen=True)
@@ -245,17 +254,62 @@ class ResetPlan:
     run_id: str
     status: str
     event_id: int | None
-    """The workflow task the new run re-runs from; None: the history has no completed workflow task."""
+    """The workflow task the new run re-runs from; None: no such point in the history (``why`` says)."""
+    why: str | None = None
+    """Why the run cannot be reset there (None when it can)."""
+
+
+def reset_point(history: WorkflowHistory, to: str, step: str | None = None) -> tuple[int | None, str | None]:
+    """The ``WorkflowTaskCompleted`` event a reset of this history goes back to, or None and why not.
+
+    ``first-task`` / ``last-task``: the first or last completed workflow task. ``step``: the one completed just
+    before the step ``step`` last started, i.e. the task whose commands start it. A step starts where the workflow
+    sets the ``ParcoursStep`` search attribute to it (the run shows the step it is in: ``_show`` in the journey
+    workflow), after a value other than it; resetting to that task re-runs the step and everything after it.
+    """
+    completed = EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED
+    if to != "step":
+        tasks = [e.event_id for e in history.events if e.event_type == completed]
+        if not tasks:
+            return None, "no completed workflow task"
+        return (tasks[0] if to == "first-task" else tasks[-1]), None
+    if not step:
+        raise ValueError("reset to a step: name the step")
+    last_task: int | None = None
+    shown: str | None = None
+    found: int | None = None
+    for event in history.events:
+        if event.event_type == completed:
+            last_task = event.event_id
+        elif event.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            if sa.STEP.name not in fields:
+                continue
+            value = PayloadConverter.default.from_payload(fields[sa.STEP.name])
+            if value == step and shown != step and last_task is not None:
+                found = last_task
+            shown = value if isinstance(value, str) else None
+    if found is None:
+        return None, f"step {step!r} never started in this run"
+    return found, None
 
 
 async def plan_resets(
-    client: Client, to: str, *, query: str | None = None, workflow_id: str | None = None, limit: int = 100
+    client: Client,
+    to: str,
+    *,
+    query: str | None = None,
+    workflow_id: str | None = None,
+    limit: int = 100,
+    step: str | None = None,
 ) -> list[ResetPlan]:
     """The runs to reset (the latest run of ``workflow_id``, or at most ``limit`` runs ``query`` lists) and the
-    event each would be reset to: its first or its last completed workflow task (``to``: ``first-task`` or
-    ``last-task``)."""
+    event each would be reset to (``reset_point``: ``to`` is ``first-task``, ``last-task`` or ``step`` with
+    ``step`` naming it)."""
     if to not in RESET_POINTS:
         raise ValueError(f"reset to {to!r}: use one of {', '.join(RESET_POINTS)}")
+    if (to == "step") != bool(step):
+        raise ValueError("name a step with --to step, and only then")
     executions: list[tuple[str, str, str]] = []
     if workflow_id is not None:
         described = await client.get_workflow_handle(workflow_id).describe()
@@ -266,9 +320,8 @@ async def plan_resets(
     plans = []
     for wid, run_id, status in executions:
         history = await client.get_workflow_handle(wid, run_id=run_id).fetch_history()
-        completed = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
-        event_id = (completed[0] if to == "first-task" else completed[-1]) if completed else None
-        plans.append(ResetPlan(wid, run_id, status, event_id))
+        event_id, why = reset_point(history, to, step)
+        plans.append(ResetPlan(wid, run_id, status, event_id, why))
     return plans
 
 
@@ -294,6 +347,66 @@ async def reset_run(client: Client, plan: ResetPlan, reason: str, request_id: st
         )
     )
     return str(answer.run_id)
+
+
+@dataclass(frozen=True)
+class BatchReset:
+    """What a batch reset did, as Temporal's batch job describes it when it stops running (or when waiting ended)."""
+
+    job_id: str
+    state: str
+    """``completed``, ``failed``, or ``running`` (the wait ended first)."""
+    total: int
+    done: int
+    failed: int
+
+
+BATCH_POLL_SECONDS = 0.5
+
+
+async def start_batch_reset(client: Client, plans: Sequence[ResetPlan], to: str, reason: str, job_id: str) -> None:
+    """Start Temporal's batch reset of exactly the runs planned (not the query again: what the operator saw and
+    confirmed is what is reset) to their first or last completed workflow task; ``job_id`` names the batch job
+    (a retried call with it is the same job). Signals received after the reset point are re-applied."""
+    if to not in ("first-task", "last-task"):
+        raise ValueError(f"a batch reset goes to first-task or last-task, not {to!r}")
+    options = ResetOptions(reset_reapply_type=ResetReapplyType.RESET_REAPPLY_TYPE_ALL_ELIGIBLE)
+    (options.first_workflow_task if to == "first-task" else options.last_workflow_task).SetInParent()
+    await client.workflow_service.start_batch_operation(
+        StartBatchOperationRequest(
+            namespace=client.namespace,
+            job_id=job_id,
+            reason=reason,
+            executions=[WorkflowExecution(workflow_id=p.workflow_id, run_id=p.run_id) for p in plans],
+            reset_operation=BatchOperationReset(
+                identity=client.identity,
+                options=options,
+            ),
+        )
+    )
+
+
+async def wait_for_batch(client: Client, job_id: str, *, timeout: float) -> BatchReset:  # noqa: ASYNC109
+    """Describe the batch job until it stops running, or ``timeout`` seconds pass (then state ``running``)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        answer = await client.workflow_service.describe_batch_operation(
+            DescribeBatchOperationRequest(namespace=client.namespace, job_id=job_id)
+        )
+        running = answer.state in (
+            BatchOperationState.BATCH_OPERATION_STATE_RUNNING,
+            BatchOperationState.BATCH_OPERATION_STATE_UNSPECIFIED,
+        )
+        if not running or asyncio.get_running_loop().time() >= deadline:
+            state = "running" if running else BatchOperationState.Name(answer.state).rsplit("_", 1)[-1].lower()
+            return BatchReset(
+                job_id,
+                state,
+                answer.total_operation_count,
+                answer.complete_operation_count,
+                answer.failure_operation_count,
+            )
+        await asyncio.sleep(BATCH_POLL_SECONDS)
 
 
 # --- replay ---------------------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ one does.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -22,9 +22,10 @@ from store.db import Db
 _INSERT_SQL = """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
-                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost)
+                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost, run_id,
+                      earlier_attempts)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19, $20, $21, $22)
+        CASE WHEN $10 = 'sent' THEN clock_timestamp() END, $18, $19, $20, $21, $22, $23, $24)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -60,6 +61,10 @@ class NewMessage:
     """SMS: ``GSM-7`` or ``UCS-2``."""
     cost: float | None = None
     """What sending cost, where the channel says (SMS: per-segment cost times segments)."""
+    run_id: str | None = None
+    """The workflow run that decided it (a later run may retry a failed message: ``supersede_failed``)."""
+    earlier_attempts: list[dict[str, Any]] = field(default_factory=list)
+    """The failed attempts of earlier runs this one replaces, oldest first."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +77,12 @@ class MessageStatus:
     provider_message_id: str | None
     attempts: int = 0
     """For a ``pending`` row (a batch decided it and is delivering it): how many deliveries of it were begun."""
+    run_id: str | None = None
+    """The workflow run that recorded it (None: before migration 0018, or not a journey's send)."""
+
+    def retried_by(self, run_id: str | None) -> bool:
+        """Whether a send of ``run_id`` tries this message again: it failed, in another run (a reset re-ran it)."""
+        return self.status == "failed" and run_id is not None and self.run_id != run_id
 
 
 class SentMessage(NamedTuple):
@@ -103,17 +114,19 @@ async def insert_message(db: Db, message: NewMessage) -> bool:
 _INSERT_MANY_SQL = """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
-                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost)
+                      error, attempts, sent_at, decided_at, choice, segments, encoding, cost, run_id,
+                      earlier_attempts)
 SELECT m.idempotency_key, m.journey_id, m.journey_version, m.step_id, m.customer_id, m.entry_id, m.channel,
        m.topic, m.kind, m.status, m.reason, m.recipient, m.rendered, m.provider_message_id, m.provider_response,
        m.error, m.attempts, CASE WHEN m.status = 'sent' THEN clock_timestamp() END, m.decided_at, m.choice,
-       m.segments, m.encoding, m.cost
+       m.segments, m.encoding, m.cost, m.run_id, m.earlier_attempts
   FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
               $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
-              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[])
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
+              $23::text[], $24::jsonb[])
        AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
             status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
-            decided_at, choice, segments, encoding, cost)
+            decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
 ON CONFLICT (idempotency_key) DO NOTHING
 """
 
@@ -231,10 +244,31 @@ async def message_status(db: Db, idempotency_key: str) -> MessageStatus | None:
     """What was recorded for the key, or None. Inside the send's transaction it sees what committed before the
     customer's row lock was granted."""
     row = await db.fetchrow(
-        "SELECT status, reason, channel, provider_message_id FROM messages WHERE idempotency_key = $1",
+        "SELECT status, reason, channel, provider_message_id, run_id FROM messages WHERE idempotency_key = $1",
         idempotency_key,
     )
     return MessageStatus(**dict(row)) if row is not None else None
+
+
+_SUPERSEDE_FAILED_SQL = """
+DELETE FROM messages
+ WHERE idempotency_key = $1 AND status = 'failed' AND run_id IS DISTINCT FROM $2
+RETURNING earlier_attempts || jsonb_build_array(jsonb_build_object(
+    'run_id', run_id, 'status', status, 'reason', split_part(reason, ':', 1), 'channel', channel,
+    'decided_at', decided_at, 'superseded_at', clock_timestamp()))
+"""
+
+
+async def supersede_failed(db: Db, idempotency_key: str, run_id: str) -> list[dict[str, Any]] | None:
+    """Take the key's failed message of another run out of the way of ``run_id``'s new attempt; answers the
+    attempts the new row carries in ``earlier_attempts`` (None: no such row; a sent one is never touched).
+
+    The row is deleted (the report counts drop its failure) and its summary (run, reason code, channel, when: no
+    recipient, content or provider text) goes on in the new attempt's row. Call it in the transaction that inserts
+    the new attempt, under the customer's row lock.
+    """
+    earlier = await db.fetchval(_SUPERSEDE_FAILED_SQL, idempotency_key, run_id)
+    return list(earlier) if earlier is not None else None
 
 
 async def marketing_sent_since(

@@ -96,3 +96,32 @@ def test_links_out_of_the_repository_and_to_missing_files_are_found() -> None:
     # What the README said before the architecture moved into the repository.
     readme = "See `../shared/DESIGN.md` for the decisions."
     assert broken_links(readme, ROOT / "README.md") == ["../shared/DESIGN.md: outside the repository"]
+
+
+def test_the_tours_filters_find_runs_in_the_demo() -> None:
+    """The tour's filters name a customer the demo creates, and a step every demo customer reaches at once (only
+    sends before it) and stays at for a while (a wait of an hour or more), in a journey every one of them enters."""
+    import inspect
+    from datetime import timedelta
+
+    from api.publishing import example_files
+    from devstack.demo import demo_customer_ids, run_demo
+    from journeys import load_journey_file
+    from journeys.models import SendStep, WaitStep
+
+    tour = README.split("## A short tour", 1)[1].split("\n## ", 1)[0]
+    [customer] = re.findall(r'ParcoursCustomerId = "([^"]+)"', tour)
+    [step_id] = re.findall(r'ParcoursStep = "([^"]+)"', tour)
+    assert customer in demo_customer_ids(inspect.signature(run_demo).parameters["customers"].default)
+    holding = []
+    for path in example_files():
+        journey = load_journey_file(path)
+        if journey.trigger.event != "signed_up":  # the demo signs every customer up
+            continue
+        ids = [s.id for s in journey.steps]
+        if step_id in ids:
+            step = journey.steps[ids.index(step_id)]
+            before = journey.steps[: ids.index(step_id)]
+            if isinstance(step, WaitStep) and step.duration >= timedelta(hours=1):
+                holding.append(all(isinstance(s, SendStep) for s in before))
+    assert holding == [True]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from opentelemetry import propagate
@@ -43,6 +44,33 @@ def signed_headers(signer: Webhook, key: str, body: str) -> dict[str, str]:
     }
     propagate.inject(headers)
     return headers
+
+
+FAILURE_TEXT = 200
+"""How much of a refusing endpoint's answer its failure message quotes."""
+
+
+def shown_url(url: str) -> str:
+    """The URL as failure messages name it: scheme, host, port and path (no credentials, no query string)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return url.split("?", 1)[0][:200]
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def answered(method: str, url: str, response: httpx.Response) -> str:
+    """One line, cause first: ``webhook POST https://host/path answered 503: <the first 200 characters>``."""
+    text = " ".join(response.text[: FAILURE_TEXT * 2].split())[:FAILURE_TEXT]
+    return f"webhook {method} {shown_url(url)} answered {response.status_code}" + (f": {text}" if text else "")
+
+
+def unreachable(method: str, url: str, exc: Exception) -> str:
+    """One line: ``webhook POST https://host/path unreachable: ConnectError: ...``."""
+    detail = " ".join(str(exc).split())[:FAILURE_TEXT]
+    return f"webhook {method} {shown_url(url)} unreachable: {type(exc).__name__}" + (f": {detail}" if detail else "")
 
 
 def response_body(response: httpx.Response) -> Any:
@@ -103,7 +131,7 @@ class WebhookChannel:
         except EgressRefusedError as exc:
             raise PermanentDeliveryError(f"webhook {url!r}: {exc}") from exc
         except httpx.TransportError as exc:
-            raise TransientDeliveryError(f"webhook {url} unreachable: {exc!r}") from exc
+            raise TransientDeliveryError(unreachable("POST", url, exc)) from exc
 
         status = response.status_code
         result: dict[str, Any] = {"status": status, "body": response_body(response)}
@@ -112,9 +140,9 @@ class WebhookChannel:
         if status in RETRYABLE_STATUSES or status >= 500:
             if retry_after := response.headers.get("retry-after"):
                 result["retry_after"] = retry_after
-            raise TransientDeliveryError(f"webhook {url} answered {status}", response=result)
+            raise TransientDeliveryError(answered("POST", url, response), response=result)
         # Other 4xx, and redirects (a webhook endpoint that moved is a configuration to fix, not to follow).
-        raise PermanentDeliveryError(f"webhook {url} answered {status}", response=result)
+        raise PermanentDeliveryError(answered("POST", url, response), response=result)
 
     async def close(self) -> None:
         if self._owns_client:

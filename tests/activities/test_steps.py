@@ -11,6 +11,7 @@ from contracts.journey import EVENT_SIGNAL, workflow_id
 from store import events as event_store
 from store import journeys as journey_store
 from tests.support.engine import Engine, event, journey_from, make_customer
+from tests.support.stack import eventually
 from tests.support.webhooks import Reply, WebhookSink
 
 MAIL = {"type": "send", "channel": "email"}
@@ -199,3 +200,65 @@ async def test_hand_off_to_a_journey_that_does_not_exist_is_recorded(engine: Eng
         "SELECT outcome, detail FROM step_outcomes WHERE customer_id = $1 AND step_id = 'to-nowhere'", customer
     )
     assert (row["outcome"], row["detail"]["reason"]) == ("unavailable", "unknown journey")
+
+
+async def test_a_webhook_body_may_be_a_liquid_string_sent_as_rendered(
+    engine: Engine, webhook_sink: WebhookSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": "string-bodies",
+            "name": "String bodies",
+            "trigger": {"event": "signed_up"},
+            "steps": [
+                {
+                    "id": "xml",
+                    "type": "webhook",
+                    "url": webhook_sink.url,
+                    "headers": {"Content-Type": "application/xml"},
+                    "body": "<lead id='{{ customer.id }}' plan='{{ event.plan }}'/>",
+                },
+                {"id": "plain", "type": "webhook", "url": webhook_sink.url, "body": "{{ customer.id }} signed up"},
+            ],
+        }
+    )
+    customer = await make_customer(engine.pool)
+    await (await engine.enter(journey, customer, {"plan": "pro"})).result()
+
+    xml, plain = webhook_sink.requests
+    assert xml.body.decode() == f"<lead id='{customer}' plan='pro'/>"
+    assert xml.headers["content-type"] == "application/xml"
+    assert plain.body.decode() == f"{customer} signed up"
+    assert plain.headers["content-type"] == "text/plain; charset=utf-8"
+    assert plain.headers["webhook-signature"]  # signed like a JSON body
+    assert await engine.outcomes(customer) == {"xml": "ok", "plain": "ok"}
+
+
+async def test_a_retried_webhook_failure_reads_short_and_cause_first_on_the_pending_activity(
+    engine: Engine, webhook_sink: WebhookSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": "down-crm",
+            "name": "Down CRM",
+            "trigger": {"event": "signed_up"},
+            "steps": [{"id": "score", "type": "webhook", "url": f"{webhook_sink.url}?token=secret", "body": {}}],
+        }
+    )
+    customer = await make_customer(engine.pool)
+    webhook_sink.set_default(Reply(503, "Service Unavailable " + "x" * 5000))
+    handle = await engine.enter(journey, customer)
+
+    async def failing() -> Any:
+        described = await handle.describe()
+        pending = described.raw_description.pending_activities
+        assert len(pending) == 1 and pending[0].last_failure.message, pending
+        return pending[0].last_failure
+
+    failure = await eventually(failing, timeout=20)
+    assert failure.message == f"webhook POST {webhook_sink.url} answered 503: Service Unavailable " + "x" * 180
+    assert not failure.HasField("cause")  # no chained exception: nothing to exceed the failure size limit
+    assert "exceeds size limit" not in failure.message and len(failure.stack_trace) < 2000
+    webhook_sink.set_default(Reply(200, {"ok": True}))
+    await handle.result()
+    assert await engine.outcomes(customer) == {"score": "ok"}

@@ -349,3 +349,39 @@ async def test_a_topic_label_with_a_nul_character_is_refused_naming_the_field(
         )
     assert response.status_code == 422
     assert response.json()["error"]["field"] == "label"
+
+
+async def test_the_form_names_every_bad_field_each_next_to_its_field(
+    api: httpx.AsyncClient, pool: asyncpg.Pool
+) -> None:
+    settings: Settings = api.settings  # type: ignore[attr-defined]
+    customer = await make_customer(pool)
+    page = path_of(links.preferences_url(settings, customer))
+    form = {
+        "channel": "fax",
+        "frequency": "hourly",
+        "quiet_start": "25:00",
+        "quiet_end": "08:00",
+        "timezone": "Mars/Olympus",
+        "language": "<script>",
+    }
+    response = await api.post(page, data=form)
+    assert response.status_code == 400
+    html = response.text
+    assert "5 things need fixing; nothing was saved." in html
+    # Each message right after its own field: nothing else with a name between them.
+    for field, control, message in [
+        ("channel", 'id="channels"', "unknown channel &#x27;fax&#x27;"),
+        ("frequency", 'id="frequencies"', "choose one of"),
+        ("quiet_start", 'id="quiet_start"', "quiet hours must be times"),
+        ("timezone", 'id="timezone"', "unknown time zone &#x27;Mars/Olympus&#x27;"),
+        ("language", 'id="language"', "&#x27;&lt;script&gt;&#x27; is not a language code"),
+    ]:
+        error = html.index(f'<p class="field-error" id="{field}-error">')
+        between = html[html.index(control) : error]
+        assert message in html[error : html.index("</p>", error)], field
+        assert between.count('class="field-error"') == 0 and between.count("<fieldset") == 0, field
+        assert f"{field}-error" in between  # the field points at its message (aria-describedby)
+        assert f"(field &#x27;{field}&#x27;)" in html  # and the list at the top names it
+    assert "<script>" not in html
+    assert await consent_rows(pool, customer) == [("channel", "email", "granted", "test")]  # nothing saved

@@ -24,6 +24,7 @@ from temporalio.worker import Worker
 
 from contracts import search_attributes as sa
 from contracts.journey import WORKFLOW_NAME
+from store import reports
 from tests.support import broken_workflows
 from tests.support.broken_workflows import BuggyJourney
 from tests.support.engine import journey_from, make_customer, running_engine
@@ -239,3 +240,130 @@ async def test_reset_lists_with_a_dry_run_then_resets_and_the_store_keeps_both_a
 async def test_reset_needs_exactly_one_target(cli: Cli) -> None:
     result = await invoke(cli, "ops", "reset", "--to", "last-task", "--reason", "x")
     assert result.exit_code != 0 and "exactly one of --query and --workflow-id" in result.output
+
+
+async def test_reset_to_a_failed_step_runs_that_step_again_and_sends_nothing_twice(
+    cli: Cli, dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink, webhook_sink: WebhookSink
+) -> None:
+    journey = journey_from({**scoring(webhook_sink.url), "id": f"step-{uuid.uuid4().hex[:8]}"})
+    webhook_sink.set_default(Reply(400, {"error": "unknown plan"}))
+    customer = await make_customer(pool, attributes={"share": 4})
+    wid = f"{journey.id}:{customer}"
+    async with running_engine(dev_env, pool, smtp_sink) as engine:
+        await (await engine.enter(journey, customer)).result()
+        first_run = (await dev_env.client.get_workflow_handle(wid).describe()).run_id
+        assert await engine.outcomes(customer) == {"score": "failed", "hello": "sent"}
+        calls = len(webhook_sink.requests)
+
+        args = ("ops", "reset", "--workflow-id", wid, "--to", "step", "score", "--reason", "plan added")
+        dry = await invoke(cli, *args, "--dry-run")
+        assert dry.exit_code == 0, dry.output
+        assert f"{wid} ({first_run}, completed): to event " in dry.output and "(step score)" in dry.output
+        nowhere = await invoke(cli, "ops", "reset", "--workflow-id", wid, "--to", "step", "nope", "--reason", "x")
+        assert "cannot: step 'nope' never started in this run" in nowhere.output, nowhere.output
+
+        webhook_sink.set_default(Reply(200, {"plan": "gold"}))  # the endpoint is fixed
+        done = await invoke(cli, *args, "--yes")
+        assert done.exit_code == 0, done.output
+        new_run = done.output.strip().splitlines()[-1].rsplit("new run ", 1)[1]
+        await dev_env.client.get_workflow_handle(wid, run_id=new_run).result()
+
+    assert len(webhook_sink.requests) == calls + 1  # the webhook step ran again, once
+    attempts = await pool.fetch(
+        "SELECT run_id, outcome, superseded_at IS NOT NULL AS superseded FROM step_outcomes"
+        " WHERE workflow_id = $1 AND step_id = 'score' ORDER BY id",
+        wid,
+    )
+    assert [tuple(r) for r in attempts] == [(first_run, "failed", True), (new_run, "ok", False)]
+    assert await engine.outcomes(customer) == {"score": "ok", "hello": "sent"}
+    assert len(engine.mail_to(customer)) == 1  # the email the first run sent is not sent again
+
+
+async def test_reset_to_a_step_needs_the_step(cli: Cli) -> None:
+    result = await invoke(cli, "ops", "reset", "--workflow-id", "w", "--to", "step", "--reason", "x")
+    assert result.exit_code == 2 and "name the step: --to step STEP" in result.output, result.output
+
+
+async def test_reset_by_query_runs_one_batch_job_and_logs_it_with_the_query(
+    cli: Cli, dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink, webhook_sink: WebhookSink
+) -> None:
+    journey = journey_from({**scoring(webhook_sink.url), "id": f"batch-{uuid.uuid4().hex[:8]}"})
+    webhook_sink.set_default(Reply(400, {"error": "unknown plan"}))
+    customers = [await make_customer(pool, attributes={"share": 4}) for _ in range(3)]
+    query = f'{sa.JOURNEY_ID.name} = "{journey.id}"'
+    args = ("ops", "reset", "--query", query, "--to", "first-task", "--reason", "plans added")
+    async with running_engine(dev_env, pool, smtp_sink) as engine:
+        for customer in customers:
+            await (await engine.enter(journey, customer)).result()
+        first_runs = {
+            c: (await dev_env.client.get_workflow_handle(f"{journey.id}:{c}").describe()).run_id for c in customers
+        }
+
+        async def listed() -> Result:
+            result = await invoke(cli, *args, "--dry-run")
+            assert "3 run(s) would be reset (dry run)" in result.output, result.output
+            return result
+
+        dry = await eventually(listed, timeout=15)
+        for customer in customers:
+            assert f"{journey.id}:{customer} ({first_runs[customer]}, completed): to event " in dry.output
+
+        webhook_sink.set_default(Reply(200, {"plan": "gold"}))
+        done = await invoke(cli, *args, "--yes")
+        assert done.exit_code == 0, done.output
+        assert "completed, 3 of 3 run(s) reset, 0 failed." in done.output
+
+        for customer in customers:
+            handle = dev_env.client.get_workflow_handle(f"{journey.id}:{customer}")
+            assert (await handle.describe()).run_id != first_runs[customer]
+            await handle.result()
+
+    for customer in customers:
+        assert await engine.outcomes(customer) == {"score": "ok", "hello": "sent"}
+        assert len(engine.mail_to(customer)) == 1
+    [action] = await pool.fetch("SELECT actor, reason, detail FROM ops_actions WHERE target = $1", query)
+    assert action["reason"] == "plans added" and action["actor"].startswith("cli")
+    assert action["detail"]["job_id"] in done.output and len(action["detail"]["runs"]) == 3
+
+
+async def test_a_message_refused_before_a_reset_is_sent_by_the_reset_run_and_only_once(
+    cli: Cli, dev_env: WorkflowEnvironment, pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    journey = journey_from(
+        {
+            "id": f"resend-{uuid.uuid4().hex[:8]}",
+            "name": "Resend",
+            "trigger": {"event": "signed_up"},
+            "steps": [{"id": "hello", "type": "send", "channel": "email", "template": {"subject": "Hi", "text": "x"}}],
+        }
+    )
+    customer = await make_customer(pool)
+    wid = f"{journey.id}:{customer}"
+    reset = ("ops", "reset", "--workflow-id", wid, "--to", "step", "hello", "--reason", "mail relay back", "--yes")
+    smtp_sink.fail("554 5.3.0 Relay down", times=1)  # the provider refuses this one message, then works again
+    async with running_engine(dev_env, pool, smtp_sink) as engine:
+        await (await engine.enter(journey, customer)).result()
+        first_run = (await dev_env.client.get_workflow_handle(wid).describe()).run_id
+        assert await engine.outcomes(customer) == {"hello": "failed"}
+        assert engine.mail_to(customer) == []
+
+        done = await invoke(cli, *reset)
+        assert done.exit_code == 0, done.output
+        new_run = done.output.strip().splitlines()[-1].rsplit("new run ", 1)[1]
+        await dev_env.client.get_workflow_handle(wid, run_id=new_run).result()
+        assert await engine.outcomes(customer) == {"hello": "sent"}
+        assert len(engine.mail_to(customer)) == 1
+
+        again = await invoke(cli, *reset)  # a second reset finds the message sent: nobody is mailed twice
+        assert again.exit_code == 0, again.output
+        await dev_env.client.get_workflow_handle(wid).result()
+
+    assert len(engine.mail_to(customer)) == 1
+    [message] = await pool.fetch(
+        "SELECT status, run_id, earlier_attempts FROM messages WHERE journey_id = $1", journey.id
+    )
+    assert (message["status"], message["run_id"]) == ("sent", new_run)
+    [earlier] = message["earlier_attempts"]
+    assert (earlier["run_id"], earlier["status"], earlier["reason"]) == (first_run, "failed", "provider_rejected")
+    [count] = await reports.message_counts(pool, reports.Filters(journey_id=journey.id))
+    assert (count.messages, count.sent, count.failed) == (1, 1, 0)  # the report counts the current attempt

@@ -78,3 +78,32 @@ def test_access_log_lines_lose_their_tokens() -> None:
         for logger, (propagate, handlers) in zip(detached, saved, strict=True):
             logger.propagate, logger.handlers[:] = propagate, handlers
     assert TOKEN not in stream.getvalue() and "/c/[token]" in stream.getvalue()
+
+
+def test_a_failed_activity_attempt_logs_one_line_cause_first_and_its_traceback_only_at_debug() -> None:
+    from temporalio import activity
+    from temporalio.exceptions import ApplicationError
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logging.getLogger().addHandler(handler)
+    traceback_logger = logging.getLogger("temporalio.activity.traceback")
+    try:
+        configure_logging("INFO", "console")
+        for debugging in (False, True):
+            traceback_logger.setLevel(logging.DEBUG if debugging else logging.NOTSET)
+            try:
+                try:
+                    raise RuntimeError("deep inside httpx")
+                except RuntimeError:
+                    raise ApplicationError("webhook POST http://crm.example/hook answered 503: busy") from None
+            except ApplicationError:
+                activity.logger.warning("Completing activity as failed", exc_info=True)
+            if not debugging:
+                quiet = stream.getvalue()
+    finally:
+        logging.getLogger().removeHandler(handler)
+        traceback_logger.setLevel(logging.NOTSET)
+    [line] = quiet.splitlines()
+    assert "Completing activity as failed: webhook POST http://crm.example/hook answered 503: busy" in line
+    assert "Traceback" in stream.getvalue()[len(quiet) :]  # at debug, the whole story
