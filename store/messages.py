@@ -11,6 +11,7 @@ one does.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -119,11 +120,11 @@ INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, cus
 SELECT m.idempotency_key, m.journey_id, m.journey_version, m.step_id, m.customer_id, m.entry_id, m.channel,
        m.topic, m.kind, m.status, m.reason, m.recipient, m.rendered, m.provider_message_id, m.provider_response,
        m.error, m.attempts, CASE WHEN m.status = 'sent' THEN clock_timestamp() END, m.decided_at, m.choice,
-       m.segments, m.encoding, m.cost, m.run_id, m.earlier_attempts
+       m.segments, m.encoding, m.cost, m.run_id, m.earlier_attempts::jsonb
   FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
               $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
               $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
-              $23::text[], $24::jsonb[])
+              $23::text[], $24::text[])
        AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
             status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
             decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
@@ -136,9 +137,19 @@ async def insert_messages(db: Db, messages: Sequence[NewMessage]) -> int:
     how many rows this call recorded."""
     if not messages:
         return 0
-    columns = [f.name for f in fields(NewMessage)]
-    status = await db.execute(_INSERT_MANY_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    status = await db.execute(_INSERT_MANY_SQL, *_columns(messages))
     return int(status.rsplit(" ", 1)[-1])
+
+
+def _columns(messages: Sequence[NewMessage]) -> list[list[Any]]:
+    """The messages as one array per column for ``unnest``. ``earlier_attempts`` goes as JSON text: asyncpg would
+    read a list of lists as a two-dimensional array, not as one JSON array per message."""
+    return [
+        [json.dumps(m.earlier_attempts) for m in messages]
+        if f.name == "earlier_attempts"
+        else [getattr(m, f.name) for m in messages]
+        for f in fields(NewMessage)
+    ]
 
 
 async def message_statuses(db: Db, idempotency_keys: Sequence[str]) -> dict[str, MessageStatus]:
@@ -176,8 +187,7 @@ async def settle_messages(db: Db, messages: Sequence[NewMessage]) -> int:
     skipped, failed) is never changed. How many rows were written."""
     if not messages:
         return 0
-    columns = [f.name for f in fields(NewMessage)]
-    status = await db.execute(_SETTLE_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    status = await db.execute(_SETTLE_SQL, *_columns(messages))
     return int(status.rsplit(" ", 1)[-1])
 
 
@@ -189,10 +199,11 @@ UPDATE messages AS t
        segments = m.segments, encoding = m.encoding, cost = m.cost, updated_at = now()
   FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
               $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
-              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[])
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
+              $23::text[], $24::text[])
        AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
             status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
-            decided_at, choice, segments, encoding, cost)
+            decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
  WHERE t.idempotency_key = m.idempotency_key AND t.status = 'pending'
 """
 
@@ -203,8 +214,7 @@ async def record_outcomes(db: Db, messages: Sequence[NewMessage]) -> int:
     as it is, so no personal data comes back."""
     if not messages:
         return 0
-    columns = [f.name for f in fields(NewMessage)]
-    status = await db.execute(_OUTCOMES_SQL, *([getattr(m, c) for m in messages] for c in columns))
+    status = await db.execute(_OUTCOMES_SQL, *_columns(messages))
     return int(status.rsplit(" ", 1)[-1])
 
 
