@@ -25,14 +25,10 @@ class Checked:
 
 def check_file(path: Path, settings: Settings | None = None, limits: InputLimits = DEFAULT_LIMITS) -> Checked:
     from config.settings import get_settings
-    from journeys.validation import sms_length_issues
-    from orchestration.schedules import segment_issues
 
     try:
-        journey = load_journey_file(path, limits)
         max_segments = (settings or get_settings()).sms_max_segments
-        issues = segment_issues(journey) + sms_length_issues(journey, max_segments)
-        return Checked(path, issues=issues) if issues else Checked(path, journey=journey)
+        return Checked(path, journey=load_journey_file(path, limits, sms_max_segments=max_segments))
     except JourneyValidationError as exc:
         return Checked(path, issues=exc.issues)
     except (OSError, UnicodeDecodeError) as exc:

@@ -5,6 +5,7 @@ A journey with ``entry.segment`` has a Temporal Schedule (``orchestration/schedu
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict
 from typing import Annotated, Any, NoReturn
 
@@ -17,8 +18,7 @@ from api.routes_deps import ADMIN, READ, WRITE, event_router, input_limits, off_
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
 from config.settings import Settings
 from journeys.models import Journey
-from journeys.validation import JourneyValidationError, parse_journey, sms_length_issues
-from journeys.values import InputLimits
+from journeys.validation import JourneyValidationError, parse_journey
 from orchestration import schedules
 from orchestration.exits import exit_journey, record_terminations
 from orchestration.router import EventRouter
@@ -72,8 +72,11 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8", field="body") from None
     try:
-        # Parsing, the limits and the Liquid checks are CPU work: in a validation thread, not on the event loop.
-        journey = await off_loop(request, _validated, text, fmt, input_limits(request), config.sms_max_segments)
+        # Parsing, the limits and the Liquid checks are CPU work: in a validation process, not on the event loop.
+        check = functools.partial(
+            parse_journey, fmt=fmt, limits=input_limits(request), sms_max_segments=config.sms_max_segments
+        )
+        journey = await off_loop(request, check, text)
     except JourneyValidationError as exc:
         _invalid(exc)
     version, created = await journey_store.publish(db, journey)
@@ -82,13 +85,6 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
     await _sync_schedule(client, config, row)
     body = PublishResult(id=journey.id, version=version, created=created, status=row.status if row else "active")
     return JSONResponse(body.model_dump(), status_code=201 if created else 200)
-
-
-def _validated(text: str, fmt: str, limits: InputLimits, max_sms_segments: int) -> Journey:
-    journey = parse_journey(text, fmt=fmt, limits=limits)
-    if problems := schedules.segment_issues(journey) + sms_length_issues(journey, max_sms_segments):
-        raise JourneyValidationError(problems)
-    return journey
 
 
 def _invalid(exc: JourneyValidationError) -> NoReturn:
