@@ -173,21 +173,23 @@ async def attack(base: str, seconds: float, only: str) -> Counter[str]:
 
 def attacker(base: str, seconds: float, only: str, out: Any) -> None:
     """One hostile client, in a process of its own: the server's process only serves."""
-    out.put(dict(asyncio.run(attack(base, seconds, only))))
+    out.send(dict(asyncio.run(attack(base, seconds, only))))
 
 
 async def under_load(base: str, seconds: float, concurrency: int, only: str) -> tuple[list[float], Counter[str]]:
     """Probe /healthz while ``concurrency`` client processes send ``only`` (hostile, or ``ordinary`` requests)."""
     answers: Counter[str] = Counter()
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    attackers = [context.Process(target=attacker, args=(base, seconds + 3, only, results)) for _ in range(concurrency)]
+    # One pipe per client (a Queue's named semaphore has been seen to vanish before a slow child opened it).
+    pipes = [context.Pipe(duplex=False) for _ in range(concurrency)]
+    attackers = [context.Process(target=attacker, args=(base, seconds + 3, only, sender)) for _, sender in pipes]
     for process in attackers:
         process.start()
     await asyncio.sleep(2)  # the clients have started and are sending
     latencies = await probe(base, seconds)
-    for _ in attackers:
-        answers.update(await asyncio.to_thread(results.get, True, 120))
+    for receiver, _ in pipes:
+        if await asyncio.to_thread(receiver.poll, 120):
+            answers.update(receiver.recv())
     for process in attackers:
         await asyncio.to_thread(process.join, 30)
     return latencies, answers
