@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.broadcast_models import BatchRequest, BatchResult, FinishRequest, FreezeRequest, FreezeResult
 from activities.journey import JourneyActivities
@@ -207,7 +208,7 @@ class BroadcastActivities:
         if errors:
             # A transient failure (SMTP 4xx, the database): what was settled stays settled; Temporal retries the
             # batch, and the others' keys make those sends no-ops.
-            raise errors[0]
+            raise _batch_failure(broadcast.id, errors)
         return result
 
     async def _watch(self, broadcast_id: str, status: list[str | None], result: BatchResult) -> None:
@@ -236,6 +237,20 @@ class BroadcastActivities:
             self._pool, request.broadcast_id, "completed", allowed_from=("scheduled", "sending", "paused")
         )
         return final or "completed"
+
+
+def _batch_failure(broadcast_id: str, errors: list[BaseException]) -> ApplicationError:
+    """What the broadcast run's history records about a failed batch: the number and kinds of errors, never their
+    text. A send error names its recipient (an SMTP refusal quotes the address, a webhook error its URL, which
+    customer data may fill), and the run's history is one no customer's erasure deletes. The errors themselves go
+    to the log, which redacts recipients."""
+    kinds = sorted({type(error).__name__ for error in errors})
+    for error in errors:
+        log.warning("broadcast.batch_send_failed", broadcast_id=broadcast_id, error=repr(error))
+    return ApplicationError(
+        f"{len(errors)} send(s) of the batch failed ({', '.join(kinds)}); the batch is retried",
+        type=kinds[0],
+    )
 
 
 def _settled(customer_id: str, result: SendResult, now: datetime) -> broadcast_store.RecipientResult:

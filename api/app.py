@@ -40,6 +40,7 @@ from api import (
     routes_sms,
     routes_suppressions,
     routes_tracking,
+    validation,
 )
 from api.routes_deps import validation_field
 from api.schemas import ApiError, ErrorBody, printable
@@ -68,8 +69,12 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with run_drainer(router):
-            yield
+        checks = await validation.acquire(settings)  # the validation processes start now, not on first use
+        try:
+            async with run_drainer(router):
+                yield
+        finally:
+            validation.release(checks)
 
     app = FastAPI(
         title="Parcours",
@@ -139,7 +144,7 @@ def _error(status: int, message: str, field: str | None = None, **extra: Any) ->
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

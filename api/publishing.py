@@ -31,15 +31,11 @@ class Checked:
 
 def validated(text: str, fmt: str | None, limits: InputLimits, max_sms_segments: int) -> Journey:
     """The journey in ``text`` (``yaml`` or ``json``), or JourneyValidationError listing every problem by step
-    and field: the language's checks, then what publishing adds (segment entry, SMS length). CPU work: the API
-    runs it in a validation thread."""
-    from journeys.validation import parse_journey, sms_length_issues
-    from orchestration.schedules import segment_issues
+    and field, the language's and publishing's (segment entry and its cron, SMS length) together. CPU work: the
+    API runs it in its validation processes (``api.validation``)."""
+    from journeys.validation import parse_journey
 
-    journey = parse_journey(text, fmt=fmt, limits=limits)
-    if problems := segment_issues(journey) + sms_length_issues(journey, max_sms_segments):
-        raise JourneyValidationError(problems)
-    return journey
+    return parse_journey(text, fmt=fmt, limits=limits, sms_max_segments=max_sms_segments)
 
 
 def check_file(path: Path, settings: Settings | None = None, limits: InputLimits = DEFAULT_LIMITS) -> Checked:

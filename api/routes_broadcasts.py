@@ -15,6 +15,7 @@ from temporalio.service import RPCError
 
 from api import previews
 from api.broadcasting import create_and_start, describe
+from api.openapi_links import BODY_ID, broadcast_links, from_path, linked
 from api.routes_deps import READ, WRITE, pool, read_json, read_model, settings, temporal, validation_field
 from api.schemas import ApiError, CustomerId
 from config.settings import Settings
@@ -43,7 +44,7 @@ def parse_broadcast(data: Any) -> Broadcast:
         raise ApiError(422, message, field=field) from None
 
 
-@router.post("/v1/broadcasts", status_code=201, dependencies=[WRITE])
+@router.post("/v1/broadcasts", status_code=201, dependencies=[WRITE], responses=linked(201, **broadcast_links(BODY_ID)))
 async def create(request: Request, db: Pool, client: Temporal, config: AppSettings) -> dict[str, Any]:
     """Create a broadcast and start it: the audience is frozen at its start, then sent in batches."""
     broadcast = parse_broadcast(await read_json(request))
@@ -104,7 +105,11 @@ async def test_send(request: Request, db: Pool, config: AppSettings) -> previews
     return await previews.test_send_checked(db, config, send, body.channel, body.to)
 
 
-@router.get("/v1/broadcasts/{broadcast_id}", dependencies=[READ])
+@router.get(
+    "/v1/broadcasts/{broadcast_id}",
+    dependencies=[READ],
+    responses=linked(200, **broadcast_links(from_path("broadcast_id"))),
+)
 async def show(broadcast_id: BroadcastPath, db: Pool) -> dict[str, Any]:
     return await describe(db, broadcast_id)
 

@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request
 from temporalio.client import Client, WorkflowExecutionStatus
 
+from api.openapi_links import customer_links, from_path, linked, to
 from api.routes_deps import READ, WRITE, ResolvedCustomer, pool, read_model, temporal
 from api.schemas import (
     ApiError,
@@ -43,8 +44,18 @@ def _doc(model: Any) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
 
+_CUSTOMER_LINKS = {
+    **customer_links(from_path("customer_id")),
+    "PutDevice": to("/v1/customers/{customer_id}/devices/{device_id}", "put", customer_id=from_path("customer_id")),
+}
+
+
 @router.put(
-    "/v1/customers/{customer_id}", dependencies=[WRITE], response_model=CustomerOut, openapi_extra=_doc(CustomerIn)
+    "/v1/customers/{customer_id}",
+    dependencies=[WRITE],
+    response_model=CustomerOut,
+    openapi_extra=_doc(CustomerIn),
+    responses=linked(200, **_CUSTOMER_LINKS),
 )
 async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool) -> Customer:
     """Create or update a profile. Fields left out keep their value; ``attributes`` are merged key by key."""
@@ -52,7 +63,12 @@ async def put_customer(customer_id: ResolvedCustomer, request: Request, db: Pool
     return await customer_store.upsert_customer(db, customer_id, **body.model_dump())
 
 
-@router.get("/v1/customers/{customer_id}", dependencies=[READ], response_model=CustomerOut)
+@router.get(
+    "/v1/customers/{customer_id}",
+    dependencies=[READ],
+    response_model=CustomerOut,
+    responses=linked(200, **_CUSTOMER_LINKS),
+)
 async def get_customer(customer_id: ResolvedCustomer, db: Pool) -> Customer:
     row = await customer_store.get_customer(db, customer_id)
     if row is None:
@@ -72,6 +88,12 @@ async def get_consent(customer_id: ResolvedCustomer, db: Pool) -> dict[str, Any]
     dependencies=[WRITE],
     response_model=ConsentOut,
     openapi_extra=_doc(ConsentIn),
+    responses=linked(
+        200,
+        GetConsent=_CUSTOMER_LINKS["GetConsent"],
+        ConsentHistory=_CUSTOMER_LINKS["ConsentHistory"],
+        Export=_CUSTOMER_LINKS["Export"],
+    ),
 )
 async def put_consent(customer_id: ResolvedCustomer, request: Request, db: Pool) -> dict[str, Any]:
     """Record consent changes (appended to the ledger) and answer the current state."""

@@ -3,11 +3,9 @@ the process's pool/client/router, reading a JSON body."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any, TypeVar
 
 import asyncpg
@@ -15,6 +13,7 @@ from fastapi import Depends, Path, Request
 from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 
+from api import validation
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from config.settings import ROLE_RANK, Role, Settings
 from journeys.values import InputError, InputLimits, limits_from, loads_json
@@ -90,7 +89,7 @@ async def require_api_key(request: Request) -> None:
     check_role(request, presented_key(request), "read")
 
 
-# Bodies up to this size are checked on the event loop (microseconds); larger ones in a validation thread.
+# Bodies up to this size are checked on the event loop (microseconds); larger ones in a validation process.
 _INLINE_BODY_BYTES = 65_536
 
 
@@ -102,13 +101,25 @@ def input_limits(request: Request) -> InputLimits:
 
 
 async def off_loop(request: Request, function: Callable[..., R], *args: Any) -> R:
-    """Run CPU-heavy ``function(*args)`` in the app's validation threads (``PARCOURS_VALIDATION_THREADS`` at
-    once; the rest queue without holding the event loop)."""
-    executor: ThreadPoolExecutor | None = getattr(request.app.state, "validation_executor", None)
-    if executor is None:
-        executor = ThreadPoolExecutor(settings(request).validation_threads, thread_name_prefix="parcours-validate")
-        request.app.state.validation_executor = executor
-    return await asyncio.get_running_loop().run_in_executor(executor, functools.partial(function, *args))
+    """Run CPU-heavy ``function(*args)`` in the validation processes (``api.validation``): 429 with Retry-After when
+    they are all busy and the queue is full, 422 naming the body when the check runs past its time limit."""
+    config = settings(request)
+    try:
+        return await validation.shared(config).run(function, *args)
+    except validation.Busy as exc:
+        raise ApiError(
+            429,
+            f"too many large bodies are being checked: retry after {exc.retry_after} s",
+            field="body",
+            headers={"Retry-After": str(exc.retry_after)},
+        ) from None
+    except validation.TooSlow as exc:
+        raise ApiError(
+            422,
+            f"checking this body took longer than {exc.seconds:g} s (PARCOURS_VALIDATION_TIMEOUT_SECONDS): "
+            "make it smaller or simpler",
+            field="body",
+        ) from None
 
 
 async def read_json(request: Request, *, check: bool = True) -> Any:

@@ -17,6 +17,7 @@ import asyncpg
 from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from api.openapi_links import device_links, linked
 from api.routes_deps import READ, WRITE, ResolvedCustomer, pool, read_model
 from api.schemas import ApiError
 from store import customers as customer_store
@@ -117,6 +118,7 @@ def _out(device: Device) -> DeviceOut:
     "/v1/customers/{customer_id}/devices/{device_id}",
     dependencies=[WRITE],
     response_model=DeviceOut,
+    responses=linked(200, 201, **device_links()),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": DeviceIn.model_json_schema()}}}
     },

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
 from temporalio.client import Client
 
+from api.openapi_links import BODY_ID, from_path, journey_links, linked
 from api.publishing import publish_journey, validated
 from api.routes_deps import ADMIN, READ, WRITE, event_router, input_limits, off_loop, pool, settings, temporal
 from api.schemas import ApiError, JourneyDetail, JourneySummary, PublishResult
@@ -51,7 +52,14 @@ _PUBLISH_DOC = {
     status_code=201,
     response_model=PublishResult,
     openapi_extra=_PUBLISH_DOC,
-    responses={200: {"model": PublishResult, "description": "Identical to the latest version: nothing published"}},
+    responses={
+        200: {
+            "model": PublishResult,
+            "description": "Identical to the latest version: nothing published",
+            "links": journey_links(BODY_ID),
+        },
+        201: {"description": "Published", "links": journey_links(BODY_ID)},
+    },
 )
 async def publish(request: Request, db: Pool, router_: Router, client: Temporal, config: AppSettings) -> Any:
     """Publish a new immutable version. Invalid: 422 with every problem by step and field under ``issues``."""
@@ -72,7 +80,7 @@ async def publish(request: Request, db: Pool, router_: Router, client: Temporal,
     except UnicodeDecodeError:
         raise ApiError(400, "the request body is not UTF-8", field="body") from None
     try:
-        # Parsing, the limits and the Liquid checks are CPU work: in a validation thread, not on the event loop.
+        # Parsing, the limits and the Liquid checks are CPU work: in a validation process, not on the event loop.
         journey = await off_loop(request, validated, text, fmt, input_limits(request), config.sms_max_segments)
     except JourneyValidationError as exc:
         _invalid(exc)
@@ -106,7 +114,12 @@ async def list_journeys(db: Pool) -> list[JourneyRow]:
     return await journey_store.list_journeys(db)
 
 
-@router.get("/v1/journeys/{journey_id}", dependencies=[READ], response_model=JourneyDetail)
+@router.get(
+    "/v1/journeys/{journey_id}",
+    dependencies=[READ],
+    response_model=JourneyDetail,
+    responses=linked(200, **journey_links(from_path("journey_id"))),
+)
 async def get_journey(journey_id: JourneyPath, db: Pool) -> JourneyRow:
     row = await journey_store.get_journey(db, journey_id)
     if row is None:
@@ -123,7 +136,12 @@ async def _set_status(journey_id: str, status: str, db: asyncpg.Pool, router_: E
     return row
 
 
-@router.post("/v1/journeys/{journey_id}/pause", dependencies=[WRITE], response_model=JourneySummary)
+@router.post(
+    "/v1/journeys/{journey_id}/pause",
+    dependencies=[WRITE],
+    response_model=JourneySummary,
+    responses=linked(200, **journey_links(from_path("journey_id"))),
+)
 async def pause(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
 ) -> JourneyRow:
@@ -133,7 +151,12 @@ async def pause(
     return row
 
 
-@router.post("/v1/journeys/{journey_id}/resume", dependencies=[WRITE], response_model=JourneySummary)
+@router.post(
+    "/v1/journeys/{journey_id}/resume",
+    dependencies=[WRITE],
+    response_model=JourneySummary,
+    responses=linked(200, **journey_links(from_path("journey_id"))),
+)
 async def resume(
     journey_id: JourneyPath, db: Pool, router_: Router, client: Temporal, config: AppSettings
 ) -> JourneyRow:

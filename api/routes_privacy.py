@@ -129,29 +129,42 @@ async def erase_customer(
         )
         for person in people
     ]
-    # Read before the erasure scrubs the entry ids: they name the segment runs whose histories list the customer.
+    # The segment runs whose histories list the customer among the members they entered, named by the entry ids:
+    # read before the erasure scrubs them, and under the pseudonym too (a repeated erasure finds the runs that
+    # were still going the first time).
+    secret = pseudonym_secret(app_settings)
     segment_runs = [
         wid
         for person in people
-        for journey_id, entry_id in await entries_store.segment_entries(db, person)
-        if (wid := exits.segment_workflow_id(journey_id, entry_id, person)) is not None
+        for owner in (person, privacy.pseudonym(secret, person))
+        for journey_id, entry_id in await entries_store.segment_entries(db, owner)
+        if (wid := exits.segment_workflow_id(journey_id, entry_id, owner)) is not None
     ]
+    # A segment run still entering customers keeps the id in its history until it ends: the erasure is not
+    # complete (202) until a later call deletes that history.
+    still_entering = await exits.running_segment_runs(client, segment_runs)
     exited = sum(len(report.exited) for report in reports)
     terminated = sum(len(report.terminated) for report in reports)
-    complete = all(report.complete for report in reports)
-    erasure = await privacy.erase_customer(
-        db, customer_id, pseudonym_secret(app_settings), requested_at=requested_at, complete=complete
-    )
+    runs_closed = all(report.complete for report in reports)
+    complete = runs_closed and not still_entering
+    erasure = await privacy.erase_customer(db, customer_id, secret, requested_at=requested_at, complete=complete)
     for report in reports:
         await exits.record_terminations(
             db, report, actor="erasure", reason=ERASED_REASON, target=f"erased:{erasure['pseudonym']}"
         )
     deleted = 0
-    if complete:
+    if runs_closed:
         for person, report in zip(people, reports, strict=True):
             deleted += await exits.delete_closed_histories(client, person, report.closed())
-        deleted += await exits.delete_segment_histories(client, segment_runs)
-    log.info("customer.erased", pseudonym=erasure["pseudonym"], complete=complete, exited=exited, terminated=terminated)
+    deleted += await exits.delete_segment_histories(client, segment_runs)
+    log.info(
+        "customer.erased",
+        pseudonym=erasure["pseudonym"],
+        complete=complete,
+        exited=exited,
+        terminated=terminated,
+        segment_runs_running=len(still_entering),
+    )
     if not complete:
         response.status_code = 202
     return {
@@ -162,6 +175,7 @@ async def erase_customer(
             "terminated": terminated,
             "still_running": 0,  # every run found was exited or terminated (kept for older clients)
             "histories_deleted": deleted,
+            "segment_runs_running": len(still_entering),
         },
     }
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from api.openapi_links import from_path, linked, segment_links
 from api.routes_deps import READ, WRITE, pool, read_model
 from api.schemas import ApiError
 from journeys.models import Audience
@@ -35,6 +36,7 @@ def _body(row: SegmentRow) -> dict[str, Any]:
     "/v1/segments/{segment_id}",
     status_code=200,
     dependencies=[WRITE],
+    responses=linked(200, 201, **segment_links(from_path("segment_id"))),
     openapi_extra={
         "requestBody": {"required": True, "content": {"application/json": {"schema": Audience.model_json_schema()}}}
     },
@@ -59,7 +61,9 @@ async def _segment(db: asyncpg.Pool, segment_id: str) -> SegmentRow:
     return row
 
 
-@router.get("/v1/segments/{segment_id}", dependencies=[READ])
+@router.get(
+    "/v1/segments/{segment_id}", dependencies=[READ], responses=linked(200, **segment_links(from_path("segment_id")))
+)
 async def get_segment(segment_id: SegmentPath, db: Pool) -> dict[str, Any]:
     return _body(await _segment(db, segment_id))
 

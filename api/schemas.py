@@ -34,11 +34,20 @@ AnonymousId = Annotated[
 class ApiError(Exception):
     """An error answered as ``{"error": {"message": ..., "field": ...}}`` with ``status``."""
 
-    def __init__(self, status: int, message: str, *, field: str | None = None, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers
         self.extra = extra
 
     def body(self) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Does hostile input block the event loop? ``/healthz`` latency with and without hostile publishes in flight.
 
-    .venv/bin/python -m bench.hostile [--seconds 10] [--concurrency 8]
+    .venv/bin/python -m bench.hostile [--seconds 10] [--concurrency 8] [--validation processes|threads|both]
 
 One process: embedded PostgreSQL, the Temporal dev server, the API under uvicorn on loopback.
 Three phases of the same length, in this order, in the same run: (1) a prober alone asks ``GET /healthz`` as
@@ -9,6 +9,10 @@ valid events (the control: what any load costs on a small machine); (3) the same
 (catastrophic-backtracking durations, YAML alias bombs, Liquid loops, deep nesting, NaN, huge integers, long
 time zones, large valid journeys to validate). Prints p50/p99 of each phase, their ratio, and how the hostile
 requests were answered (any 5xx is counted and shown).
+
+``--validation`` picks where the API checks journeys and large bodies: ``processes`` (the default,
+``PARCOURS_VALIDATION_PROCESSES``), ``threads`` (``PARCOURS_VALIDATION_PROCESSES=0``, the former way) or ``both``,
+one after the other in the same run, with the ratio between them.
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def hostile_requests() -> list[tuple[str, str, bytes, str]]:
 
 
 @contextlib.asynccontextmanager
-async def api_server(data: Path) -> AsyncIterator[str]:
+async def api_server(data: Path, *, processes: int = 2) -> AsyncIterator[str]:
     postgres = EmbeddedPostgres(data / "pg", fsync=False)
     await asyncio.to_thread(postgres.start)
     env = await WorkflowEnvironment.start_local(
@@ -109,7 +113,13 @@ async def api_server(data: Path) -> AsyncIterator[str]:
         url = await asyncio.to_thread(postgres.ensure_database, "bench_hostile")
         await migrate(url)
         pool = await create_pool(url)
-        settings = Settings(api_keys=[KEY], otel_exporter="none", log_level="ERROR", task_queue="bench-hostile")
+        settings = Settings(
+            api_keys=[KEY],
+            otel_exporter="none",
+            log_level="ERROR",
+            task_queue="bench-hostile",
+            validation_processes=processes,
+        )
         app = create_app(settings, pool=pool, client=env.client)
         port = 18_000 + uuid.uuid4().int % 2000
         server = uvicorn.Server(
@@ -163,21 +173,23 @@ async def attack(base: str, seconds: float, only: str) -> Counter[str]:
 
 def attacker(base: str, seconds: float, only: str, out: Any) -> None:
     """One hostile client, in a process of its own: the server's process only serves."""
-    out.put(dict(asyncio.run(attack(base, seconds, only))))
+    out.send(dict(asyncio.run(attack(base, seconds, only))))
 
 
 async def under_load(base: str, seconds: float, concurrency: int, only: str) -> tuple[list[float], Counter[str]]:
     """Probe /healthz while ``concurrency`` client processes send ``only`` (hostile, or ``ordinary`` requests)."""
     answers: Counter[str] = Counter()
     context = multiprocessing.get_context("spawn")
-    results = context.Queue()
-    attackers = [context.Process(target=attacker, args=(base, seconds + 3, only, results)) for _ in range(concurrency)]
+    # One pipe per client (a Queue's named semaphore has been seen to vanish before a slow child opened it).
+    pipes = [context.Pipe(duplex=False) for _ in range(concurrency)]
+    attackers = [context.Process(target=attacker, args=(base, seconds + 3, only, sender)) for _, sender in pipes]
     for process in attackers:
         process.start()
     await asyncio.sleep(2)  # the clients have started and are sending
     latencies = await probe(base, seconds)
-    for _ in attackers:
-        answers.update(await asyncio.to_thread(results.get, True, 120))
+    for receiver, _ in pipes:
+        if await asyncio.to_thread(receiver.poll, 120):
+            answers.update(receiver.recv())
     for process in attackers:
         await asyncio.to_thread(process.join, 30)
     return latencies, answers
@@ -191,28 +203,54 @@ def summary(name: str, latencies: list[float]) -> tuple[float, float]:
     return p50, p99
 
 
+async def measure(seconds: float, concurrency: int, only: str, processes: int) -> dict[str, Any]:
+    """The three phases against one API whose validation runs in ``processes`` processes (0: threads)."""
+    with tempfile.TemporaryDirectory(prefix="parcours-hostile-") as tmp:
+        async with api_server(Path(tmp), processes=processes) as base:
+            await probe(base, 1.0)  # warm up
+            quiet = await probe(base, seconds)
+            control, _ = await under_load(base, seconds, concurrency, "ordinary")
+            loud, answers = await under_load(base, seconds, concurrency, only)
+    return {"quiet": quiet, "control": control, "loud": loud, "answers": answers}
+
+
+def report(mode: str, seconds: float, concurrency: int, run: dict[str, Any]) -> tuple[float, int]:
+    """Print one mode's figures; (p99 hostile / p99 ordinary load, server errors)."""
+    print(f"\n[{mode}] /healthz latency, {seconds:.0f} s per phase, {concurrency} client processes under load")
+    p50_quiet, p99_quiet = summary("alone", run["quiet"])
+    p50_control, p99_control = summary("with ordinary events", run["control"])
+    p50_loud, p99_loud = summary("with hostile publishes", run["loud"])
+    print(f"ratio (hostile / alone): p50 {p50_loud / p50_quiet:.2f}x, p99 {p99_loud / p99_quiet:.2f}x")
+    print(f"ratio (hostile / ordinary load): p50 {p50_loud / p50_control:.2f}x, p99 {p99_loud / p99_control:.2f}x")
+    answers: Counter[str] = run["answers"]
+    errors = sum(count for answer, count in answers.items() if answer.rsplit(" ", 1)[1].startswith("5"))
+    print(f"hostile requests answered: {sum(answers.values())}, server errors (5xx): {errors}")
+    for answer, count in sorted(answers.items()):
+        print(f"  {count:>6}  {answer}")
+    return p99_loud / p99_control, errors
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--only", default="", help="comma-separated indexes of the hostile requests to send")
+    parser.add_argument("--validation", choices=["processes", "threads", "both"], default="processes")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="parcours-hostile-") as tmp:
-        async with api_server(Path(tmp)) as base:
-            await probe(base, 1.0)  # warm up
-            quiet = await probe(base, args.seconds)
-            control, _ = await under_load(base, args.seconds, args.concurrency, "ordinary")
-            loud, answers = await under_load(base, args.seconds, args.concurrency, args.only)
-    print(f"/healthz latency, {args.seconds:.0f} s per phase, {args.concurrency} client processes under load")
-    p50_quiet, p99_quiet = summary("alone", quiet)
-    p50_control, p99_control = summary("with ordinary events", control)
-    p50_loud, p99_loud = summary("with hostile publishes", loud)
-    print(f"ratio (hostile / alone): p50 {p50_loud / p50_quiet:.2f}x, p99 {p99_loud / p99_quiet:.2f}x")
-    print(f"ratio (hostile / ordinary load): p50 {p50_loud / p50_control:.2f}x, p99 {p99_loud / p99_control:.2f}x")
-    errors = sum(count for answer, count in answers.items() if answer.rsplit(" ", 1)[1].startswith("5"))
-    print(f"hostile requests answered: {sum(answers.values())}, server errors (5xx): {errors}")
-    for answer, count in sorted(answers.items()):
-        print(f"  {count:>6}  {answer}")
+    modes = ["threads", "processes"] if args.validation == "both" else [args.validation]
+    runs = {
+        mode: await measure(args.seconds, args.concurrency, args.only, 2 if mode == "processes" else 0)
+        for mode in modes
+    }
+    ratios, errors = {}, 0
+    for mode, run in runs.items():
+        ratios[mode], mode_errors = report(mode, args.seconds, args.concurrency, run)
+        errors += mode_errors
+    if len(ratios) == 2:
+        print(
+            f"\np99 hostile / ordinary load: threads {ratios['threads']:.2f}x, processes {ratios['processes']:.2f}x "
+            f"(processes / threads: {ratios['processes'] / ratios['threads']:.2f}x)"
+        )
     return 1 if errors else 0
 
 

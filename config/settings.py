@@ -282,8 +282,12 @@ class Settings(BaseSettings):
     max_properties_bytes: int = Field(default=65_536, ge=1_024)
     max_journey_bytes: int = Field(default=262_144, ge=4_096)
     max_journey_steps: int = Field(default=200, ge=1, le=10_000)
-    # CPU-heavy validation (journeys, large bodies) runs in worker threads, this many at once per process; more
-    # requests wait their turn without holding the event loop.
+    # CPU-heavy validation (journeys, large bodies) runs in this many processes per API process (api.validation),
+    # each check for at most validation_timeout_seconds; validation_queue more wait, beyond that 429. 0 processes:
+    # validation_threads threads instead (no time limit; they compete with the API for the interpreter lock).
+    validation_processes: int = Field(default=2, ge=0, le=64)
+    validation_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    validation_queue: int = Field(default=16, ge=0, le=10_000)
     validation_threads: int = Field(default=2, ge=1, le=64)
 
     def resolved_data_dir(self) -> Path:

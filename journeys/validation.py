@@ -9,6 +9,7 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+from journeys.cron import cron_problem
 from journeys.models import (
     END,
     WAITING_STEPS,
@@ -39,29 +40,66 @@ class JourneyValidationError(ValueError):
         self.issues = issues
         super().__init__("invalid journey:\n" + "\n".join(f"  - {issue}" for issue in issues))
 
+    def __reduce__(self) -> tuple[type[JourneyValidationError], tuple[list[JourneyIssue]]]:
+        # Raised in a validation process and re-raised in the API's: pickled with its issues.
+        return (type(self), (self.issues,))
 
-def load_journey_file(path: str | Path, limits: InputLimits = DEFAULT_LIMITS) -> Journey:
+
+def load_journey_file(
+    path: str | Path, limits: InputLimits = DEFAULT_LIMITS, *, sms_max_segments: int | None = None
+) -> Journey:
     path = Path(path)
     return parse_journey(
-        path.read_text(encoding="utf-8"), fmt="json" if path.suffix == ".json" else "yaml", limits=limits
+        path.read_text(encoding="utf-8"),
+        fmt="json" if path.suffix == ".json" else "yaml",
+        limits=limits,
+        sms_max_segments=sms_max_segments,
     )
 
 
 def parse_journey(
-    source: str | bytes | dict[str, Any], fmt: str | None = None, *, limits: InputLimits = DEFAULT_LIMITS
+    source: str | bytes | dict[str, Any],
+    fmt: str | None = None,
+    *,
+    limits: InputLimits = DEFAULT_LIMITS,
+    sms_max_segments: int | None = None,
 ) -> Journey:
-    """Parse and validate; raise JourneyValidationError listing every problem found (field errors and reference
-    errors together). The document is bounded by ``limits`` (size after parsing, steps, nesting, strings)."""
+    """Parse and validate; raise JourneyValidationError listing every problem found (field errors, reference
+    errors and a malformed segment cron together). The document is bounded by ``limits`` (size after parsing,
+    steps, nesting, strings). With ``sms_max_segments``, static SMS texts longer than that are problems too."""
     data = _decode(source, fmt, limits)
     try:
         journey = Journey.model_validate(data)
     except ValidationError as exc:
         issues = _from_pydantic(exc, data)
-        raise JourneyValidationError(issues + _raw_reference_issues(data, issues)) from None
+        issues += _raw_reference_issues(data, issues)
+        raise JourneyValidationError(issues + _cron_issues(_raw_cron(data), issues)) from None
     issues = check_journey(journey)
+    issues += _cron_issues(journey.entry.segment.cron if journey.entry.segment else None, issues)
+    if sms_max_segments is not None:
+        issues += sms_length_issues(journey, sms_max_segments)
     if issues:
         raise JourneyValidationError(issues)
     return journey
+
+
+_CRON_LOCATION = "entry.segment.cron"
+
+
+def _raw_cron(data: dict[str, Any]) -> Any:
+    entry = data.get("entry")
+    segment = entry.get("segment") if isinstance(entry, dict) else None
+    return segment.get("cron") if isinstance(segment, dict) else None
+
+
+def _cron_issues(cron: Any, found: list[JourneyIssue]) -> list[JourneyIssue]:
+    """A malformed ``entry.segment.cron`` (unless a problem at that field is reported already)."""
+    if not isinstance(cron, str) or any(issue.location == _CRON_LOCATION for issue in found):
+        return []
+    problem = cron_problem(cron)
+    if problem is None:
+        return []
+    return [JourneyIssue(location=_CRON_LOCATION, field=_CRON_LOCATION, message=problem)]
 
 
 def check_journey(journey: Journey) -> list[JourneyIssue]:

@@ -69,6 +69,10 @@ class InputError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple[type[InputError], tuple[str, str]]:
+        # Raised in a validation process and re-raised in the API's: pickled with its field and message.
+        return (type(self), (self.field, self.message))
+
 
 def _path(parent: str, key: object) -> str:
     if isinstance(key, int):

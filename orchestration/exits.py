@@ -276,9 +276,20 @@ def segment_workflow_id(journey_id: str, entry_id: str, customer_id: str) -> str
     return run_key if run_key.startswith(schedule_id(journey_id)) else f"{schedule_id(journey_id)}-{run_key}"
 
 
+async def running_segment_runs(client: Client, workflow_ids: Iterable[str]) -> list[str]:
+    """Those of these segment workflows with a run still going (its history lists the members it has entered)."""
+    running = []
+    for wid in sorted(set(workflow_ids)):
+        query = f'WorkflowId = {literal(wid)} AND ExecutionStatus = "Running"'
+        if (await client.count_workflows(query)).count:
+            running.append(wid)
+    return running
+
+
 async def delete_segment_histories(client: Client, workflow_ids: Iterable[str]) -> int:
     """Delete the closed runs (every continue-as-new step) of these segment workflows: their histories list the
-    members they entered. A segment run still going is left (its next firing's histories never held the id)."""
+    members they entered. A segment run still going is left (``running_segment_runs``: erasure is not complete
+    until a later call, once it has ended, deletes it; the next firings' histories never held the id)."""
     deleted = 0
     for wid in sorted(set(workflow_ids)):
         query = f'WorkflowId = {literal(wid)} AND ExecutionStatus != "Running"'

@@ -7,8 +7,10 @@ Two fuzzers, bounded to well under two minutes together:
   injection in addresses, calendar-edge date-times, long time zones, arbitrary bytes, forms; over every route of
   the app, the public pages (preference center, unsubscribe, tracking ``/c`` and ``/o``) and provider webhooks
   included, with valid and forged tokens;
-- schemathesis stateful runs: sequences of calls that follow the links schemathesis infers between operations
-  (create a customer, then read, consent, export, erase it...).
+- schemathesis stateful runs: sequences of calls that follow the OpenAPI links the API declares
+  (``api/openapi_links.py``: publish a journey, then read, pause, resume, archive it; put a segment, then read,
+  count, delete it; put a customer, then read, consent, devices, export, erase it; create a broadcast, then read,
+  pause, cancel it) and those schemathesis infers.
 
 Each prints how many hostile inputs it tried (the figure issue 11 asks for).
 """
@@ -268,11 +270,13 @@ async def test_stateful_schemathesis_runs_never_get_a_5xx(stack: Stack) -> None:
                 detail = " | ".join(str(e)[:200] for e in getattr(exc, "exceptions", [exc]))
                 failures.append(f"{case.method} {case.path}: {detail}")
 
+    transitions = [name for name in dir(Workflow) if name.split("_", 1)[0] in ("GET", "PUT", "POST", "DELETE")]
+
     def run() -> None:
         Workflow.run(
             settings=hypothesis.settings(
                 max_examples=25,
-                stateful_step_count=6,
+                stateful_step_count=10,
                 deadline=None,
                 database=None,
                 suppress_health_check=list(HealthCheck),
@@ -284,6 +288,9 @@ async def test_stateful_schemathesis_runs_never_get_a_5xx(stack: Stack) -> None:
     finally:
         server.should_exit = True
         await serving
-    print(f"\nschemathesis stateful: {len(calls)} calls over {len(set(calls))} operations, {len(failures)} 5xx")
+    print(
+        f"\nschemathesis stateful: {len(transitions)} links between operations, {len(calls)} calls over "
+        f"{len(set(calls))} operations, {len(failures)} 5xx"
+    )
     assert calls
     assert not failures, "\n".join(failures[:10])

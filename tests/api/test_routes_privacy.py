@@ -311,3 +311,46 @@ async def test_provider_webhook_needs_a_key(stack: Stack) -> None:
         "/v1/providers/generic/events", json=body, headers={"X-API-Key": "", "Authorization": "Basic !!!"}
     )
     assert bad.status_code == 401 and bad.json()["error"]["field"] == "authorization"
+
+
+async def test_erasure_while_a_segment_run_that_entered_the_customer_is_going_finishes_on_a_later_call(
+    stack: Stack,
+) -> None:
+    """The segment run's history lists the customer until it ends: 202 (not complete) while it runs; called again
+    once it has ended, the erasure finds it through the pseudonymised entry and deletes its history."""
+    from datetime import UTC, datetime
+
+    from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
+
+    journey = stack.journey()
+    await publish(stack, journey)
+    customer = await stack.customer()
+    run_key = "2026-11-30T10:00:00Z"
+    await stack.pool.execute(
+        "INSERT INTO journey_entries (journey_id, customer_id, entry_id, version, source, entered_at)"
+        " VALUES ($1, $2, $3, 1, 'segment', $4)",
+        journey["id"],
+        customer,
+        f"segment:{journey['id']}:{run_key}:{customer}",
+        datetime.now(UTC),
+    )
+    # A segment run still going (no worker polls its queue, so it stays running until terminated).
+    segment_run = await stack.client.start_workflow(
+        SEGMENT_WORKFLOW_NAME,
+        SegmentRunInput(journey_id=journey["id"], version=1),
+        id=f"{schedule_id(journey['id'])}-{run_key}",
+        task_queue=unique("no-worker"),
+    )
+
+    first = await stack.http.delete(f"/v1/customers/{customer}")
+    assert first.status_code == 202, first.text
+    assert first.json()["complete"] is False and first.json()["runs"]["segment_runs_running"] == 1
+    assert (
+        await stack.pool.fetchval("SELECT count(*) FROM customers WHERE id = $1", customer) == 0
+    )  # erased all the same
+
+    await segment_run.terminate("the firing ended")
+    second = await stack.http.delete(f"/v1/customers/{customer}")
+    assert second.status_code == 200, second.text
+    assert second.json()["complete"] is True and second.json()["runs"]["segment_runs_running"] == 0
+    assert second.json()["runs"]["histories_deleted"] >= 1

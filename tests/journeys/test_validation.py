@@ -209,3 +209,54 @@ def test_templates_of_profile_updates_and_webhooks_are_checked() -> None:
         "steps[0] (id 'remember').set.plan: template error: unknown filter 'nope'",
         "steps[1] (id 'call').body: template error: missing expression",
     ]
+
+
+def segment_entry(**segment: object) -> dict:
+    definition = copy.deepcopy(BASE)
+    definition.pop("trigger")
+    definition["entry"] = {"segment": {"where": [{"field": "profile.plan", "op": "eq", "value": "pro"}], **segment}}
+    return definition
+
+
+def test_a_bad_cron_is_reported_with_field_errors_and_reference_errors() -> None:
+    definition = segment_entry(cron="61 * * * *")
+    definition["steps"][1]["duration"] = "soon"  # a field error: the model does not validate
+    definition["steps"][0]["next"] = "nowhere"  # a reference error
+    problems = issues_of(definition)
+    assert any(p.startswith("entry.segment.cron: ") and "minute '61'" in p for p in problems), problems
+    assert any(p.startswith("steps[1] (id 'pause').duration") for p in problems), problems
+    assert any("unknown step 'nowhere'" in p for p in problems), problems
+
+
+def test_a_bad_cron_is_reported_with_the_whole_journey_checks() -> None:
+    definition = segment_entry(cron="0 9 * * 8")
+    definition["steps"].append({"id": "orphan", "type": "exit"})  # unreachable: found on a valid model
+    problems = issues_of(definition)
+    assert any(p.startswith("entry.segment.cron: ") and "day of week '8'" in p for p in problems), problems
+    assert any("'orphan' is unreachable" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("cron", ["0 9 * * 1", "*/15 8-18 * * mon-fri", "@daily"])
+def test_a_good_cron_passes(cron: str) -> None:
+    assert parse_journey(segment_entry(cron=cron)).entry.segment is not None
+
+
+@pytest.mark.parametrize(
+    ("cron", "said"), [("9" * 5000 + " * * * *", "minute"), ("*/" + "9" * 5000 + " * * * *", "step")]
+)
+def test_a_cron_with_a_huge_number_is_a_problem_not_a_crash(cron: str, said: str) -> None:
+    problems = issues_of(segment_entry(cron=cron))
+    assert any(p.startswith("entry.segment.cron: ") and said in p for p in problems), problems
+
+
+def test_validation_errors_survive_the_trip_from_a_validation_process() -> None:
+    import pickle
+
+    from journeys.values import InputError
+
+    with pytest.raises(JourneyValidationError) as caught:
+        parse_journey(segment_entry(cron="61 * * * *"))
+    again = pickle.loads(pickle.dumps(caught.value))
+    assert again.issues == caught.value.issues
+    error = pickle.loads(pickle.dumps(InputError("steps[0].id", "contains a NUL character")))
+    assert (error.field, error.message) == ("steps[0].id", "contains a NUL character")

@@ -22,6 +22,7 @@ from store import broadcasts as broadcast_store
 from store import segments as segment_store
 from tests.support.engine import Engine, running_engine, save_history, set_consent
 from tests.support.faults import SlowSmtpSink, wait_until
+from tests.support.mail import SmtpSink
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -229,3 +230,45 @@ async def test_pause_and_cancel_stop_sending_within_a_batch(time_skipping_env: A
             assert set(counts.values()) == {1}
     finally:
         await sink.stop()
+
+
+class RefusingOnceSink(SmtpSink):
+    """The SMTP sink, deferring each recipient's first RCPT with a 451 that quotes the address (as servers do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deferred: set[str] = set()
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        if address not in self.deferred:
+            self.deferred.add(address)
+            return f"451 4.2.0 <{address}>: mailbox busy, try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+
+@pytest.mark.devserver
+async def test_a_broadcast_runs_history_holds_no_recipient_even_when_a_batch_failed(
+    dev_env: Any, pool: asyncpg.Pool
+) -> None:
+    """Erasing a customer deletes their own runs' histories, not a broadcast's: so a broadcast run's history must
+    never hold a recipient's id or address. The run carries the broadcast id and counts (the audience is in
+    ``broadcast_recipients``, which erasure covers); a failed batch is recorded without the error's text."""
+    sink = RefusingOnceSink()
+    await sink.start()
+    try:
+        async with running_engine(dev_env, pool, sink) as engine:
+            tag = uuid.uuid4().hex
+            ids = [await customer(pool, tag) for _ in range(3)]
+            b = broadcast(tag)
+            assert await broadcast_store.create_broadcast(pool, b) is not None
+            handle = await start_broadcast(engine.client, b, task_queue=engine.settings.task_queue)
+            assert handle is not None
+            result = await handle.result()
+            assert result.counts.sent == 3 and sink.deferred == {f"{c}@example.com" for c in ids}
+            history = (await handle.fetch_history()).to_json()
+    finally:
+        await sink.stop()
+    assert "batch failed" in history  # the failed attempt is in the history...
+    for customer_id in ids:
+        assert customer_id not in history  # ...but no recipient, in any payload or failure
