@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
@@ -161,20 +161,19 @@ class JourneyRuns:
     async def started_by(self, wid: str, entry_id: str) -> bool:
         """Whether the latest run of ``wid`` (running or closed) was started by entry ``entry_id``: an earlier
         attempt to route that entry got as far as the start (its process died before it could say so)."""
-        try:
-            description = await self.call(self.client.get_workflow_handle(wid).describe(rpc_timeout=self.rpc_timeout))
-        except RPCError as exc:
-            if is_not_found(exc):
-                return False
-            raise
-        return await description.memo_value(ENTRY_MEMO, None) == entry_id
+        description = await self._describe(wid)
+        return description is not None and await description.memo_value(ENTRY_MEMO, None) == entry_id
 
     async def is_running(self, wid: str) -> bool:
         """Whether ``wid`` has a running run (False: never started, or closed)."""
+        description = await self._describe(wid)
+        return description is not None and description.status == WorkflowExecutionStatus.RUNNING
+
+    async def _describe(self, wid: str) -> WorkflowExecutionDescription | None:
+        """The latest run of ``wid`` (None: never started)."""
         try:
-            description = await self.call(self.client.get_workflow_handle(wid).describe(rpc_timeout=self.rpc_timeout))
+            return await self.call(self.client.get_workflow_handle(wid).describe(rpc_timeout=self.rpc_timeout))
         except RPCError as exc:
             if is_not_found(exc):
-                return False
+                return None
             raise
-        return description.status == WorkflowExecutionStatus.RUNNING

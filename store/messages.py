@@ -112,7 +112,19 @@ async def insert_message(db: Db, message: NewMessage) -> bool:
     return status == "INSERT 0 1"
 
 
-_INSERT_MANY_SQL = """
+_UNNEST_SQL = """
+  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
+              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
+              $23::text[], $24::text[])
+       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
+            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
+            decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
+"""
+"""The rows of ``_columns(messages)``, one per message, as ``m``."""
+
+_INSERT_MANY_SQL = (
+    """
 INSERT INTO messages (idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel,
                       topic, kind, status, reason, recipient, rendered, provider_message_id, provider_response,
                       error, attempts, sent_at, decided_at, choice, segments, encoding, cost, run_id,
@@ -121,15 +133,11 @@ SELECT m.idempotency_key, m.journey_id, m.journey_version, m.step_id, m.customer
        m.topic, m.kind, m.status, m.reason, m.recipient, m.rendered, m.provider_message_id, m.provider_response,
        m.error, m.attempts, CASE WHEN m.status = 'sent' THEN clock_timestamp() END, m.decided_at, m.choice,
        m.segments, m.encoding, m.cost, m.run_id, m.earlier_attempts::jsonb
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
-              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
-              $23::text[], $24::text[])
-       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
-            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
-            decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
-ON CONFLICT (idempotency_key) DO NOTHING
 """
+    + _UNNEST_SQL
+    + """ON CONFLICT (idempotency_key) DO NOTHING
+"""
+)
 
 
 async def insert_messages(db: Db, messages: Sequence[NewMessage]) -> int:
@@ -191,21 +199,18 @@ async def settle_messages(db: Db, messages: Sequence[NewMessage]) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
-_OUTCOMES_SQL = """
+_OUTCOMES_SQL = (
+    """
 UPDATE messages AS t
    SET channel = m.channel, status = m.status, reason = m.reason, recipient = m.recipient, rendered = m.rendered,
        provider_message_id = m.provider_message_id, provider_response = m.provider_response, error = m.error,
        attempts = m.attempts, sent_at = CASE WHEN m.status = 'sent' THEN clock_timestamp() END, choice = m.choice,
        segments = m.segments, encoding = m.encoding, cost = m.cost, updated_at = now()
-  FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-              $9::text[], $10::text[], $11::text[], $12::text[], $13::jsonb[], $14::text[], $15::jsonb[],
-              $16::text[], $17::int[], $18::timestamptz[], $19::jsonb[], $20::int[], $21::text[], $22::numeric[],
-              $23::text[], $24::text[])
-       AS m(idempotency_key, journey_id, journey_version, step_id, customer_id, entry_id, channel, topic, kind,
-            status, reason, recipient, rendered, provider_message_id, provider_response, error, attempts,
-            decided_at, choice, segments, encoding, cost, run_id, earlier_attempts)
- WHERE t.idempotency_key = m.idempotency_key AND t.status = 'pending'
 """
+    + _UNNEST_SQL
+    + """ WHERE t.idempotency_key = m.idempotency_key AND t.status = 'pending'
+"""
+)
 
 
 async def record_outcomes(db: Db, messages: Sequence[NewMessage]) -> int:

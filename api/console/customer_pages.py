@@ -18,26 +18,14 @@ from fastapi.responses import Response
 
 from api.console import session
 from api.console.broadcast_pages import READ_PAGE
-from api.console.routes import Refused, render
+from api.console.routes import Refused, customer_or_404, render
 from api.routes_deps import pool, settings
 from store import customers as customer_store
-from store import identity as identity_store
 from store import timeline as timeline_store
 
 router = APIRouter(include_in_schema=False)
 
 CONSENT_PAGE = 100
-
-
-async def _customer(request: Request, customer_id: str) -> customer_store.Customer:
-    if len(customer_id) > 256 or "\x00" in customer_id:
-        raise Refused(404, "no such customer")
-    db = pool(request)
-    resolved = await identity_store.resolve_customer(db, customer_id)
-    customer = await customer_store.get_customer(db, resolved)
-    if customer is None:
-        raise Refused(404, f"unknown customer '{customer_id}'")
-    return customer
 
 
 def cursor(entry: timeline_store.Entry) -> str:
@@ -66,7 +54,7 @@ async def timeline_page(
     request: Request, customer_id: str, before: str | None = None, current: session.Session = READ_PAGE
 ) -> Response:
     position = _before(before)
-    customer = await _customer(request, customer_id)
+    customer = await customer_or_404(request, customer_id)
     size = settings(request).console_page_size
     entries = await timeline_store.timeline(pool(request), customer.id, limit=size + 1, before=position)
     more = len(entries) > size
@@ -95,7 +83,7 @@ async def consent_page(
     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
     current: session.Session = READ_PAGE,
 ) -> Response:
-    customer = await _customer(request, customer_id)
+    customer = await customer_or_404(request, customer_id)
     db = pool(request)
     changes = await customer_store.consent_history(db, customer.id, limit=CONSENT_PAGE + 1, before=before)
     more = len(changes) > CONSENT_PAGE

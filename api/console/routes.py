@@ -427,15 +427,21 @@ async def customers_page(request: Request, current: Reader, q: str | None = None
     return _render(request, current, "customers.html", title="Customers", q=query, found=found)
 
 
-@router.get("/console/customers/{customer_id}")
-async def customer_page(request: Request, current: Reader, customer_id: str) -> Response:
+async def customer_or_404(request: Request, customer_id: str) -> customer_store.Customer:
+    """The customer under ``customer_id`` or any of its aliases (a 404 page when there is none)."""
     if len(customer_id) > 256 or "\x00" in customer_id:
         raise Refused(404, "no such customer")
     db = pool(request)
-    resolved = await identity_store.resolve_customer(db, customer_id)
-    customer = await customer_store.get_customer(db, resolved)
+    customer = await customer_store.get_customer(db, await identity_store.resolve_customer(db, customer_id))
     if customer is None:
         raise Refused(404, f"unknown customer '{customer_id}'")
+    return customer
+
+
+@router.get("/console/customers/{customer_id}")
+async def customer_page(request: Request, current: Reader, customer_id: str) -> Response:
+    customer = await customer_or_404(request, customer_id)
+    db, resolved = pool(request), customer.id
     consent, devices, events, messages, merges, runs = await asyncio.gather(
         customer_store.current_consent(db, resolved),
         device_store.devices_of(db, resolved),

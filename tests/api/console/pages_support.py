@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import re
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from api.app import create_app
+from tests.api.console.conftest import ARGS, ARTIFACTS, CHROMIUM, screenshot
+from tests.api.console.conftest import sign_in as sign_in_page
 from tests.support.mail import free_port
 from tests.support.stack import API_KEY, Stack, make_settings, serving
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 READ_KEY = "console-pages-read-key"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def need_chromium() -> None:
-    if not (os.path.exists(CHROMIUM) and shutil.which("chromium")):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it with apt-get")
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
 
 
 @contextlib.asynccontextmanager
@@ -59,19 +45,13 @@ async def sign_in(browser: Any, base: str, key: str, *, width: int = 1280) -> An
     """A new page (JavaScript off: every page reads without it) signed in with ``key``."""
     context = await browser.new_context(java_script_enabled=False, viewport={"width": width, "height": 900})
     page = await context.new_page()
-    await page.goto(f"{base}/console")
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_label("API key").press("Enter")
-    await page.wait_for_url(re.compile(r".*/console/journeys$"))
+    await sign_in_page(page, base, key)
     return page
 
 
 async def shot(page: Any, name: str) -> Path:
-    """A full-page screenshot in test-artifacts/, checked to be a real image of some size."""
-    path = ARTIFACTS / f"{name}.png"
-    await page.screenshot(path=str(path), full_page=True)
-    assert path.stat().st_size > 5_000
-    return path
+    """A full-page screenshot ``name``.png in test-artifacts/."""
+    return await screenshot(page, f"{name}.png")
 
 
 async def fits(page: Any, width: int = 390) -> None:
