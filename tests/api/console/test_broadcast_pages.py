@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.console.pages_support import API_KEY, READ_KEY, console, fits, need_chromium, shot, sign_in
+from tests.api.console.conftest import need_chromium
+from tests.api.console.pages_support import API_KEY, READ_KEY, console, fits, shot, sign_in
 from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.devserver
