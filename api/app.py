@@ -74,7 +74,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
             async with run_drainer(router):
                 yield
         finally:
-            validation.release(checks)
+            await validation.release(checks)
 
     app = FastAPI(
         title="Parcours",

@@ -168,10 +168,16 @@ class ValidationPool:
             self._executor = self._new_executor()
         _kill(broken)
 
-    def close(self) -> None:
-        """No new checks; the processes exit once the running ones are done (each within its time limit)."""
+    async def close(self) -> None:
+        """No new checks; waits for the processes to exit once the running ones are done (each within its time
+        limit), so a stopped API leaves no process behind; one that has not exited by then is killed."""
         self._closed = True
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        executor = self._executor
+        done = asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+        try:
+            await asyncio.wait_for(done, self.config.timeout + 5.0)
+        except TimeoutError:
+            _kill(executor)
 
 
 def _kill(executor: Executor) -> None:
@@ -205,9 +211,9 @@ async def acquire(settings: Settings) -> ValidationPool:
     return pool
 
 
-def release(pool: ValidationPool) -> None:
+async def release(pool: ValidationPool) -> None:
     """The app stopped: the last one stops the pool."""
     pool.users -= 1
     if pool.users <= 0 and _shared.get(pool.config) is pool:
         del _shared[pool.config]
-        pool.close()
+        await pool.close()

@@ -31,7 +31,7 @@ async def one_process() -> AsyncIterator[ValidationPool]:
     try:
         yield pool
     finally:
-        pool.close()
+        await pool.close()
 
 
 async def test_a_check_past_its_time_limit_is_stopped_and_the_process_serves_the_next(
@@ -99,7 +99,7 @@ async def app_with(dev_env: WorkflowEnvironment, pool: asyncpg.Pool) -> AsyncIte
     for client in clients:
         await client.aclose()
     for config in set(validation._shared) - before:  # the pools these apps started on first use
-        validation._shared.pop(config).close()
+        await validation._shared.pop(config).close()
 
 
 @pytest.mark.devserver

@@ -270,6 +270,9 @@ async def test_parcours_dev_runs_stops_cleanly_and_resumes(tmp_path: Path, smtp_
 
     names = [name for name, _ in children.values()]
     assert "temporal" in names, f"the temporal dev server was not a child: {names}"
+    # A helper that exits on its parent's exit (multiprocessing's fork server) may take a moment: a few seconds'
+    # grace, then anything alive is a leak.
+    psutil.wait_procs([child for _, child in children.values()], timeout=5)
     survivors = [(pid, name) for pid, (name, child) in children.items() if _alive(child)]
     assert not survivors, f"still running after parcours dev stopped: {survivors}"
     assert not _alive(postgres), "PostgreSQL still runs after parcours dev stopped"

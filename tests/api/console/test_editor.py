@@ -244,7 +244,7 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                     notice
                     == "Version 2 published; 1 customer(s) running keep their version. New entrants take version 2."
                 )
-                assert "version 2 ·" in await page.locator(".meta").inner_text()
+                assert "active version 2 " in await page.locator(".meta").inner_text()
                 detail = (await stack.http.get(f"/v1/journeys/{journey_id}")).json()
                 assert detail["latest_version"] == 2
                 assert detail["definition"]["steps"][0]["duration"] == "2h"
