@@ -26,15 +26,9 @@ def event(customer_id: str, name: str, **extra: Any) -> dict[str, Any]:
     return {"customer_id": customer_id, "name": name, **extra}
 
 
-async def publish(stack: Stack, journey: dict[str, Any]) -> dict[str, Any]:
-    response = await stack.http.post("/v1/journeys", json=journey)
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
 async def test_event_over_http_starts_a_journey_and_the_email_arrives(stack: Stack) -> None:
     journey = stack.journey()
-    published = await publish(stack, journey)
+    published = await stack.publish(journey)
     assert published == {"id": journey["id"], "version": 1, "created": True, "status": "active"}
     customer_id = await stack.customer()
 
@@ -101,7 +95,7 @@ async def test_batch_with_duplicates_and_invalid_items(stack: Stack) -> None:
 
 async def test_same_event_twice_is_stored_and_routed_once(stack: Stack) -> None:
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     customer_id = await stack.customer()
     trigger = event(customer_id, journey["trigger"]["event"], event_id=str(uuid.uuid4()), properties={"n": 1})
 
@@ -256,7 +250,7 @@ async def test_customer_profile_consent_and_inbox(stack: Stack) -> None:
 
 async def test_paused_journey_takes_no_new_entries_until_resumed(stack: Stack) -> None:
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     paused = await stack.http.post(f"/v1/journeys/{journey['id']}/pause")
     assert paused.status_code == 200 and paused.json()["status"] == "paused"
     customer_id = await stack.customer()

@@ -14,28 +14,6 @@ from tests.support.stack import API_KEY, Stack, eventually, stack_fixture, uniqu
 pytestmark = pytest.mark.devserver
 
 
-async def publish(stack: Stack, journey: dict[str, Any]) -> None:
-    response = await stack.http.post("/v1/journeys", json=journey)
-    assert response.status_code == 201, response.text
-
-
-async def trigger(stack: Stack, customer_id: str, journey: dict[str, Any], **properties: Any) -> None:
-    body = {"customer_id": customer_id, "name": journey["trigger"]["event"], "properties": properties}
-    response = await stack.http.post("/v1/events", json=body)
-    assert response.json()["results"][0]["status"] == "accepted", response.text
-
-
-async def message(stack: Stack, customer_id: str, journey_id: str) -> dict[str, Any]:
-    async def found() -> Any:
-        return await stack.pool.fetchrow(
-            "SELECT status, reason, recipient FROM messages WHERE customer_id = $1 AND journey_id = $2",
-            customer_id,
-            journey_id,
-        )
-
-    return dict(await eventually(found, timeout=15))
-
-
 def ses_bounce(address: str, bounce_type: str = "Permanent") -> dict[str, Any]:
     """An SNS notification carrying an SES bounce, as SNS posts it."""
     inner = {
@@ -101,10 +79,10 @@ async def test_consent_history_lists_every_change_with_source_and_lawful_basis(s
 
 async def test_export_contains_profile_consent_events_and_messages(stack: Stack) -> None:
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     customer_id = await stack.customer()
-    await trigger(stack, customer_id, journey, cart_value=12)
-    await message(stack, customer_id, journey["id"])
+    await stack.trigger(customer_id, journey, cart_value=12)
+    await stack.message(customer_id, journey["id"])
 
     response = await stack.http.get(f"/v1/customers/{customer_id}/export")
     assert response.status_code == 200, response.text
@@ -124,10 +102,10 @@ async def test_export_contains_profile_consent_events_and_messages(stack: Stack)
 
 async def test_erase_exits_running_journey_removes_personal_data_and_keeps_aggregates(stack: Stack) -> None:
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     customer_id = await stack.customer()
-    await trigger(stack, customer_id, journey)
-    await message(stack, customer_id, journey["id"])  # the run now waits for "done"
+    await stack.trigger(customer_id, journey)
+    await stack.message(customer_id, journey["id"])  # the run now waits for "done"
     await stack.pool.execute(
         "INSERT INTO inbox_messages (customer_id, idempotency_key, body) VALUES ($1, $2, 'hi')",
         customer_id,
@@ -216,9 +194,9 @@ async def test_ses_bounce_suppresses_the_address_and_the_next_send_is_skipped(st
     # Transactional too: the address is dead.
     journey = stack.journey()
     journey["steps"][0]["kind"] = "transactional"
-    await publish(stack, journey)
-    await trigger(stack, customer_id, journey)
-    sent = await message(stack, customer_id, journey["id"])
+    await stack.publish(journey)
+    await stack.trigger(customer_id, journey)
+    sent = await stack.message(customer_id, journey["id"])
     assert sent["status"] == "skipped" and sent["reason"] == "suppressed:hard_bounce"
     assert not [m for m in stack.smtp.messages if address in m.rcpt_tos]
 
@@ -254,11 +232,11 @@ async def test_postmark_complaint_with_basic_credentials_suppresses(stack: Stack
 
 async def test_smtp_550_suppresses_the_address(stack: Stack) -> None:
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     customer_id = await stack.customer()
     stack.smtp.fail(550)
-    await trigger(stack, customer_id, journey)
-    failed = await message(stack, customer_id, journey["id"])
+    await stack.trigger(customer_id, journey)
+    failed = await stack.message(customer_id, journey["id"])
     assert failed["status"] == "failed"
     row = await stack.pool.fetchrow(
         "SELECT reason, source FROM suppressions WHERE channel = 'email' AND address = $1", f"{customer_id}@example.com"
@@ -266,9 +244,9 @@ async def test_smtp_550_suppresses_the_address(stack: Stack) -> None:
     assert dict(row) == {"reason": "hard_bounce", "source": "smtp"}
 
     second = stack.journey()
-    await publish(stack, second)
-    await trigger(stack, customer_id, second)
-    skipped = await message(stack, customer_id, second["id"])
+    await stack.publish(second)
+    await stack.trigger(customer_id, second)
+    skipped = await stack.message(customer_id, second["id"])
     assert skipped["status"] == "skipped" and skipped["reason"] == "suppressed:hard_bounce"
 
 
@@ -323,7 +301,7 @@ async def test_erasure_while_a_segment_run_that_entered_the_customer_is_going_fi
     from contracts.segment import SEGMENT_WORKFLOW_NAME, SegmentRunInput, schedule_id
 
     journey = stack.journey()
-    await publish(stack, journey)
+    await stack.publish(journey)
     customer = await stack.customer()
     run_key = "2026-11-30T10:00:00Z"
     await stack.pool.execute(

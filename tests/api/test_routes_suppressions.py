@@ -11,28 +11,6 @@ from tests.support.stack import API_KEY, Stack, eventually, stack_fixture, uniqu
 pytestmark = pytest.mark.devserver
 
 
-async def publish(stack: Stack, journey: dict[str, Any]) -> None:
-    response = await stack.http.post("/v1/journeys", json=journey)
-    assert response.status_code == 201, response.text
-
-
-async def trigger(stack: Stack, customer_id: str, journey: dict[str, Any], **properties: Any) -> None:
-    body = {"customer_id": customer_id, "name": journey["trigger"]["event"], "properties": properties}
-    response = await stack.http.post("/v1/events", json=body)
-    assert response.json()["results"][0]["status"] == "accepted", response.text
-
-
-async def message(stack: Stack, customer_id: str, journey_id: str) -> dict[str, Any]:
-    async def found() -> Any:
-        return await stack.pool.fetchrow(
-            "SELECT status, reason, recipient FROM messages WHERE customer_id = $1 AND journey_id = $2",
-            customer_id,
-            journey_id,
-        )
-
-    return dict(await eventually(found, timeout=15))
-
-
 async def test_an_operator_suppresses_an_address_by_hand_and_lifts_it(stack: Stack) -> None:
     customer_id = await stack.customer()
     address = f"{customer_id}@example.com"
@@ -50,9 +28,9 @@ async def test_an_operator_suppresses_an_address_by_hand_and_lifts_it(stack: Sta
     assert [r["id"] for r in listed.json()] == [row["id"]]
 
     journey = stack.journey()
-    await publish(stack, journey)
-    await trigger(stack, customer_id, journey)
-    skipped = await message(stack, customer_id, journey["id"])
+    await stack.publish(journey)
+    await stack.trigger(customer_id, journey)
+    skipped = await stack.message(customer_id, journey["id"])
     assert (skipped["status"], skipped["reason"]) == ("skipped", "suppressed:manual")
     # A decision about the address, not the customer's: their consent is untouched.
     history = (await stack.http.get(f"/v1/customers/{customer_id}/consent/history")).json()["items"]
@@ -61,9 +39,9 @@ async def test_an_operator_suppresses_an_address_by_hand_and_lifts_it(stack: Sta
     lifted = await stack.http.delete("/v1/suppressions", params={"channel": "email", "address": address})
     assert lifted.status_code == 200 and lifted.json()["id"] == row["id"]
     second = stack.journey()
-    await publish(stack, second)
-    await trigger(stack, customer_id, second)
-    sent = await message(stack, customer_id, second["id"])
+    await stack.publish(second)
+    await stack.trigger(customer_id, second)
+    sent = await stack.message(customer_id, second["id"])
     assert sent["status"] == "sent"
     gone = await stack.http.delete("/v1/suppressions", params={"channel": "email", "address": address})
     assert (gone.status_code, gone.json()["error"]["field"]) == (404, "address")

@@ -9,34 +9,18 @@ import asyncpg
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.models import Journey
 from orchestration import admission
 from orchestration.runs import JourneyRuns
 from store import entries as entry_store
-from store import journeys as journey_store
-from tests.support.engine import event, journey_from
+from tests.support.engine import event, publish_waiting_journey
 from tests.support.temporal import task_queue
-
-
-async def _publish_waiting_journey(pool: asyncpg.Pool, reentry: str = "always") -> tuple[Journey, int]:
-    journey = journey_from(
-        {
-            "id": "orch",
-            "name": "Orchestration",
-            "trigger": {"event": "go"},
-            "entry": {"reentry": reentry},
-            "steps": [{"id": "nap", "type": "wait", "duration": "1d"}],
-        }
-    )
-    version, _ = await journey_store.publish(pool, journey)
-    return journey, version
 
 
 @pytest.mark.devserver
 async def test_entering_a_customer_already_running_only_signals_and_releases_the_claim(
     pool: asyncpg.Pool, dev_env: WorkflowEnvironment
 ) -> None:
-    journey, version = await _publish_waiting_journey(pool)
+    journey, version = await publish_waiting_journey(pool)
     runs = JourneyRuns(dev_env.client, task_queue(), rpc_timeout=timedelta(seconds=5))
     customer = f"orch-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)
@@ -65,7 +49,7 @@ async def test_an_entry_routed_again_after_its_run_ended_does_not_run_the_custom
 ) -> None:
     """An API process killed between starting the run and marking the event routed leaves the event to the
     drainer, which routes it again, possibly after the run ended: the same event must not start a second run."""
-    journey, version = await _publish_waiting_journey(pool, reentry)
+    journey, version = await publish_waiting_journey(pool, reentry)
     runs = JourneyRuns(dev_env.client, task_queue(), rpc_timeout=timedelta(seconds=5))
     customer = f"orch-{uuid.uuid4().hex[:8]}"
     now = datetime.now(UTC)

@@ -11,11 +11,9 @@ import pytest
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from journeys.models import Journey
 from orchestration.runs import JourneyRuns
 from orchestration.visibility import runs_query
-from store import journeys as journey_store
-from tests.support.engine import event, journey_from
+from tests.support.engine import event, publish_waiting_journey
 from tests.support.stack import eventually
 from tests.support.temporal import task_queue
 
@@ -39,25 +37,11 @@ def test_runs_query_refuses_to_list_every_run() -> None:
         runs_query(running=True)
 
 
-async def _publish_waiting_journey(pool: asyncpg.Pool, reentry: str = "always") -> tuple[Journey, int]:
-    journey = journey_from(
-        {
-            "id": "orch",
-            "name": "Orchestration",
-            "trigger": {"event": "go"},
-            "entry": {"reentry": reentry},
-            "steps": [{"id": "nap", "type": "wait", "duration": "1d"}],
-        }
-    )
-    version, _ = await journey_store.publish(pool, journey)
-    return journey, version
-
-
 @pytest.mark.devserver
 async def test_a_quote_or_backslash_in_a_customer_id_neither_breaks_nor_widens_the_query(
     pool: asyncpg.Pool, dev_env: WorkflowEnvironment
 ) -> None:
-    journey, _ = await _publish_waiting_journey(pool)
+    journey, _ = await publish_waiting_journey(pool)
     runs = JourneyRuns(dev_env.client, task_queue())  # no worker: the runs stay open
     tag = uuid.uuid4().hex[:8]
     quoted, slashed, plain = f'q"{tag}', f"b\\{tag}\\", f"p-{tag}"

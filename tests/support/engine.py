@@ -25,6 +25,7 @@ from config.settings import Settings
 from contracts.journey import Event
 from journeys import Journey, load_journey_file, parse_journey
 from orchestration.runs import enter_journey
+from store import journeys as journey_store
 from tests.support.mail import SmtpSink
 from tests.support.temporal import task_queue
 from workers.worker import build_worker, channels_for
@@ -44,6 +45,21 @@ def example(name: str, *, unique: bool = True) -> Journey:
 def journey_from(definition: dict[str, Any]) -> Journey:
     definition = {**definition, "id": f"{definition['id']}-{uuid.uuid4().hex[:8]}"}
     return parse_journey(definition)
+
+
+async def publish_waiting_journey(pool: asyncpg.Pool, reentry: str = "always") -> tuple[Journey, int]:
+    """Publish journey ``orch``: triggered by ``go``, its one step waits a day (so its runs stay running)."""
+    journey = journey_from(
+        {
+            "id": "orch",
+            "name": "Orchestration",
+            "trigger": {"event": "go"},
+            "entry": {"reentry": reentry},
+            "steps": [{"id": "nap", "type": "wait", "duration": "1d"}],
+        }
+    )
+    version, _ = await journey_store.publish(pool, journey)
+    return journey, version
 
 
 def event(customer_id: str, name: str, properties: dict[str, Any] | None = None, event_id: str | None = None) -> Event:

@@ -116,6 +116,30 @@ class Stack:
             assert response.status_code == 200, response.text
         return customer_id
 
+    async def publish(self, journey: dict[str, Any]) -> dict[str, Any]:
+        """POST the journey; it must be created (201). Returns the API's answer."""
+        response = await self.http.post("/v1/journeys", json=journey)
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    async def trigger(self, customer_id: str, journey: dict[str, Any], **properties: Any) -> None:
+        """Send the journey's trigger event for the customer; it must be accepted."""
+        body = {"customer_id": customer_id, "name": journey["trigger"]["event"], "properties": properties}
+        response = await self.http.post("/v1/events", json=body)
+        assert response.json()["results"][0]["status"] == "accepted", response.text
+
+    async def message(self, customer_id: str, journey_id: str) -> dict[str, Any]:
+        """The customer's message in the journey (status, reason, recipient), once it is recorded."""
+
+        async def found() -> Any:
+            return await self.pool.fetchrow(
+                "SELECT status, reason, recipient FROM messages WHERE customer_id = $1 AND journey_id = $2",
+                customer_id,
+                journey_id,
+            )
+
+        return dict(await eventually(found, timeout=15))
+
 
 async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0, interval: float = 0.2) -> T:  # noqa: ASYNC109
     """Call ``check`` until it returns a truthy value without raising AssertionError; return that value."""
