@@ -150,7 +150,6 @@ async def _record(db: asyncpg.Pool, event: Event, message_key: str, machine: boo
     return None if customer_id is None else event.model_copy(update={"customer_id": customer_id})
 
 
-@router.api_route("/c/{token}", methods=["GET", "HEAD"], response_class=Response, summary="Follow a tracked link")
 async def click(
     token: str, request: Request, background: BackgroundTasks, db: Pool, config: AppSettings, router_: Router
 ) -> Response:
@@ -182,6 +181,16 @@ async def click(
     return Response(
         status_code=302,
         headers={"Location": quote(link.strip(), safe=_URL_SAFE), "Referrer-Policy": "no-referrer", **_NO_CACHE},
+    )
+
+
+# GET and HEAD as two operations, each with its own id (one route for both gives them the same operation id).
+for _method, _operation, _summary in (
+    ("GET", "follow_tracked_link", "Follow a tracked link"),
+    ("HEAD", "check_tracked_link", "Check a tracked link (records nothing)"),
+):
+    router.add_api_route(
+        "/c/{token}", click, methods=[_method], response_class=Response, summary=_summary, operation_id=_operation
     )
 
 
