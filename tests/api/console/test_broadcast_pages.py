@@ -89,6 +89,11 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
         assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
         await page.locator("#email-frame").scroll_into_view_if_needed()
         await shot(page, "console-broadcast-new")
+        await page.set_viewport_size({"width": 390, "height": 844})  # the form and its preview, on a phone
+        await fits(page)
+        await page.locator("#email-frame").scroll_into_view_if_needed()
+        await shot(page, "console-broadcast-new-390")
+        await page.set_viewport_size({"width": 1280, "height": 900})
 
         await page.get_by_role("button", name="Create and schedule").click()
         await page.wait_for_url(re.compile(r".*/console/broadcasts/b-[0-9a-f]+\?done=create$"))
@@ -142,6 +147,10 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
         await page.get_by_role("link", name="Cancel…").click()
         assert "The 3 recipient(s) not sent yet" in await page.locator("#affects").inner_text()
         await shot(page, "console-broadcast-confirm")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await fits(page)
+        await shot(page, "console-broadcast-confirm-390")
+        await page.set_viewport_size({"width": 1280, "height": 900})
         await page.get_by_role("button", name="Yes, cancel the broadcast").click()
         await page.wait_for_url(re.compile(r".*\?done=cancel$"))
         assert (await stack.http.get(f"/v1/broadcasts/{later}")).json()["status"] == "cancelled"

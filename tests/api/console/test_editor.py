@@ -646,6 +646,9 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 assert await two.get_by_label("Definition (YAML)").input_value() == mine  # the draft is kept
                 await two.locator("#publish-error").scroll_into_view_if_needed()
                 await two.screenshot(path=str(ARTIFACTS / "console-editor-409.png"), full_page=True)
+                await two.set_viewport_size({"width": 390, "height": 844})
+                assert await two.evaluate("document.documentElement.scrollWidth") <= 390
+                await two.screenshot(path=str(ARTIFACTS / "console-editor-409-390.png"), full_page=True)
                 detail = (await stack.http.get(f"/v1/journeys/{journey_id}")).json()
                 assert detail["latest_version"] == 2 and detail["definition"]["steps"][0]["duration"] == "2h"
                 versions = await journey_store.list_versions(stack.pool, journey_id)
