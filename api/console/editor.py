@@ -465,19 +465,37 @@ async def _publish(
     request: Request, current: session.Session, row: JourneyRow | None, draft: Draft, journey: Journey
 ) -> Response:
     db = pool(request)
-    if row is not None:
+    expected = draft.base_version if row is not None else 0
+    if row is not None and expected is not None:
         latest = await journey_store.get_journey(db, row.id)
-        if latest is not None and draft.base_version is not None and latest.latest_version != draft.base_version:
-            draft.errors["publish"] = (
-                f"Version {latest.latest_version} was published after you opened version {draft.base_version}: "
-                "copy your changes, reload the editor and apply them to the latest version."
-            )
-            return _page(request, current, row, draft, journey=journey, issues=[], status=409, newer=latest)
+        if latest is not None and latest.latest_version != expected:
+            return await _conflict(request, current, row, draft, journey, latest.latest_version)
     # Everyone running now entered an earlier version, and keeps it.
     running = await running_now(temporal(request), journey.id) if row is not None else 0
-    version, created = await publish_journey(
-        db, journey, client=temporal(request), settings=settings(request), router=event_router(request)
-    )
+    try:  # checked again under the journey's lock: of two authors publishing at once, one is refused
+        version, created = await publish_journey(
+            db, journey, client=temporal(request), settings=settings(request), router=event_router(request),
+            expected_version=expected,
+        )  # fmt: skip
+    except journey_store.VersionConflict as exc:
+        return await _conflict(request, current, row, draft, journey, exc.latest)
     return RedirectResponse(
         f"/console/journeys/{journey.id}?{notices.published_query(version, created, running)}#notice", status_code=303
     )
+
+
+async def _conflict(
+    request: Request, current: session.Session, row: JourneyRow | None, draft: Draft, journey: Journey, latest: int
+) -> Response:
+    """409: the journey was published since the editor was opened; the draft stays, with a link to the new version."""
+    if row is None:
+        draft.errors["publish"] = (
+            f"A journey '{journey.id}' was published while you wrote this one: choose another id, or edit that one."
+        )
+    else:
+        draft.errors["publish"] = (
+            f"Version {latest} was published after you opened version {draft.base_version}: "
+            "copy your changes, reload the editor and apply them to the latest version."
+        )
+    newer = await journey_store.get_journey(pool(request), journey.id)
+    return _page(request, current, row, draft, journey=journey, issues=[], status=409, newer=newer)
