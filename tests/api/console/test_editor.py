@@ -502,6 +502,15 @@ async def test_the_preview_as_you_type_answers_bad_input_with_a_4xx(
         starter = await preview(json.dumps({"definition": text, "customer_id": "nobody-here"}).encode(), csrf)
         assert starter.status_code == 200 and starter.json()["ok"] is False
         assert "customer_id: unknown customer &#39;nobody-here&#39;" in starter.json()["html"]
+        # Whatever the other fields hold, the answer is the reason it cannot preview, never an error of the server.
+        for hostile in [
+            {"customer_id": "a b<script>"}, {"customer_id": "x" * 5000}, {"customer_id": "\x00"},
+            {"customer_id": "ada", "properties": "{"}, {"customer_id": "ada", "properties": "[1]"},
+            {"customer_id": "ada", "properties": "1" * 100_000}, {"customer_id": "ada", "step": "\u2028" * 300},
+        ]:  # fmt: skip
+            response = await preview(json.dumps({"definition": text, **hostile}).encode(), csrf)
+            assert response.status_code == 200 and response.json()["ok"] is False, (hostile, response.text)
+            assert 'id="preview-error"' in response.json()["html"]
         # A read key previews only what is published: a new journey's draft is refused.
         csrf = await signed_in(READ_KEY)
         response = await preview(json.dumps({"definition": "id: x", "journey": None}).encode(), csrf)
@@ -621,6 +630,16 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                     )
                     assert refused.status == 403, do
                 assert (await stack.http.get(f"/v1/journeys/{journey_id}")).json()["latest_version"] == 1
+                await reader.close()
+                # With JavaScript, the read key's preview follows the customer typed, without a button either.
+                reader = await browser.new_context(viewport={"width": 1280, "height": 900})
+                page = await reader.new_page()
+                await _sign_in(page, base, READ_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_label("Customer id").fill(ada)
+                await page.locator('#preview [data-field="subject"]', has_text=published_subject).wait_for()
+                assert page.url.endswith("/edit")
                 await reader.close()
 
                 # --- two authors: the later publish is refused, offers the new version, writes nothing ------------
