@@ -59,8 +59,10 @@ async def publish_journey(
     client: Client | None = None,
     settings: Settings | None = None,
     router: EventRouter | None = None,
+    expected_version: int | None = None,
 ) -> tuple[int, bool]:
-    """Publish a validated journey; (version, created). An unchanged definition keeps its version.
+    """Publish a validated journey; (version, created). An unchanged definition keeps its version. With
+    ``expected_version``, a journey published since at another version raises ``store.journeys.VersionConflict``.
 
     With the API's event ``router``, it routes the new version's trigger and listened events at once. With a
     Temporal ``client`` (and ``settings``), the journey's segment schedule is created or updated too; without, a
@@ -70,7 +72,7 @@ async def publish_journey(
 
     if issues := await reference_issues(pool, journey):
         raise JourneyValidationError(issues)
-    version, created = await publish(pool, journey)
+    version, created = await publish(pool, journey, expected=expected_version)
     if router is not None:
         await router.refresh()
     if client is not None and settings is not None:

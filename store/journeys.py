@@ -35,11 +35,22 @@ def checksum(journey: Journey) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def publish(db: Db, journey: Journey) -> tuple[int, bool]:
+class VersionConflict(Exception):
+    """``publish(..., expected=...)``: the journey's latest version is no longer the expected one."""
+
+    def __init__(self, journey_id: str, expected: int, latest: int) -> None:
+        super().__init__(f"journey '{journey_id}' is at version {latest}, not {expected}")
+        self.expected, self.latest = expected, latest
+
+
+async def publish(db: Db, journey: Journey, *, expected: int | None = None) -> tuple[int, bool]:
     """Publish ``journey`` as a new immutable version; returns ``(version, created)``.
 
     A definition identical to the latest version's publishes nothing and returns that version with
-    ``created=False``. Concurrent publishers of one journey serialise on its row.
+    ``created=False``. Concurrent publishers of one journey serialise on its row. With ``expected`` (the latest
+    version the author started from, 0 for a new journey), a journey at any other version publishes nothing and
+    raises ``VersionConflict``: checked under the row's lock, so of two authors who started from one version, one
+    publishes and the other is refused.
     """
     digest = checksum(journey)
     async with transaction(db) as conn:
@@ -52,6 +63,8 @@ async def publish(db: Db, journey: Journey) -> tuple[int, bool]:
             journey.trigger.event,
         )
         latest = await conn.fetchval("SELECT latest_version FROM journeys WHERE id = $1 FOR UPDATE", journey.id)
+        if expected is not None and latest != expected:
+            raise VersionConflict(journey.id, expected, latest)
         if latest:
             same = await conn.fetchval(
                 "SELECT checksum = $3 FROM journey_versions WHERE journey_id = $1 AND version = $2",

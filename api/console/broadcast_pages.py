@@ -22,7 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from api import previews, routes_broadcasts
 from api.broadcasting import create_and_start, describe
-from api.console import session
+from api.console import previewing, session
 from api.console.routes import Refused, needs, read_form, render
 from api.routes_deps import pool, settings, temporal
 from api.schemas import ApiError
@@ -167,7 +167,8 @@ async def _form_page(
         values = {**values, "preview_customer": members[0]}
     return render(
         request, current, "broadcast_new.html", status=status, title="New broadcast", values=values,
-        segments=segments, chosen=chosen, count=count, preview=shown, error=error, channels=CHANNELS,
+        segments=segments, chosen=chosen, count=count, error=error, channels=CHANNELS,
+        preview=None if shown is None else previewing.shown(shown), shows_preview=shown is not None,
     )  # fmt: skip
 
 
@@ -247,8 +248,19 @@ async def confirm_page(
         shown = await describe(pool(request), broadcast_id)
     except ApiError as exc:
         raise Refused(exc.status, exc.message) from None
-    return render(request, current, "broadcast_confirm.html", title=f"{action.capitalize()} {shown['name']}",
-                  b=shown, action=action)  # fmt: skip
+    pending, done = shown["progress"]["by_status"].get("pending", 0), shown["progress"]["done"]
+    affects = {
+        "cancel": ("The ", pending, f" recipient(s) not sent yet will not be sent to, for good ({done} settled already "
+                   "stay as they are)."),
+        "pause": ("Sending stops within the batch under way; the ", pending,
+                  " recipient(s) not sent yet wait until you resume."),
+        "resume": ("Sending carries on for the ", pending, " recipient(s) not sent yet."),
+    }[action]  # fmt: skip
+    return render(
+        request, current, "confirm.html", title=f"{action.capitalize()} {shown['name']}", what="broadcast",
+        target=shown["name"], action=action, affects=affects, post_to=f"/console/broadcasts/{broadcast_id}/{action}",
+        back=f"/console/broadcasts/{broadcast_id}", back_label="Back", danger=action == "cancel",
+    )  # fmt: skip
 
 
 @router.post("/console/broadcasts/{broadcast_id}/{action}")

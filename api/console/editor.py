@@ -7,20 +7,21 @@ code of the HTTP API, on the definition in the editor (not published yet):
 - check: ``api.publishing.validated``, the validation of ``POST /v1/journeys`` (the same messages), each problem
   placed at its line of the YAML; ``POST /console/editor/check`` answers it as JSON while the author types;
 - preview: ``api.previews.step_request`` and ``preview``, as ``POST /v1/journeys/{id}/preview``: every channel's
-  message rendered for a chosen customer (email HTML in a sandboxed frame, push and SMS drawn as a phone shows
-  them) and the send policy's decision;
+  message rendered for a chosen customer (``templates/preview.html``, shared with the new-broadcast form) and the
+  send policy's decision; refreshed as you type (``POST /console/editor/preview``, the newest answer only);
 - test send: ``api.previews.test_send_checked``, as ``.../test-send``: marked ``[TEST]``, recorded nowhere;
 - publish: ``api.publishing.publish_journey``, as ``POST /v1/journeys`` (event router refreshed, segment schedule
   synced), then the journey's page says which version was published and that running customers keep theirs.
 
-Reading a definition needs any key; the rest needs the role ``write`` (a read key sees the YAML read-only).
+Reading a definition and previewing it need any key (a read key previews the latest published version, as the
+API lets it); the rest needs the role ``write`` (a read key sees the YAML read-only, and no test send or publish).
+Publishing a draft opened at an older version than the latest is refused (409) with a link to the new one.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from html import escape
 from typing import Any
 
 import yaml
@@ -29,7 +30,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from api import previews
-from api.console import notices, session
+from api.console import notices, previewing, session
 from api.console.routes import (
     Reader,
     Refused,
@@ -37,13 +38,13 @@ from api.console.routes import (
     journey_id_or_404,
     read_form,
     render,
+    render_fragment,
     running_now,
 )
 from api.publishing import publish_journey, validated
 from api.routes_deps import event_router, input_limits, off_loop, pool, read_json, settings, temporal
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from journeys.models import Journey, SendStep
-from journeys.sms import measure
 from journeys.validation import JourneyIssue, JourneyValidationError
 from journeys.values import InputError, loads_json
 from store import journeys as journey_store
@@ -52,16 +53,8 @@ from store.journeys import JourneyRow, canonical
 router = APIRouter(include_in_schema=False)
 
 ACTIONS = ("check", "preview", "test_send", "publish")
+PREVIEW_URL = "/console/editor/preview"
 JOURNEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-# The console's policy (api.console.routes), plus what the editor needs: connect-src 'self' for the checks as you
-# type. A page holding a preview also allows inline styles: its sandboxed frame (no allow-scripts, no same-origin)
-# inherits the page's policy, and an email's HTML styles itself inline. Never inline scripts; images stay 'self'
-# and data: only, so a preview loads nothing from outside (no sender's tracking pixel fires).
-EDITOR_CSP = (
-    "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
-PREVIEW_CSP = EDITOR_CSP.replace("style-src 'self';", "style-src 'self' 'unsafe-inline';")
 NEW_JOURNEY = """\
 # A new journey: publish it when the problems list is empty.
 id: my-journey
@@ -288,13 +281,13 @@ def _page(
 ) -> Response:
     title = f"Edit {row.name}" if row else "New journey"
     steps = _send_steps(journey or (stored(row.definition) if row else None))
-    response = render(
-        request, current, "editor.html", status=status, title=title, row=row, draft=draft, issues=issues,
-        groups=grouped(issues or []), may_write=current.may("write"), send_steps=steps,
-        test_channels=previews.TEST_CHANNELS, check_url="/console/editor/check", **results,
+    # The page holds a preview (shown now, or drawn by editor.js as you type), and its script asks the server.
+    return render(
+        request, current, "editor.html", status=status, shows_preview=True, connect=True, title=title, row=row,
+        draft=draft, issues=issues, groups=grouped(issues or []), may_write=current.may("write"), send_steps=steps,
+        test_channels=previews.TEST_CHANNELS, check_url="/console/editor/check", preview_url=PREVIEW_URL,
+        **results,
     )  # fmt: skip
-    response.headers["Content-Security-Policy"] = PREVIEW_CSP if results.get("preview") is not None else EDITOR_CSP
-    return response
 
 
 async def _row(request: Request, journey_id: str) -> JourneyRow:
@@ -324,6 +317,48 @@ async def edit_page(request: Request, journey_id: str, current: Reader) -> Respo
 @router.post("/console/journeys/{journey_id}/edit")
 async def edit_post(request: Request, journey_id: str, current: Writer) -> Response:
     return await _act(request, current, await _row(request, journey_id))
+
+
+@router.post("/console/journeys/{journey_id}/preview")
+async def preview_post(request: Request, journey_id: str, current: Reader) -> Response:
+    """The editor's "Preview" button. Any key may preview, as with ``POST /v1/journeys/{id}/preview``: a key that
+    may write previews the draft in the editor, a read key the latest published version (what it reads)."""
+    row = await _row(request, journey_id)
+    draft = Draft.from_form(await read_form(request, current))
+    return await _preview_page(request, current, row, draft)
+
+
+@router.post("/console/editor/preview")
+async def live_preview(request: Request, current: Reader) -> Response:
+    """JSON for the preview as you type: ``{"definition", "journey", "customer_id", "step", "properties"}`` →
+    ``{"ok", "html"}``, ``html`` being the page's preview part (``editor_preview.html``) to swap in. What cannot be
+    previewed (a problem in the draft, an unknown customer) is ``ok: false`` with the reason in ``html``; a
+    request that is not one of the editor's is a 4xx naming the field. Same session and CSRF header as the check;
+    a read key previews the latest published version whatever ``definition`` holds."""
+    if not session.csrf_ok(settings(request), current, request.headers.get("x-csrf-token")):
+        raise ApiError(403, "the security token does not match this session: reload the page", field="x-csrf-token")
+    body = await read_json(request, check=False)
+    if not isinstance(body, dict):
+        raise ApiError(422, "send a JSON object", field="body")
+    form: dict[str, str] = {}
+    for name in ("definition", "customer_id", "step", "properties"):
+        value = body.get(name, "")
+        if not isinstance(value, str):
+            raise ApiError(422, "a string", field=name)
+        form[name] = value
+    journey_id = body.get("journey")
+    row = None
+    if journey_id is not None:
+        if not isinstance(journey_id, str) or not JOURNEY_ID.match(journey_id):
+            raise ApiError(422, "a journey id, or null for a new journey", field="journey")
+        row = await journey_store.get_journey(pool(request), journey_id)
+        if row is None or row.definition is None:
+            raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
+    elif not current.may("write"):
+        raise ApiError(403, f"your API key has the role '{current.role}'; a new journey needs 'write'", field="journey")
+    _, _, shown, error, _ = await _previewed(request, current, row, Draft.from_form(form))
+    html = render_fragment("editor_preview.html", preview=shown, error=error)
+    return JSONResponse({"ok": error is None, "html": html}, headers={"Cache-Control": "no-store"})
 
 
 @router.post("/console/editor/check")
@@ -359,26 +394,56 @@ async def _act(request: Request, current: session.Session, row: JourneyRow | Non
     if action not in ACTIONS:
         raise Refused(400, f"do: one of {', '.join(ACTIONS)}")
     draft = Draft.from_form(form)
+    if action == "preview":
+        return await _preview_page(request, current, row, draft)
     journey, issues = await _check(request, draft.text, row)
     if journey is None:
         if action != "check":
             draft.errors[action] = "Fix the problems listed beside the definition first."
         return _page(request, current, row, draft, journey=None, issues=issues, status=422)
-    draft_version = (row.latest_version if row else 0) + 1
     if action == "check":
         return _page(request, current, row, draft, journey=journey, issues=issues)
     if action == "publish":
         return await _publish(request, current, row, draft, journey)
     try:
-        send = await _send_request(request, journey, draft_version, draft)
-        if action == "preview":
-            shown = await previews.preview(pool(request), settings(request), send)
-            return _page(request, current, row, draft, journey=journey, issues=issues, preview=_shown(shown))
+        send = await _send_request(request, journey, (row.latest_version if row else 0) + 1, draft)
         sent = await previews.test_send_checked(pool(request), settings(request), send, draft.channel or None, draft.to)
     except ApiError as exc:
         draft.errors[action] = f"{exc.field}: {exc.message}" if exc.field else exc.message
         return _page(request, current, row, draft, journey=journey, issues=issues, status=exc.status)
     return _page(request, current, row, draft, journey=journey, issues=issues, test_send=sent)
+
+
+async def _preview_page(request: Request, current: session.Session, row: JourneyRow | None, draft: Draft) -> Response:
+    journey, issues, shown, error, status = await _previewed(request, current, row, draft)
+    if error is not None:
+        draft.errors["preview"] = error
+    return _page(request, current, row, draft, journey=journey, issues=issues, status=status, preview=shown)
+
+
+async def _previewed(
+    request: Request, current: session.Session, row: JourneyRow | None, draft: Draft
+) -> tuple[Journey | None, list[dict[str, Any]] | None, dict[str, Any] | None, str | None, int]:
+    """The preview the editor shows: (journey, its problems, the preview or None, why not, the page's status).
+    A key that may write previews ``draft.text`` as the next version; a read key the latest published version
+    (``draft.text`` is set to it, as the read-only page shows it)."""
+    if current.may("write"):
+        journey, issues = await _check(request, draft.text, row)
+        version = (row.latest_version if row else 0) + 1
+        if journey is None:
+            return None, issues, None, "Fix the problems listed beside the definition first.", 422
+    else:
+        assert row is not None and row.definition is not None  # callers: a new journey needs "write"
+        draft.text = await off_loop(request, as_yaml, row.definition)
+        journey, issues, version = stored(row.definition), None, row.latest_version
+        if journey is None:
+            return None, None, None, f"version {version} no longer reads as a journey of this release", 409
+    try:
+        send = await _send_request(request, journey, version, draft)
+        shown = await previews.preview(pool(request), settings(request), send)
+    except ApiError as exc:
+        return journey, issues, None, f"{exc.field}: {exc.message}" if exc.field else exc.message, exc.status
+    return journey, issues, previewing.shown(shown), None, 200
 
 
 async def _send_request(request: Request, journey: Journey, version: int, draft: Draft) -> Any:
@@ -396,53 +461,41 @@ async def _send_request(request: Request, journey: Journey, version: int, draft:
     return await previews.step_request(pool(request), journey, version, step, draft.customer_id, None, properties)
 
 
-def _shown(preview: previews.Preview) -> dict[str, Any]:
-    """The preview as the page draws it: each channel's content, with the email's frame document and the SMS's
-    segments."""
-    channels = []
-    for channel, content in preview.channels.items():
-        item: dict[str, Any] = {"channel": channel, "content": content, "error": content.get("error")}
-        if channel == "email" and not item["error"]:
-            html = content.get("html")
-            item["html_part"] = bool(html)
-            item["frame"] = html if html else _text_document(str(content.get("text", "")))
-        elif channel == "sms" and not item["error"]:
-            length = measure(str(content.get("text", "")))
-            item["sms"] = {"encoding": length.encoding, "units": length.units, "segments": length.segments}
-        item["extra"] = {
-            k: v for k, v in content.items()
-            if k not in {"subject", "text", "html", "title", "body", "error", "locales"}
-        }  # fmt: skip
-        channels.append(item)
-    return {"customer_id": preview.customer_id, "channels": channels, "decision": preview.decision}
-
-
-def _text_document(text: str) -> str:
-    """A text-only email as a mail client shows it."""
-    return (
-        '<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{margin:0;padding:12px;'
-        "font:14px/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}pre{white-space:pre-wrap;"
-        f"font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
-    )
-
-
 async def _publish(
     request: Request, current: session.Session, row: JourneyRow | None, draft: Draft, journey: Journey
 ) -> Response:
     db = pool(request)
-    if row is not None:
+    expected = draft.base_version if row is not None else 0
+    if row is not None and expected is not None:
         latest = await journey_store.get_journey(db, row.id)
-        if latest is not None and draft.base_version is not None and latest.latest_version != draft.base_version:
-            draft.errors["publish"] = (
-                f"Version {latest.latest_version} was published after you opened version {draft.base_version}: "
-                "copy your changes, reload the editor and apply them to the latest version."
-            )
-            return _page(request, current, row, draft, journey=journey, issues=[], status=409)
+        if latest is not None and latest.latest_version != expected:
+            return await _conflict(request, current, row, draft, journey, latest.latest_version)
     # Everyone running now entered an earlier version, and keeps it.
     running = await running_now(temporal(request), journey.id) if row is not None else 0
-    version, created = await publish_journey(
-        db, journey, client=temporal(request), settings=settings(request), router=event_router(request)
-    )
+    try:  # checked again under the journey's lock: of two authors publishing at once, one is refused
+        version, created = await publish_journey(
+            db, journey, client=temporal(request), settings=settings(request), router=event_router(request),
+            expected_version=expected,
+        )  # fmt: skip
+    except journey_store.VersionConflict as exc:
+        return await _conflict(request, current, row, draft, journey, exc.latest)
     return RedirectResponse(
         f"/console/journeys/{journey.id}?{notices.published_query(version, created, running)}#notice", status_code=303
     )
+
+
+async def _conflict(
+    request: Request, current: session.Session, row: JourneyRow | None, draft: Draft, journey: Journey, latest: int
+) -> Response:
+    """409: the journey was published since the editor was opened; the draft stays, with a link to the new version."""
+    if row is None:
+        draft.errors["publish"] = (
+            f"A journey '{journey.id}' was published while you wrote this one: choose another id, or edit that one."
+        )
+    else:
+        draft.errors["publish"] = (
+            f"Version {latest} was published after you opened version {draft.base_version}: "
+            "copy your changes, reload the editor and apply them to the latest version."
+        )
+    newer = await journey_store.get_journey(pool(request), journey.id)
+    return _page(request, current, row, draft, journey=journey, issues=[], status=409, newer=newer)

@@ -52,15 +52,29 @@ _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 _STEP = re.compile(r"^\$?[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VISIBILITY_TIMEOUT = timedelta(seconds=3)
 ACTIONS: dict[str, Role] = {"pause": "write", "resume": "write", "archive": "admin"}
+
+
+def policy(*, preview: bool = False, connect: bool = False) -> str:
+    """The console's Content-Security-Policy: nothing from outside, no inline script or style. Two exceptions, each
+    only where needed: ``connect`` (``connect-src 'self'``) for a page whose script asks the server (the editor);
+    ``preview`` (inline styles) for a page that shows a message preview (``templates/preview.html``). The preview
+    is a sandboxed ``srcdoc`` frame (no ``allow-scripts``, no ``allow-same-origin``) that inherits the page's
+    policy, and an email's HTML styles itself inline. Scripts stay ``'self'`` and images ``'self'`` and ``data:``,
+    so a preview loads nothing from outside (no sender's tracking pixel fires)."""
+    style = "style-src 'self' 'unsafe-inline'; " if preview else "style-src 'self'; "
+    connect_src = "connect-src 'self'; " if connect else ""
+    return (
+        f"default-src 'none'; {style}script-src 'self'; img-src 'self' data:; {connect_src}"
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )
+
+
 _HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "same-origin",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": (
-        "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-    ),
+    "Content-Security-Policy": policy(),
 }
 
 
@@ -99,7 +113,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Refused)
     async def refused(request: Request, exc: Refused) -> Response:
         current = session.read(request, settings(request))
-        return _render(
+        return render(
             request, current, "error.html", status=exc.status, title=f"Error {exc.status}", message=exc.message
         )
 
@@ -118,9 +132,18 @@ async def docs(request: Request) -> HTMLResponse:
 # --- rendering and sessions -------------------------------------------------------------------------------------
 
 
-def _render(
-    request: Request, current: session.Session | None, name: str, *, status: int = 200, **context: Any
+def render(
+    request: Request,
+    current: session.Session | None,
+    name: str,
+    *,
+    status: int = 200,
+    shows_preview: bool = False,
+    connect: bool = False,
+    **context: Any,
 ) -> Response:
+    """The page ``name`` for the session (a new one, with its cookie, when there is none). ``shows_preview``
+    and ``connect``: what the page's policy allows besides the console's (see ``policy``)."""
     config = settings(request)
     fresh = current is None
     if current is None:
@@ -130,29 +153,30 @@ def _render(
         notice=notices.from_query(request.query_params), **context,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=_HEADERS)
+    if shows_preview or connect:
+        response.headers["Content-Security-Policy"] = policy(preview=shows_preview, connect=connect)
     if fresh:
         session.write(response, config, current)
     return response
 
 
-render = _render
+def render_fragment(name: str, **context: Any) -> str:
+    """A part of a page (``name`` under templates/) as HTML, for a script that swaps it in (the live preview)."""
+    return _templates.get_template(name).render(**context)
 
 
-def _signed_in(request: Request) -> session.Session:
+def signed_in(request: Request) -> session.Session:
     current = session.read(request, settings(request))
     if current is None or current.role is None:
         raise _SignIn()
     return current
 
 
-signed_in = _signed_in
-
-
 class _SignIn(Exception):
     """Not signed in: a page redirects to the sign-in form, a form post gets 401."""
 
 
-async def _form(request: Request, current: session.Session) -> dict[str, str]:
+async def read_form(request: Request, current: session.Session) -> dict[str, str]:
     """The urlencoded form, after checking its CSRF token (403 when it does not match the session's)."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
         raise Refused(415, "send the form as application/x-www-form-urlencoded")
@@ -166,16 +190,13 @@ async def _form(request: Request, current: session.Session) -> dict[str, str]:
     return form
 
 
-read_form = _form
-
-
 def needs(role: Role) -> Callable[[Request], Awaitable[session.Session]]:
     """A route's dependency: the signed-in session, whose key must have at least ``role``. Not signed in: the
     sign-in page (a form post: 401); too weak a key: a 403 page naming both roles. ``required_role`` is what the
     test that every route declares a role reads, as for the API's ``api.routes_deps.require_role``."""
 
     async def dependency(request: Request) -> session.Session:
-        current = _signed_in(request)
+        current = signed_in(request)
         if not current.may(role):
             raise Refused(403, f"your API key has the role '{current.role}'; this needs '{role}'")
         return current
@@ -205,7 +226,7 @@ async def home(request: Request) -> Response:
 @router.get("/console/login")
 async def login_page(request: Request, next: str | None = None) -> Response:
     current = session.read(request, settings(request))
-    return _render(request, current, "login.html", title="Sign in", next=_safe_next(next), error=None)
+    return render(request, current, "login.html", title="Sign in", next=_safe_next(next), error=None)
 
 
 @router.post("/console/login")
@@ -214,13 +235,13 @@ async def login(request: Request) -> Response:
     current = session.read(request, config)
     if current is None:
         raise Refused(400, "your browser did not send the sign-in cookie: allow cookies for this site and reload")
-    form = await _form(request, current)
+    form = await read_form(request, current)
     key = form.get("api_key", "").strip()
     target = _safe_next(form.get("next"))
     role = config.role_of(key) if key and len(key) <= 512 else None
     if role is None:
         log.info("console.sign_in_refused")
-        return _render(request, current, "login.html", status=401, title="Sign in", next=target,
+        return render(request, current, "login.html", status=401, title="Sign in", next=target,
                        error="This API key is not accepted.")  # fmt: skip
     response = RedirectResponse(target, status_code=303)
     session.write(response, config, session.Session(session.new_nonce(), key, role))  # a new nonce: no fixation
@@ -229,8 +250,8 @@ async def login(request: Request) -> Response:
 
 @router.post("/console/logout")
 async def logout(request: Request) -> Response:
-    current = _signed_in(request)
-    await _form(request, current)
+    current = signed_in(request)
+    await read_form(request, current)
     response = RedirectResponse("/console/login", status_code=303)
     session.clear(response, settings(request))
     return response
@@ -239,15 +260,12 @@ async def logout(request: Request) -> Response:
 # --- journeys ---------------------------------------------------------------------------------------------------
 
 
-async def _running(client: Client, journey_id: str) -> int | None:
+async def running_now(client: Client, journey_id: str) -> int | None:
     try:
         return await visibility.count_runs(client, journey_id=journey_id, running=True, rpc_timeout=VISIBILITY_TIMEOUT)
     except Exception as exc:  # best effort, as in the report: the page says "unknown"
         log.warning("console.running_unknown", journey_id=journey_id, error=repr(exc))
         return None
-
-
-running_now = _running
 
 
 @router.get("/console/journeys")
@@ -259,7 +277,7 @@ async def journeys_page(request: Request, current: Reader) -> Response:
     async def figures(journey_id: str) -> tuple[int | None, int, int]:
         filters = reports.Filters(journey_id, None, since, None, None)
         running, entered, converted = await asyncio.gather(
-            _running(client, journey_id), reports.entered(db, filters), reports.conversions(db, filters)
+            running_now(client, journey_id), reports.entered(db, filters), reports.conversions(db, filters)
         )
         return running, entered, converted.converted
 
@@ -271,10 +289,10 @@ async def journeys_page(request: Request, current: Reader) -> Response:
         {"row": row, "running": running, "entered": entered, "converted": converted, "trend": trends[row.id]}
         for row, (running, entered, converted) in zip(rows, results, strict=True)
     ]
-    return _render(request, current, "journeys.html", title="Journeys", journeys=lines)
+    return render(request, current, "journeys.html", title="Journeys", journeys=lines)
 
 
-def _journey_id(journey_id: str) -> str:
+def journey_id_or_404(journey_id: str) -> str:
     if not _ID.match(journey_id):
         raise Refused(404, "no such journey")
     return journey_id
@@ -294,7 +312,7 @@ async def _report(request: Request, journey_id: str) -> tuple[Any, JourneyReport
 async def journey_page(
     request: Request, current: Reader, journey_id: str, step: str | None = None, page: str | None = None
 ) -> Response:
-    journey_id = _journey_id(journey_id)
+    journey_id = journey_id_or_404(journey_id)
     row, report = await _report(request, journey_id)
     journey = Journey.model_validate(row.definition)
     figures = {s.step_id: s for s in report.steps}
@@ -308,14 +326,11 @@ async def journey_page(
     from api.console import journey_views
 
     panels = await journey_views.journey_panels(request, journey_id, journey)
-    return _render(
+    return render(
         request, current, "journey.html", title=row.name, row=row, report=report, graph=laid_out, figures=figures,
         node_w=graph.NODE_W, node_h=graph.NODE_H, selected=step, waiting=waiting, waiting_error=waiting_error,
         actions=_actions(current, row.status), next_page=next_page, paged=page is not None, **panels,
     )  # fmt: skip
-
-
-journey_id_or_404 = _journey_id
 
 
 def _actions(current: session.Session, status: str) -> list[str]:
@@ -374,7 +389,7 @@ async def _waiting(
 
 @router.get("/console/journeys/{journey_id}/{action}")
 async def confirm_page(request: Request, current: Writer, journey_id: str, action: str) -> Response:
-    journey_id = _journey_id(journey_id)
+    journey_id = journey_id_or_404(journey_id)
     if action not in ACTIONS:
         raise Refused(404, "no such page")
     if not current.may(ACTIONS[action]):
@@ -384,21 +399,40 @@ async def confirm_page(request: Request, current: Writer, journey_id: str, actio
     row = await journey_store.get_journey(pool(request), journey_id)
     if row is None:
         raise Refused(404, f"unknown journey '{journey_id}'")
-    running = await _running(temporal(request), journey_id)
-    return _render(request, current, "confirm.html", title=f"{action.capitalize()} {row.name}", row=row,
-                   action=action, running=running)  # fmt: skip
+    running = await running_now(temporal(request), journey_id)
+    return render(
+        request, current, "confirm.html", title=f"{action.capitalize()} {row.name}", what="journey", target=row.name,
+        action=action, affects=_affects(action, running), post_to=f"/console/journeys/{row.id}/{action}",
+        back=f"/console/journeys/{row.id}", back_label="Cancel", danger=action == "archive",
+    )  # fmt: skip
+
+
+def _affects(action: str, running: int | None) -> tuple[str, int | None, str]:
+    """What a journey action does to the customers running now, around their number (``confirm.html``)."""
+    if running is None:
+        return "Temporal did not answer: how many customers are running now is unknown.", None, ""
+    if action == "archive":
+        return ("This affects ", running, " customer(s) running now: they leave the journey at once (exit reason "
+                "“archived”), and nobody enters any more.")  # fmt: skip
+    if action == "pause":
+        return (
+            "This affects ",
+            running,
+            " customer(s) running now: they carry on, but nobody new enters until you resume.",
+        )
+    return "New customers enter again. The ", running, " customer(s) running now carry on as before."
 
 
 @router.post("/console/journeys/{journey_id}/{action}")
 async def act(request: Request, current: Writer, journey_id: str, action: str) -> Response:
-    journey_id = _journey_id(journey_id)
+    journey_id = journey_id_or_404(journey_id)
     if action not in ACTIONS:
         raise Refused(404, "no such page")
     if not current.may(ACTIONS[action]):
         raise Refused(
             403, f"your API key has the role '{current.role}'; to {action} a journey needs '{ACTIONS[action]}'"
         )
-    await _form(request, current)
+    await read_form(request, current)
     db, router_, client, config = pool(request), event_router(request), temporal(request), settings(request)
     try:
         if action == "pause":
@@ -424,7 +458,7 @@ async def customers_page(request: Request, current: Reader, q: str | None = None
         if len(query) > 320 or "\x00" in query:
             raise Refused(400, "q: at most 320 characters, no NUL")
         found = await customer_store.find_customers(pool(request), query)
-    return _render(request, current, "customers.html", title="Customers", q=query, found=found)
+    return render(request, current, "customers.html", title="Customers", q=query, found=found)
 
 
 async def customer_or_404(request: Request, customer_id: str) -> customer_store.Customer:
@@ -450,7 +484,7 @@ async def customer_page(request: Request, current: Reader, customer_id: str) -> 
         identity_store.merges(db, resolved, limit=20),
         _runs_of(request, resolved),
     )
-    return _render(
+    return render(
         request, current, "customer.html", title=f"Customer {resolved}", customer=customer, asked=customer_id,
         consent=consent, devices=devices, events=events, messages=messages, merges=merges, runs=runs[0],
         runs_error=runs[1], ui=temporal_ui_base(settings(request)),

@@ -1,5 +1,6 @@
-// The journey editor: line numbers, Tab keys that indent, and validation as you type (the same check as
-// publishing, through POST /console/editor/check). Every button of the page works without this script.
+// The journey editor: line numbers, Tab keys that indent, validation as you type (the same check as publishing,
+// through POST /console/editor/check) and the preview refreshed as you type (POST /console/editor/preview). Every
+// button of the page works without this script.
 (function () {
   "use strict";
   var form = document.getElementById("editor-form");
@@ -200,13 +201,72 @@
       if (!response.ok) throw new Error("the server answered " + response.status);
       return response.json();
     }).then(function (data) {
-      if (mine === sent) show(data);
+      if (mine === sent) {
+        show(data);
+        if (data.valid) refreshPreview();
+      }
     }).catch(function (err) {
       if (mine === sent) summary.textContent = "Could not check the definition: " + err.message + ".";
     }).then(function () {
       if (mine === sent) form.removeAttribute("aria-busy");
     });
   }
+
+  // --- the preview, refreshed as you type ------------------------------------------------------------------------
+  // Once the definition checks out (or the customer, step or properties change), the preview of the chosen customer
+  // and step is asked again and swapped in. Every request has a number; an answer older than the one shown is
+  // dropped, so a slow answer never overwrites a newer one.
+  var previewUrl = form.getAttribute("data-preview-url");
+  var previewBox = document.getElementById("preview-box");
+  var customerInput = document.getElementById("customer_id");
+  var propertiesInput = document.getElementById("properties");
+  var asked = 0, drawnPreview = 0, answered = 0, previewTimer = null;
+
+  function refreshPreview() {
+    if (!previewUrl || !previewBox || !customerInput || !customerInput.value.trim()) return;
+    var mine = ++asked;
+    previewBox.setAttribute("aria-busy", "true");
+    fetch(previewUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.getAttribute("data-csrf") },
+      body: JSON.stringify({
+        definition: area.value,
+        journey: form.getAttribute("data-journey") || null,
+        customer_id: customerInput.value,
+        step: stepSelect ? stepSelect.value : "",
+        properties: propertiesInput ? propertiesInput.value : ""
+      })
+    }).then(function (response) {
+      if (response.status === 401) throw new Error("you are signed out: sign in again in another tab");
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      return response.json();
+    }).then(function (data) {
+      if (mine > drawnPreview) {
+        drawnPreview = mine;
+        previewBox.innerHTML = data.html;  // our own template, rendered and escaped by the server
+      }
+    }).catch(function (err) {
+      if (mine > drawnPreview) {
+        drawnPreview = mine;
+        previewBox.textContent = "";
+        var p = el("p", "error", "Could not refresh the preview: " + err.message + ".");
+        p.setAttribute("role", "alert");
+        previewBox.appendChild(p);
+      }
+    }).then(function () {
+      previewBox.setAttribute("data-answered", String(++answered));
+      if (mine === asked) previewBox.removeAttribute("aria-busy");
+    });
+  }
+
+  function soon() {
+    if (previewTimer) clearTimeout(previewTimer);
+    previewTimer = setTimeout(refreshPreview, 400);
+  }
+  if (customerInput) customerInput.addEventListener("input", soon);
+  if (propertiesInput) propertiesInput.addEventListener("input", soon);
+  if (stepSelect) stepSelect.addEventListener("change", refreshPreview);
 
   if (url && !area.readOnly) {
     area.addEventListener("input", function () {

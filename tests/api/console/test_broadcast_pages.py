@@ -61,17 +61,39 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
         await page.get_by_label("Name (optional)").fill(f"Launch {tag[:6]}")
         await page.get_by_label(re.compile(r"^Subject")).fill("Hello {{ customer.first_name }}")
         await page.get_by_label(re.compile(r"^Text")).fill("News for {{ customer.first_name }}.")
-        await page.get_by_label(re.compile(r"^HTML")).fill("<p>Dear <b>{{ customer.first_name }}</b></p>")
+        styled = (
+            '<p id="dear" style="color: rgb(176, 0, 32); font-size: 22px">Dear <b>{{ customer.first_name }}</b></p>'
+        )
+        await page.get_by_label(re.compile(r"^HTML")).fill(styled)
         assert await page.get_by_label("Customer id").input_value() == first  # the first member by default
-        await page.get_by_role("button", name="Preview for this customer").click()
+        form_page = await page.request.get(f"{base}/console/broadcasts/new")
+        assert "'unsafe-inline'" not in form_page.headers["content-security-policy"]  # no preview: the strict policy
+        async with page.expect_response(f"{base}/console/broadcasts/new") as answer:
+            await page.get_by_role("button", name="Preview for this customer").click()
+        # The page showing a preview lets the email's inline styles apply, and nothing else: no script, nothing from
+        # outside (the editor's page has the same rule).
+        policy = (await answer.value).headers["content-security-policy"]
+        assert "style-src 'self' 'unsafe-inline';" in policy and "script-src 'self';" in policy
         preview = page.locator("#preview")
-        assert await preview.locator('[data-preview="subject"]').inner_text() == f"Hello {names[first]}"
-        assert f"News for {names[first]}." in await preview.locator('[data-preview="text"]').inner_text()
-        frame = page.frame_locator("iframe.preview-html")
+        assert await preview.locator('[data-channel="email"] [data-field="subject"]').inner_text() == (
+            f"Hello {names[first]}"
+        )
+        assert f"News for {names[first]}." in (await preview.locator('[data-field="text"]').text_content() or "")
+        frame = page.frame_locator("#email-frame")
         assert await frame.locator("b").inner_text() == names[first]
-        assert await page.locator("iframe.preview-html").get_attribute("sandbox") == ""
-        assert "would send on email" in await page.locator("#decision").inner_text()
+        assert await page.locator("#email-frame").get_attribute("sandbox") == ""
+        # The email as styled by its own inline style, as in the editor's preview.
+        dear = frame.locator("#dear")
+        assert await dear.evaluate("p => getComputedStyle(p).color") == "rgb(176, 0, 32)"
+        assert await dear.evaluate("p => getComputedStyle(p).fontSize") == "22px"
+        assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
+        await page.locator("#email-frame").scroll_into_view_if_needed()
         await shot(page, "console-broadcast-new")
+        await page.set_viewport_size({"width": 390, "height": 844})  # the form and its preview, on a phone
+        await fits(page)
+        await page.locator("#email-frame").scroll_into_view_if_needed()
+        await shot(page, "console-broadcast-new-390")
+        await page.set_viewport_size({"width": 1280, "height": 900})
 
         await page.get_by_role("button", name="Create and schedule").click()
         await page.wait_for_url(re.compile(r".*/console/broadcasts/b-[0-9a-f]+\?done=create$"))
@@ -125,6 +147,10 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
         await page.get_by_role("link", name="Cancel…").click()
         assert "The 3 recipient(s) not sent yet" in await page.locator("#affects").inner_text()
         await shot(page, "console-broadcast-confirm")
+        await page.set_viewport_size({"width": 390, "height": 844})
+        await fits(page)
+        await shot(page, "console-broadcast-confirm-390")
+        await page.set_viewport_size({"width": 1280, "height": 900})
         await page.get_by_role("button", name="Yes, cancel the broadcast").click()
         await page.wait_for_url(re.compile(r".*\?done=cancel$"))
         assert (await stack.http.get(f"/v1/broadcasts/{later}")).json()["status"] == "cancelled"

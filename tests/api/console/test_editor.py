@@ -2,10 +2,12 @@
 journey on the dev server: an error shown at its step as you type (the API's own message), fixed; the email
 previewed for a customer, SMS and push as the API renders them; a test send reaching the SMTP sink marked [TEST];
 publishing version 2 while the running customer stays on version 1; the same without JavaScript; a read-only key
-refused."""
+refused everything but a preview. The preview following the draft as you type (the newest answer winning), and a
+publish refused (409, nothing written) when someone published since the page was loaded."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -29,6 +31,7 @@ from api.publishing import validated
 from journeys.sms import measure
 from journeys.validation import JourneyValidationError
 from journeys.values import DEFAULT_LIMITS
+from store import journeys as journey_store
 from store.journeys import canonical
 from tests.support.engine import EXAMPLES
 from tests.support.mail import free_port
@@ -315,7 +318,7 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 assert (await stack.http.get(f"/v1/journeys/{new_id}")).json()["latest_version"] == 1
                 await plain.close()
 
-                # A read-only key reads the definition, sees no publish button, and its POSTs are refused.
+                # A read-only key reads the definition, sees no publish or test-send button, and its POSTs are refused.
                 reader = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await reader.new_page()
                 await _sign_in(page, base, READ_KEY)
@@ -325,7 +328,8 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 assert await definition.get_attribute("readonly") is not None
                 assert "duration: 2h" in await definition.input_value()
                 assert await page.get_by_role("button", name="Publish").count() == 0
-                assert await page.get_by_role("button", name="Preview").count() == 0
+                assert await page.get_by_role("button", name="Send a test").count() == 0
+                assert await page.get_by_role("button", name="Preview").count() == 1  # previewing is reading
                 csrf = await page.locator('input[name="csrf"]').first.get_attribute("value") or ""
                 refused = await page.request.post(
                     f"{base}/console/journeys/{journey_id}/edit",
@@ -403,7 +407,9 @@ def test_every_editor_route_declares_its_role() -> None:
         ("POST", "/console/journeys/new"): ["write"],
         ("GET", "/console/journeys/{journey_id}/edit"): ["read"],
         ("POST", "/console/journeys/{journey_id}/edit"): ["write"],
+        ("POST", "/console/journeys/{journey_id}/preview"): ["read"],
         ("POST", "/console/editor/check"): ["write"],
+        ("POST", "/console/editor/preview"): ["read"],
     }
 
 
@@ -450,3 +456,227 @@ async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
             response = await check(json.dumps({"definition": text}).encode(), csrf)
             assert response.status_code == 200, (text, response.text)
             assert response.json()["valid"] is False and response.json()["issues"], text
+
+
+async def test_the_preview_as_you_type_answers_bad_input_with_a_4xx(
+    time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
+) -> None:
+    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
+    app = create_app(settings, pool=pool, client=time_skipping_env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
+
+        async def signed_in(key: str) -> str:
+            http.cookies.clear()
+            match = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/console/login")).text)
+            assert match
+            form = {"csrf": match[1], "api_key": key, "next": "/console/journeys"}
+            assert (await http.post("/console/login", data=form)).status_code == 303
+            page = await http.get("/console/journeys")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token
+            return token[1]
+
+        async def preview(body: bytes, csrf: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "x-csrf-token": csrf}
+            return await http.post("/console/editor/preview", content=body, headers=headers)
+
+        assert (await preview(b"{}", "x")).status_code == 401  # not signed in
+        csrf = await signed_in(WRITE_KEY)
+        refused = {
+            b"not json": (400, "body"),
+            b"[]": (422, "body"),
+            b'{"definition": 5}': (422, "definition"),
+            b'{"customer_id": ["a"]}': (422, "customer_id"),
+            b'{"definition": "id: x", "journey": "../x"}': (422, "journey"),
+            b'{"definition": "id: x", "journey": "nope"}': (404, "journey"),
+        }
+        for body, (status, field) in refused.items():
+            response = await preview(body, csrf)
+            assert (response.status_code, response.json()["error"]["field"]) == (status, field), body
+        assert (await preview(b'{"definition": ""}', "forged")).status_code == 403
+        # A draft with a problem, or no such customer: not previewed, and the reason is what the page shows.
+        broken = await preview(json.dumps({"definition": "id: [", "customer_id": "ada"}).encode(), csrf)
+        assert broken.status_code == 200 and broken.json()["ok"] is False
+        assert "Fix the problems listed beside the definition first." in broken.json()["html"]
+        text = (EXAMPLES / "abandoned-cart.yaml").read_text().replace("id: abandoned-cart", f"id: {uuid.uuid4()}", 1)
+        starter = await preview(json.dumps({"definition": text, "customer_id": "nobody-here"}).encode(), csrf)
+        assert starter.status_code == 200 and starter.json()["ok"] is False
+        assert "customer_id: unknown customer &#39;nobody-here&#39;" in starter.json()["html"]
+        # Whatever the other fields hold, the answer is the reason it cannot preview, never an error of the server.
+        for hostile in [
+            {"customer_id": "a b<script>"}, {"customer_id": "x" * 5000}, {"customer_id": "\x00"},
+            {"customer_id": "ada", "properties": "{"}, {"customer_id": "ada", "properties": "[1]"},
+            {"customer_id": "ada", "properties": "1" * 100_000}, {"customer_id": "ada", "step": "\u2028" * 300},
+        ]:  # fmt: skip
+            response = await preview(json.dumps({"definition": text, **hostile}).encode(), csrf)
+            assert response.status_code == 200 and response.json()["ok"] is False, (hostile, response.text)
+            assert 'id="preview-error"' in response.json()["html"]
+        # A read key previews only what is published: a new journey's draft is refused.
+        csrf = await signed_in(READ_KEY)
+        response = await preview(json.dumps({"definition": "id: x", "journey": None}).encode(), csrf)
+        assert (response.status_code, response.json()["error"]["field"]) == (403, "journey")
+
+
+async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack: Stack) -> None:
+    """The preview follows the draft without a button (a slow answer never overwrites a newer one); a read key
+    previews the published version but still may not publish or test-send; a publish from a page opened before
+    someone else's publish is refused with a link to the new version, and writes nothing."""
+    _need_chromium()
+    from playwright.async_api import Route, async_playwright
+
+    journey_id, _, ada = await _cart_journey(stack)
+    port = free_port()
+    settings = make_settings(
+        public_base_url=f"http://127.0.0.1:{port}",
+        smtp_host=stack.smtp.host,
+        smtp_port=stack.smtp.port,
+        api_keys=[{"key": API_KEY, "role": "admin"}, {"key": WRITE_KEY, "role": "write"},
+                  {"key": READ_KEY, "role": "read"}],
+    )  # fmt: skip
+    ARTIFACTS.mkdir(exist_ok=True)
+    api = await stack.http.post(
+        f"/v1/journeys/{journey_id}/preview", json={"step": "cart-email", "customer_id": ada, "event": {}}
+    )
+    assert api.status_code == 200, api.text
+    published_subject = api.json()["channels"]["email"]["subject"]
+    async with serving(create_app(settings, pool=stack.pool, client=stack.client), port) as base:
+        async with async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                # --- as you type: no button pressed, the preview follows the draft --------------------------------
+                context = await browser.new_context(viewport={"width": 1280, "height": 900})
+                page = await context.new_page()
+                await _sign_in(page, base, WRITE_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                editor = page.get_by_label("Definition (YAML)")
+                original = await editor.input_value()
+                subject_line = next(line for line in original.splitlines() if line.strip().startswith("subject:"))
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_label("Customer id").fill(ada)  # the preview comes once typing stops
+                subject = page.locator('#preview [data-channel="email"] [data-field="subject"]')
+                await subject.wait_for()
+                assert await subject.inner_text() == published_subject  # the draft is the published version
+                indent = subject_line[: len(subject_line) - len(subject_line.lstrip())]
+                draft = original.replace(subject_line, indent + 'subject: "Still there, {{ customer.first_name }}?"', 1)
+                await editor.fill(draft)
+                await page.locator('#preview [data-field="subject"]', has_text="Still there, Ada?").wait_for()
+                assert page.url.endswith("/edit")  # nothing was submitted
+                frame = page.frame_locator("#email-frame")
+                assert "Hi Ada," in await frame.locator("body").inner_text()
+                await page.locator("#email-frame").scroll_into_view_if_needed()
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-live-preview.png"), full_page=True)
+
+                # A slow answer (held here) arrives after a newer one: the newer one stays.
+                held: list[Route] = []
+                release = asyncio.Event()
+
+                async def hold_slow(route: Route) -> None:
+                    if "SLOW" in (route.request.post_data or ""):
+                        held.append(route)
+                        await release.wait()
+                    await route.continue_()
+
+                async def held_one() -> bool:
+                    assert len(held) == 1
+                    return True
+
+                await page.route("**/console/editor/preview", hold_slow)
+                box = page.locator("#preview-box")
+                answered = int(await box.get_attribute("data-answered") or "0")
+                await editor.fill(draft.replace("Still there", "SLOW", 1))
+                await eventually(held_one, timeout=10)
+                await editor.fill(draft.replace("Still there", "FAST", 1))
+                await page.locator('#preview [data-field="subject"]', has_text="FAST, Ada?").wait_for()
+                release.set()
+                await page.locator(f'#preview-box[data-answered="{answered + 2}"]').wait_for()
+                assert await subject.inner_text() == "FAST, Ada?"
+                await page.unroute("**/console/editor/preview")
+
+                # An unknown customer: the reason replaces the preview, still without a button.
+                await page.get_by_label("Customer id").fill("nobody-at-all")
+                error = page.locator("#preview-box #preview-error")
+                await error.wait_for()
+                assert await error.inner_text() == "customer_id: unknown customer 'nobody-at-all'"
+                assert await page.locator("#preview").count() == 0
+                await context.close()
+
+                # --- a read key previews (JavaScript off: the button posts the form, with its CSRF token) ---------
+                reader = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
+                page = await reader.new_page()
+                await _sign_in(page, base, READ_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                assert await page.get_by_role("button", name="Publish").count() == 0
+                assert await page.get_by_role("button", name="Send a test").count() == 0
+                await page.get_by_label("Customer id").fill(ada)
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_role("button", name="Preview").click()
+                await page.wait_for_url(re.compile(f".*/console/journeys/{journey_id}/preview#try$"))
+                assert await page.locator('#preview [data-field="subject"]').inner_text() == published_subject
+                assert "Hi Ada," in await page.frame_locator("#email-frame").locator("body").inner_text()
+                assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
+                assert await page.get_by_role("button", name="Publish").count() == 0
+                assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+                await page.locator("#email-frame").scroll_into_view_if_needed()
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-read-preview-390.png"), full_page=True)
+                csrf = await page.locator('input[name="csrf"]').first.get_attribute("value") or ""
+                form = {"csrf": csrf, "customer_id": ada, "step": "cart-email", "definition": original}
+                forged = await page.request.post(
+                    f"{base}/console/journeys/{journey_id}/preview", form={**form, "csrf": "forged"}
+                )
+                assert forged.status == 403  # a preview is no write, but its form is still checked
+                for do in ("publish", "test_send"):
+                    refused = await page.request.post(
+                        f"{base}/console/journeys/{journey_id}/edit", form={**form, "do": do, "to": "me@example.com"}
+                    )
+                    assert refused.status == 403, do
+                assert (await stack.http.get(f"/v1/journeys/{journey_id}")).json()["latest_version"] == 1
+                await reader.close()
+                # With JavaScript, the read key's preview follows the customer typed, without a button either.
+                reader = await browser.new_context(viewport={"width": 1280, "height": 900})
+                page = await reader.new_page()
+                await _sign_in(page, base, READ_KEY)
+                await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                await page.get_by_label("Send step").select_option("cart-email")
+                await page.get_by_label("Customer id").fill(ada)
+                await page.locator('#preview [data-field="subject"]', has_text=published_subject).wait_for()
+                assert page.url.endswith("/edit")
+                await reader.close()
+
+                # --- two authors: the later publish is refused, offers the new version, writes nothing ------------
+                first = await browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+                second = await browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
+                one, two = await first.new_page(), await second.new_page()
+                await _sign_in(one, base, WRITE_KEY)
+                await _sign_in(two, base, API_KEY)
+                for page in (one, two):
+                    await page.goto(f"{base}/console/journeys/{journey_id}/edit")
+                await one.get_by_label("Definition (YAML)").fill(original.replace("duration: 1h", "duration: 2h", 1))
+                await one.get_by_role("button", name="Publish").click()
+                await one.wait_for_url(re.compile(f".*/console/journeys/{journey_id}\\?published=2.*"))
+                mine = original.replace("duration: 1h", "duration: 3h", 1)
+                await two.get_by_label("Definition (YAML)").fill(mine)
+                response = await two.request.get(f"{base}/console/journeys/{journey_id}")  # a page still loads
+                assert response.status == 200
+                async with two.expect_response(f"{base}/console/journeys/{journey_id}/edit") as answer:
+                    await two.get_by_role("button", name="Publish").click()
+                assert (await answer.value).status == 409
+                refusal = await two.locator("#publish-error").inner_text()
+                assert refusal.startswith("Version 2 was published after you opened version 1")
+                assert await two.get_by_label("Definition (YAML)").input_value() == mine  # the draft is kept
+                await two.locator("#publish-error").scroll_into_view_if_needed()
+                await two.screenshot(path=str(ARTIFACTS / "console-editor-409.png"), full_page=True)
+                await two.set_viewport_size({"width": 390, "height": 844})
+                assert await two.evaluate("document.documentElement.scrollWidth") <= 390
+                await two.screenshot(path=str(ARTIFACTS / "console-editor-409-390.png"), full_page=True)
+                detail = (await stack.http.get(f"/v1/journeys/{journey_id}")).json()
+                assert detail["latest_version"] == 2 and detail["definition"]["steps"][0]["duration"] == "2h"
+                versions = await journey_store.list_versions(stack.pool, journey_id)
+                assert sorted(v.version for v in versions) == [1, 2]
+                await two.get_by_role("link", name="Open version 2 in the editor").click()
+                await two.wait_for_url(re.compile(f".*/console/journeys/{journey_id}/edit$"))
+                assert "duration: 2h" in await two.get_by_label("Definition (YAML)").input_value()
+                assert "version 2" in await two.locator(".meta").inner_text()
+                await first.close()
+                await second.close()
+            finally:
+                await browser.close()
