@@ -350,6 +350,15 @@ async def stored_count(db: Db, row: SegmentRow) -> SegmentCount | None:
     return _count_of(found) if found is not None else None
 
 
+async def stored_counts(db: Db, rows: list[SegmentRow]) -> dict[str, SegmentCount]:
+    """``stored_count`` of each segment of ``rows`` that has one for its current definition, by segment id."""
+    checksums = {row.id: definition_checksum(row.definition) for row in rows}
+    found = await db.fetch(
+        f"SELECT {_COUNT_COLUMNS} FROM segment_counts WHERE segment_id = ANY($1::text[])", list(checksums)
+    )
+    return {r["segment_id"]: _count_of(r) for r in found if checksums.get(r["segment_id"]) == r["checksum"]}
+
+
 def _count_of(row: Any) -> SegmentCount:
     return SegmentCount(**{**dict(row), "members": int(row["members"]), "sample": list(row["sample"])})
 

@@ -58,8 +58,11 @@ def _ident(value: str, what: str) -> str:
 
 @router.get("/console/segments")
 async def segments_page(request: Request, current: session.Session = READ_PAGE) -> Response:
-    rows = await segment_store.list_segments(pool(request))
-    return render(request, current, "segments.html", title="Segments", segments=rows, describe=_conditions)
+    db = pool(request)
+    rows = await segment_store.list_segments(db)
+    kept = await segment_store.stored_counts(db, rows)  # shown as they are: the list starts no recount
+    return render(request, current, "segments.html", title="Segments", segments=rows, describe=_conditions,
+                  kept=kept, ago=segment_counts.ago)  # fmt: skip
 
 
 RECOUNT_NOTICES = {

@@ -192,6 +192,10 @@ async def test_a_segment_page_shows_the_kept_count_at_once_and_count_now_recount
             "stored"
         ] is True
 
+        # The list shows the kept count of each segment.
+        await page.get_by_role("link", name="Segments").click()
+        assert await _figure(page, f'tr[data-segment="{segment_id}"] [data-figure="count"]') == "2"
+
         # A read key sees the count but no "Count now", and its POST is refused.
         reader = await sign_in(browser, base, READ_KEY)
         await reader.goto(f"{base}/console/segments/{segment_id}")
