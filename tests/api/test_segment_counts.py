@@ -55,3 +55,17 @@ def test_ages_read_as_words() -> None:
     assert [ago(s) for s in (0, 1, 59.9, 60, 3 * 60 + 5, 7200, 86_400 * 3)] == [
         "0 seconds", "1 second", "59 seconds", "1 minute", "3 minutes", "2 hours", "3 days",
     ]  # fmt: skip
+
+
+async def test_the_app_stops_its_recounts_at_shutdown(pool: asyncpg.Pool) -> None:
+    from api.app import create_app
+    from tests.support.mail import free_port
+    from tests.support.stack import make_settings, serving
+
+    row = await _segment(pool)
+    app = create_app(make_settings(), pool=pool, client=None)  # type: ignore[arg-type]  # no Temporal needed
+    async with serving(app, free_port()):
+        recounts: Recounts = app.state.segment_recounts
+        assert recounts.start(row) == "started"
+    assert not recounts.counting(row.id)  # cancelled or done: nothing left running
+    assert recounts.start(row) == "busy"  # and none starts after shutdown
