@@ -105,7 +105,7 @@ async def segment_count_json(request: Request, segment_id: str, current: session
 
 @router.post("/console/segments/{segment_id}/count")
 async def count_now(request: Request, segment_id: str, current: session.Session = WRITE_PAGE) -> Response:
-    """ "Count now": an exact count in the background whatever the age of the kept one (role ``write``)."""
+    """The "Count now" button: an exact count in the background, whatever the age of the kept one (``write``)."""
     row = await _segment_or_404(request, segment_id)
     await read_form(request, current)
     started = segment_counts.recounts(request).start(row)
