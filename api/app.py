@@ -1,7 +1,7 @@
 """The HTTP API: ``create_app(settings, pool=..., client=...)``.
 
 The caller owns the PostgreSQL pool and the Temporal client; the app's lifespan runs the event router's outbox
-drainer and stops it on shutdown.
+drainer and stops it on shutdown, and cancels the console's background segment counts (``api.segment_counts``).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from api import (
 )
 from api.routes_deps import validation_field
 from api.schemas import ApiError, ErrorBody, printable
+from api.segment_counts import Recounts
 from config.settings import Settings
 from orchestration.router import EventRouter
 
@@ -66,6 +67,7 @@ UNSTORABLE = (asyncpg.DataError, asyncpg.exceptions._base.DataError, UnicodeEnco
 
 def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> FastAPI:
     router = EventRouter(pool, client, settings)
+    recounts = Recounts(pool, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -74,6 +76,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
             async with run_drainer(router):
                 yield
         finally:
+            await recounts.close()  # background segment counts: none left running
             await validation.release(checks)
 
     app = FastAPI(
@@ -89,6 +92,7 @@ def create_app(settings: Settings, *, pool: asyncpg.Pool, client: Client) -> Fas
     app.state.pool = pool
     app.state.client = client
     app.state.router = router
+    app.state.segment_recounts = recounts
 
     app.include_router(routes_health.router)
     app.include_router(routes_metrics.router)  # a read key unless PARCOURS_METRICS_PUBLIC

@@ -422,3 +422,22 @@ class InboxMessage(BaseModel):
     data: dict[str, Any]
     created_at: datetime
     read_at: datetime | None
+
+
+class SegmentCountOut(BaseModel):
+    """A named segment's exact member count: counted for this request, or the stored result of an earlier exact
+    count when ``max_age`` allowed one (then ``stored`` is true and ``exact_as_of`` says how old it is)."""
+
+    id: str
+    count: int = Field(description="Members of the segment as of exact_as_of (exact then; it may differ now).")
+    exact_as_of: datetime = Field(
+        description="The instant the count is exact for: its database snapshot and the start of its event windows."
+    )
+    counted_at: datetime = Field(description="When that count finished.")
+    age_seconds: float = Field(description="Seconds from exact_as_of to this answer.")
+    stored: bool = Field(
+        description="True: answered from the last exact count kept for this definition (max_age allowed it); "
+        "false: counted for this request (and kept)."
+    )
+    milliseconds: float = Field(description="How long that count took.")
+    sample: list[str] = Field(description="The first members by id as of exact_as_of, at most `sample` of them.")

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     """The Temporal UI that operators open (links in ``parcours ops``); None: the local UI on ``temporal_ui_port``."""
     console_page_size: int = Field(default=100, ge=1, le=1000)
     """How many rows a console list shows per page (customers waiting at a step, a customer's timeline)."""
+    segment_count_max_age_seconds: float = Field(default=300, ge=0, le=31_536_000)
+    """How old a segment's stored exact count the console shows without counting again in the background."""
+    segment_recounts: int = Field(default=2, ge=1, le=32)
+    """How many background segment recounts one API process runs at once (one per segment at most)."""
 
     # Email over SMTP.
     smtp_host: str = "localhost"

@@ -16,16 +16,23 @@ Event-history conditions count rows of ``events`` named ``event`` since ``now - 
 the event's properties.
 
 Named segments (table ``segments``) keep an ``Audience`` (the same conditions, without a schedule) under an id;
-``count_members`` and ``member_page`` evaluate one.
+``count_members`` and ``member_page`` evaluate one. ``count_segment`` counts a named segment exactly and keeps the
+result in ``segment_counts`` (with its first members, the time it took and the checksum of the definition it was
+counted for); ``stored_count`` reads it back only while the segment's definition is still the one counted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
+
+import asyncpg
 
 from contracts.customer_values import VALUE_FIELDS
 from journeys.conditions import Condition, ConditionGroup, _number
@@ -298,3 +305,109 @@ async def count_members(db: Db, audience: Audience | Segment, now: datetime) -> 
     where = segment_where(audience, now, p)
     value = await db.fetchval(f"SELECT count(*) FROM customers c WHERE c.merged_into IS NULL AND {where}", *p.values)
     return int(value or 0)
+
+
+# --- the last exact count of a named segment --------------------------------------------------------------------
+
+KEPT_SAMPLE = 100
+"""How many first members (by id) a stored count keeps."""
+
+
+def definition_checksum(definition: dict[str, Any]) -> str:
+    """SHA-256 of the definition's canonical JSON (sorted keys): equal for equal definitions, whatever the order."""
+    canonical = json.dumps(definition, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SegmentCount:
+    """An exact count of a named segment: ``members`` as of ``exact_as_of`` (the snapshot and the event windows),
+    finished at ``counted_at`` after ``milliseconds``; ``sample`` is the first members by id (at most
+    ``KEPT_SAMPLE``); ``checksum`` is ``definition_checksum`` of the definition counted."""
+
+    segment_id: str
+    checksum: str
+    members: int
+    sample: list[str]
+    exact_as_of: datetime
+    counted_at: datetime
+    milliseconds: float
+
+    def age_seconds(self, now: datetime) -> float:
+        return max(0.0, (now - self.exact_as_of).total_seconds())
+
+
+_COUNT_COLUMNS = "segment_id, checksum, members, sample, exact_as_of, counted_at, milliseconds"
+
+
+async def stored_count(db: Db, row: SegmentRow) -> SegmentCount | None:
+    """The last exact count of the segment ``row``, if it was counted for the definition ``row`` holds."""
+    found = await db.fetchrow(
+        f"SELECT {_COUNT_COLUMNS} FROM segment_counts WHERE segment_id = $1 AND checksum = $2",
+        row.id,
+        definition_checksum(row.definition),
+    )
+    return _count_of(found) if found is not None else None
+
+
+async def stored_counts(db: Db, rows: list[SegmentRow]) -> dict[str, SegmentCount]:
+    """``stored_count`` of each segment of ``rows`` that has one for its current definition, by segment id."""
+    checksums = {row.id: definition_checksum(row.definition) for row in rows}
+    found = await db.fetch(
+        f"SELECT {_COUNT_COLUMNS} FROM segment_counts WHERE segment_id = ANY($1::text[])", list(checksums)
+    )
+    return {r["segment_id"]: _count_of(r) for r in found if checksums.get(r["segment_id"]) == r["checksum"]}
+
+
+def _count_of(row: Any) -> SegmentCount:
+    return SegmentCount(**{**dict(row), "members": int(row["members"]), "sample": list(row["sample"])})
+
+
+async def record_count(db: Db, row: SegmentRow, count: SegmentCount) -> bool:
+    """Keep ``count`` as the segment's last exact count, unless the segment's definition changed (or the segment
+    went) while it was counted, or a count as of a later instant is already kept. True when it was kept."""
+    kept = await db.fetchval(
+        f"""
+        INSERT INTO segment_counts ({_COUNT_COLUMNS})
+        SELECT s.id, $2, $3, $4, $5, $6, $7 FROM segments s WHERE s.id = $1 AND s.definition = ($8::text)::jsonb
+        ON CONFLICT (segment_id) DO UPDATE SET
+            checksum = EXCLUDED.checksum, members = EXCLUDED.members, sample = EXCLUDED.sample,
+            exact_as_of = EXCLUDED.exact_as_of, counted_at = EXCLUDED.counted_at, milliseconds = EXCLUDED.milliseconds
+         WHERE segment_counts.checksum <> EXCLUDED.checksum OR segment_counts.exact_as_of <= EXCLUDED.exact_as_of
+        RETURNING true
+        """,
+        row.id,
+        count.checksum,
+        count.members,
+        count.sample,
+        count.exact_as_of,
+        count.counted_at,
+        count.milliseconds,
+        json.dumps(row.definition),
+    )
+    return bool(kept)
+
+
+async def count_segment(db: Db, row: SegmentRow) -> SegmentCount:
+    """Count the named segment ``row`` exactly now, with its first ``KEPT_SAMPLE`` members, and keep the result
+    (``record_count``). On a pool the count and the first members run on two connections at once."""
+    audience, now = row.audience(), datetime.now(UTC)
+    began = time.perf_counter()
+
+    async def counted() -> tuple[int, float]:
+        p = Params()
+        where = segment_where(audience, now, p)
+        sql = f"SELECT count(*) FROM customers c WHERE c.merged_into IS NULL AND {where}"
+        value = await db.fetchval(sql, *p.values)
+        return int(value or 0), round((time.perf_counter() - began) * 1000, 1)
+
+    async def first() -> list[str]:
+        return await member_page(db, audience, now, after=None, limit=KEPT_SAMPLE)
+
+    if isinstance(db, asyncpg.Pool):
+        (members, elapsed), sample = await asyncio.gather(counted(), first())
+    else:
+        (members, elapsed), sample = await counted(), await first()
+    count = SegmentCount(row.id, definition_checksum(row.definition), members, sample, now, datetime.now(UTC), elapsed)
+    await record_count(db, row, count)
+    return count

@@ -1,8 +1,10 @@
 """The console's segments and broadcasts pages.
 
-Segments: the named segments, and per segment its conditions, exact audience count and first members. Broadcasts:
-the list with status, audience and report figures; a form (role ``write``) that builds a broadcast from a named
-segment with its audience count, previews the message for a chosen customer, schedules it and creates it; the
+Segments: the named segments, and per segment its conditions, audience count and first members as the last exact
+count kept them (``api.segment_counts``: shown at once, never waiting on a scan; recounted in the background when
+stale; "Count now" for role ``write``). Broadcasts: the list with status, audience and report figures; a form (role
+``write``) that builds a broadcast from a named segment with its audience count (kept, as on the segment page;
+"Count the audience" recounts), previews the message for a chosen customer, schedules it and creates it; the
 broadcast page with its progress and report, and pause, resume and cancel behind a confirmation (``write``, as in
 the API). Everything goes through the functions the API's routes call (``api.routes_segments``,
 ``api.routes_broadcasts``, ``api.broadcasting``, ``api.previews``), so the figures are the API's.
@@ -10,17 +12,15 @@ the API). Everything goes through the functions the API's routes call (``api.rou
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import time
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
-from api import previews, routes_broadcasts
+from api import previews, routes_broadcasts, segment_counts
 from api.broadcasting import create_and_start, describe
 from api.console import previewing, session
 from api.console.routes import Refused, needs, read_form, render
@@ -58,38 +58,72 @@ def _ident(value: str, what: str) -> str:
 
 @router.get("/console/segments")
 async def segments_page(request: Request, current: session.Session = READ_PAGE) -> Response:
-    rows = await segment_store.list_segments(pool(request))
-    return render(request, current, "segments.html", title="Segments", segments=rows, describe=_conditions)
+    db = pool(request)
+    rows = await segment_store.list_segments(db)
+    kept = await segment_store.stored_counts(db, rows)  # shown as they are: the list starts no recount
+    return render(request, current, "segments.html", title="Segments", segments=rows, describe=_conditions,
+                  kept=kept, ago=segment_counts.ago)  # fmt: skip
+
+
+RECOUNT_NOTICES = {
+    "started": "Counting now: reload in a moment to see the new count.",
+    "counting": "A count of this segment is already under way: reload in a moment to see it.",
+    "busy": "Other segments are being counted: try again in a moment.",
+}
 
 
 @router.get("/console/segments/{segment_id}")
-async def segment_page(request: Request, segment_id: str, current: session.Session = READ_PAGE) -> Response:
-    segment_id = _ident(segment_id, "segment")
-    db = pool(request)
-    row = await segment_store.get_segment(db, segment_id)
-    if row is None:
-        raise Refused(404, f"unknown segment '{segment_id}'")
-    count, members, elapsed = await _count(db, row, MEMBERS_SHOWN)
+async def segment_page(
+    request: Request, segment_id: str, recount: str | None = None, current: session.Session = READ_PAGE
+) -> Response:
+    row = await _segment_or_404(request, segment_id)
+    shown = await _reach(request, row)
+    members = shown.count.sample[:MEMBERS_SHOWN] if shown.count is not None else []
     return render(
         request, current, "segment.html", title=f"Segment {row.id}", row=row, conditions=_conditions(row.definition),
-        count=count, members=members, milliseconds=elapsed, may_write=current.may(WRITE),
+        reach=shown, members=members, may_write=current.may(WRITE), recount=RECOUNT_NOTICES.get(recount or ""),
     )  # fmt: skip
 
 
-async def _count(db: Any, row: segment_store.SegmentRow, sample: int) -> tuple[int, list[str], float]:
-    """The exact count and first members, as ``GET /v1/segments/{id}/count`` answers them."""
-    audience, now = row.audience(), datetime.now(UTC)
-    began = time.perf_counter()
+@router.get("/console/segments/{segment_id}/count.json")
+async def segment_count_json(request: Request, segment_id: str, current: session.Session = READ_PAGE) -> Response:
+    """What the console's script polls while a recount runs: the kept count and whether one is under way. It
+    starts nothing."""
+    row = await _segment_or_404(request, segment_id)
+    kept = await segment_store.stored_count(pool(request), row)
+    now = datetime.now(UTC)
+    body = {
+        "id": row.id,
+        "counting": segment_counts.recounts(request).counting(row.id),
+        "count": kept.members if kept is not None else None,
+        "exact_as_of": kept.exact_as_of.isoformat() if kept is not None else None,
+        "age": segment_counts.ago(kept.age_seconds(now)) if kept is not None else None,
+        "milliseconds": kept.milliseconds if kept is not None else None,
+    }
+    return JSONResponse(body, headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
 
-    async def counted() -> tuple[int, float]:
-        count = await segment_store.count_members(db, audience, now)
-        return count, round((time.perf_counter() - began) * 1000, 1)
 
-    async def first() -> list[str]:
-        return await segment_store.member_page(db, audience, now, after=None, limit=sample) if sample else []
+@router.post("/console/segments/{segment_id}/count")
+async def count_now(request: Request, segment_id: str, current: session.Session = WRITE_PAGE) -> Response:
+    """The "Count now" button: an exact count in the background, whatever the age of the kept one (``write``)."""
+    row = await _segment_or_404(request, segment_id)
+    await read_form(request, current)
+    started = segment_counts.recounts(request).start(row)
+    return RedirectResponse(f"/console/segments/{row.id}?recount={started}", status_code=303)
 
-    (count, elapsed), members = await asyncio.gather(counted(), first())  # two connections: one wait, not two
-    return count, members, elapsed
+
+async def _segment_or_404(request: Request, segment_id: str) -> segment_store.SegmentRow:
+    segment_id = _ident(segment_id, "segment")
+    row = await segment_store.get_segment(pool(request), segment_id)
+    if row is None:
+        raise Refused(404, f"unknown segment '{segment_id}'")
+    return row
+
+
+async def _reach(request: Request, row: segment_store.SegmentRow) -> segment_counts.Reach:
+    """The kept count, never a scan: a recount starts in the background when it is missing or stale."""
+    max_age = settings(request).segment_count_max_age_seconds
+    return await segment_counts.reach(request, pool(request), row, max_age)
 
 
 def _conditions(definition: dict[str, Any]) -> str:
@@ -135,7 +169,7 @@ async def new_post(request: Request, current: session.Session = WRITE_PAGE) -> R
         return RedirectResponse(f"/console/broadcasts/{created['id']}?done=create", status_code=303)
     if action == "preview":
         return await _form_page(request, current, form, preview=True)
-    return await _form_page(request, current, form)
+    return await _form_page(request, current, form, recount=True)  # "Count the audience"
 
 
 async def _form_page(
@@ -144,31 +178,37 @@ async def _form_page(
     values: dict[str, str],
     *,
     preview: bool = False,
+    recount: bool = False,
     error: ApiError | None = None,
     status: int = 200,
 ) -> Response:
-    """The new-broadcast form with ``values``, the chosen segment's audience count, and the preview if asked."""
+    """The new-broadcast form with ``values``, the chosen segment's kept audience count (a recount in the
+    background when it is stale, or when ``recount``), and the preview if asked."""
     db = pool(request)
     segments = await segment_store.list_segments(db)
     chosen = next((s for s in segments if s.id == values.get("segment")), None)
-    count = members = None
+    shown: segment_counts.Reach | None = None
+    members: list[str] = []
     if chosen is not None:
-        count, members, _ = await _count(db, chosen, 5)
+        if recount:
+            segment_counts.recounts(request).start(chosen)
+        shown = await _reach(request, chosen)
+        members = shown.count.sample[:5] if shown.count is not None else []
     elif values.get("segment") and error is None:
         error = ApiError(422, f"unknown segment '{values['segment'][:64]}'", field="segment.ref")
         status = 422
-    shown: previews.Preview | None = None
+    previewed: previews.Preview | None = None
     if preview and error is None:
         try:
-            shown = await _preview(request, values, members or [])
+            previewed = await _preview(request, values, members)
         except ApiError as exc:
             error, status = exc, exc.status
     if not values.get("preview_customer") and members:
         values = {**values, "preview_customer": members[0]}
     return render(
         request, current, "broadcast_new.html", status=status, title="New broadcast", values=values,
-        segments=segments, chosen=chosen, count=count, error=error, channels=CHANNELS,
-        preview=None if shown is None else previewing.shown(shown), shows_preview=shown is not None,
+        segments=segments, chosen=chosen, reach=shown, error=error, channels=CHANNELS,
+        preview=None if previewed is None else previewing.shown(previewed), shows_preview=previewed is not None,
     )  # fmt: skip
 
 

@@ -283,7 +283,7 @@ def _page(
     steps = _send_steps(journey or (stored(row.definition) if row else None))
     # The page holds a preview (shown now, or drawn by editor.js as you type), and its script asks the server.
     return render(
-        request, current, "editor.html", status=status, shows_preview=True, connect=True, title=title, row=row,
+        request, current, "editor.html", status=status, shows_preview=True, title=title, row=row,
         draft=draft, issues=issues, groups=grouped(issues or []), may_write=current.may("write"), send_steps=steps,
         test_channels=previews.TEST_CHANNELS, check_url="/console/editor/check", preview_url=PREVIEW_URL,
         **results,

@@ -54,17 +54,17 @@ VISIBILITY_TIMEOUT = timedelta(seconds=3)
 ACTIONS: dict[str, Role] = {"pause": "write", "resume": "write", "archive": "admin"}
 
 
-def policy(*, preview: bool = False, connect: bool = False) -> str:
-    """The console's Content-Security-Policy: nothing from outside, no inline script or style. Two exceptions, each
-    only where needed: ``connect`` (``connect-src 'self'``) for a page whose script asks the server (the editor);
-    ``preview`` (inline styles) for a page that shows a message preview (``templates/preview.html``). The preview
-    is a sandboxed ``srcdoc`` frame (no ``allow-scripts``, no ``allow-same-origin``) that inherits the page's
-    policy, and an email's HTML styles itself inline. Scripts stay ``'self'`` and images ``'self'`` and ``data:``,
-    so a preview loads nothing from outside (no sender's tracking pixel fires)."""
+def policy(*, preview: bool = False) -> str:
+    """The console's Content-Security-Policy: nothing from outside, no inline script or style. ``connect-src
+    'self'`` lets the console's own scripts ask its own server (the editor's check and live preview, the segment
+    counts' refresh). One exception, only where needed: ``preview`` (inline styles) for a page that shows a message
+    preview (``templates/preview.html``). The preview is a sandboxed ``srcdoc`` frame (no ``allow-scripts``, no
+    ``allow-same-origin``) that inherits the page's policy, and an email's HTML styles itself inline. Scripts stay
+    ``'self'`` and images ``'self'`` and ``data:``, so a preview loads nothing from outside (no sender's tracking
+    pixel fires)."""
     style = "style-src 'self' 'unsafe-inline'; " if preview else "style-src 'self'; "
-    connect_src = "connect-src 'self'; " if connect else ""
     return (
-        f"default-src 'none'; {style}script-src 'self'; img-src 'self' data:; {connect_src}"
+        f"default-src 'none'; {style}script-src 'self'; img-src 'self' data:; connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     )
 
@@ -139,11 +139,10 @@ def render(
     *,
     status: int = 200,
     shows_preview: bool = False,
-    connect: bool = False,
     **context: Any,
 ) -> Response:
-    """The page ``name`` for the session (a new one, with its cookie, when there is none). ``shows_preview``
-    and ``connect``: what the page's policy allows besides the console's (see ``policy``)."""
+    """The page ``name`` for the session (a new one, with its cookie, when there is none). ``shows_preview``:
+    the page shows a message preview, which its policy allows inline styles for (see ``policy``)."""
     config = settings(request)
     fresh = current is None
     if current is None:
@@ -153,8 +152,8 @@ def render(
         notice=notices.from_query(request.query_params), **context,
     )  # fmt: skip
     response = HTMLResponse(html, status_code=status, headers=_HEADERS)
-    if shows_preview or connect:
-        response.headers["Content-Security-Policy"] = policy(preview=shows_preview, connect=connect)
+    if shows_preview:
+        response.headers["Content-Security-Policy"] = policy(preview=True)
     if fresh:
         session.write(response, config, current)
     return response

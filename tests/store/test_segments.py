@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
@@ -9,6 +10,7 @@ import asyncpg
 
 from activities.models import Profile
 from journeys.conditions import ConditionGroup
+from journeys.models import Audience
 from store import segments as segment_store
 
 PROFILES: list[dict[str, Any]] = [
@@ -72,3 +74,39 @@ async def test_sql_translation_agrees_with_the_python_evaluator(pool: asyncpg.Po
         sql = segment_store.condition_sql(group, segment_store.profile_value(p), p)
         rows = await pool.fetch(f"SELECT c.id FROM customers c WHERE c.id = ANY($1) AND {sql}", *p.values)
         assert {r["id"] for r in rows} == expected, raw
+
+
+async def test_a_count_of_a_definition_changed_meanwhile_is_not_kept(pool: asyncpg.Pool) -> None:
+    tag = uuid.uuid4().hex[:8]
+    segment_id = f"seg-{tag}"
+    await pool.execute("INSERT INTO customers (id, attributes) VALUES ($1, $2)", f"c-{tag}", {"tag": tag})
+    before, _ = await segment_store.put_segment(
+        pool, segment_id, Audience.model_validate({"where": [{"field": "profile.tag", "op": "eq", "value": tag}]})
+    )
+    counted = await segment_store.count_segment(pool, before)
+    assert (counted.members, counted.sample) == (1, [f"c-{tag}"])
+    assert await segment_store.stored_count(pool, before) == counted
+
+    # The definition changes while an earlier count is still running: that count is not kept for it.
+    after, _ = await segment_store.put_segment(
+        pool, segment_id, Audience.model_validate({"where": [{"field": "profile.tag", "op": "ne", "value": tag}]})
+    )
+    assert await segment_store.stored_count(pool, after) is None
+    assert await segment_store.record_count(pool, before, counted) is False
+    assert await segment_store.stored_count(pool, after) is None
+    # A count older than the one kept does not replace it.
+    newer = await segment_store.count_segment(pool, after)
+    older = dataclasses.replace(newer, members=0, exact_as_of=counted.exact_as_of)
+    assert await segment_store.record_count(pool, after, older) is False
+    assert await segment_store.stored_count(pool, after) == newer
+    # Deleting the segment deletes its count.
+    assert await segment_store.delete_segment(pool, segment_id)
+    assert await pool.fetchval("SELECT count(*) FROM segment_counts WHERE segment_id = $1", segment_id) == 0
+
+
+def test_the_checksum_of_a_definition_ignores_key_order() -> None:
+    one = {"where": {"all": [{"field": "profile.a", "op": "eq", "value": 1}]}, "events": []}
+    other = {"events": [], "where": {"all": [{"value": 1, "op": "eq", "field": "profile.a"}]}}
+    assert segment_store.definition_checksum(one) == segment_store.definition_checksum(other)
+    changed = {"where": {"all": [{"field": "profile.a", "op": "eq", "value": 2}]}, "events": []}
+    assert segment_store.definition_checksum(one) != segment_store.definition_checksum(changed)

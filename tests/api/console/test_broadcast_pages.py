@@ -178,3 +178,91 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
         refused = await phone.request.post(f"{base}/console/broadcasts/{broadcast_id}/cancel", form={"csrf": csrf})
         assert refused.status == 403
         assert (await stack.http.get(f"/v1/broadcasts/{broadcast_id}")).json()["status"] == "completed"
+
+
+async def _reload_until_count(page: Any, expected: int) -> None:
+    async def shown() -> bool:
+        await page.reload()
+        assert await _figure(page, '[data-reach] [data-figure="count"]') == str(expected)
+        return True
+
+    await eventually(shown, timeout=30)
+
+
+async def test_a_segment_page_shows_the_kept_count_at_once_and_count_now_recounts(stack: Stack) -> None:
+    need_chromium()
+    tag = uuid.uuid4().hex
+    first = await _member(stack, tag, "Ada")
+    segment_id = f"seg-{uuid.uuid4().hex[:8]}"
+    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
+    assert (await stack.http.get(f"/v1/segments/{segment_id}/count")).json()["count"] == 1
+    second = await _member(stack, tag, "Grace")
+
+    async with console(stack, segment_count_max_age_seconds=3600) as (base, browser):
+        page = await sign_in(browser, base, API_KEY)
+        await page.goto(f"{base}/console/segments/{segment_id}")
+        # Fresh enough: the kept count, said to be one, and no recount.
+        assert await _figure(page, '#count [data-figure="count"]') == "1"
+        assert re.fullmatch(r"counted \d+ seconds? ago", await _figure(page, '#count [data-figure="age"]'))
+        assert await page.locator('[data-figure="counting"]').count() == 0
+        assert [await a.inner_text() for a in await page.locator("#members a").all()] == [first]
+        await shot(page, "console-segment-kept")
+
+        await page.get_by_role("button", name="Count now").click()
+        await page.wait_for_url(re.compile(r".*\?recount=(started|counting)$"))
+        assert "reload" in await _figure(page, "#recount")
+        await _reload_until_count(page, 2)
+        assert [await a.inner_text() for a in await page.locator("#members a").all()] == sorted([first, second])
+        assert (await stack.http.get(f"/v1/segments/{segment_id}/count", params={"max_age": 3600})).json()[
+            "stored"
+        ] is True
+
+        # The list shows the kept count of each segment.
+        await page.get_by_role("link", name="Segments").click()
+        assert await _figure(page, f'tr[data-segment="{segment_id}"] [data-figure="count"]') == "2"
+
+        # A read key sees the count but no "Count now", and its POST is refused.
+        reader = await sign_in(browser, base, READ_KEY)
+        await reader.goto(f"{base}/console/segments/{segment_id}")
+        assert await _figure(reader, '#count [data-figure="count"]') == "2"
+        assert await reader.get_by_role("button", name="Count now").count() == 0
+        csrf = await reader.locator('input[name="csrf"]').first.get_attribute("value")
+        refused = await reader.request.post(f"{base}/console/segments/{segment_id}/count", form={"csrf": csrf or ""})
+        assert refused.status == 403
+
+
+async def test_a_stale_count_is_shown_while_the_page_recounts_it(stack: Stack) -> None:
+    from playwright.async_api import expect
+
+    from tests.api.console.conftest import sign_in as sign_in_with_script
+
+    need_chromium()
+    tag = uuid.uuid4().hex
+    await _member(stack, tag, "Ada")
+    segment_id = f"seg-{uuid.uuid4().hex[:8]}"
+    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
+
+    async with console(stack, segment_count_max_age_seconds=0) as (base, browser):
+        # Without JavaScript: never counted, so "Counting…" at once; a reload shows the count.
+        page = await sign_in(browser, base, API_KEY)
+        await page.goto(f"{base}/console/segments/{segment_id}")
+        assert "Not counted yet" in await page.locator("#count").inner_text()
+        assert await page.locator('#count [data-figure="counting"]').count() == 1
+        await _reload_until_count(page, 1)
+
+        # With JavaScript: the stale count at once, then the recount in place, on the new-broadcast form too
+        # (what was typed stays).
+        await _member(stack, tag, "Grace")
+        context = await browser.new_context(java_script_enabled=True)
+        live = await context.new_page()
+        await sign_in_with_script(live, base, API_KEY)
+        await live.goto(f"{base}/console/broadcasts/new?segment={segment_id}")
+        await live.get_by_label("Name (optional)").fill("Kept while counting")
+        audience = live.locator("#audience")
+        assert await audience.locator('[data-figure="counting"]').count() == 1
+        await expect(audience.locator('[data-figure="count"]')).to_have_text("2", timeout=30_000)  # no reload
+        await expect(audience.locator('[data-figure="counting"]')).to_have_text("Counted.")
+        assert await live.get_by_label("Name (optional)").input_value() == "Kept while counting"
+        await shot(live, "console-broadcast-new-recounted")
