@@ -22,7 +22,6 @@ import asyncio
 import json
 import random
 import statistics
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -34,11 +33,11 @@ import asyncpg
 
 from api.experiments import experiments_report
 from api.journey_report import channel_report, journey_report
+from bench.setup import database
 from config.settings import Settings
-from devstack.postgres import EmbeddedPostgres
 from journeys import parse_journey
-from store import create_pool, migrate, reports
 from store import journeys as journey_store
+from store import reports
 from store.reports import Filters
 
 JOURNEY = {
@@ -252,17 +251,16 @@ async def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--keep", type=Path, help="keep the database in this folder (reused if it exists)")
     args = parser.parse_args()
-    folder = args.keep or Path(tempfile.mkdtemp(prefix="parcours-bench-reports-"))
-    with EmbeddedPostgres(folder) as server:
-        url = server.ensure_database("bench")
-        await migrate(url)
-        pool = await create_pool(url, min_size=2, max_size=10)
-        try:
+    loaded: dict[str, int] = {}
+
+    async def load_counts(conn: asyncpg.Connection) -> None:
+        loaded.update(await load(conn, args.entries))
+
+    async with database(args.keep, load=load_counts, prefix="parcours-bench-reports-") as pool:
+        if True:  # the body keeps its indentation so that parallel edits to it merge; dedent it later
             async with pool.acquire() as conn:
-                if not await conn.fetchval("SELECT count(*) FROM step_outcomes"):
-                    started = time.perf_counter()
-                    counts = await load(conn, args.entries)
-                    print(f"loaded in {time.perf_counter() - started:.1f} s")
+                if loaded:
+                    counts = loaded
                 else:
                     tables = ("journey_entries", "step_outcomes", "messages", "events", "conversions")
                     counts = {t: await conn.fetchval(f"SELECT count(*) FROM {t}") for t in tables}
@@ -318,8 +316,6 @@ async def main() -> None:
             await timed(
                 "channel KPIs, all time", max(3, args.runs // 4), lambda: channel_report(pool, settings, Filters())
             )
-        finally:
-            await pool.close()
 
 
 if __name__ == "__main__":

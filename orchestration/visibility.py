@@ -64,17 +64,23 @@ async def running_by_step(
     variant: str | None = None,
     rpc_timeout: timedelta,
 ) -> dict[str, int]:
-    """How many runs of the journey are at each step now (its ``ParcoursStep``), all counted at once.
+    """How many runs of the journey are at each step now (its ``ParcoursStep``).
+
+    One count of the journey's running runs first: when there are none (a journey nobody is in now, a version or
+    variant left behind), that is the answer for every step, one call instead of one per step; otherwise the steps
+    are counted at once.
 
     Raises:
         TimeoutError: Temporal did not answer within ``rpc_timeout``; RPCError: it refused.
     """
 
-    async def count(step_id: str) -> int:
+    async def count(step_id: str | None) -> int:
         query = runs_query(journey_id=journey_id, running=True, version=version, variant=variant, step=step_id)
         return (await client.count_workflows(query, rpc_timeout=rpc_timeout)).count
 
     async with asyncio.timeout(rpc_timeout.total_seconds()):
+        if not step_ids or await count(None) == 0:
+            return dict.fromkeys(step_ids, 0)
         counts = await asyncio.gather(*(count(step_id) for step_id in step_ids))
     return dict(zip(step_ids, counts, strict=True))
 
