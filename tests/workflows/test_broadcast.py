@@ -107,7 +107,7 @@ async def test_mixed_segment_gets_exactly_what_the_policy_allows_at_each_local_t
         paris_ten - timedelta(hours=1),
     )
 
-    result = await run(engine, b, history="broadcast-local-time")
+    result = await run(engine, b, history="broadcast-local-time-lanes")
 
     assert result.status == "completed" and result.audience == 7
     rows = await messages(pool, b)
