@@ -10,8 +10,9 @@ process: a mail server is another program), ``--workers`` Parcours workers (``py
 of ``--pool`` connections, on one task queue) and this driver. ``--workers 0`` runs one worker inside the driver's
 process instead (the old topology, for comparison). Printed:
 
-- broadcast: emails/s end to end (start of the workflow to the last 250 at the sink) and the largest worker RSS
-  sampled every 10 % of the way (flat means the workflow keeps no per-recipient state); one broadcast (fresh
+- broadcast: emails/s end to end (start of the workflow to the last 250 at the sink), the largest worker RSS
+  sampled every 10 % of the way (flat means the workflow keeps no per-recipient state), and the CPU time per email
+  of the workers and of the sink (what the load average does not change much); one broadcast (fresh
   customers) per value of ``--workers`` and of ``--smtp-connections``, in this order, and their ratio to the first;
 - journeys: the same email through one journey run per customer (one send step), with the last configuration's
   workers, emails/s, and the ratio;
@@ -111,6 +112,11 @@ class SinkProcess:
         self._process = context.Process(
             target=_serve_sink, args=(host, self.port, self._count, self._copies, self._last), daemon=True
         )
+
+    @property
+    def process(self) -> psutil.Process:
+        assert self._process.pid is not None
+        return psutil.Process(self._process.pid)
 
     @property
     def count(self) -> int:
@@ -286,6 +292,12 @@ async def create_customers(pool: asyncpg.Pool, tag: str, n: int) -> list[str]:
     return ids
 
 
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    """CPU time (user and system) the processes have used so far: with the driver's share when the worker runs in
+    this process (``--workers 0``)."""
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
 def _rss_mb(processes: list[psutil.Process]) -> float:
     """The largest RSS among the worker processes."""
     return max(p.memory_info().rss for p in processes) / 2**20
@@ -307,6 +319,7 @@ async def broadcast_run(
     )
     await broadcast_store.create_broadcast(pool, broadcast)
     before, copies_before = sink.count, sink.copies
+    cpu_before = _cpu_seconds(processes), _cpu_seconds([sink.process])
     rss: list[tuple[int, float]] = [(0, _rss_mb(processes))]
     started = time.monotonic()
     await start_broadcast(client, broadcast, task_queue=QUEUE)
@@ -321,6 +334,8 @@ async def broadcast_run(
             print(f"  broadcast {done:7d}/{n}  {time.monotonic() - started:6.1f}s  rss {rss[-1][1]:6.0f} MB")
             next_mark += max(n // 10, 1)
     result = await waiter
+    worker_cpu = _cpu_seconds(processes) - cpu_before[0]
+    sink_cpu = _cpu_seconds([sink.process]) - cpu_before[1]
     copies = sink.copies - copies_before
     elapsed = sink.last - started
     assert sink.count - before == n, (sink.count - before, result)
@@ -328,7 +343,15 @@ async def broadcast_run(
         "SELECT count(*) FROM messages WHERE journey_id = $1 AND status = 'sent'", f"broadcast:{broadcast.id}"
     )
     assert sent == n, (sent, result)
-    return {"emails": n, "seconds": elapsed, "emails_per_s": n / elapsed, "rss_mb": rss, "copies": copies}
+    return {
+        "emails": n,
+        "seconds": elapsed,
+        "emails_per_s": n / elapsed,
+        "rss_mb": rss,
+        "copies": copies,
+        "worker_cpu_ms": worker_cpu * 1000 / n,
+        "sink_cpu_ms": sink_cpu * 1000 / n,
+    }
 
 
 async def journey_run(client: Client, pool: asyncpg.Pool, sink: SinkProcess, n: int) -> dict[str, Any]:
@@ -434,7 +457,8 @@ async def main(args: argparse.Namespace) -> None:
             f"| broadcast emails/s ({run['emails']:,} recipients, end to end, {label}) | "
             f"{run['emails_per_s']:,.0f} ({run['emails_per_s'] / baseline:.2f}x the first; "
             f"{run['emails_per_s'] / journeys['emails_per_s']:.1f}x the journey path; "
-            f"{run['copies']} second copies; worker RSS {min(rss):.0f} to {max(rss):.0f} MB) |"
+            f"{run['copies']} second copies; worker RSS {min(rss):.0f} to {max(rss):.0f} MB; CPU per email: "
+            f"workers {run['worker_cpu_ms']:.2f} ms, sink {run['sink_cpu_ms']:.2f} ms) |"
         )
     print(
         f"| journey path emails/s ({journeys['emails']:,} runs, one per customer, last configuration) | "
