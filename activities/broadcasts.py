@@ -198,7 +198,7 @@ class BroadcastActivities:
             return BatchResult(next_due=await broadcast_store.next_due(self._pool, broadcast.id))
         if request.lanes > 1:
             # At most its share of the page: the lanes together send no more than ``limit`` (the rate limit's pace).
-            share = -(-request.limit // request.lanes)
+            share = request.limit // request.lanes + (1 if request.lane < request.limit % request.lanes else 0)
             due = [c for c in due if lane_of(c, request.lanes) == request.lane][:share]
             if not due:  # the page is the other lanes' this time: someone is due now
                 return BatchResult(next_due=request.now)

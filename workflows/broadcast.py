@@ -107,17 +107,18 @@ class BroadcastWorkflow:
             if workflow.patched(PARALLEL_BATCHES):
                 # The page of ``limit`` due recipients is shared out between LANES batches at once (each takes
                 # the customers of its lane), so several workers send one broadcast.
+                n = min(LANES, limit)  # a rate limit of 1 a second is one lane of 1
                 lanes = await asyncio.gather(
                     *(
                         workflow.execute_activity_method(
                             BroadcastActivities.send_broadcast_batch,
-                            BatchRequest(broadcast_id=state.broadcast_id, now=began, limit=limit, lane=i, lanes=LANES),
+                            BatchRequest(broadcast_id=state.broadcast_id, now=began, limit=limit, lane=i, lanes=n),
                             start_to_close_timeout=BATCH_TIMEOUT,
                             heartbeat_timeout=BATCH_HEARTBEAT,
                             retry_policy=RETRY,
-                            summary=f"send a batch (lane {i + 1} of {LANES})",
+                            summary=f"send a batch (lane {i + 1} of {n})",
                         )
-                        for i in range(LANES)
+                        for i in range(n)
                     )
                 )
                 result = merged(lanes)
