@@ -26,6 +26,10 @@ class BatchRequest(BaseModel):
     now: datetime
     """The workflow's clock: who is due, and quiet hours and caps, are judged on it."""
     limit: int
+    lane: int = 0
+    lanes: int = 1
+    """The batch sends to the customers of its ``lane`` (``activities.broadcasts.lane_of``) among the ``limit``
+    first due, while the batches of the other lanes send to the rest."""
 
 
 class BatchResult(BaseModel):

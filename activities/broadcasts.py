@@ -10,14 +10,17 @@ transaction, over up to ``smtp_connections`` SMTP sessions at once (shared by th
 chunks by the channel), and records the outcomes in a second short transaction. A couple of chunks are in flight
 at once, so one decides or records while another delivers. While a batch sends, it looks at the broadcast's
 status every ``STATUS_POLL_SECONDS``, so a pause or a cancel stops it within the batch (no new delivery begins),
-leaving the rest pending.
+leaving the rest pending, and heartbeats every ``HEARTBEAT_SECONDS`` from a task that waits on nothing else, with
+every delivery not recorded yet. A batch of lane ``i`` of ``n`` sends to the customers of that lane in the page of
+due recipients (the workflow runs the lanes' batches at once, on one worker or several).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+import zlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -57,9 +60,34 @@ own pooled connection, at most half the pool: ``database_pool_max // 2``)."""
 STATUS_POLL_SECONDS = 0.1
 """How often a sending batch looks at the broadcast's status: a pause or a cancel stops it this soon after."""
 STOPPING = ("paused", "cancelled")
-QUIET_HEARTBEAT_SECONDS = 10.0
-"""A batch heartbeats after each chunk; when none has finished for this long, the watcher heartbeats instead (the
-workflow's heartbeat timeout is 30 s)."""
+HEARTBEAT_SECONDS = 1.0
+"""A sending batch heartbeats this often whatever its chunks are doing (and after each chunk), from a task that
+waits on nothing else: not on the database (the status watcher may wait for a pooled connection that sends stuck
+on a slow SMTP server hold), not on a chunk's progress. The workflow's heartbeat timeout is 30 s; the worker sends
+the newest heartbeat to the server at most every ``workers.worker.HEARTBEAT_THROTTLE``."""
+
+
+def lane_of(customer_id: str, lanes: int) -> int:
+    """The lane of a broadcast's batches that sends to this customer (the same in every process)."""
+    return zlib.crc32(customer_id.encode()) % lanes
+
+
+async def _keep_alive(beat: Callable[[], None]) -> None:
+    while True:
+        beat()
+        await asyncio.sleep(HEARTBEAT_SECONDS)
+
+
+def _inherited_deliveries() -> list[dict[str, Any]]:
+    """What the attempt before this one delivered without recording it (its last heartbeat's ``delivered_batch``)."""
+    if not activity.in_activity():
+        return []
+    return [
+        one
+        for detail in activity.info().heartbeat_details
+        if isinstance(detail, dict) and isinstance(detail.get("delivered_batch"), list)
+        for one in detail["delivered_batch"]
+    ]
 
 
 def for_customer(first: SendRequest, broadcast_id: str, customer_id: str) -> SendRequest:
@@ -168,9 +196,28 @@ class BroadcastActivities:
         due = await broadcast_store.due_page(self._pool, broadcast.id, request.now, limit=request.limit)
         if not due:
             return BatchResult(next_due=await broadcast_store.next_due(self._pool, broadcast.id))
+        if request.lanes > 1:
+            # At most its share of the page: the lanes together send no more than ``limit`` (the rate limit's pace).
+            share = request.limit // request.lanes + (1 if request.lane < request.limit % request.lanes else 0)
+            due = [c for c in due if lane_of(c, request.lanes) == request.lane][:share]
+            if not due:  # the page is the other lanes' this time: someone is due now
+                return BatchResult(next_due=request.now)
         result = BatchResult()
         status: list[str | None] = [None]
-        watcher = asyncio.create_task(self._watch(broadcast.id, status, result))
+        # Deliveries not recorded yet, per chunk in flight (``send_batch`` appends each as it completes), and those
+        # an earlier attempt heartbeated (its chunks may come again in this one): every heartbeat carries them all,
+        # so whichever heartbeat is the last one a retry sees, it records those sends instead of delivering again.
+        in_flight: dict[int, list[dict[str, Any]]] = {}
+        inherited = _inherited_deliveries()
+
+        def beat() -> None:
+            unrecorded = [*inherited, *(d for part in list(in_flight.values()) for d in part)]
+            activity.heartbeat(
+                {"broadcast_id": broadcast.id, "attempted": result.attempted, "delivered_batch": unrecorded}
+            )
+
+        watcher = asyncio.create_task(self._watch(broadcast.id, status))
+        ticker = asyncio.create_task(_keep_alive(beat))
         try:
             first = send_request(broadcast, "", request.now)
             parts = [due[i : i + CHUNK] for i in range(0, len(due), CHUNK)]
@@ -184,13 +231,20 @@ class BroadcastActivities:
                 while queue and status[0] not in STOPPING and not errors:
                     part = queue.pop()
                     requests = [for_customer(first, broadcast.id, c) for c in part]
+                    mine: list[dict[str, Any]] = []
+                    in_flight[id(mine)] = mine
                     try:
                         answers = await self._sender.send_batch(
-                            requests, concurrency=deliveries, stopped=lambda: status[0] in STOPPING
+                            requests,
+                            concurrency=deliveries,
+                            stopped=lambda: status[0] in STOPPING,
+                            delivered=mine,
+                            heartbeat=beat,
                         )
-                    except Exception as exc:  # the chunk's transaction failed: nothing in it was recorded
+                    except Exception as exc:  # a transaction failed: what it delivered stays in the heartbeats
                         errors.append(exc)
                         return
+                    del in_flight[id(mine)]  # recorded
                     sent = [(c, a) for c, a in zip(part, answers, strict=True) if isinstance(a, SendResult)]
                     errors.extend(a for a in answers if isinstance(a, BaseException))
                     await broadcast_store.record_results(
@@ -198,10 +252,12 @@ class BroadcastActivities:
                     )
                     _count(result.counts, [r for _, r in sent])
                     result.attempted += len(sent)
-                    activity.heartbeat({"broadcast_id": broadcast.id, "attempted": result.attempted})
+                    beat()
 
             await asyncio.gather(*(sender() for _ in range(min(self._concurrency, CHUNKS_IN_FLIGHT, len(parts)))))
         finally:
+            beat()  # the last word: what is still unrecorded
+            ticker.cancel()
             watcher.cancel()
         if status[0] in STOPPING and result.attempted < len(due):
             result.stopped = status[0]  # type: ignore[assignment]
@@ -211,19 +267,12 @@ class BroadcastActivities:
             raise _batch_failure(broadcast.id, errors)
         return result
 
-    async def _watch(self, broadcast_id: str, status: list[str | None], result: BatchResult) -> None:
-        """Keep ``status[0]`` at the broadcast's status while a batch sends, so a pause or cancel stops it; and
-        heartbeat when no chunk has finished for a while (a slow SMTP server), so the batch is not timed out."""
-        attempted, since = result.attempted, time.monotonic()
+    async def _watch(self, broadcast_id: str, status: list[str | None]) -> None:
+        """Keep ``status[0]`` at the broadcast's status while a batch sends, so a pause or cancel stops it."""
         while True:
             await asyncio.sleep(STATUS_POLL_SECONDS)
             with contextlib.suppress(Exception):  # a missed look is made up for at the next
                 status[0] = await broadcast_store.broadcast_status(self._pool, broadcast_id)
-            if result.attempted != attempted:
-                attempted, since = result.attempted, time.monotonic()
-            elif time.monotonic() - since > QUIET_HEARTBEAT_SECONDS:
-                activity.heartbeat({"broadcast_id": broadcast_id, "attempted": attempted})
-                since = time.monotonic()
 
     @activity.defn(name="finish_broadcast")
     async def finish_broadcast(self, request: FinishRequest) -> str:

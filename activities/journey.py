@@ -142,6 +142,8 @@ class JourneyActivities:
         *,
         concurrency: int | asyncio.Semaphore = 8,
         stopped: Callable[[], bool] = lambda: False,
+        delivered: list[dict[str, Any]] | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> list[SendResult | BaseException | None]:
         """Many sends, each to a different customer (a broadcast's chunk), answering as ``send_once`` would for
         each, in order, or with the exception that send raised; None for a send not begun because ``stopped()``
@@ -164,7 +166,10 @@ class JourneyActivities:
         against frequency caps as a sent one.
 
         Delivery is at least once, as for single sends. What was delivered is heartbeated before step 3, so a
-        retry after a failed commit records those sends instead of delivering them again. A pending row an
+        retry after a failed commit records those sends instead of delivering them again. A caller that heartbeats
+        on its own (a broadcast batch, with several chunks in flight) passes ``delivered``, a list each delivery
+        is appended to as it completes, and ``heartbeat``, called instead of the batch's own heartbeat before
+        step 3: its heartbeats must carry that list (as ``delivered_batch``) until this returns. A pending row an
         attempt left behind without an outcome (the worker died while delivering) may or may not have gone: the
         next attempt delivers it once more, with the same idempotency key (the email's Message-ID), and marks the
         row so; if that attempt dies too, the row is recorded ``failed`` (``delivery_unconfirmed``) rather than
@@ -174,14 +179,16 @@ class JourneyActivities:
             return []
         if len({r.customer_id for r in requests}) != len(requests):
             raise ValueError("a batch sends to each customer at most once")
-        delivered = _delivered_in_batch()
+        before = _delivered_in_batch()
         clock = [r.now or datetime.now(UTC) for r in requests]
         answers: list[SendResult | BaseException | None] = [None] * len(requests)
         plans: list[tuple[int, _Planned]] = []
         async with transaction(self._pool) as conn:
             batch = _Batch(await BatchReads.load(conn, requests, min(clock)))
+            if delivered is not None:
+                batch.delivered = delivered
             for i, (request, now) in enumerate(zip(requests, clock, strict=True)):
-                planned = await self._plan(conn, request, delivered.get(request.idempotency_key), now, batch)
+                planned = await self._plan(conn, request, before.get(request.idempotency_key), now, batch)
                 if isinstance(planned, _Planned):
                     plans.append((i, planned))
                 else:
@@ -200,7 +207,9 @@ class JourneyActivities:
                 return await self._deliver_planned(planned)
 
         outcomes = await asyncio.gather(*(one(p) for _, p in plans), return_exceptions=True)
-        if batch.delivered and activity.in_activity():
+        if heartbeat is not None:
+            heartbeat()
+        elif batch.delivered and activity.in_activity():
             activity.heartbeat({"delivered_batch": batch.delivered})
         undone = [
             p.record.request.idempotency_key

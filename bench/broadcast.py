@@ -2,15 +2,20 @@
 
     .venv/bin/python -m bench.broadcast                       # 100,000 recipients, journeys on 1,000, 1M profiles
     .venv/bin/python -m bench.broadcast --customers 5000 --journey-customers 300 --profiles 200000   # quick
+    .venv/bin/python -m bench.broadcast --customers 20000 --workers 1,2   # one broadcast per number of workers
     .venv/bin/python -m bench.broadcast --customers 20000 --smtp-connections 1,4   # one broadcast per value
 
-One process (plus the Temporal dev server and PostgreSQL it starts, fresh, in a temp dir): the SMTP sink, the
-Parcours worker (``build_worker``; its pool has ``--pool`` connections) and the driver. Printed:
+Processes, as in a deployment: the Temporal dev server and PostgreSQL (fresh, in a temp dir), the SMTP sink (its own
+process: a mail server is another program), ``--workers`` Parcours workers (``python -m workers``, each with a pool
+of ``--pool`` connections, on one task queue) and this driver. ``--workers 0`` runs one worker inside the driver's
+process instead (the old topology, for comparison). Printed:
 
-- broadcast: emails/s end to end (start of the workflow to the last 250 at the sink) and the worker process's RSS
-  sampled every 10 % of the way (flat means the workflow keeps no per-recipient state); with ``--smtp-connections
-  1,4`` one broadcast (fresh customers) per value of ``smtp_connections``, in this order, and their ratio to the first;
-- journeys: the same email through one journey run per customer (one send step), emails/s, and the ratio;
+- broadcast: emails/s end to end (start of the workflow to the last 250 at the sink), the largest worker RSS
+  sampled every 10 % of the way (flat means the workflow keeps no per-recipient state), and the CPU time per email
+  of the workers and of the sink (what the load average does not change much); one broadcast (fresh
+  customers) per value of ``--workers`` and of ``--smtp-connections``, in this order, and their ratio to the first;
+- journeys: the same email through one journey run per customer (one send step), with the last configuration's
+  workers, emails/s, and the ratio;
 - audience count: ``count_members`` of a two-condition segment over ``--profiles`` profiles, best of 3.
 """
 
@@ -19,23 +24,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import psutil
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from config.logging import configure_logging
 from config.settings import Settings
 from contracts.broadcast import BroadcastResult, broadcast_workflow_id
 from contracts.journey import Event
-from devstack.mailsink import SmtpSink
+from devstack.ports import free_port
 from devstack.postgres import EmbeddedPostgres
 from devstack.temporal import DevServer
 from journeys import parse_journey
@@ -49,35 +64,134 @@ from store import segments as segment_store
 from workers.worker import build_worker, channels_for
 
 QUEUE = "bench-broadcast"
+ROOT = str(Path(__file__).resolve().parent.parent)
 
 
-class CountingSink(SmtpSink):
-    """The SMTP sink, counting accepted messages by distinct recipient (and the time the last new one arrived)
-    without keeping them; ``copies``: messages to a recipient that had one already (a batch retried after its
-    worker missed a heartbeat delivers its undecided sends once more, with the same Message-ID)."""
+class _Counter:
+    """The sink's aiosmtpd handler: counts accepted messages by distinct recipient (and the time the last new one
+    arrived, ``time.monotonic()``: one clock for every process) into shared memory, without keeping them;
+    ``copies``: messages to a recipient that had one already (a batch retried after its worker missed a heartbeat
+    delivers its undecided sends once more, with the same Message-ID)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, count: Any, copies: Any, last: Any) -> None:
         self.seen: set[str] = set()
-        self.copies = 0
-        self.last = 0.0
-
-    @property
-    def count(self) -> int:
-        return len(self.seen)
+        self.count, self.copies, self.last = count, copies, last
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
             if rcpt in self.seen:
-                self.copies += 1
+                self.copies.value += 1
             else:
                 self.seen.add(rcpt)
-                self.last = time.perf_counter()
+                self.count.value += 1
+                self.last.value = time.monotonic()
         return "250 OK"
 
 
+def _serve_sink(host: str, port: int, count: Any, copies: Any, last: Any) -> None:
+    """The sink process: an aiosmtpd server on ``host:port`` until it is terminated."""
+    from aiosmtpd.smtp import SMTP
+
+    async def serve() -> None:
+        handler = _Counter(count, copies, last)
+        server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler, hostname=host), host, port)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+class SinkProcess:
+    """The counting SMTP sink in a process of its own; ``count``, ``copies`` and ``last`` read its shared counters."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, free_port(host)
+        context = multiprocessing.get_context("spawn")
+        self._count, self._copies = context.RawValue(ctypes.c_long, 0), context.RawValue(ctypes.c_long, 0)
+        self._last = context.RawValue(ctypes.c_double, 0.0)
+        self._process = context.Process(
+            target=_serve_sink, args=(host, self.port, self._count, self._copies, self._last), daemon=True
+        )
+
+    @property
+    def process(self) -> psutil.Process:
+        assert self._process.pid is not None
+        return psutil.Process(self._process.pid)
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    @property
+    def copies(self) -> int:
+        return int(self._copies.value)
+
+    @property
+    def last(self) -> float:
+        return float(self._last.value)
+
+    async def start(self) -> None:
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                _, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.1)
+                continue
+            writer.close()
+            return
+
+    async def stop(self) -> None:
+        self._process.terminate()
+        await asyncio.to_thread(self._process.join, 10)
+
+
+class Workers:
+    """``python -m workers`` processes on the bench's task queue, started and stopped together."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self._env, self._logs = env, logs
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, n: int, **settings: Any) -> list[int]:
+        env = {**self._env, **{f"PARCOURS_{k.upper()}": str(v) for k, v in settings.items()}}
+        for _ in range(n):
+            log = (self._logs / f"worker-{len(self.processes)}.log").open("ab")
+            self.processes.append(
+                subprocess.Popen([sys.executable, "-m", "workers"], env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        return [p.pid for p in self.processes]
+
+    def stop(self) -> None:
+        for p in self.processes:
+            p.send_signal(signal.SIGTERM)
+        for p in self.processes:
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        self.processes = []
+
+
+@dataclass
+class Stack:
+    client: Client
+    pool: asyncpg.Pool
+    sink: SinkProcess
+    settings: Settings
+    """The workers' settings (``smtp_connections`` and the rest)."""
+    url: str
+    address: str
+    """The Temporal server's."""
+    workdir: Path
+
+
 @contextlib.asynccontextmanager
-async def stack(workdir: Path, pool_size: int) -> AsyncIterator[tuple[Client, asyncpg.Pool, CountingSink, Settings]]:
+async def stack(workdir: Path, pool_size: int) -> AsyncIterator[Stack]:
     async with contextlib.AsyncExitStack() as exits:
         dev = DevServer(workdir / "temporal")
         postgres = EmbeddedPostgres(workdir / "postgres")
@@ -88,7 +202,7 @@ async def stack(workdir: Path, pool_size: int) -> AsyncIterator[tuple[Client, as
         url = await asyncio.to_thread(postgres.ensure_database, "parcours_bench")
         await migrate(url)
         client = await client_task
-        sink = CountingSink()
+        sink = SinkProcess()
         await sink.start()
         exits.push_async_callback(sink.stop)
         settings = Settings(
@@ -101,11 +215,63 @@ async def stack(workdir: Path, pool_size: int) -> AsyncIterator[tuple[Client, as
             log_level="WARNING",
             log_format="console",
         )
-        pool = await create_pool(url, min_size=1, max_size=pool_size + 4)
+        pool = await create_pool(url, min_size=1, max_size=8)
         exits.push_async_callback(pool.close)
-        channels = await exits.enter_async_context(channels_for(settings, pool))
-        await exits.enter_async_context(build_worker(client, settings, pool, channels))
-        yield client, pool, sink, settings
+        yield Stack(client, pool, sink, settings, url, dev.address, workdir)
+
+
+@contextlib.asynccontextmanager
+async def workers(at: Stack, n: int) -> AsyncIterator[list[psutil.Process]]:
+    """``n`` worker processes with ``at.settings`` (0: one worker in this process); their processes."""
+    s = at.settings
+    if n == 0:
+        pool = await create_pool(at.url, min_size=1, max_size=s.database_pool_max + 4)
+        try:
+            async with channels_for(s, pool) as channels, build_worker(at.client, s, pool, channels):
+                yield [psutil.Process()]
+        finally:
+            await pool.close()
+        return
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PARCOURS_", "TEMPORAL_"))}
+    env["PYTHONPATH"] = ROOT
+    group = Workers(env, at.workdir)
+    pids = group.start(
+        n,
+        temporal_address=at.address,
+        database_url=at.url,
+        task_queue=s.task_queue,
+        smtp_host=s.smtp_host,
+        smtp_port=s.smtp_port,
+        smtp_connections=s.smtp_connections,
+        consent_default=s.consent_default,
+        database_pool_max=s.database_pool_max,
+        otel_exporter="none",
+        log_level="WARNING",
+    )
+    try:
+        await _polling(at.client, n)
+        yield [psutil.Process(pid) for pid in pids]
+    finally:
+        await asyncio.to_thread(group.stop)
+
+
+async def _polling(client: Client, n: int) -> None:
+    """Wait until ``n`` workers poll the bench's activity queue (started processes take seconds to import and
+    connect; the broadcast's clock starts when they are ready). Pollers of stopped workers linger in the server's
+    answer for a while, so the count is of pollers seen in the last second."""
+    deadline = time.monotonic() + 120
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=QUEUE),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+    )
+    while time.monotonic() < deadline:
+        answer = await client.workflow_service.describe_task_queue(request)
+        now = time.time()
+        if sum(1 for p in answer.pollers if now - p.last_access_time.ToSeconds() < 1.5) >= n:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{n} workers did not start polling {QUEUE}")
 
 
 async def create_customers(pool: asyncpg.Pool, tag: str, n: int) -> list[str]:
@@ -126,7 +292,20 @@ async def create_customers(pool: asyncpg.Pool, tag: str, n: int) -> list[str]:
     return ids
 
 
-async def broadcast_run(client: Client, pool: asyncpg.Pool, sink: CountingSink, n: int) -> dict[str, Any]:
+def _cpu_seconds(processes: list[psutil.Process]) -> float:
+    """CPU time (user and system) the processes have used so far: with the driver's share when the worker runs in
+    this process (``--workers 0``)."""
+    return sum(t.user + t.system for t in (p.cpu_times() for p in processes))
+
+
+def _rss_mb(processes: list[psutil.Process]) -> float:
+    """The largest RSS among the worker processes."""
+    return max(p.memory_info().rss for p in processes) / 2**20
+
+
+async def broadcast_run(
+    client: Client, pool: asyncpg.Pool, sink: SinkProcess, processes: list[psutil.Process], n: int
+) -> dict[str, Any]:
     tag = f"b{uuid.uuid4().hex[:6]}"
     await create_customers(pool, tag, n)
     broadcast = Broadcast.model_validate(
@@ -139,10 +318,10 @@ async def broadcast_run(client: Client, pool: asyncpg.Pool, sink: CountingSink, 
         }
     )
     await broadcast_store.create_broadcast(pool, broadcast)
-    process = psutil.Process()
     before, copies_before = sink.count, sink.copies
-    rss: list[tuple[int, float]] = [(0, process.memory_info().rss / 2**20)]
-    started = time.perf_counter()
+    cpu_before = _cpu_seconds(processes), _cpu_seconds([sink.process])
+    rss: list[tuple[int, float]] = [(0, _rss_mb(processes))]
+    started = time.monotonic()
     await start_broadcast(client, broadcast, task_queue=QUEUE)
     handle = client.get_workflow_handle(broadcast_workflow_id(broadcast.id), result_type=BroadcastResult)
     waiter = asyncio.create_task(handle.result())
@@ -151,10 +330,12 @@ async def broadcast_run(client: Client, pool: asyncpg.Pool, sink: CountingSink, 
         await asyncio.sleep(0.2)
         done = sink.count - before
         if done >= next_mark and next_mark <= n:
-            rss.append((done, process.memory_info().rss / 2**20))
-            print(f"  broadcast {done:7d}/{n}  {time.perf_counter() - started:6.1f}s  rss {rss[-1][1]:6.0f} MB")
+            rss.append((done, _rss_mb(processes)))
+            print(f"  broadcast {done:7d}/{n}  {time.monotonic() - started:6.1f}s  rss {rss[-1][1]:6.0f} MB")
             next_mark += max(n // 10, 1)
     result = await waiter
+    worker_cpu = _cpu_seconds(processes) - cpu_before[0]
+    sink_cpu = _cpu_seconds([sink.process]) - cpu_before[1]
     copies = sink.copies - copies_before
     elapsed = sink.last - started
     assert sink.count - before == n, (sink.count - before, result)
@@ -162,12 +343,18 @@ async def broadcast_run(client: Client, pool: asyncpg.Pool, sink: CountingSink, 
         "SELECT count(*) FROM messages WHERE journey_id = $1 AND status = 'sent'", f"broadcast:{broadcast.id}"
     )
     assert sent == n, (sent, result)
-    return {"emails": n, "seconds": elapsed, "emails_per_s": n / elapsed, "rss_mb": rss, "copies": copies}
+    return {
+        "emails": n,
+        "seconds": elapsed,
+        "emails_per_s": n / elapsed,
+        "rss_mb": rss,
+        "copies": copies,
+        "worker_cpu_ms": worker_cpu * 1000 / n,
+        "sink_cpu_ms": sink_cpu * 1000 / n,
+    }
 
 
-async def journey_run(
-    client: Client, pool: asyncpg.Pool, sink: CountingSink, settings: Settings, n: int
-) -> dict[str, Any]:
+async def journey_run(client: Client, pool: asyncpg.Pool, sink: SinkProcess, n: int) -> dict[str, Any]:
     from store import journeys as journey_store
 
     tag = f"j{uuid.uuid4().hex[:6]}"
@@ -189,7 +376,7 @@ async def journey_run(
     )
     await journey_store.publish(pool, journey)
     before = sink.count
-    started = time.perf_counter()
+    started = time.monotonic()
     semaphore = asyncio.Semaphore(32)
 
     async def enter(customer_id: str) -> None:
@@ -243,39 +430,48 @@ async def count_run(pool: asyncpg.Pool, profiles: int) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> None:
     configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory(prefix="parcours-bench-broadcast-") as tmp:
-        async with stack(Path(tmp), args.pool) as (client, pool, sink, settings):
-            runs: list[tuple[int, dict[str, Any]]] = []
-            for connections in args.smtp_connections:
-                # The worker's activities read the settings object at each batch.
-                settings.smtp_connections = connections
-                print(f"broadcast to {args.customers} customers (pool {args.pool}, {connections} SMTP connections)")
-                runs.append((connections, await broadcast_run(client, pool, sink, args.customers)))
-            broadcast = runs[-1][1]
-            print(f"journeys: one workflow per customer, {args.journey_customers} customers")
-            journeys = await journey_run(client, pool, sink, settings, args.journey_customers)
+        async with stack(Path(tmp), args.pool) as at:
+            runs: list[tuple[str, dict[str, Any]]] = []
+            journeys: dict[str, Any] = {}
+            configurations = [(w, c) for w in args.workers for c in args.smtp_connections]
+            for i, (n_workers, connections) in enumerate(configurations):
+                at.settings.smtp_connections = connections
+                label = (
+                    f"{n_workers} worker process{'es' if n_workers != 1 else ''}" if n_workers else "in-process worker"
+                ) + f", {connections} SMTP connections each"
+                print(f"broadcast to {args.customers} customers ({label}, pool {args.pool})")
+                async with workers(at, n_workers) as processes:
+                    runs.append((label, await broadcast_run(at.client, at.pool, at.sink, processes, args.customers)))
+                    if i == len(configurations) - 1:
+                        print(f"journeys: one workflow per customer, {args.journey_customers} customers ({label})")
+                        journeys = await journey_run(at.client, at.pool, at.sink, args.journey_customers)
             print(f"audience count over {args.profiles} profiles")
-            counted = await count_run(pool, args.profiles)
-    ratio = broadcast["emails_per_s"] / journeys["emails_per_s"]
-    rss = [mb for _, mb in broadcast["rss_mb"]]
+            counted = await count_run(at.pool, args.profiles)
     print()
     print("| measure | figure |")
     print("|---|---:|")
     baseline = runs[0][1]["emails_per_s"]
-    for connections, run in runs:
+    for label, run in runs:
+        rss = [mb for _, mb in run["rss_mb"]]
         print(
-            f"| broadcast emails/s ({run['emails']:,} recipients, end to end, {connections} SMTP connections) | "
+            f"| broadcast emails/s ({run['emails']:,} recipients, end to end, {label}) | "
             f"{run['emails_per_s']:,.0f} ({run['emails_per_s'] / baseline:.2f}x the first; "
-            f"{run['copies']} second copies) |"
+            f"{run['emails_per_s'] / journeys['emails_per_s']:.1f}x the journey path; "
+            f"{run['copies']} second copies; worker RSS {min(rss):.0f} to {max(rss):.0f} MB; CPU per email: "
+            f"workers {run['worker_cpu_ms']:.2f} ms, sink {run['sink_cpu_ms']:.2f} ms) |"
         )
     print(
-        f"| journey path emails/s ({journeys['emails']:,} runs, one per customer) | {journeys['emails_per_s']:,.0f} |"
+        f"| journey path emails/s ({journeys['emails']:,} runs, one per customer, last configuration) | "
+        f"{journeys['emails_per_s']:,.0f} |"
     )
-    print(f"| broadcast (last) / journey path | {ratio:.1f}x |")
-    print(f"| worker RSS during the broadcast (min / max MB, every 10 %) | {min(rss):.0f} / {max(rss):.0f} |")
     print(
         f"| audience count, {counted['profiles']:,} profiles ({counted['members']:,} members) | "
         f"{counted['seconds_best'] * 1000:,.0f} ms (best of 3) |"
     )
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(n) for n in text.split(",")]
 
 
 def cli(argv: list[str] | None = None) -> None:
@@ -286,9 +482,15 @@ def cli(argv: list[str] | None = None) -> None:
     parser.add_argument("--pool", type=int, default=20, help="worker database connections (broadcast sends: half)")
     parser.add_argument(
         "--smtp-connections",
-        type=lambda text: [int(n) for n in text.split(",")],
+        type=_numbers,
         default=[4],
         help="smtp_connections for the broadcast, or several (1,4): one broadcast each, in order",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_numbers,
+        default=[1, 2],
+        help="worker processes for the broadcast, or several (1,2): one broadcast each, in order; 0: in this process",
     )
     asyncio.run(main(parser.parse_args(argv)))
 

@@ -33,6 +33,10 @@ log = structlog.get_logger(__name__)
 
 WORKFLOWS = [JourneyWorkflow, SegmentEntryWorkflow, CustomerValueWorkflow, BroadcastWorkflow]
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
+HEARTBEAT_THROTTLE = timedelta(seconds=5)
+"""The longest the worker holds an activity's newest heartbeat before sending it to the server. Temporal's default
+is 80 % of the heartbeat timeout: for a broadcast batch (30 s) the server then hears from it every 24 s, and a
+process starved of CPU for 6 s more has its batch timed out and retried while its chunks are still delivering."""
 # The sandbox still refuses non-deterministic calls (datetime.now, random, I/O) at run time, but no longer
 # re-imports the workflow modules for every run: they keep no module-level state, and that re-import was a
 # quarter of the worker's CPU (bench/README.md). The replay test keeps the full sandbox.
@@ -69,6 +73,7 @@ def build_worker(
         max_concurrent_local_activities=settings.database_pool_max,
         # On shutdown, let in-flight sends finish (and record) rather than cancel them mid-delivery.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
         workflow_runner=WORKFLOW_RUNNER if sandboxed else UnsandboxedWorkflowRunner(),
         deployment_config=deployment_config(settings),
     )

@@ -8,6 +8,7 @@ per channel and reused across deliveries (``smtp_pool_size``, ``smtp_idle_second
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import re
 import secrets
@@ -25,6 +26,8 @@ from typing import Any
 
 import aiosmtplib
 import structlog
+from aiosmtplib.protocol import normalize_message_line_endings
+from aiosmtplib.typing import SMTPStatus
 
 from activities.channels.base import (
     DeliveryError,
@@ -240,6 +243,29 @@ class _Session(aiosmtplib.SMTP):
         self.last_code = response.code
         return response
 
+    async def send_plain(self, email: WireEmail) -> str:
+        """``sendmail(email.sender, [email.recipient], email.data)``: the same commands (MAIL with SIZE when the
+        server takes it, RCPT, DATA), errors and RSET after a refusal, for the plain ASCII addresses ``wire_email``
+        checked already (nothing to quote), so without parsing each address four times. The answer to DATA."""
+        await self._ehlo_or_helo_if_needed()
+        options: list[bytes] = []
+        if self.supports_extension("size"):
+            options.append(b"size=%d" % len(normalize_message_line_endings(email.data)))
+        try:
+            reply = await self.execute_command(b"MAIL", b"FROM:<" + email.sender.encode("ascii") + b">", *options)
+            if reply.code != SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
+            reply = await self.execute_command(b"RCPT", b"TO:<" + email.recipient.encode("ascii") + b">")
+            if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
+                refused = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
+                raise aiosmtplib.SMTPRecipientsRefused([refused])
+            reply = await self.data(email.data)
+        except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
+            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+                await self.rset()  # reset the envelope, as sendmail does
+            raise
+        return reply.message
+
 
 class _SessionGone(Exception):
     """A reused session was found dead before the server answered anything about this message."""
@@ -355,7 +381,7 @@ class SmtpEmailChannel:
         healthy = False
         try:
             if isinstance(email, WireEmail):
-                _refused, reply = await smtp.sendmail(email.sender, [email.recipient], email.data)
+                reply = await smtp.send_plain(email)
             else:
                 _refused, reply = await smtp.send_message(email)
             healthy = True

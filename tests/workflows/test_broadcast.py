@@ -7,6 +7,7 @@ customers never enter its audience.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
@@ -107,7 +108,7 @@ async def test_mixed_segment_gets_exactly_what_the_policy_allows_at_each_local_t
         paris_ten - timedelta(hours=1),
     )
 
-    result = await run(engine, b, history="broadcast-local-time")
+    result = await run(engine, b, history="broadcast-local-time-lanes")
 
     assert result.status == "completed" and result.audience == 7
     rows = await messages(pool, b)
@@ -188,6 +189,19 @@ async def test_a_saved_segment_is_frozen_at_start_and_the_report_counts_conversi
     )
     report = await broadcast_store.report(pool, row)
     assert (report.sent, report.converted, report.holdout, report.holdout_converted) == (len(sent), 1, held, 1)
+
+
+async def test_a_rate_limit_of_one_a_second_sends_one_message_each_second(engine: Engine) -> None:
+    """Two batches run at once, each with its share of the page of due recipients: together they keep to the
+    rate limit (one a second here, one message a round)."""
+    tag = uuid.uuid4().hex
+    ids = [await customer(engine.pool, tag) for _ in range(4)]
+    b = broadcast(tag, rate_limit=1)
+    result = await run(engine, b)
+    assert result.counts.sent == len(ids)
+    decided = sorted(r["decided_at"] for r in (await messages(engine.pool, b)).values())
+    gaps = [later - earlier for earlier, later in itertools.pairwise(decided)]
+    assert all(gap >= timedelta(seconds=1) for gap in gaps), gaps
 
 
 async def test_pause_and_cancel_stop_sending_within_a_batch(time_skipping_env: Any, pool: asyncpg.Pool) -> None:

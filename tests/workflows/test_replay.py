@@ -17,7 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from contracts.journey import IDENTIFY_SIGNAL
-from workflows.broadcast import BroadcastWorkflow
+from workflows.broadcast import PARALLEL_BATCHES, BroadcastWorkflow
 from workflows.journey import (
     ASSIGNMENTS_KEPT,
     CONVERSION_RECORDS_LAST_STEP,
@@ -79,6 +79,10 @@ def test_the_corpus_covers_both_sides_of_every_patch() -> None:
     moved = {p.stem for p in HISTORIES if WAITS_CONTINUE_AS_NEW in patches_in(p)}
     assert {"wait-continued-as-new", "wait-resumed-after-continue-as-new"} <= moved
     assert "welcome-series" not in moved
+    # Recorded by tests/workflows/test_broadcast.py: a broadcast at local times, one batch a round, then two lanes.
+    lanes = {p.stem for p in HISTORIES if PARALLEL_BATCHES in patches_in(p)}
+    assert "broadcast-local-time-lanes" in lanes
+    assert "broadcast-local-time" not in lanes
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
