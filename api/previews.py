@@ -29,7 +29,7 @@ from config.settings import Settings
 from contracts.journey import Event
 from journeys.broadcasts import Broadcast
 from journeys.models import Journey, SendStep
-from journeys.templates import TemplateError
+from journeys.templates import TemplateError, noting_undefined
 from store.customers import get_customer
 from store.db import Pool, transaction
 
@@ -54,6 +54,15 @@ class Preview(BaseModel):
     channels: dict[str, dict[str, Any]]
     """Rendered content per channel (email ``subject``/``text``/``html``, sms ``text``, push ``title``/``body``...);
     a template that does not render gives ``{"error": ...}``."""
+    missing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per channel, the template variables the customer, event or journey lacks, which rendered as an empty "
+            'string (e.g. `{"email": ["event.cart_value"]}`); an empty list when every variable had a value. A '
+            "variable with a `default` filter or only tested in an `if` is not listed. Sending renders them empty "
+            "the same way."
+        ),
+    )
     decision: PolicyDecision
 
 
@@ -128,12 +137,14 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
         decision = await sender.decide(conn, request, now)
         profile = decision.profile or await fetch_profile(conn, request.customer_id)
     rendered: dict[str, dict[str, Any]] = {}
+    missing: dict[str, list[str]] = {}
     for channel in request.candidates or [request.channel]:
         unsubscribe = _unsubscribe(settings, request, channel)
-        try:
-            rendered[channel] = sender.render(request, profile, channel, unsubscribe=unsubscribe)
-        except TemplateError as exc:
-            rendered[channel] = {"error": f"template_error: {exc}"}
+        with noting_undefined() as missing[channel]:
+            try:
+                rendered[channel] = sender.render(request, profile, channel, unsubscribe=unsubscribe)
+            except TemplateError as exc:
+                rendered[channel] = {"error": f"template_error: {exc}"}
     first = decision.usable[0].channel if decision.usable else decision.channel
     if decision.verdict == "send":
         summary = f"would send on {first}"
@@ -144,6 +155,7 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
     return Preview(
         customer_id=request.customer_id,
         channels=rendered,
+        missing=missing,
         decision=PolicyDecision(
             verdict=decision.verdict,
             channel=first,
