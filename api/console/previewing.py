@@ -37,5 +37,5 @@ def text_document(text: str) -> str:
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{margin:0;padding:12px;'
         "font:14px/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}pre{white-space:pre-wrap;"
-        f"font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
+        f"overflow-wrap:anywhere;font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
     )

@@ -187,6 +187,11 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 # The same text as the API's (up to the unsubscribe link: its token is new each time).
                 assert body.split("Unsubscribe: ")[0].strip() == email["text"].split("Unsubscribe: ")[0].strip()
                 assert f"Unsubscribe: http://127.0.0.1:{port}/v1/unsubscribe/" in body
+                # The text part wraps in its frame: the long unsubscribe link does not run off to the side.
+                sideways = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                await page.set_viewport_size({"width": 390, "height": 900})
+                assert await page.frame_locator("#email-frame").locator("html").evaluate(sideways) == 0
+                await page.set_viewport_size({"width": 1280, "height": 900})
                 summary = api.json()["decision"]["summary"]
                 assert summary == "would send on email"
                 assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
