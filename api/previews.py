@@ -5,8 +5,9 @@ would do (``JourneyActivities.decide``, the very code a send runs, in a read-onl
 lock): it writes nothing and delivers nothing. A test send renders the same content for that customer and
 delivers it, marked ``[TEST]`` with a ``test:`` key, to an address given by the caller: no consent, cap,
 suppression or quiet-hours check (it goes to the operator, not the customer), and no row anywhere, so caps,
-reports and the message log never count it. Links are left as written (no tracking: a click on a test message
-is nobody's click).
+reports and the message log never count it. With the ``devices`` push adapter a push test is refused: that
+adapter delivers to the customer's own devices, not to an address given. Links are left as written (no tracking:
+a click on a test message is nobody's click).
 """
 
 from __future__ import annotations
@@ -201,7 +202,7 @@ async def test_send(pool: Pool, settings: Settings, request: SendRequest, channe
         step_id=request.step_id,
         content=content,
     )
-    channels = build_channels(settings)
+    channels = build_channels(settings, pool=pool)
     try:
         result = await channels[channel].deliver(message)
     except PermanentDeliveryError as exc:
@@ -227,6 +228,14 @@ async def test_send_checked(
         raise ApiError(422, f"the message has no '{chosen}' content (it has: {', '.join(offered)})", field="channel")
     if chosen not in TEST_CHANNELS:
         raise ApiError(422, f"no test sends on {chosen}: use one of {', '.join(TEST_CHANNELS)}", field="channel")
+    if chosen == "push" and settings.channel_push == "devices":
+        # That adapter delivers to the customer's own registered devices, whatever ``to`` says.
+        raise ApiError(
+            422,
+            "no push test sends with the 'devices' push adapter: it would reach the customer's own devices, not "
+            "'to'; test on email, or preview the push",
+            field="channel",
+        )
     if chosen == "email" and not is_email(to):
         raise ApiError(422, "not an email address", field="to")
     if chosen == "webhook" and not to.startswith(("http://", "https://")):
