@@ -153,12 +153,18 @@ async def test_console_in_headless_chromium(stack: Stack) -> None:
 async def test_the_customer_page_shows_devices_and_the_merge_log(stack: Stack) -> None:
     """Issue 15's customer page lists the customer's devices and the merge log, as the API has them; the id of a
     profile merged in opens the surviving one and says so."""
+    import html
+
     import httpx
 
     keep, gone = f"keep-{uuid.uuid4().hex[:8]}", f"gone-{uuid.uuid4().hex[:8]}"
     for customer_id in (keep, gone):
         response = await stack.http.put(f"/v1/customers/{customer_id}", json={"email": f"{customer_id}@example.com"})
         assert response.status_code == 200, response.text
+    attributes = {"vip": True, "plan": {"tier": "gold"}, "city": "Lyon"}
+    assert (await stack.http.put(f"/v1/customers/{keep}", json={"attributes": attributes})).status_code == 200
+    event = {"customer_id": keep, "name": f"viewed-{keep}", "properties": {"sku": "A1", "gift": False}}
+    assert (await stack.http.post("/v1/events", json=event)).status_code == 202
     device = await stack.http.put(
         f"/v1/customers/{keep}/devices/phone-1", json={"platform": "fcm", "token": "fcm-token-" + "x" * 20}
     )
@@ -179,6 +185,12 @@ async def test_the_customer_page_shows_devices_and_the_merge_log(stack: Stack) -
         assert page.status_code == 200
         devices = page.text.split('id="devices-title"')[1].split("</section>")[0]
         assert "fcm phone-1" in devices and "inactive" not in devices
+        # Values read as data, not as Python: true and JSON objects in the profile and the event's properties.
+        profile = page.text.split('id="profile-title"')[1].split("</section>")[0]
+        assert "<dd>true</dd>" in profile and "<dd>Lyon</dd>" in profile
+        assert html.unescape(profile.split("<dt>plan</dt><dd>")[1].split("</dd>")[0]) == '{"tier": "gold"}'
+        events = html.unescape(page.text.split('id="events"')[1].split("</table>")[0])
+        assert '{"gift": false, "sku": "A1"}' in events and "True" not in profile
         merges = page.text.split('id="merges"')[1].split("</ul>")[0]
         assert f"profile {gone} merged in" in merges
         # The merged-away id opens the profile it became part of.
