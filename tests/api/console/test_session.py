@@ -41,3 +41,15 @@ async def test_the_session_cookie_is_httponly_strict_and_secure_over_https(pool:
         assert (await http.get("/console/journeys")).status_code == 200
         http.cookies.clear()
         assert (await http.get("/console/journeys")).headers["location"].startswith("/console/login")
+
+
+async def test_every_page_names_an_icon_this_server_serves(pool: asyncpg.Pool) -> None:
+    """Without one, the browser asks for /favicon.ico, which 404s: a red error in the console on every first load."""
+    settings = Settings(_env_file=None, api_keys=[{"key": KEY, "role": "admin"}])  # type: ignore[call-arg]
+    app = create_app(settings, pool=pool, client=None)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
+        page = await http.get("/console/login")
+        icon = re.search(r'<link rel="icon" href="([^"]+)"', page.text)
+        assert icon is not None and icon.group(1).startswith("/")  # from this server, as the CSP requires
+        served = await http.get(icon.group(1))
+        assert served.status_code == 200 and served.headers["content-type"].startswith("image/")
