@@ -5,8 +5,9 @@ would do (``JourneyActivities.decide``, the very code a send runs, in a read-onl
 lock): it writes nothing and delivers nothing. A test send renders the same content for that customer and
 delivers it, marked ``[TEST]`` with a ``test:`` key, to an address given by the caller: no consent, cap,
 suppression or quiet-hours check (it goes to the operator, not the customer), and no row anywhere, so caps,
-reports and the message log never count it. Links are left as written (no tracking: a click on a test message
-is nobody's click).
+reports and the message log never count it. With the ``devices`` push adapter a push test is refused: that
+adapter delivers to the customer's own devices, not to an address given. Links are left as written (no tracking:
+a click on a test message is nobody's click).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from config.settings import Settings
 from contracts.journey import Event
 from journeys.broadcasts import Broadcast
 from journeys.models import Journey, SendStep
-from journeys.templates import TemplateError
+from journeys.templates import TemplateError, noting_undefined
 from store.customers import get_customer
 from store.db import Pool, transaction
 
@@ -54,6 +55,15 @@ class Preview(BaseModel):
     channels: dict[str, dict[str, Any]]
     """Rendered content per channel (email ``subject``/``text``/``html``, sms ``text``, push ``title``/``body``...);
     a template that does not render gives ``{"error": ...}``."""
+    missing: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description=(
+            "Per channel, the template variables the customer, event or journey lacks, which rendered as an empty "
+            'string (e.g. `{"email": ["event.cart_value"]}`); an empty list when every variable had a value. A '
+            "variable with a `default` filter or only tested in an `if` is not listed. Sending renders them empty "
+            "the same way."
+        ),
+    )
     decision: PolicyDecision
 
 
@@ -128,12 +138,14 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
         decision = await sender.decide(conn, request, now)
         profile = decision.profile or await fetch_profile(conn, request.customer_id)
     rendered: dict[str, dict[str, Any]] = {}
+    missing: dict[str, list[str]] = {}
     for channel in request.candidates or [request.channel]:
         unsubscribe = _unsubscribe(settings, request, channel)
-        try:
-            rendered[channel] = sender.render(request, profile, channel, unsubscribe=unsubscribe)
-        except TemplateError as exc:
-            rendered[channel] = {"error": f"template_error: {exc}"}
+        with noting_undefined() as missing[channel]:
+            try:
+                rendered[channel] = sender.render(request, profile, channel, unsubscribe=unsubscribe)
+            except TemplateError as exc:
+                rendered[channel] = {"error": f"template_error: {exc}"}
     first = decision.usable[0].channel if decision.usable else decision.channel
     if decision.verdict == "send":
         summary = f"would send on {first}"
@@ -144,6 +156,7 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
     return Preview(
         customer_id=request.customer_id,
         channels=rendered,
+        missing=missing,
         decision=PolicyDecision(
             verdict=decision.verdict,
             channel=first,
@@ -189,7 +202,7 @@ async def test_send(pool: Pool, settings: Settings, request: SendRequest, channe
         step_id=request.step_id,
         content=content,
     )
-    channels = build_channels(settings)
+    channels = build_channels(settings, pool=pool)
     try:
         result = await channels[channel].deliver(message)
     except PermanentDeliveryError as exc:
@@ -215,6 +228,14 @@ async def test_send_checked(
         raise ApiError(422, f"the message has no '{chosen}' content (it has: {', '.join(offered)})", field="channel")
     if chosen not in TEST_CHANNELS:
         raise ApiError(422, f"no test sends on {chosen}: use one of {', '.join(TEST_CHANNELS)}", field="channel")
+    if chosen == "push" and settings.channel_push == "devices":
+        # That adapter delivers to the customer's own registered devices, whatever ``to`` says.
+        raise ApiError(
+            422,
+            "no push test sends with the 'devices' push adapter: it would reach the customer's own devices, not "
+            "'to'; test on email, or preview the push",
+            field="channel",
+        )
     if chosen == "email" and not is_email(to):
         raise ApiError(422, "not an email address", field="to")
     if chosen == "webhook" and not to.startswith(("http://", "https://")):

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -227,3 +228,7 @@ def journeys_preview(
         for name, value in fields.items():
             table.add_row(name, value if isinstance(value, str) else json.dumps(value))
         console.print(table)
+        if result.missing.get(channel):
+            console.print(
+                f"  [yellow]{channel}: empty for this customer: {escape(', '.join(result.missing[channel]))}[/]"
+            )

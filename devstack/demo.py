@@ -3,7 +3,8 @@
 Customers ``demo-001``... get a profile and consent for email, SMS and push, then sign up (the welcome series
 starts); every third one also abandons a cart. The ids of those events are fixed, so running the demo again on
 the same data dir changes nothing. Afterwards a trickle of behaviour events (page views, email clicks, orders,
-new carts) keeps arriving every few seconds until the stack stops.
+new carts) keeps arriving every few seconds until the stack stops. A named segment, ``demo-pro`` (the demo
+customers on the pro plan), gives the console's broadcast form an audience to count, preview and send to.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ FIRST_NAMES = [
 ]
 TIMEZONES = ["Europe/Paris", "America/New_York", "Asia/Tokyo", "UTC", "Europe/Berlin", "America/Sao_Paulo"]
 CONSENT_CHANNELS = ("email", "sms", "push")
+DEMO_SEGMENT = "demo-pro"
 
 
 def demo_customer_ids(count: int) -> list[str]:
@@ -103,7 +105,21 @@ async def create_population(pool: asyncpg.Pool, router: Any, count: int) -> list
             await router.ingest(events)
             progress.advance(task)
     await identified_visitor(pool, router)
+    await demo_segment(pool)
     return ids
+
+
+async def demo_segment(pool: asyncpg.Pool) -> None:
+    """The named segment ``demo-pro``, unless it exists already (an edit of yours stays)."""
+    from journeys.models import Audience
+    from store.segments import get_segment, put_segment
+
+    if await get_segment(pool, DEMO_SEGMENT) is None:
+        where = [
+            {"field": "profile.demo", "op": "eq", "value": True},
+            {"field": "profile.plan", "op": "eq", "value": "pro"},
+        ]
+        await put_segment(pool, DEMO_SEGMENT, Audience.model_validate({"where": where}))
 
 
 async def identified_visitor(pool: asyncpg.Pool, router: Any) -> None:

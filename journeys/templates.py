@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 
-from liquid import Environment
+from liquid import Environment, Undefined
 from liquid.exceptions import LiquidError
 from markupsafe import Markup
 
@@ -20,13 +23,51 @@ class _Bounded(Environment):
     local_namespace_limit = 100_000
 
 
+_noted: ContextVar[list[str] | None] = ContextVar("noted_undefined", default=None)
+
+
+class _Noted(Undefined):
+    """Liquid's default undefined (it renders as an empty string, so sending is unchanged) that, inside
+    ``noting_undefined()``, notes the variable each time one is written out empty. A variable only tested
+    (``{% if event.x %}``) or given a fallback (``| default: ...``) is not noted: it did not render empty."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        noted = _noted.get()
+        if noted is not None:
+            noted.append(self.path())
+        return ""
+
+    def path(self) -> str:
+        """The variable as the template wrote it (``event.cart_value``), from Liquid's own hint when it has one."""
+        suffix = " is undefined"
+        if self.hint and self.hint.endswith(suffix):
+            return self.hint[: -len(suffix)].strip("'\"")
+        # Liquid gives no path for an index out of range: its root variable and the reason.
+        return f"{self.name}: {self.hint}" if self.hint else str(self.name)
+
+
+@contextmanager
+def noting_undefined() -> Iterator[list[str]]:
+    """Within the block, renders note (in the list yielded, once each, sorted) the variables that rendered
+    empty because the customer, event or journey lacks them."""
+    noted: list[str] = []
+    token = _noted.set(noted)
+    try:
+        yield noted
+    finally:
+        _noted.reset(token)
+        noted[:] = sorted(set(noted))
+
+
 def _trusted(value: object) -> Markup:
     """``{{ x | trusted }}``: the author vouches that ``x`` is HTML; it is not escaped."""
     return value if isinstance(value, Markup) else Markup(str(value if value is not None else ""))
 
 
 def _environment(*, autoescape: bool) -> Environment:
-    env = _Bounded(autoescape=autoescape)
+    env = _Bounded(autoescape=autoescape, undefined=_Noted)
     env.filters["trusted"] = _trusted if autoescape else (lambda value: value)
     return env
 

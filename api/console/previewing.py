@@ -1,6 +1,7 @@
 """A message preview as the console draws it (``templates/preview.html``), for the journey editor and the
-new-broadcast form alike: each channel's content, the email's document for its sandboxed frame (its HTML part, or
-the text part as a mail client shows it) and the SMS's segment count, and the send policy's decision."""
+new-broadcast form alike: each channel's content, the template variables the customer or event lacks (they
+rendered empty), the email's document for its sandboxed frame (its HTML part, or the text part as a mail client
+shows it) and the SMS's segment count, and the send policy's decision."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def shown(preview: previews.Preview) -> dict[str, Any]:
             length = measure(str(content.get("text", "")))
             item["sms"] = {"encoding": length.encoding, "units": length.units, "segments": length.segments}
         item["extra"] = {k: v for k, v in content.items() if k not in _SHOWN_APART}
+        item["missing"] = preview.missing.get(channel, [])
         channels.append(item)
     return {"customer_id": preview.customer_id, "channels": channels, "decision": preview.decision}
 
@@ -35,5 +37,5 @@ def text_document(text: str) -> str:
     return (
         '<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{margin:0;padding:12px;'
         "font:14px/1.5 system-ui,sans-serif;color:#1a1a1a;background:#fff}pre{white-space:pre-wrap;"
-        f"font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
+        f"overflow-wrap:anywhere;font:inherit;margin:0}}</style></head><body><pre>{escape(text)}</pre></body></html>"
     )

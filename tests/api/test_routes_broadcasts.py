@@ -133,6 +133,51 @@ async def test_journey_preview_renders_the_customers_data_and_the_policy_decisio
     assert nobody.status_code == 404 and nobody.json()["error"]["field"] == "customer_id"
 
 
+async def test_preview_names_the_variables_that_rendered_empty_per_channel(stack: Stack) -> None:
+    journey = stack.journey()
+    journey["steps"][0]["template"] = {
+        "subject": "{{ customer.first_name }}, your cart worth {{ event.cart_value }} EUR is waiting",
+        "text": "{{ customer.nickname | default: 'Hello' }}{% if event.coupon %} {{ event.coupon }}{% endif %}",
+        "html": "<p>{{ customer.last_name }} {{ event.cart_value }}</p>",
+    }
+    assert (await stack.http.post("/v1/journeys", json=journey)).status_code == 201
+    ada = await tagged_customer(stack, uuid.uuid4().hex)
+    url = f"/v1/journeys/{journey['id']}/preview"
+
+    bare = (await stack.http.post(url, json={"step": "hello", "customer_id": ada})).json()
+    assert bare["channels"]["email"]["subject"] == "Ada, your cart worth  EUR is waiting"
+    # A default or an `if` is the author's own fallback: only what rendered empty is named, once each.
+    assert bare["missing"] == {"email": ["customer.last_name", "event.cart_value"]}
+
+    given = {"properties": {"cart_value": 42}}
+    full = (await stack.http.post(url, json={"step": "hello", "customer_id": ada, "event": given})).json()
+    assert full["channels"]["email"]["subject"] == "Ada, your cart worth 42 EUR is waiting"
+    assert full["missing"] == {"email": ["customer.last_name"]}
+
+    # The broadcast preview says the same, per channel of its list.
+    broadcast = {
+        "segment": where_tag("x"),
+        "channels": ["push", "email"],
+        "content": {
+            "push": {"title": "Hi {{ customer.first_name }}", "body": "{{ customer.city }}"},
+            "email": {"subject": "Hi {{ customer.first_name }}", "text": "t"},
+        },
+    }
+    shown = await stack.http.post("/v1/broadcasts/preview", json={"broadcast": broadcast, "customer_id": ada})
+    assert shown.status_code == 200, shown.text
+    assert shown.json()["missing"] == {"push": ["customer.city"], "email": []}
+
+    schema = (await stack.http.get("/openapi.json")).json()["components"]["schemas"]["Preview"]
+    assert "rendered as an empty string" in schema["properties"]["missing"]["description"]
+    # Sending is unchanged: the message goes out with the blank, as before.
+    sent = await stack.http.post(
+        url.replace("preview", "test-send"), json={"step": "hello", "customer_id": ada, "to": "qa@example.org"}
+    )
+    assert sent.status_code == 200 and sent.json()["status"] == "sent"
+    [mail] = await stack.smtp.wait_for(1, timeout=10)
+    assert mail.message["Subject"] == "[TEST] Ada, your cart worth  EUR is waiting"
+
+
 async def test_test_send_reaches_the_given_address_and_counts_nowhere(stack: Stack) -> None:
     journey = stack.journey()
     assert (await stack.http.post("/v1/journeys", json=journey)).status_code == 201

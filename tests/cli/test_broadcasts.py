@@ -78,6 +78,7 @@ def test_journeys_preview_prints_the_rendering_and_the_decision(cli: CliRunner, 
     withdrawn = _customer(database_url, "withdrawn")
     shown = cli.invoke(app, ["journeys", "preview", "cli-preview", "hello", withdrawn])
     assert "would skip because consent_withdrawn:email" in shown.output
+    assert "Hi Grace ()" in shown.output and "email: empty for this customer: event.plan" in shown.output
     missing = cli.invoke(app, ["journeys", "preview", "cli-preview", "nope", granted])
     assert missing.exit_code == 1 and "has no step 'nope'" in missing.output
 

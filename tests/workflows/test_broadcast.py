@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -202,6 +203,26 @@ async def test_a_rate_limit_of_one_a_second_sends_one_message_each_second(engine
     decided = sorted(r["decided_at"] for r in (await messages(engine.pool, b)).values())
     gaps = [later - earlier for earlier, later in itertools.pairwise(decided)]
     assert all(gap >= timedelta(seconds=1) for gap in gaps), gaps
+
+
+async def test_a_rate_limit_spreads_the_sends_over_time(engine: Engine) -> None:
+    """10 recipients at 4 per second: batches of at most 4, a second apart on the broadcast's clock, so 10 sends
+    take at least 2 s of it; without a rate limit the same audience goes in one batch, at one instant."""
+    pool = engine.pool
+    tag = uuid.uuid4().hex
+    for _ in range(10):
+        await customer(pool, tag)
+    limited = broadcast(tag, rate_limit=4)
+    result = await run(engine, limited)
+    assert result.counts.sent == 10
+    sent_at = sorted(r["decided_at"] for r in (await messages(pool, limited)).values())
+    per_instant = sorted(Counter(sent_at).values(), reverse=True)
+    assert per_instant == [4, 4, 2]
+    assert (sent_at[-1] - sent_at[0]).total_seconds() >= 2
+
+    unlimited = broadcast(tag)
+    assert (await run(engine, unlimited)).counts.sent == 10
+    assert len({r["decided_at"] for r in (await messages(pool, unlimited)).values()}) == 1
 
 
 async def test_pause_and_cancel_stop_sending_within_a_batch(time_skipping_env: Any, pool: asyncpg.Pool) -> None:

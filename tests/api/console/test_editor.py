@@ -187,10 +187,32 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 # The same text as the API's (up to the unsubscribe link: its token is new each time).
                 assert body.split("Unsubscribe: ")[0].strip() == email["text"].split("Unsubscribe: ")[0].strip()
                 assert f"Unsubscribe: http://127.0.0.1:{port}/v1/unsubscribe/" in body
+                # The text part wraps in its frame: the long unsubscribe link does not run off to the side.
+                sideways = "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+                await page.set_viewport_size({"width": 390, "height": 900})
+                assert await page.frame_locator("#email-frame").locator("html").evaluate(sideways) == 0
+                await page.set_viewport_size({"width": 1280, "height": 900})
                 summary = api.json()["decision"]["summary"]
                 assert summary == "would send on email"
                 assert (await page.locator("#decision").inner_text()).startswith("Would send on email")
                 await page.screenshot(path=str(ARTIFACTS / "console-editor-preview.png"), full_page=True)
+                # The example's text uses `event.cart_url`, which this event lacks: named above the email, as the
+                # API names it; without the cart's value as well, both are.
+                warning = page.locator('[data-channel="email"] #missing-email')
+                assert api.json()["missing"] == {"email": ["event.cart_url"]}
+                assert await warning.locator("code").all_inner_texts() == ["event.cart_url"]
+                await page.get_by_label("Trigger event properties").fill("{}")
+                await page.get_by_role("button", name="Preview").click()
+                await warning.locator("code", has_text="event.cart_value").wait_for()
+                bare = await stack.http.post(
+                    f"/v1/journeys/{journey_id}/preview", json={"step": "cart-email", "customer_id": ada}
+                )
+                assert bare.json()["missing"]["email"] == ["event.cart_url", "event.cart_value"]
+                assert await warning.locator("code").all_inner_texts() == bare.json()["missing"]["email"]
+                assert (await warning.inner_text()).startswith(f"Empty for {ada}:")
+                assert await warning.is_visible()
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-preview-missing.png"), full_page=True)
+                await page.get_by_label("Trigger event properties").fill('{"cart_value": 42}')
 
                 # With an HTML part, the frame draws it; a script in it never runs (sandboxed, no allow-scripts).
                 html = "<p>Hello <b>{{ customer.first_name }}</b></p><script>document.body.textContent = 'ran'</script>"

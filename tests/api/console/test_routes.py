@@ -148,3 +148,52 @@ async def test_console_in_headless_chromium(stack: Stack) -> None:
                 await offline.close()
             finally:
                 await browser.close()
+
+
+async def test_the_customer_page_shows_devices_and_the_merge_log(stack: Stack) -> None:
+    """Issue 15's customer page lists the customer's devices and the merge log, as the API has them; the id of a
+    profile merged in opens the surviving one and says so."""
+    import html
+
+    import httpx
+
+    keep, gone = f"keep-{uuid.uuid4().hex[:8]}", f"gone-{uuid.uuid4().hex[:8]}"
+    for customer_id in (keep, gone):
+        response = await stack.http.put(f"/v1/customers/{customer_id}", json={"email": f"{customer_id}@example.com"})
+        assert response.status_code == 200, response.text
+    attributes = {"vip": True, "plan": {"tier": "gold"}, "city": "Lyon"}
+    assert (await stack.http.put(f"/v1/customers/{keep}", json={"attributes": attributes})).status_code == 200
+    event = {"customer_id": keep, "name": f"viewed-{keep}", "properties": {"sku": "A1", "gift": False}}
+    assert (await stack.http.post("/v1/events", json=event)).status_code == 202
+    device = await stack.http.put(
+        f"/v1/customers/{keep}/devices/phone-1", json={"platform": "fcm", "token": "fcm-token-" + "x" * 20}
+    )
+    assert device.status_code in (200, 201), device.text
+    merged = await stack.http.post("/v1/identify", json={"customer_id": keep, "customer_ids": [gone]})
+    assert merged.status_code == 200, merged.text
+    [entry] = [m for m in (await stack.http.get(f"/v1/customers/{keep}/merges")).json() if m["merged_id"]]
+    assert entry["merged_id"] == gone
+
+    transport = httpx.ASGITransport(app=stack.app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://parcours.test") as http:
+        page = await http.get("/console/login")
+        csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+        assert csrf is not None
+        signed = await http.post("/console/login", data={"csrf": csrf.group(1), "api_key": API_KEY, "next": "/"})
+        assert signed.status_code == 303
+        page = await http.get(f"/console/customers/{keep}")
+        assert page.status_code == 200
+        devices = page.text.split('id="devices-title"')[1].split("</section>")[0]
+        assert "fcm phone-1" in devices and "inactive" not in devices
+        # Values read as data, not as Python: true and JSON objects in the profile and the event's properties.
+        profile = page.text.split('id="profile-title"')[1].split("</section>")[0]
+        assert "<dd>true</dd>" in profile and "<dd>Lyon</dd>" in profile
+        assert html.unescape(profile.split("<dt>plan</dt><dd>")[1].split("</dd>")[0]) == '{"tier": "gold"}'
+        events = html.unescape(page.text.split('id="events"')[1].split("</table>")[0])
+        assert '{"gift": false, "sku": "A1"}' in events and "True" not in profile
+        merges = page.text.split('id="merges"')[1].split("</ul>")[0]
+        assert f"profile {gone} merged in" in merges
+        # The merged-away id opens the profile it became part of.
+        page = await http.get(f"/console/customers/{gone}")
+        assert page.status_code == 200 and f"Customer {keep}" in page.text
+        assert "was merged into this profile" in page.text
