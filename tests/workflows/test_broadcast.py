@@ -228,6 +228,29 @@ async def test_a_rate_limit_spreads_the_sends_over_time(engine: Engine) -> None:
     assert len({r["decided_at"] for r in (await messages(pool, unlimited)).values()}) == 1
 
 
+async def test_a_long_broadcast_continues_as_new_and_still_sends_everyone_once(engine: Engine) -> None:
+    """A broadcast of more batches than one run holds (``BATCHES_PER_RUN``: batches of one, here) continues as a
+    new run carrying its counts: every recipient gets one email and the result counts them all."""
+    from workflows.broadcast import BATCHES_PER_RUN
+
+    pool, tag = engine.pool, uuid.uuid4().hex
+    recipients = BATCHES_PER_RUN + 5
+    ids = {await customer(pool, tag) for _ in range(recipients)}
+    b = broadcast(tag, batch_size=1)
+    assert await broadcast_store.create_broadcast(pool, b) is not None
+    handle = await start_broadcast(engine.client, b, task_queue=engine.settings.task_queue)
+    assert handle is not None
+    result: BroadcastResult = await handle.result()
+    assert result.status == "completed" and result.audience == recipients and result.counts.sent == recipients
+
+    first_run = engine.client.get_workflow_handle(handle.id, run_id=handle.result_run_id or handle.run_id)
+    last_event = (await first_run.fetch_history()).events[-1]
+    assert last_event.HasField("workflow_execution_continued_as_new_event_attributes")
+    received = Counter(rcpt for m in engine.smtp.messages for rcpt in m.rcpt_tos if rcpt.split("@")[0] in ids)
+    assert set(received) == {f"{c}@example.com" for c in ids} and set(received.values()) == {1}
+    assert (await broadcast_store.progress(pool, b.id)).counts == {"sent": recipients}
+
+
 async def test_pause_and_cancel_stop_sending_within_a_batch(time_skipping_env: Any, pool: asyncpg.Pool) -> None:
     sink = SlowSmtpSink(delay=0.05)
     await sink.start()
