@@ -287,7 +287,7 @@ async def main() -> None:
             async with pool.acquire() as conn:  # what autovacuum does next: clear the folded deltas away
                 await conn.execute(
                     "VACUUM ANALYZE report_outcome_counts, report_message_counts, report_entry_counts,"
-                    " report_engagement_counts"
+                    " report_engagement_counts, report_experiment_counts"
                 )
             print(
                 f"entered {report.entered:,}, converted {report.conversions.converted:,}, steps "
@@ -314,6 +314,14 @@ async def main() -> None:
                 "experiments read-out, all time",
                 args.runs,
                 lambda: experiments_report(pool, jid, version=None, since=None, until=None),
+            )
+            await timed(
+                "baseline: arms + treated SQL before 0021",
+                args.runs,
+                lambda: asyncio.gather(
+                    pool.fetch(reports.ARMS_SCAN_SQL, jid, None, None, None, None),
+                    pool.fetchrow(reports.TREATED_SCAN_SQL, jid, None, None, None),
+                ),
             )
             await timed(
                 "channel KPIs, all time", max(3, args.runs // 4), lambda: channel_report(pool, settings, Filters())
