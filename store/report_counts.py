@@ -5,7 +5,7 @@ arms and the treated arm: entries, conversions and revenue per journey, version,
 An experiment count depends on two rows written at different times (an entry's arm and its conversion), so
 0021's triggers keep what each entry contributes (``report_experiment_entries``) and, when a row of the entry
 changes, write the difference as deltas (the entry's old contribution taken out, the new one put in), one writer
-of an entry at a time (a transaction-scoped advisory lock).
+of an entry at a time (a row lock per entry).
 
 Reading sums compacted rows and deltas, so it is right whether or not compaction ran. ``compact`` folds a journey's
 deltas into its compacted rows (one per key); concurrent compactions and writes are safe: a compaction deletes the

@@ -7,8 +7,9 @@
 -- report_experiment_entries keeps what each entry contributes to report_experiment_counts; whenever a row of an
 -- entry changes (an arm recorded, a conversion, a reset superseding an outcome, an erasure renaming the entry),
 -- report_experiment_refresh takes the entry's old contribution out and puts its new one in, as +/- delta rows like
--- 0009's (compacted by store/report_counts.py before a read). A transaction-scoped advisory lock per entry
--- serialises two writers of one entry, so the second one's refresh sees the first one's rows.
+-- 0009's (compacted by store/report_counts.py before a read). A row lock per entry (report_experiment_locks)
+-- serialises two writers of one entry, so the second one's refresh sees the first one's rows (a row lock, not an
+-- advisory one: a bulk load writing every entry in one transaction would run out of the shared lock table).
 --
 -- Rows with step_id '$treated' are the treated arm: an entry counts on the day of its first step outcome (any
 -- outcome but the holdout's and '$exit', superseded ones included), once per version (journey_version) and once
@@ -45,6 +46,11 @@ CREATE TABLE report_experiment_entries (
     first_at         timestamptz
 );
 CREATE INDEX report_experiment_entries_entry ON report_experiment_entries (journey_id, entry_id);
+CREATE TABLE report_experiment_locks (
+    journey_id  text NOT NULL,
+    entry_id    text NOT NULL,
+    PRIMARY KEY (journey_id, entry_id)
+);
 
 -- An entry's rows, and its conversions, found by entry.
 CREATE INDEX IF NOT EXISTS step_outcomes_entry ON step_outcomes (journey_id, entry_id);
@@ -83,9 +89,13 @@ LANGUAGE sql STABLE AS $$
                           AND h.step_id = '$holdout')
 $$;
 
-CREATE FUNCTION report_experiment_refresh(j text, e text) RETURNS void LANGUAGE plpgsql AS $$
+-- The functions below look rows up by entry, always through an index: a bulk load in one transaction (COPY) grows
+-- the tables past what the planner's statistics say, and a plan chosen for a near-empty table (a sequential scan)
+-- would then read every row for every row written.
+CREATE FUNCTION report_experiment_refresh(j text, e text) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext('report_experiment:' || j), hashtext(e));
+    INSERT INTO report_experiment_locks (journey_id, entry_id) VALUES (j, e) ON CONFLICT DO NOTHING;
+    PERFORM 1 FROM report_experiment_locks WHERE journey_id = j AND entry_id = e FOR UPDATE;
     WITH gone AS (DELETE FROM report_experiment_entries WHERE journey_id = j AND entry_id = e RETURNING *)
     INSERT INTO report_experiment_counts (journey_id, journey_version, day, step_id, variant, entries, converted,
                                           revenue)
@@ -102,7 +112,7 @@ END $$;
 
 -- Step outcomes. Most outcomes change nothing here: a later step of an entry already counted as treated (under
 -- its version and overall) that is neither an arm nor the holdout's.
-CREATE FUNCTION report_experiment_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION report_experiment_outcome() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.step_type NOT IN ('split', 'holdout') AND NEW.step_id <> '$holdout'
        AND (NEW.step_id = '$exit' OR (

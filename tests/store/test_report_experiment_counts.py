@@ -201,7 +201,7 @@ async def test_an_arm_and_a_conversion_written_at_once_are_both_counted(db: asyn
             )
             for _ in range(3000):  # until the split's writer waits for the entry (or, unheld, wrote at once)
                 if split.done() or await converting.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory' AND NOT granted", pid
+                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND NOT granted", pid
                 ):
                     break
                 await asyncio.sleep(0.01)
