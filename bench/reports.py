@@ -94,6 +94,28 @@ def _entries(journey: str, count: int, seed: int) -> Iterator[tuple[str, str, da
         yield f"{journey}-c{i}", f"ev-{journey}-{i}", START + timedelta(seconds=rnd.randrange(60 * 86400))
 
 
+async def _copy_outcomes(conn: asyncpg.Connection, outcomes: list[tuple[Any, ...]]) -> None:
+    await _copy(
+        conn,
+        "step_outcomes",
+        [
+            "journey_id",
+            "journey_version",
+            "customer_id",
+            "entry_id",
+            "step_id",
+            "step_type",
+            "outcome",
+            "detail",
+            "workflow_id",
+            "run_id",
+            "recorded_at",
+            "visit",
+        ],
+        ((*o[:7], json.dumps(o[7]), o[8], "run", o[9], o[10] if len(o) > 10 else 1) for o in outcomes),
+    )
+
+
 async def load(conn: asyncpg.Connection, entries: int) -> dict[str, int]:
     """Load the volume; returns the row count of every table loaded."""
     rnd = random.Random(7)
@@ -138,25 +160,13 @@ async def load(conn: asyncpg.Connection, entries: int) -> dict[str, int]:
         ["journey_id", "customer_id", "entry_id", "version", "entered_at"],
         ((jid, c, e, 1, at) for jid, people in ((journey.id, reported), (OTHER, other)) for c, e, at in people),
     )
-    await _copy(
-        conn,
-        "step_outcomes",
-        [
-            "journey_id",
-            "journey_version",
-            "customer_id",
-            "entry_id",
-            "step_id",
-            "step_type",
-            "outcome",
-            "detail",
-            "workflow_id",
-            "run_id",
-            "recorded_at",
-            "visit",
-        ],
-        ((*o[:7], json.dumps(o[7]), o[8], "run", o[9], o[10] if len(o) > 10 else 1) for o in outcomes),
-    )
+    # In growing chunks, each followed by ANALYZE: the experiment counts' trigger (migration 0021) looks each entry
+    # up, and on tables whose statistics still say "empty" its plans go quadratic within one COPY.
+    done, chunk = 0, 5_000
+    while done < len(outcomes):
+        await _copy_outcomes(conn, outcomes[done : done + chunk])
+        await conn.execute("ANALYZE step_outcomes, report_experiment_entries, report_experiment_locks")
+        done, chunk = done + chunk, chunk * 2
     await _copy(
         conn,
         "messages",

@@ -89,10 +89,10 @@ LANGUAGE sql STABLE AS $$
                           AND h.step_id = '$holdout')
 $$;
 
--- The functions below look rows up by entry, always through an index: a bulk load in one transaction (COPY) grows
--- the tables past what the planner's statistics say, and a plan chosen for a near-empty table (a sequential scan)
--- would then read every row for every row written.
-CREATE FUNCTION report_experiment_refresh(j text, e text) RETURNS void LANGUAGE plpgsql SET enable_seqscan = off AS $$
+-- Each write of an entry's rows looks the entry up (a few index scans). A bulk load of many thousands of entries in
+-- one statement into tables whose statistics still say "empty" (a fresh database) gets plans that slow down as the
+-- load grows: load in chunks with ANALYZE between them (bench/reports.py does).
+CREATE FUNCTION report_experiment_refresh(j text, e text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
     INSERT INTO report_experiment_locks (journey_id, entry_id) VALUES (j, e) ON CONFLICT DO NOTHING;
     PERFORM 1 FROM report_experiment_locks WHERE journey_id = j AND entry_id = e FOR UPDATE;
@@ -112,7 +112,7 @@ END $$;
 
 -- Step outcomes. Most outcomes change nothing here: a later step of an entry already counted as treated (under
 -- its version and overall) that is neither an arm nor the holdout's.
-CREATE FUNCTION report_experiment_outcome() RETURNS trigger LANGUAGE plpgsql SET enable_seqscan = off AS $$
+CREATE FUNCTION report_experiment_outcome() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'INSERT' AND NEW.step_type NOT IN ('split', 'holdout') AND NEW.step_id <> '$holdout'
        AND (NEW.step_id = '$exit' OR (
