@@ -94,8 +94,11 @@ $$;
 -- load grows: load in chunks with ANALYZE between them (bench/reports.py does).
 CREATE FUNCTION report_experiment_refresh(j text, e text) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
-    INSERT INTO report_experiment_locks (journey_id, entry_id) VALUES (j, e) ON CONFLICT DO NOTHING;
-    PERFORM 1 FROM report_experiment_locks WHERE journey_id = j AND entry_id = e FOR UPDATE;
+    LOOP  -- again if the row went away while this waited for it (its entry was renamed by an erasure)
+        INSERT INTO report_experiment_locks (journey_id, entry_id) VALUES (j, e) ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM report_experiment_locks WHERE journey_id = j AND entry_id = e FOR UPDATE;
+        EXIT WHEN FOUND;
+    END LOOP;
     WITH gone AS (DELETE FROM report_experiment_entries WHERE journey_id = j AND entry_id = e RETURNING *)
     INSERT INTO report_experiment_counts (journey_id, journey_version, day, step_id, variant, entries, converted,
                                           revenue)
@@ -108,6 +111,11 @@ BEGIN
     INSERT INTO report_experiment_counts (journey_id, journey_version, day, step_id, variant, entries, converted,
                                           revenue)
     SELECT j, n.journey_version, n.day, n.step_id, n.variant, n.entries, n.converted, n.revenue FROM now n;
+    -- An entry id no row has any more (an erasure renamed it: it holds the customer's id) leaves nothing behind.
+    IF NOT EXISTS (SELECT 1 FROM step_outcomes WHERE journey_id = j AND entry_id = e)
+       AND NOT EXISTS (SELECT 1 FROM conversions WHERE journey_id = j AND entry_id = e) THEN
+        DELETE FROM report_experiment_locks WHERE journey_id = j AND entry_id = e;
+    END IF;
 END $$;
 
 -- Step outcomes. Most outcomes change nothing here: a later step of an entry already counted as treated (under

@@ -174,6 +174,9 @@ async def test_the_count_tables_equal_the_scan_through_splits_holdouts_conversio
     await db.execute("INSERT INTO customers (id, email) VALUES ('c0', 'c0@example.com')")
     await privacy.erase_customer(db, "c0", SECRET, requested_at=DAY + timedelta(days=7), complete=True)
     assert not await db.fetchval("SELECT count(*) FROM step_outcomes WHERE customer_id = 'c0'")
+    for table in ("report_experiment_entries", "report_experiment_locks"):  # nothing keeps the erased id
+        assert not await db.fetchval(f"SELECT count(*) FROM {table} WHERE entry_id LIKE '%:c0:%'")
+    assert await db.fetchval("SELECT count(*) FROM report_experiment_locks WHERE entry_id LIKE '%:c1:%'")
     await assert_equal(db, journey)
 
     arms, treated = (await both(db, journey, None, None, None))[0]
