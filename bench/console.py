@@ -345,7 +345,7 @@ async def main() -> None:
         async with pool.acquire() as conn:
             await conn.execute(
                 "VACUUM ANALYZE report_outcome_counts, report_message_counts, report_entry_counts,"
-                " report_engagement_counts"
+                " report_engagement_counts, report_experiment_counts"
             )
         print(f"first report and vacuum of the count tables: {time.perf_counter() - started:.1f} s")
         settings = Settings(

@@ -1,5 +1,11 @@
 """The report's count tables (migration 0009): entries, step outcomes and messages per journey, version, UTC day
-and key, kept by triggers as +1/-1 delta rows in the writers' transactions.
+and key, kept by triggers as +1/-1 delta rows in the writers' transactions; and (migration 0021) the experiments'
+arms and the treated arm: entries, conversions and revenue per journey, version, UTC day, split step and variant.
+
+An experiment count depends on two rows written at different times (an entry's arm and its conversion), so
+0021's triggers keep what each entry contributes (``report_experiment_entries``) and, when a row of the entry
+changes, write the difference as deltas (the entry's old contribution taken out, the new one put in), one writer
+of an entry at a time (a row lock per entry).
 
 Reading sums compacted rows and deltas, so it is right whether or not compaction ran. ``compact`` folds a journey's
 deltas into its compacted rows (one per key); concurrent compactions and writes are safe: a compaction deletes the
@@ -15,7 +21,9 @@ OUTCOMES = "report_outcome_counts"
 MESSAGES = "report_message_counts"
 ENTRIES = "report_entry_counts"
 ENGAGEMENT = "report_engagement_counts"
+EXPERIMENTS = "report_experiment_counts"
 _COMPACT = {
+    EXPERIMENTS: ("journey_id, journey_version, day, step_id, variant", ("entries", "converted", "revenue")),
     ENGAGEMENT: ("journey_id, journey_version, day, step_id, channel", ("opened", "opened_human", "clicked")),
     OUTCOMES: ("journey_id, journey_version, day, step_id, step_type, outcome, reason", ("visits", "entries")),
     MESSAGES: ("journey_id, journey_version, day, step_id, channel, status", ("messages",)),
@@ -103,3 +111,28 @@ SELECT journey_id, day, sum(entries)::bigint AS entries
  GROUP BY journey_id, day HAVING sum(entries) <> 0
 """
 """Every journey's entries per UTC day in [$1, $2)."""
+
+
+_DAYS = (
+    " AND day >= coalesce(($3::timestamptz AT TIME ZONE 'UTC')::date, '-infinity')"
+    " AND day < coalesce(($4::timestamptz AT TIME ZONE 'UTC')::date, 'infinity')"
+)
+
+ARMS_SQL = f"""
+SELECT step_id, variant, sum(entries)::bigint AS entered, sum(converted)::bigint AS converted,
+       sum(revenue)::float8 AS revenue
+  FROM report_experiment_counts
+ WHERE journey_id = $1 AND step_id <> '$treated' AND ($2::int IS NULL OR journey_version = $2){_DAYS}
+ GROUP BY step_id, variant HAVING sum(entries) <> 0
+ ORDER BY 1, 2
+"""
+"""Per split step and variant (and ``$holdout``/``holdout``): entries by the day they took the arm, their
+conversions and revenue."""
+
+TREATED_SQL = f"""
+SELECT coalesce(sum(entries), 0)::bigint AS entered, coalesce(sum(converted), 0)::bigint AS converted,
+       coalesce(sum(revenue), 0)::float8 AS revenue
+  FROM report_experiment_counts
+ WHERE journey_id = $1 AND step_id = '$treated' AND journey_version IS NOT DISTINCT FROM $2::int{_DAYS}
+"""
+"""Entries not held out, by the day of their first step outcome (of version $2, or of any: the NULL rows)."""

@@ -7,8 +7,10 @@ converted; the engagement of a message (opens, clicks, bounces, unsubscribes) co
 keeps the entries that took that split variant at any split step (``holdout``: the control group's entries).
 
 Entries, step outcomes and messages are counted from the count tables of migration 0009 (``store.report_counts``),
-so a report reads a few hundred rows however many a journey recorded (``bench/reports.py``); the variant filter,
-conversions, arms and engagement read the recorded rows through the indexes of that migration.
+so a report reads a few hundred rows however many a journey recorded (``bench/reports.py``); so are the
+experiments' arms and the treated arm (migration 0021: entries, conversions and revenue per day, split step and
+variant) when the range falls on whole UTC days, as the API's always does. The variant filter, conversions and
+engagement read the recorded rows through the indexes of migration 0009.
 
 Opens, clicks, bounces and unsubscribes per message (``message_engagement``) are interim: opens and clicks come from
 events (``email_opened`` with ``machine`` true/false, ``email_clicked``, each carrying ``message_key``) through the
@@ -20,7 +22,7 @@ before it. Swap those for the per-message engagement columns once they exist.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 from store import report_counts
@@ -206,7 +208,7 @@ def _lost_sql(scope: Scope) -> str:
     return f"""
 WITH lost AS (
     SELECT m.*, true AS bounced FROM suppressions s
-      JOIN customers c ON lower(c.email) = s.address
+      JOIN customers c ON lower(c.email) = s.address AND c.email IS NOT NULL  -- customers_email_lower, partial
      CROSS JOIN LATERAL ({bounced_message}) m
      WHERE s.channel = 'email' AND s.reason = 'hard_bounce'
     UNION ALL
@@ -232,7 +234,7 @@ SELECT count(*) AS converted, coalesce(sum(c.value), 0)::float8 AS revenue,
   FROM conversions c WHERE {_where("c", "converted_at", "journey")}
 """
 
-_ARMS_SQL = f"""
+ARMS_SCAN_SQL = f"""
 WITH arms AS (
     SELECT a.step_id, CASE WHEN a.step_id = '{HOLDOUT_STEP}' THEN '{HOLDOUT}' ELSE a.outcome END AS variant, a.entry_id
       FROM step_outcomes a
@@ -246,8 +248,11 @@ SELECT a.step_id, a.variant, count(*) AS entered, count(c.entry_id) AS converted
  GROUP BY 1, 2 ORDER BY 1, 2
 """
 
+# The experiments read-out scanning the recorded rows: the reference the count tables of migration 0021 are held
+# to (tests/store/test_report_experiment_counts.py), and what a range that does not fall on whole UTC days reads.
+
 # Treated: entries that went through a step of the journey (their first outcome in the range) and were not held out.
-_TREATED_SQL = f"""
+TREATED_SCAN_SQL = f"""
 WITH treated AS (
     SELECT o.entry_id FROM step_outcomes o
      WHERE o.journey_id = $1 AND o.step_type <> 'holdout' AND o.step_id <> '$exit'
@@ -327,6 +332,13 @@ async def conversions(db: Any, filters: Filters) -> ConversionSummary:
     return ConversionSummary(row["converted"], row["revenue"], row["median_seconds"])
 
 
+def _whole_days(*bounds: datetime | None) -> bool:
+    """Whether every bound is a UTC midnight (or None): what the per-day count tables can answer exactly."""
+    return all(
+        b is None or (b.utcoffset() is not None and b.astimezone(UTC).timetz() == time(0, tzinfo=UTC)) for b in bounds
+    )
+
+
 async def experiment_arms(
     db: Any,
     journey_id: str,
@@ -341,9 +353,14 @@ async def experiment_arms(
     ``$holdout`` when its observation window closes or it converts), joined to conversions by entry, so every
     split step of a journey gets its arms. A conversion that carries the run's assignments (``variants``, runs
     since migration 0010) counts in the arm it names for that step. ``since``/``until`` select entries by when
-    they took the arm. A held-out customer still being observed is in no arm yet.
+    they took the arm. A held-out customer still being observed is in no arm yet. Read from the count table of
+    migration 0021 when ``since``/``until`` are UTC midnights (else from the rows themselves).
     """
-    rows = await db.fetch(_ARMS_SQL, *Filters(journey_id, version, since, until).params())
+    if _whole_days(since, until):
+        await report_counts.compact(db, report_counts.EXPERIMENTS, journey_id)
+        rows = await db.fetch(report_counts.ARMS_SQL, journey_id, version, since, until)
+    else:
+        rows = await db.fetch(ARMS_SCAN_SQL, *Filters(journey_id, version, since, until).params())
     return [ExperimentArm(**dict(r)) for r in rows]
 
 
@@ -360,7 +377,11 @@ async def treated_arm(
     An entry counts once it has finished a step of the journey (its first step outcome, in ``since``/``until``),
     as a held-out entry counts once its outcome is recorded; entries still on their first step are in no arm.
     """
-    row = await db.fetchrow(_TREATED_SQL, journey_id, version, since, until)
+    if _whole_days(since, until):
+        await report_counts.compact(db, report_counts.EXPERIMENTS, journey_id)
+        row = await db.fetchrow(report_counts.TREATED_SQL, journey_id, version, since, until)
+    else:
+        row = await db.fetchrow(TREATED_SCAN_SQL, journey_id, version, since, until)
     return ExperimentArm(HOLDOUT_STEP, "treated", row["entered"], row["converted"], row["revenue"])
 
 
