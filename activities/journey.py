@@ -159,7 +159,8 @@ class JourneyActivities:
            so several chunks together use that many SMTP sessions);
         3. a second short transaction records the outcomes over the pending rows, the suppressions (and SMS
            opt-outs) the providers' refusals call for, and deletes the pending rows of sends known not to have
-           gone (a transient failure, a stop), so a retry decides them afresh.
+           gone (a transient failure, a stop), so a retry decides them afresh. The sent ones are written already
+           while the others deliver, every ``SENT_RECORD_SECONDS``, so a worker that dies repeats little.
 
         A consent change or an erasure waits for step 1 only: it lands after the decision, and the message
         decided before it goes out (as it would have if it had come a moment later). A pending message counts
@@ -206,7 +207,13 @@ class JourneyActivities:
                     return None
                 return await self._deliver_planned(planned)
 
-        outcomes = await asyncio.gather(*(one(p) for _, p in plans), return_exceptions=True)
+        finished = asyncio.Event()
+        flusher = asyncio.create_task(self._record_sent_meanwhile(batch, finished))
+        try:
+            outcomes = await asyncio.gather(*(one(p) for _, p in plans), return_exceptions=True)
+        finally:
+            finished.set()
+            await flusher
         if heartbeat is not None:
             heartbeat()
         elif batch.delivered and activity.in_activity():
@@ -226,6 +233,27 @@ class JourneyActivities:
         for (i, _), outcome in zip(plans, outcomes, strict=True):
             answers[i] = outcome
         return answers
+
+    async def _record_sent_meanwhile(self, batch: _Batch, finished: asyncio.Event) -> None:
+        """While a batch delivers, write the outcome rows of the messages sent so far every
+        ``SENT_RECORD_SECONDS``, so a worker that dies mid-batch leaves the retry only the last moment's deliveries
+        to send once more (heartbeats reach the server every few seconds at best). Sent messages only: a refusal
+        is recorded with its suppression in the batch's final transaction, which also writes whatever this did
+        not (a failed write here leaves its messages to it)."""
+        while not finished.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), SENT_RECORD_SECONDS)
+            if finished.is_set():
+                return
+            sent = [m for m in batch.messages if m.status == "sent"]
+            if not sent:
+                continue
+            batch.messages = [m for m in batch.messages if m.status != "sent"]
+            try:
+                await message_store.record_outcomes(self._pool, sent)
+            except Exception as exc:
+                batch.messages.extend(sent)
+                log.warning("send.batch_record_deferred", messages=len(sent), error=repr(exc))
 
     async def _plan(
         self,
@@ -782,6 +810,8 @@ async def _unless_suppressed(reads: SendReads, candidate: policy.Candidate) -> p
 # SMTP answers that say the mailbox does not exist: 550/551/553 refusing the recipient (RCPT), or any of them
 # with an enhanced status 5.1.x (bad destination address) at DATA. A 550 5.7.x (policy, content) is about the
 # message, not the address, and suppresses nothing.
+SENT_RECORD_SECONDS = 0.05
+"""How often a batch writes what it has sent while its other sends are still delivering (``send_batch``)."""
 _DEAD_MAILBOX_CODES = (550, 551, 553)
 _BAD_ADDRESS_STATUS = re.compile(r"\b5\.1\.\d{1,3}\b")
 

@@ -25,6 +25,7 @@ from store import privacy, suppressions
 from tests.activities.test_journey import FlakyEmail, batch_of
 from tests.support.channels import make_settings
 from tests.support.engine import make_customer
+from tests.support.stack import eventually
 
 SAFETY = 30
 """Seconds after which a wait that should end at once fails the test instead of hanging it."""
@@ -82,6 +83,47 @@ async def test_a_consent_change_lands_while_the_batch_delivers_and_the_pending_m
     assert await statuses(pool, requests) == {c: ("sent", None) for c in customers}
     again = await sender.send_batch(requests)
     assert all(isinstance(a, SendResult) and a.duplicate for a in again)
+    assert len(email.delivered) == 3
+
+
+class FirstThenGatedEmail(GatedEmail):
+    """Delivers the first message at once and the others once ``gate`` is set."""
+
+    async def deliver(self, message: OutboundMessage) -> DeliveryResult:
+        if not self.delivered and not self.begun:
+            self.begun.append(str(message.recipient))
+            return await FlakyEmail.deliver(self, message)
+        return await super().deliver(message)
+
+
+async def test_a_message_sent_is_recorded_while_the_batchs_other_sends_are_still_delivering(
+    pool: asyncpg.Pool,
+) -> None:
+    """A worker that dies mid-batch leaves its retry only what had not been recorded to deliver once more: a sent
+    message's row says so within a moment, not when the whole batch is done."""
+    email = FirstThenGatedEmail()
+    sender = JourneyActivities(pool, {"email": email}, make_settings(consent_default="opt_in"))
+    customers = [await make_customer(pool) for _ in range(3)]
+    requests = batch_of(customers)
+    sending = asyncio.create_task(sender.send_batch(requests, concurrency=3))
+    await asyncio.wait_for(email.entered.wait(), SAFETY)
+    emails = {
+        r["email"]: r["id"] for r in await pool.fetch("SELECT id, email FROM customers WHERE id = ANY($1)", customers)
+    }
+    first = emails[email.delivered[0]]
+
+    async def first_recorded() -> dict[str, tuple[str, str | None]] | None:
+        now = await statuses(pool, requests)
+        return now if now[first][0] == "sent" else None
+
+    seen = await eventually(first_recorded, timeout=SAFETY, interval=0.05)
+    assert not sending.done()
+    assert sorted(status for status, _ in seen.values()) == ["pending", "pending", "sent"]
+
+    email.gate.set()
+    answers = await sending
+    assert [a.status for a in answers if isinstance(a, SendResult)] == ["sent"] * 3
+    assert await statuses(pool, requests) == {c: ("sent", None) for c in customers}
     assert len(email.delivered) == 3
 
 
