@@ -79,10 +79,8 @@ async def _read(db: Db, sql: str, args: tuple[Any, ...], types: dict[str, Any]) 
         frame = pd.DataFrame({name: pd.Series(dtype=kind) for name, kind in types.items()})
     else:
         buffer.seek(0)
-        frame = pd.read_csv(
-            buffer, names=list(types), dtype=types, keep_default_na=False, na_filter=False,
-            float_precision="round_trip",
-        )  # fmt: skip
+        # pandas 3's default float parser reads every value back exactly (float_precision is deprecated).
+        frame = pd.read_csv(buffer, names=list(types), dtype=types, keep_default_na=False, na_filter=False)
     frame["time"] = pd.to_datetime(frame["time"], unit="us", utc=True)
     if "clicked" in frame:
         frame["clicked"] = frame["clicked"].astype(bool)
