@@ -16,7 +16,7 @@ from journeys.broadcasts import Broadcast
 from orchestration.broadcasts import start_broadcast
 from store import broadcasts as broadcast_store
 from store import create_pool
-from tests.support.engine import running_engine
+from tests.support.engine import consenting_customers, running_engine
 from tests.support.mail import SmtpSink
 
 pytestmark = [pytest.mark.devserver, pytest.mark.timeout(240)]
@@ -59,17 +59,7 @@ async def test_a_batch_stalled_past_its_heartbeat_timeout_with_the_pool_held_sen
         ) as engine:
             tag = uuid.uuid4().hex
             ids = [f"hb-{tag[:8]}-{i:03d}" for i in range(RECIPIENTS)]
-            await pool.execute(
-                "INSERT INTO customers (id, email, attributes) "
-                "SELECT c, c || '@example.com', jsonb_build_object('tag', $2::text) FROM unnest($1::text[]) c",
-                ids,
-                tag,
-            )
-            await pool.execute(
-                "INSERT INTO consent_events (customer_id, scope, name, status, source) "
-                "SELECT c, 'channel', 'email', 'granted', 'test' FROM unnest($1::text[]) c",
-                ids,
-            )
+            await consenting_customers(pool, ids, tag)
             b = Broadcast.model_validate(
                 {
                     "id": f"hb-{tag[:10]}",

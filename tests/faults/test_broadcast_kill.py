@@ -24,6 +24,7 @@ from journeys.broadcasts import Broadcast, broadcast_journey_id
 from orchestration.broadcasts import start_broadcast
 from store import broadcasts as broadcast_store
 from store import create_pool
+from tests.support.engine import consenting_customers
 from tests.support.faults import (
     DevServer,
     OwnPostgres,
@@ -66,17 +67,7 @@ async def test_kill_9_worker_mid_broadcast_every_recipient_exactly_one_email(
     queue = task_queue()
     tag = uuid.uuid4().hex
     ids = [f"r{i:04d}-{tag[:6]}" for i in range(RECIPIENTS)]
-    await pool.execute(
-        "INSERT INTO customers (id, email, attributes) "
-        "SELECT c, c || '@example.com', jsonb_build_object('tag', $2::text) FROM unnest($1::text[]) c",
-        ids,
-        tag,
-    )
-    await pool.execute(
-        "INSERT INTO consent_events (customer_id, scope, name, status, source) "
-        "SELECT c, 'channel', 'email', 'granted', 'test' FROM unnest($1::text[]) c",
-        ids,
-    )
+    await consenting_customers(pool, ids, tag)
     broadcast = Broadcast.model_validate(
         {
             "id": f"kill-{tag[:8]}",

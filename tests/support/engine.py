@@ -102,6 +102,22 @@ async def make_customer(
     return customer_id
 
 
+async def consenting_customers(pool: asyncpg.Pool, ids: list[str], tag: str) -> None:
+    """Customers ``ids``, each with the address ``<id>@example.com``, email consent and the attribute ``tag`` (to
+    segment on), in two statements however many there are."""
+    await pool.execute(
+        "INSERT INTO customers (id, email, attributes) "
+        "SELECT c, c || '@example.com', jsonb_build_object('tag', $2::text) FROM unnest($1::text[]) c",
+        ids,
+        tag,
+    )
+    await pool.execute(
+        "INSERT INTO consent_events (customer_id, scope, name, status, source) "
+        "SELECT c, 'channel', 'email', 'granted', 'test' FROM unnest($1::text[]) c",
+        ids,
+    )
+
+
 async def set_consent(db: Any, customer_id: str, scope: str, name: str, status: str) -> None:
     await db.execute(
         "INSERT INTO consent_events (customer_id, scope, name, status, source) VALUES ($1, $2, $3, $4, 'test')",

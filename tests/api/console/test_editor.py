@@ -28,6 +28,7 @@ from api.console.editor import as_yaml, located, stored
 from api.console.editor import router as editor_router
 from api.console.notices import from_query
 from api.publishing import validated
+from config.settings import Settings
 from journeys.sms import measure
 from journeys.validation import JourneyValidationError
 from journeys.values import DEFAULT_LIMITS
@@ -97,19 +98,25 @@ async def _api_issues(stack: Stack, text: str) -> list[dict[str, Any]]:
     return response.json()["error"]["issues"]  # type: ignore[no-any-return]
 
 
-async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> None:
-    _need_chromium()
-    from playwright.async_api import async_playwright
-
-    journey_id, runner, ada = await _cart_journey(stack)
-    port = free_port()
-    settings = make_settings(
+def _console_settings(stack: Stack, port: int) -> Settings:
+    """Settings of a console served on ``port``, sending through the stack's SMTP sink, with an admin, a write and
+    a read key."""
+    return make_settings(
         public_base_url=f"http://127.0.0.1:{port}",
         smtp_host=stack.smtp.host,
         smtp_port=stack.smtp.port,
         api_keys=[{"key": API_KEY, "role": "admin"}, {"key": WRITE_KEY, "role": "write"},
                   {"key": READ_KEY, "role": "read"}],
     )  # fmt: skip
+
+
+async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> None:
+    _need_chromium()
+    from playwright.async_api import async_playwright
+
+    journey_id, runner, ada = await _cart_journey(stack)
+    port = free_port()
+    settings = _console_settings(stack, port)
     ARTIFACTS.mkdir(exist_ok=True)
     async with serving(create_app(settings, pool=stack.pool, client=stack.client), port) as base:
         async with async_playwright() as p:
@@ -548,13 +555,7 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
 
     journey_id, _, ada = await _cart_journey(stack)
     port = free_port()
-    settings = make_settings(
-        public_base_url=f"http://127.0.0.1:{port}",
-        smtp_host=stack.smtp.host,
-        smtp_port=stack.smtp.port,
-        api_keys=[{"key": API_KEY, "role": "admin"}, {"key": WRITE_KEY, "role": "write"},
-                  {"key": READ_KEY, "role": "read"}],
-    )  # fmt: skip
+    settings = _console_settings(stack, port)
     ARTIFACTS.mkdir(exist_ok=True)
     api = await stack.http.post(
         f"/v1/journeys/{journey_id}/preview", json={"step": "cart-email", "customer_id": ada, "event": {}}
