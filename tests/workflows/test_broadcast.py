@@ -22,7 +22,7 @@ from journeys.broadcasts import Broadcast, broadcast_journey_id
 from orchestration.broadcasts import control, start_broadcast
 from store import broadcasts as broadcast_store
 from store import segments as segment_store
-from tests.support.engine import Engine, running_engine, save_history, set_consent
+from tests.support.engine import Engine, journey_from, running_engine, save_history, set_consent
 from tests.support.faults import SlowSmtpSink, wait_until
 from tests.support.mail import SmtpSink
 
@@ -226,6 +226,47 @@ async def test_a_rate_limit_spreads_the_sends_over_time(engine: Engine) -> None:
     unlimited = broadcast(tag)
     assert (await run(engine, unlimited)).counts.sent == 10
     assert len({r["decided_at"] for r in (await messages(pool, unlimited)).values()}) == 1
+
+
+async def test_a_broadcast_scheduled_for_an_instant_sends_nobody_before_it(engine: Engine) -> None:
+    """``send_at`` as an instant: the broadcast waits on the server's clock (skipped ahead here) and every message
+    is decided at that instant or after, in every time zone alike."""
+    pool, tag = engine.pool, uuid.uuid4().hex
+    ids = {await customer(pool, tag), await customer(pool, tag, timezone="America/New_York")}
+    at = (await engine.env.get_current_time() + timedelta(days=3)).replace(microsecond=0)
+    b = broadcast(tag, send_at=at.isoformat())
+    assert (await run(engine, b)).counts.sent == 2
+    decided = {r["customer_id"]: r["decided_at"] for r in (await messages(pool, b)).values()}
+    assert set(decided) == ids
+    assert all(at <= moment < at + timedelta(hours=1) for moment in decided.values()), (at, decided)
+
+
+async def test_a_broadcast_message_counts_against_a_journeys_frequency_cap(engine: Engine) -> None:
+    """Caps hold across broadcasts and journeys both ways: a customer capped at one marketing email who got the
+    broadcast is skipped by a journey's marketing email afterwards; an uncapped one gets both. (The cap's period is
+    a century: the shared time-skipping server may leap to another test's far timer between the two sends.)"""
+    pool, tag = engine.pool, uuid.uuid4().hex
+    capped = await customer(pool, tag, attributes={"frequency_cap": {"limit": 1, "per": "36500d"}})
+    free = await customer(pool, tag)
+    b = broadcast(tag)
+    assert (await run(engine, b)).counts.sent == 2
+
+    journey = journey_from(
+        {
+            "id": f"cap-{tag[:8]}",
+            "name": "After the sale",
+            "trigger": {"event": f"go-{tag[:8]}"},
+            "steps": [
+                {"id": "follow-up", "type": "send", "channel": "email", "topic": "promotions",
+                 "template": {"subject": "Still interested?", "text": "Hi"}},
+            ],
+        }
+    )  # fmt: skip
+    for customer_id in (capped, free):
+        await (await engine.enter(journey, customer_id)).result()
+    rows = await pool.fetch("SELECT customer_id, status, reason FROM messages WHERE journey_id = $1", journey.id)
+    outcome = {r["customer_id"]: (r["status"], (r["reason"] or "").split(":")[0]) for r in rows}
+    assert outcome == {capped: ("skipped", "frequency_cap"), free: ("sent", "")}
 
 
 async def test_a_long_broadcast_continues_as_new_and_still_sends_everyone_once(engine: Engine) -> None:
