@@ -347,18 +347,26 @@ async def live_preview(request: Request, current: Reader) -> Response:
             raise ApiError(422, "a string", field=name)
         form[name] = value
     journey_id = body.get("journey")
-    row = None
-    if journey_id is not None:
-        if not isinstance(journey_id, str) or not JOURNEY_ID.match(journey_id):
-            raise ApiError(422, "a journey id, or null for a new journey", field="journey")
-        row = await journey_store.get_journey(pool(request), journey_id)
-        if row is None or row.definition is None:
-            raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
-    elif not current.may("write"):
+    row = await _named_journey(request, journey_id)
+    if row is not None and row.definition is None:
+        raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
+    if row is None and not current.may("write"):
         raise ApiError(403, f"your API key has the role '{current.role}'; a new journey needs 'write'", field="journey")
     _, _, shown, error, _ = await _previewed(request, current, row, Draft.from_form(form))
     html = render_fragment("editor_preview.html", preview=shown, error=error)
     return JSONResponse({"ok": error is None, "html": html}, headers={"Cache-Control": "no-store"})
+
+
+async def _named_journey(request: Request, journey_id: Any) -> JourneyRow | None:
+    """The journey a script's ``journey`` field names (None for a new journey's draft); 422/404 naming it."""
+    if journey_id is None:
+        return None
+    if not isinstance(journey_id, str) or not JOURNEY_ID.match(journey_id):
+        raise ApiError(422, "a journey id, or null for a new journey", field="journey")
+    row = await journey_store.get_journey(pool(request), journey_id)
+    if row is None:
+        raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
+    return row
 
 
 @router.post("/console/editor/check")
@@ -370,14 +378,7 @@ async def check(request: Request, current: Writer) -> Response:
     body = await read_json(request, check=False)  # the definition is checked as the API checks a journey
     if not isinstance(body, dict) or not isinstance(body.get("definition"), str):
         raise ApiError(422, 'send {"definition": "..."}', field="definition")
-    journey_id = body.get("journey")
-    row = None
-    if journey_id is not None:
-        if not isinstance(journey_id, str) or not JOURNEY_ID.match(journey_id):
-            raise ApiError(422, "a journey id, or null for a new journey", field="journey")
-        row = await journey_store.get_journey(pool(request), journey_id)
-        if row is None:
-            raise ApiError(404, f"unknown journey '{journey_id}'", field="journey")
+    row = await _named_journey(request, body.get("journey"))
     journey, issues = await _check(request, body["definition"], row)
     return JSONResponse(
         {"valid": journey is not None, "issues": issues, "send_steps": _send_steps(journey)},
