@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any
@@ -34,25 +32,15 @@ from journeys.validation import JourneyValidationError
 from journeys.values import DEFAULT_LIMITS
 from store import journeys as journey_store
 from store.journeys import canonical
+from tests.api.console.conftest import ARGS, ARTIFACTS, CHROMIUM, need_chromium, sign_in
 from tests.support.engine import EXAMPLES
 from tests.support.mail import free_port
 from tests.support.stack import API_KEY, Stack, eventually, make_settings, serving, stack_fixture  # noqa: F401
 
 pytestmark = pytest.mark.devserver
 
-ARTIFACTS = Path(__file__).resolve().parents[3] / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
 WRITE_KEY = "editor-write-key"
 READ_KEY = "editor-read-key"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]  # fmt: skip
-
-
-def _need_chromium() -> None:
-    if not (os.path.exists(CHROMIUM) and shutil.which("chromium")):
-        if os.environ.get("CI"):
-            pytest.fail(f"Chromium is missing at {CHROMIUM}: .ci/run installs it with apt-get")
-        pytest.skip(f"Chromium is not installed at {CHROMIUM} (apt-get install chromium)")
 
 
 async def _cart_journey(stack: Stack) -> tuple[str, str, str]:
@@ -85,11 +73,18 @@ async def _cart_journey(stack: Stack) -> tuple[str, str, str]:
     return journey_id, runner, ada
 
 
-async def _sign_in(page: Any, base: str, key: str) -> None:
-    await page.goto(f"{base}/console/login")
-    await page.get_by_label("API key").fill(key)
-    await page.get_by_label("API key").press("Enter")
-    await page.wait_for_url(re.compile(r".*/console/journeys$"))
+async def _signed_in(http: httpx.AsyncClient, key: str) -> str:
+    """A new console session for ``key`` (signed in through the form, as a browser does); its CSRF token."""
+
+    async def token(path: str) -> str:
+        match = re.search(r'name="csrf" value="([^"]+)"', (await http.get(path)).text)
+        assert match
+        return match[1]
+
+    http.cookies.clear()
+    form = {"csrf": await token("/console/login"), "api_key": key, "next": "/console/journeys"}
+    assert (await http.post("/console/login", data=form)).status_code == 303
+    return await token("/console/journeys")
 
 
 async def _api_issues(stack: Stack, text: str) -> list[dict[str, Any]]:
@@ -111,7 +106,7 @@ def _console_settings(stack: Stack, port: int) -> Settings:
 
 
 async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> None:
-    _need_chromium()
+    need_chromium()
     from playwright.async_api import async_playwright
 
     journey_id, runner, ada = await _cart_journey(stack)
@@ -124,7 +119,7 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
             try:
                 context = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await context.new_page()
-                await _sign_in(page, base, WRITE_KEY)
+                await sign_in(page, base, WRITE_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}")
                 await page.get_by_role("link", name="Edit the definition").click()
                 await page.wait_for_url(re.compile(f".*/console/journeys/{journey_id}/edit$"))
@@ -303,7 +298,7 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 # Without JavaScript, at 390 px: "Check" posts the form and the server lists the problem at its step.
                 plain = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
                 page = await plain.new_page()
-                await _sign_in(page, base, WRITE_KEY)
+                await sign_in(page, base, WRITE_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}/edit")
                 assert await page.evaluate("document.documentElement.scrollWidth") <= 390
                 text = await page.get_by_label("Definition (YAML)").input_value()
@@ -350,7 +345,7 @@ async def test_edit_preview_test_send_and_publish_in_chromium(stack: Stack) -> N
                 # A read-only key reads the definition, sees no publish or test-send button, and its POSTs are refused.
                 reader = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await reader.new_page()
-                await _sign_in(page, base, READ_KEY)
+                await sign_in(page, base, READ_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}")
                 await page.get_by_role("link", name="Read the definition").click()
                 definition = page.get_by_label("Definition (YAML)")
@@ -456,19 +451,12 @@ async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
     app = create_app(settings, pool=pool, client=time_skipping_env.client)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
 
-        async def token(path: str) -> str:
-            match = re.search(r'name="csrf" value="([^"]+)"', (await http.get(path)).text)
-            assert match
-            return match[1]
-
         async def check(body: bytes, csrf: str) -> httpx.Response:
             headers = {"content-type": "application/json", "x-csrf-token": csrf}
             return await http.post("/console/editor/check", content=body, headers=headers)
 
         assert (await check(b'{"definition": ""}', "x")).status_code == 401  # not signed in
-        form = {"csrf": await token("/console/login"), "api_key": WRITE_KEY, "next": "/console/journeys/new"}
-        assert (await http.post("/console/login", data=form)).status_code == 303
-        csrf = await token("/console/journeys/new")
+        csrf = await _signed_in(http, WRITE_KEY)
         refused = {
             b"not json": (400, "body"),
             b"[]": (422, "definition"),
@@ -494,23 +482,12 @@ async def test_the_preview_as_you_type_answers_bad_input_with_a_4xx(
     app = create_app(settings, pool=pool, client=time_skipping_env.client)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
 
-        async def signed_in(key: str) -> str:
-            http.cookies.clear()
-            match = re.search(r'name="csrf" value="([^"]+)"', (await http.get("/console/login")).text)
-            assert match
-            form = {"csrf": match[1], "api_key": key, "next": "/console/journeys"}
-            assert (await http.post("/console/login", data=form)).status_code == 303
-            page = await http.get("/console/journeys")
-            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-            assert token
-            return token[1]
-
         async def preview(body: bytes, csrf: str) -> httpx.Response:
             headers = {"content-type": "application/json", "x-csrf-token": csrf}
             return await http.post("/console/editor/preview", content=body, headers=headers)
 
         assert (await preview(b"{}", "x")).status_code == 401  # not signed in
-        csrf = await signed_in(WRITE_KEY)
+        csrf = await _signed_in(http, WRITE_KEY)
         refused = {
             b"not json": (400, "body"),
             b"[]": (422, "body"),
@@ -541,7 +518,7 @@ async def test_the_preview_as_you_type_answers_bad_input_with_a_4xx(
             assert response.status_code == 200 and response.json()["ok"] is False, (hostile, response.text)
             assert 'id="preview-error"' in response.json()["html"]
         # A read key previews only what is published: a new journey's draft is refused.
-        csrf = await signed_in(READ_KEY)
+        csrf = await _signed_in(http, READ_KEY)
         response = await preview(json.dumps({"definition": "id: x", "journey": None}).encode(), csrf)
         assert (response.status_code, response.json()["error"]["field"]) == (403, "journey")
 
@@ -550,7 +527,7 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
     """The preview follows the draft without a button (a slow answer never overwrites a newer one); a read key
     previews the published version but still may not publish or test-send; a publish from a page opened before
     someone else's publish is refused with a link to the new version, and writes nothing."""
-    _need_chromium()
+    need_chromium()
     from playwright.async_api import Route, async_playwright
 
     journey_id, _, ada = await _cart_journey(stack)
@@ -569,7 +546,7 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 # --- as you type: no button pressed, the preview follows the draft --------------------------------
                 context = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await context.new_page()
-                await _sign_in(page, base, WRITE_KEY)
+                await sign_in(page, base, WRITE_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}/edit")
                 editor = page.get_by_label("Definition (YAML)")
                 original = await editor.input_value()
@@ -626,7 +603,7 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 # --- a read key previews (JavaScript off: the button posts the form, with its CSRF token) ---------
                 reader = await browser.new_context(java_script_enabled=False, viewport={"width": 390, "height": 844})
                 page = await reader.new_page()
-                await _sign_in(page, base, READ_KEY)
+                await sign_in(page, base, READ_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}/edit")
                 assert await page.get_by_role("button", name="Publish").count() == 0
                 assert await page.get_by_role("button", name="Send a test").count() == 0
@@ -657,7 +634,7 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 # With JavaScript, the read key's preview follows the customer typed, without a button either.
                 reader = await browser.new_context(viewport={"width": 1280, "height": 900})
                 page = await reader.new_page()
-                await _sign_in(page, base, READ_KEY)
+                await sign_in(page, base, READ_KEY)
                 await page.goto(f"{base}/console/journeys/{journey_id}/edit")
                 await page.get_by_label("Send step").select_option("cart-email")
                 await page.get_by_label("Customer id").fill(ada)
@@ -669,8 +646,8 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 first = await browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
                 second = await browser.new_context(java_script_enabled=False, viewport={"width": 1280, "height": 900})
                 one, two = await first.new_page(), await second.new_page()
-                await _sign_in(one, base, WRITE_KEY)
-                await _sign_in(two, base, API_KEY)
+                await sign_in(one, base, WRITE_KEY)
+                await sign_in(two, base, API_KEY)
                 for page in (one, two):
                     await page.goto(f"{base}/console/journeys/{journey_id}/edit")
                 await one.get_by_label("Definition (YAML)").fill(original.replace("duration: 1h", "duration: 2h", 1))
