@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from devstack.postgres import EmbeddedPostgres
 from store import create_pool, migrate
+from tests.support.databases import own_database
 
 # Fixtures shared by the whole suite live in tests/support; registering them here makes them available
 # everywhere without imports.
@@ -71,12 +72,5 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 async def outbox_pool(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
     """A migrated database of this test's own, for tests that drain the whole outbox: in the shared database other
     tests' unrouted events would be drained too (and change what the drainer concludes about Temporal)."""
-    import uuid
-
-    url = postgres.ensure_database(f"outbox_{uuid.uuid4().hex[:12]}")
-    await migrate(url)
-    own = await create_pool(url, min_size=1, max_size=5)
-    try:
+    async with own_database(postgres, "outbox", max_size=5) as own:
         yield own
-    finally:
-        await own.close()

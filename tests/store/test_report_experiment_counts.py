@@ -17,10 +17,11 @@ import asyncpg
 import pytest_asyncio
 
 from devstack.postgres import EmbeddedPostgres
-from store import create_pool, migrate, privacy, reports
+from store import privacy, reports
 from store.conversions import Conversion, record_conversion
 from store.migrate import MIGRATIONS_DIR
 from store.outcomes import StepOutcome, record_outcomes
+from tests.support.databases import own_database
 
 DAY = datetime(2026, 3, 2, 9, tzinfo=UTC)
 MIGRATION = (MIGRATIONS_DIR / "0021_experiment_counts.sql").read_text()
@@ -31,13 +32,8 @@ SECRET = b"test-experiment-counts"
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def db(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
-    url = postgres.ensure_database(f"experiments_{uuid.uuid4().hex[:12]}")
-    await migrate(url)
-    pool = await create_pool(url, min_size=1, max_size=6)
-    try:
+    async with own_database(postgres, "experiments") as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 def entry(journey: str, customer: str) -> str:

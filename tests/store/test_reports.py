@@ -21,9 +21,10 @@ from api.journey_report import channel_report
 from config.settings import Settings
 from devstack.postgres import EmbeddedPostgres
 from journeys.models import Journey
-from store import create_pool, migrate, reports
 from store import journeys as journey_store
+from store import reports
 from store.reports import ExperimentArm, Filters
+from tests.support.databases import own_database
 from tests.support.mail import free_port
 
 JAN = datetime(2026, 1, 5, 12, tzinfo=UTC)
@@ -34,13 +35,8 @@ JANUARY = Filters(since=datetime(2026, 1, 1, tzinfo=UTC), until=datetime(2026, 2
 @pytest_asyncio.fixture(loop_scope="session")
 async def empty(postgres: EmbeddedPostgres) -> AsyncIterator[asyncpg.Pool]:
     """A migrated database of its own: the channel KPIs count every journey's messages."""
-    url = postgres.ensure_database(f"reports_{uuid.uuid4().hex[:12]}")
-    await migrate(url)
-    pool = await create_pool(url, min_size=1, max_size=6)
-    try:
+    async with own_database(postgres, "reports") as pool:
         yield pool
-    finally:
-        await pool.close()
 
 
 async def message(
