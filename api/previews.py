@@ -183,17 +183,23 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
 
 class TestSendResult(BaseModel):
     channel: str
-    to: str
-    """The address, number or URL given; for a device, its token (the subscription's endpoint for ``web``)."""
-    platform: str | None = None
-    """A push test to a device: its platform (``fcm``, ``apns``, ``web``)."""
+    to: str = Field(
+        description="The address, number or URL given; for a device, its token (the subscription's endpoint for web)."
+    )
+    platform: str | None = Field(default=None, description="A push test to a device: its platform.")
     status: Literal["sent", "failed"]
-    provider_message_id: str | None = None
-    """The provider's id of the message (FCM's message name, APNs' ``apns-id``, the push service's location)."""
-    error: str | None = None
-    """Why it failed, with the provider's answer (e.g. ``UNREGISTERED (FCM answered 404 NOT_FOUND)``)."""
-    provider_answer: dict[str, Any] | None = None
-    """A push test to a device: the provider's answer as the push adapter reads it (status, error codes)."""
+    provider_message_id: str | None = Field(
+        default=None,
+        description="The provider's id of the message (FCM's message name, APNs' apns-id, a Web Push location).",
+    )
+    error: str | None = Field(
+        default=None,
+        description="Why it failed, with the provider's answer (e.g. `UNREGISTERED (FCM answered 404 NOT_FOUND)`).",
+    )
+    provider_answer: dict[str, Any] | None = Field(
+        default=None,
+        description="A push test to a device: the provider's answer as the push adapter reads it (status, codes).",
+    )
 
 
 def parse_device(data: Any) -> DeviceAddress:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -18,7 +18,7 @@ from api.broadcasting import create_and_start, describe
 from api.openapi_links import BODY_ID, broadcast_links, from_path, linked
 from api.routes_deps import READ, WRITE, pool, read_json, read_model, settings, temporal, validation_field
 from api.routes_devices import DeviceAddress
-from api.routes_previews import body_doc, read_test_send
+from api.routes_previews import CHANNEL_DOC, DEVICE_DOC, TO_DOC, body_doc, read_test_send
 from api.schemas import ApiError, CustomerId
 from config.settings import Settings
 from journeys.broadcasts import Broadcast
@@ -73,13 +73,9 @@ class PreviewBody(BaseModel):
 
 
 class TestSendBody(PreviewBody):
-    to: str | None = None
-    """The email address, phone number or webhook URL that receives the test (not for a push to a device)."""
-    device: DeviceAddress | None = None
-    """Push: the device that receives the test, as a device is registered (see ``POST
-    /v1/journeys/{id}/test-send``)."""
-    channel: str | None = None
-    """Which of the message's channels (default: its first)."""
+    to: str | None = Field(default=None, description=TO_DOC)
+    device: DeviceAddress | None = Field(default=None, description=DEVICE_DOC)
+    channel: str | None = Field(default=None, description=CHANNEL_DOC)
 
 
 async def _preview_request(db: asyncpg.Pool, body: PreviewBody) -> Any:

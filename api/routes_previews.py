@@ -39,15 +39,20 @@ class PreviewBody(BaseModel):
     """Default: the latest version."""
 
 
+TO_DOC = "The email address, phone number or webhook URL that receives the test (not for a push to a device)."
+DEVICE_DOC = (
+    'Push: the device that receives the test, as a device is registered: `{"platform": "fcm" or "apns", "token": '
+    '...}` or `{"platform": "web", "subscription": {"endpoint": ..., "keys": {"p256dh": ..., "auth": ...}}}`. Sent '
+    "once over the platform's provider as a real push is; the customer's own devices get nothing, and no stored "
+    "device changes whatever the provider answers. Required for push with the `devices` push adapter."
+)
+CHANNEL_DOC = "Which of the message's channels (default: its first)."
+
+
 class TestSendBody(PreviewBody):
-    to: str | None = None
-    """The email address, phone number or webhook URL that receives the test (not for a push to a device)."""
-    device: DeviceAddress | None = None
-    """Push: the device that receives the test, as a device is registered: ``{"platform": "fcm"|"apns", "token":
-    ...}`` or ``{"platform": "web", "subscription": {"endpoint": ..., "keys": {"p256dh": ..., "auth": ...}}}``.
-    Sent over the platform's provider as a real push is; the customer's own devices are left alone."""
-    channel: str | None = None
-    """Which of the message's channels (default: its first)."""
+    to: str | None = Field(default=None, description=TO_DOC)
+    device: DeviceAddress | None = Field(default=None, description=DEVICE_DOC)
+    channel: str | None = Field(default=None, description=CHANNEL_DOC)
 
 
 M = TypeVar("M", bound=BaseModel)
