@@ -378,14 +378,17 @@ async def test_send_checked(
     """``test_send`` with the caller's input checked: 422 naming ``channel``, ``to``, ``device``, the device's
     platform when it is not configured here, or the template."""
     offered = request.candidates or [request.channel]
-    chosen = channel or offered[0]
+    # A device says push: the test goes on push without naming the channel, whichever channel comes first.
+    chosen = channel or ("push" if device is not None and "push" in offered else offered[0])
     if chosen not in offered:
         raise ApiError(422, f"the message has no '{chosen}' content (it has: {', '.join(offered)})", field="channel")
     if chosen not in TEST_CHANNELS:
         raise ApiError(422, f"no test sends on {chosen}: use one of {', '.join(TEST_CHANNELS)}", field="channel")
     if device is not None:
         if chosen != "push":
-            raise ApiError(422, f"a device is for push test sends; a {chosen} test goes to 'to'", field="device")
+            raise ApiError(
+                422, f"a device is for push test sends; the {chosen} test goes to 'to' instead", field="device"
+            )
         if to:
             raise ApiError(422, "give either 'to' or 'device', not both", field="device")
         missing = missing_settings(settings, device.platform)

@@ -187,10 +187,13 @@ async def test_a_journey_push_test_reaches_the_given_device_only_and_counts_nowh
 
 async def test_a_broadcast_push_test_goes_to_the_given_device(pool: asyncpg.Pool, tmp_path: Path) -> None:
     customer_id = await customer(pool, own_phone="customer-own-token")
-    broadcast = {
+    broadcast = {  # email first: the device alone says the test is the push
         "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": "nobody"}]},
-        "channel": "push",
-        "template": {"title": "Sale for {{ customer.first_name }}", "body": "20% off"},
+        "channels": ["email", "push"],
+        "content": {
+            "email": {"subject": "Sale", "text": "20% off"},
+            "push": {"title": "Sale for {{ customer.first_name }}", "body": "20% off"},
+        },
     }
     async with running(FcmFake()) as fcm, api(fcm_settings(tmp_path, fcm), pool) as http:
         answer = await http.post(
@@ -198,7 +201,7 @@ async def test_a_broadcast_push_test_goes_to_the_given_device(pool: asyncpg.Pool
             json={"broadcast": broadcast, "customer_id": customer_id, "device": {"platform": "fcm", "token": "qa"}},
         )
         assert answer.status_code == 200, answer.text
-        assert answer.json()["status"] == "sent"
+        assert (answer.json()["channel"], answer.json()["status"]) == ("push", "sent")
         assert [(m["token"], m["notification"]["title"]) for m in fcm.sent] == [("qa", "[TEST] Sale for Ada")]
     assert [(d, active) for d, active, _ in await untouched(pool, customer_id)] == [("own_phone", True)]
 
