@@ -5,9 +5,15 @@ would do (``JourneyActivities.decide``, the very code a send runs, in a read-onl
 lock): it writes nothing and delivers nothing. A test send renders the same content for that customer and
 delivers it, marked ``[TEST]`` with a ``test:`` key, to an address given by the caller: no consent, cap,
 suppression or quiet-hours check (it goes to the operator, not the customer), and no row anywhere, so caps,
-reports and the message log never count it. With the ``devices`` push adapter a push test is refused: that
-adapter delivers to the customer's own devices, not to an address given. Links are left as written (no tracking:
-a click on a test message is nobody's click).
+reports and the message log never count it. Links are left as written (no tracking: a click on a test message is
+nobody's click).
+
+A push test goes to a device given by the caller (``device``: ``platform`` and ``token``, or for ``web`` the
+``subscription``, checked as a registered device is, ``api.routes_devices.DeviceAddress``) over the very sender
+the ``devices`` adapter uses for that platform (``DevicesPushChannel.send_to_device``): the customer's own
+devices are never read, and the provider's answer changes no stored device (an ``UNREGISTERED`` or ``410`` for the
+test token is reported, not acted on). With the ``devices`` adapter a push test needs ``device`` (``to`` would
+mean nothing to it); with another push adapter ``to`` works as for the other channels.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from activities.broadcasts import send_request as broadcast_send_request
 from activities.channels.base import OutboundMessage, PermanentDeliveryError
+from activities.channels.egress import EgressRefusedError, guarded_client
+from activities.channels.push import DevicesPushChannel, missing_settings
 from activities.channels.registry import build_channels, close_channels
 from activities.journey import JourneyActivities
 from activities.links import unsubscribe_url
 from activities.models import SendRequest
 from activities.profiles import fetch_profile
+from api.routes_deps import validation_field
+from api.routes_devices import DeviceAddress
 from api.schemas import ApiError, is_email
 from config.settings import Settings
 from contracts.journey import Event
@@ -33,6 +43,7 @@ from journeys.models import Journey, SendStep
 from journeys.templates import TemplateError, noting_undefined
 from store.customers import get_customer
 from store.db import Pool, transaction
+from store.devices import Device
 
 TEST_CHANNELS = ("email", "sms", "push", "webhook")
 
@@ -172,17 +183,38 @@ async def preview(pool: Pool, settings: Settings, request: SendRequest) -> Previ
 
 class TestSendResult(BaseModel):
     channel: str
-    to: str
+    to: str = Field(
+        description="The address, number or URL given; for a device, its token (the subscription's endpoint for web)."
+    )
+    platform: str | None = Field(default=None, description="A push test to a device: its platform.")
     status: Literal["sent", "failed"]
-    provider_message_id: str | None = None
-    error: str | None = None
+    provider_message_id: str | None = Field(
+        default=None,
+        description="The provider's id of the message (FCM's message name, APNs' apns-id, a Web Push location).",
+    )
+    error: str | None = Field(
+        default=None,
+        description="Why it failed, with the provider's answer (e.g. `UNREGISTERED (FCM answered 404 NOT_FOUND)`).",
+    )
+    provider_answer: dict[str, Any] | None = Field(
+        default=None,
+        description="A push test to a device: the provider's answer as the push adapter reads it (status, codes).",
+    )
 
 
-async def test_send(pool: Pool, settings: Settings, request: SendRequest, channel: str, to: str) -> TestSendResult:
-    """Render the message for the customer and deliver it to ``to`` only, marked as a test; records nothing."""
-    sender = JourneyActivities(pool, {}, settings)
-    async with transaction(pool, readonly=True) as conn:
-        profile = await fetch_profile(conn, request.customer_id)
+def parse_device(data: Any) -> DeviceAddress:
+    """A test send's ``device``, checked as a device registration is; 422 naming ``device.<field>``."""
+    try:
+        return DeviceAddress.model_validate(data)
+    except ValidationError as exc:
+        message, field = validation_field(exc.errors())  # type: ignore[arg-type]
+        if field:
+            message = message.removeprefix(f"{field}: ")
+        name = f"device.{field}" if field else "device"
+        raise ApiError(422, f"{name}: {message}", field=name) from None
+
+
+def _content(sender: JourneyActivities, request: SendRequest, profile: Any, channel: str) -> dict[str, Any]:
     # No unsubscribe link of the customer's in a message that goes to someone else.
     content = sender.render(request, profile, channel, unsubscribe=None)
     if channel == "email" and "subject" in content:
@@ -191,6 +223,23 @@ async def test_send(pool: Pool, settings: Settings, request: SendRequest, channe
         content["title"] = f"[TEST] {content['title']}"
     elif channel == "sms" and "text" in content:
         content["text"] = f"[TEST] {content['text']}"
+    return content
+
+
+async def test_send(
+    pool: Pool,
+    settings: Settings,
+    request: SendRequest,
+    channel: str,
+    to: str | None,
+    device: DeviceAddress | None = None,
+) -> TestSendResult:
+    """Render the message for the customer and deliver it to ``to`` (or, for push, ``device``) only, marked as a
+    test; records nothing."""
+    sender = JourneyActivities(pool, {}, settings)
+    async with transaction(pool, readonly=True) as conn:
+        profile = await fetch_profile(conn, request.customer_id)
+    content = _content(sender, request, profile, channel)
     message = OutboundMessage(
         idempotency_key=f"test:{uuid.uuid4().hex}",
         customer_id=request.customer_id,
@@ -202,6 +251,9 @@ async def test_send(pool: Pool, settings: Settings, request: SendRequest, channe
         step_id=request.step_id,
         content=content,
     )
+    if device is not None:
+        return await _test_push(pool, settings, message, device)
+    assert to is not None  # test_send_checked: ``to`` or ``device``
     channels = build_channels(settings, pool=pool)
     try:
         result = await channels[channel].deliver(message)
@@ -212,6 +264,103 @@ async def test_send(pool: Pool, settings: Settings, request: SendRequest, channe
     return TestSendResult(channel=channel, to=to, status="sent", provider_message_id=result.provider_message_id)
 
 
+async def _test_push(
+    pool: Pool, settings: Settings, message: OutboundMessage, address: DeviceAddress
+) -> TestSendResult:
+    """One push to the device given, over the ``devices`` adapter's sender for its platform; nothing recorded."""
+    platform = address.platform
+    subscription = address.subscription.model_dump(exclude_none=True) if address.subscription else None
+    to = address.token or (subscription or {}).get("endpoint", "")
+    now = datetime.now(UTC)
+    device = Device(
+        customer_id=message.customer_id,
+        device_id="test-send",
+        platform=platform,
+        token=address.token,
+        subscription=subscription,
+        app=None,
+        locale=None,
+        active=True,
+        deactivated_at=None,
+        deactivated_reason=None,
+        created_at=now,
+        updated_at=now,
+    )
+    # A Web Push endpoint is the caller's URL: checked as a webhook's is (activities.channels.egress), so a test
+    # cannot make Parcours call its own network and read the answer.
+    client = (
+        guarded_client(settings.webhook_allow_hosts, timeout=settings.push_timeout_seconds)
+        if platform == "web"
+        else None
+    )
+    try:
+        try:
+            channel = DevicesPushChannel(
+                settings, pool, platforms=[platform], apns_tokens=_APNS_TOKENS, http_client=client
+            )
+        except (ValueError, OSError, KeyError) as exc:  # a key file missing or unreadable here
+            raise ApiError(
+                422, f"{PLATFORM_NAMES[platform]} push is misconfigured here: {exc!s}", field="device.platform"
+            ) from None
+        try:
+            outcome = await channel.send_to_device(device, message)
+        except EgressRefusedError as exc:
+            raise ApiError(
+                422,
+                f"{exc} (a test push may reach only public addresses, or PARCOURS_WEBHOOK_ALLOW_HOSTS)",
+                field="device.subscription.endpoint",
+            ) from None
+        finally:
+            await channel.close()
+    finally:
+        if client is not None:
+            await client.aclose()
+    if outcome.verdict == "sent":
+        return TestSendResult(
+            channel=message.channel,
+            to=to,
+            platform=platform,
+            status="sent",
+            provider_message_id=outcome.provider_id,
+            provider_answer=outcome.detail,
+        )
+    return TestSendResult(
+        channel=message.channel,
+        to=to,
+        platform=platform,
+        status="failed",
+        error=_push_error(platform, outcome.verdict, outcome.detail),
+        provider_answer=outcome.detail,
+    )
+
+
+PLATFORM_NAMES = {"fcm": "FCM", "apns": "APNs", "web": "Web Push"}
+_APNS_TOKENS: dict[str, tuple[str, float]] = {}
+"""The APNs provider tokens of this process's test sends, by key: each test builds its sender anew, and Apple
+answers ``TooManyProviderTokenUpdates`` to a new token within 20 minutes of the last, so they share one (renewed
+after 50 minutes, as the adapter's)."""
+
+
+def _push_error(platform: str, verdict: str, detail: dict[str, Any]) -> str:
+    """The provider's refusal in a line: its code or reason first, then what it answered."""
+    name = PLATFORM_NAMES[platform]
+    status = detail.get("status")
+    codes = [str(c) for c in detail.get("codes") or []]
+    reason = detail.get("reason") or ", ".join(codes) or detail.get("error")
+    if status is None:  # no answer (unreachable), or refused before sending (our credentials, the subscription)
+        text = f"{name}: {reason}"
+    else:
+        said = " ".join(str(p) for p in (status, detail.get("error") if codes else None) if p is not None)
+        text = f"{reason} ({name} answered {said})" if reason else f"{name} answered {said}"
+        if detail.get("body"):
+            text += f": {detail['body']}"
+    if verdict == "dead":
+        text += ": this token can take no push (no stored device was changed)"
+    elif verdict == "retry":
+        text += ": a passing failure, try again"
+    return text
+
+
 def _unsubscribe(settings: Settings, request: SendRequest, channel: str) -> str | None:
     if request.kind != "marketing" or channel != "email":
         return None
@@ -219,28 +368,51 @@ def _unsubscribe(settings: Settings, request: SendRequest, channel: str) -> str 
 
 
 async def test_send_checked(
-    pool: Pool, settings: Settings, request: SendRequest, channel: str | None, to: str
+    pool: Pool,
+    settings: Settings,
+    request: SendRequest,
+    channel: str | None,
+    to: str | None,
+    device: DeviceAddress | None = None,
 ) -> TestSendResult:
-    """``test_send`` with the caller's input checked: 422 naming ``channel``, ``to`` or the template."""
+    """``test_send`` with the caller's input checked: 422 naming ``channel``, ``to``, ``device``, the device's
+    platform when it is not configured here, or the template."""
     offered = request.candidates or [request.channel]
-    chosen = channel or offered[0]
+    # A device says push: the test goes on push without naming the channel, whichever channel comes first.
+    chosen = channel or ("push" if device is not None and "push" in offered else offered[0])
     if chosen not in offered:
         raise ApiError(422, f"the message has no '{chosen}' content (it has: {', '.join(offered)})", field="channel")
     if chosen not in TEST_CHANNELS:
         raise ApiError(422, f"no test sends on {chosen}: use one of {', '.join(TEST_CHANNELS)}", field="channel")
-    if chosen == "push" and settings.channel_push == "devices":
-        # That adapter delivers to the customer's own registered devices, whatever ``to`` says.
+    if device is not None:
+        if chosen != "push":
+            raise ApiError(
+                422, f"a device is for push test sends; the {chosen} test goes to 'to' instead", field="device"
+            )
+        if to:
+            raise ApiError(422, "give either 'to' or 'device', not both", field="device")
+        missing = missing_settings(settings, device.platform)
+        if missing:
+            raise ApiError(
+                422,
+                f"{PLATFORM_NAMES[device.platform]} push is not configured here: set {' and '.join(missing)}",
+                field="device.platform",
+            )
+    elif chosen == "push" and settings.channel_push == "devices":
+        # That adapter delivers to devices, not to an address: the test needs one.
         raise ApiError(
             422,
-            "no push test sends with the 'devices' push adapter: it would reach the customer's own devices, not "
-            "'to'; test on email, or preview the push",
-            field="channel",
+            'a push test goes to a device: give "device": {"platform": "fcm" or "apns", "token": ...} or '
+            '{"platform": "web", "subscription": {"endpoint": ..., "keys": {...}}}',
+            field="device",
         )
-    if chosen == "email" and not is_email(to):
+    elif not to:
+        raise ApiError(422, f"the {chosen} test's recipient is required", field="to")
+    elif chosen == "email" and not is_email(to):
         raise ApiError(422, "not an email address", field="to")
-    if chosen == "webhook" and not to.startswith(("http://", "https://")):
+    elif chosen == "webhook" and not to.startswith(("http://", "https://")):
         raise ApiError(422, "a webhook test goes to an http(s) URL", field="to")
     try:
-        return await test_send(pool, settings, request, chosen, to)
+        return await test_send(pool, settings, request, chosen, to, device)
     except TemplateError as exc:
         raise ApiError(422, f"template error: {exc}", field=f"content.{chosen}") from None

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Depends, Path, Request
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 from temporalio.client import Client
 from temporalio.service import RPCError
 
@@ -17,6 +17,8 @@ from api import previews
 from api.broadcasting import create_and_start, describe
 from api.openapi_links import BODY_ID, broadcast_links, from_path, linked
 from api.routes_deps import READ, WRITE, pool, read_json, read_model, settings, temporal, validation_field
+from api.routes_devices import DeviceAddress
+from api.routes_previews import CHANNEL_DOC, DEVICE_DOC, TO_DOC, body_doc, read_test_send
 from api.schemas import ApiError, CustomerId
 from config.settings import Settings
 from journeys.broadcasts import Broadcast
@@ -71,10 +73,9 @@ class PreviewBody(BaseModel):
 
 
 class TestSendBody(PreviewBody):
-    to: str
-    """The address, phone number or device token that receives the test."""
-    channel: str | None = None
-    """Which of the message's channels (default: its first)."""
+    to: str | None = Field(default=None, description=TO_DOC)
+    device: DeviceAddress | None = Field(default=None, description=DEVICE_DOC)
+    channel: str | None = Field(default=None, description=CHANNEL_DOC)
 
 
 async def _preview_request(db: asyncpg.Pool, body: PreviewBody) -> Any:
@@ -97,12 +98,19 @@ async def preview(request: Request, db: Pool, config: AppSettings) -> previews.P
     return await previews.preview(db, config, await _preview_request(db, body))
 
 
-@router.post("/v1/broadcasts/test-send", response_model=previews.TestSendResult, dependencies=[WRITE])
+@router.post(
+    "/v1/broadcasts/test-send",
+    response_model=previews.TestSendResult,
+    dependencies=[WRITE],
+    openapi_extra=body_doc(TestSendBody),
+)
 async def test_send(request: Request, db: Pool, config: AppSettings) -> previews.TestSendResult:
-    """Send the message as the customer would get it to ``to``, marked as a test, counted nowhere."""
-    body = await read_model(request, TestSendBody)
+    """Send the message as the customer would get it to ``to``, or for push to ``device``: marked as a test,
+    counted nowhere, never held back by consent or caps; ``status`` ``sent`` with the provider's message id or
+    ``failed`` with its error. A device whose platform is not configured is a 422 naming ``device.platform``."""
+    body = await read_test_send(request, TestSendBody)
     send = await _preview_request(db, body)
-    return await previews.test_send_checked(db, config, send, body.channel, body.to)
+    return await previews.test_send_checked(db, config, send, body.channel, body.to, body.device)
 
 
 @router.get(

@@ -70,17 +70,18 @@ class WebSubscription(BaseModel):
         return value
 
 
-class DeviceIn(BaseModel):
+class DeviceAddress(BaseModel):
+    """Where a push goes: ``platform`` and its ``token``, or for ``web`` the ``subscription``. Also the device of a
+    push test send (``api.previews``), checked by the same rules."""
+
     model_config = ConfigDict(extra="forbid")
 
     platform: Literal["fcm", "apns", "web"]
     token: str | None = Field(default=None, min_length=1, max_length=4096)
     subscription: WebSubscription | None = None
-    app: str | None = Field(default=None, max_length=200)
-    locale: str | None = Field(default=None, max_length=35)
 
     @model_validator(mode="after")
-    def _address(self) -> DeviceIn:
+    def _address(self) -> DeviceAddress:
         if self.platform == "web":
             if self.subscription is None:
                 raise ValueError("subscription: required for platform 'web'")
@@ -94,6 +95,11 @@ class DeviceIn(BaseModel):
             if self.platform == "apns" and not all(c in "0123456789abcdefABCDEF" for c in self.token):
                 raise ValueError("token: an APNs device token is hexadecimal")
         return self
+
+
+class DeviceIn(DeviceAddress):
+    app: str | None = Field(default=None, max_length=200)
+    locale: str | None = Field(default=None, max_length=35)
 
 
 class DeviceOut(BaseModel):

@@ -1,4 +1,4 @@
-"""``parcours broadcasts create|show|pause|resume|cancel`` and ``parcours journeys preview``.
+"""``parcours broadcasts create|show|pause|resume|cancel|test-send`` and ``parcours journeys preview|test-send``.
 
 They run the same code as the API (``api/broadcasting.py``, ``api/previews.py``) against the database and Temporal
 that ``cli.context`` finds.
@@ -232,3 +232,125 @@ def journeys_preview(
             console.print(
                 f"  [yellow]{channel}: empty for this customer: {escape(', '.join(result.missing[channel]))}[/]"
             )
+
+
+# --- test sends ---------------------------------------------------------------------------------------------------
+
+ToOption = Annotated[
+    str | None, typer.Option("--to", help="The email address, phone number or webhook URL that gets the test.")
+]
+ChannelOption = Annotated[
+    str | None, typer.Option("--channel", "-c", help="Which of the message's channels (default: its first).")
+]
+PlatformOption = Annotated[
+    str | None,
+    typer.Option("--device-platform", help="A push test's device: fcm, apns or web (as a device is registered)."),
+]
+TokenOption = Annotated[str | None, typer.Option("--device-token", help="The FCM or APNs token of the device.")]
+SubscriptionOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device-subscription",
+        help='A Web Push subscription as JSON, as the browser gives it: {"endpoint": ..., "keys": {...}}.',
+    ),
+]
+
+
+def _device(platform: str | None, token: str | None, subscription: str | None) -> Any:
+    """The ``--device-*`` options as a test send's device, checked as the API checks it; None without them."""
+    from api import previews
+    from api.schemas import ApiError
+
+    if platform is None and token is None and subscription is None:
+        return None
+    data: dict[str, Any] = {"platform": platform}
+    if token is not None:
+        data["token"] = token
+    if subscription is not None:
+        try:
+            data["subscription"] = json.loads(subscription)
+        except ValueError as exc:
+            fail(f"--device-subscription: not JSON: {exc}")
+    try:
+        return previews.parse_device(data)
+    except ApiError as exc:
+        fail(exc.message)
+
+
+def _print_test_send(result: Any) -> None:
+    where = f"{result.platform} device {result.to}" if result.platform else result.to
+    if result.status == "sent":
+        said = f" (provider message id {result.provider_message_id})" if result.provider_message_id else ""
+        console.print(escape(f"test sent on {result.channel} to {where}, marked [TEST]{said}"), highlight=False)
+    else:
+        fail(f"the test on {result.channel} to {where} failed: {result.error}")
+
+
+def journeys_test_send(
+    journey_id: Annotated[str, typer.Argument(help="Journey id.")],
+    step: Annotated[str, typer.Argument(help="The send step's id.")],
+    customer_id: Annotated[str, typer.Argument(help="Customer id: the message is rendered with their data.")],
+    to: ToOption = None,
+    channel: ChannelOption = None,
+    device_platform: PlatformOption = None,
+    device_token: TokenOption = None,
+    device_subscription: SubscriptionOption = None,
+    prop: Annotated[
+        list[str] | None, typer.Option("--prop", "-p", help="A trigger event property key=value (JSON when it parses).")
+    ] = None,
+) -> None:
+    """Send STEP's message, rendered for CUSTOMER, to --to or (push) the --device-* given: marked [TEST], counted
+    nowhere, as POST /v1/journeys/{id}/test-send. Exit code 1 when the provider refused it."""
+    from api import previews
+    from api.routes_previews import TestSendBody, TriggerBody, _request
+    from cli.main import _parse_prop
+    from journeys.values import limits_from
+
+    settings = _settings()
+    properties = dict(_parse_prop(p, limits_from(settings)) for p in prop or [])
+
+    async def main() -> None:
+        device = _device(device_platform, device_token, device_subscription)
+        async with open_pool(settings) as pool:
+            body = TestSendBody(
+                step=step, customer_id=customer_id, event=TriggerBody(properties=properties), to=to, channel=channel
+            )
+            request = await _api(_request(pool, journey_id, body))
+            _print_test_send(await _api(previews.test_send_checked(pool, settings, request, channel, to, device)))
+
+    run(main())
+
+
+@broadcasts_app.command("test-send")
+def broadcasts_test_send(
+    customer_id: Annotated[str, typer.Argument(help="Customer id: the message is rendered with their data.")],
+    broadcast_id: Annotated[str | None, typer.Option("--id", help="A broadcast created already.")] = None,
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="A broadcast definition (YAML or JSON).")] = None,
+    to: ToOption = None,
+    channel: ChannelOption = None,
+    device_platform: PlatformOption = None,
+    device_token: TokenOption = None,
+    device_subscription: SubscriptionOption = None,
+) -> None:
+    """Send a broadcast's message (--id, or a definition in --file), rendered for CUSTOMER, to --to or (push) the
+    --device-* given: marked [TEST], counted nowhere, as POST /v1/broadcasts/test-send."""
+    from api import previews
+    from api.routes_broadcasts import TestSendBody, _preview_request
+
+    settings = _settings()
+
+    async def main() -> None:
+        if (broadcast_id is None) == (file is None):
+            fail("give either --id (a broadcast created already) or --file (a definition)")
+        definition = _read_definition(file) if file is not None else None
+        if file is not None and not isinstance(definition, dict):
+            fail(f"{file}: a broadcast definition is a mapping")
+        device = _device(device_platform, device_token, device_subscription)
+        async with open_pool(settings) as pool:
+            body = TestSendBody(
+                broadcast=definition, broadcast_id=broadcast_id, customer_id=customer_id, to=to, channel=channel
+            )
+            request = await _api(_preview_request(pool, body))
+            _print_test_send(await _api(previews.test_send_checked(pool, settings, request, channel, to, device)))
+
+    run(main())

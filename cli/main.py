@@ -23,7 +23,7 @@ from rich.table import Table
 from api.publishing import Checked, check_file, publish_journey
 from api.routes_deps import validation_field
 from api.schemas import EventIn, email_address
-from cli.broadcasts import broadcasts_app, journeys_preview
+from cli.broadcasts import broadcasts_app, journeys_preview, journeys_test_send
 from cli.context import CliError, console, database_url, err_console, fail, open_client, open_pool, run, setup_logging
 from cli.ops import ops_app
 from config.settings import Settings, unsafe_settings
@@ -48,6 +48,7 @@ app.add_typer(customers_app, name="customers")
 app.add_typer(ops_app, name="ops")
 app.add_typer(broadcasts_app, name="broadcasts")
 journeys_app.command("preview")(journeys_preview)
+journeys_app.command("test-send")(journeys_test_send)
 
 PROGRESS_FROM_FILES = 5
 """Publishing this many files or more shows a progress bar."""

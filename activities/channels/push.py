@@ -44,6 +44,9 @@ replaces a notification still waiting at the provider by a newer one with the sa
 ``apns-collapse-id``, Web Push ``Topic``, APNs ``apns-collapse-id``; each carries a digest of the message's
 idempotency key, so a retried delivery replaces rather than doubles an undelivered one. APNs also gets
 ``apns-id``, a UUID derived from the key and the device.
+
+``DevicesPushChannel.send_to_device`` is a test send's path: one message to one device the caller gives, over the
+same sender, its answer returned as is; no stored device is read, no delivery recorded, no device deactivated.
 """
 
 from __future__ import annotations
@@ -55,6 +58,7 @@ import json
 import ssl
 import time
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -277,7 +281,10 @@ class WebPushSender:
 
 
 class ApnsSender:
-    def __init__(self, settings: Settings) -> None:
+    """``tokens``: where the provider token is kept, by key; a store shared by several senders of one process (the
+    test sends') makes them sign one token per key, not one each (Apple refuses a new one within 20 minutes)."""
+
+    def __init__(self, settings: Settings, *, tokens: dict[str, tuple[str, float]] | None = None) -> None:
         s = settings
         if s.apns_key_file is None or not s.apns_key_id or not s.apns_team_id or not s.apns_topic:
             raise ValueError(
@@ -285,13 +292,26 @@ class ApnsSender:
             )
         self._settings = settings
         self._key = Path(s.apns_key_file).read_text()
-        self._token: tuple[str, float] | None = None
+        self._tokens: dict[str, tuple[str, float]] = tokens if tokens is not None else {}
+        self._token_key = f"{s.apns_team_id}/{s.apns_key_id}/{hashlib.sha256(self._key.encode()).hexdigest()}"
         # APNs speaks HTTP/2 only, over TLS (ALPN "h2"). Certificates are always verified: against the default
         # bundle, or against apns_ca_file when set (a private CA, a test server).
         verify: ssl.SSLContext | bool = (
             ssl.create_default_context(cafile=str(s.apns_ca_file)) if s.apns_ca_file is not None else True
         )
         self._client = httpx.AsyncClient(http1=False, http2=True, verify=verify, timeout=s.push_timeout_seconds)
+
+    @property
+    def _token(self) -> tuple[str, float] | None:
+        """The provider token and when it was signed; None: sign one."""
+        return self._tokens.get(self._token_key)
+
+    @_token.setter
+    def _token(self, value: tuple[str, float] | None) -> None:
+        if value is None:
+            self._tokens.pop(self._token_key, None)
+        else:
+            self._tokens[self._token_key] = value
 
     def provider_token(self) -> str:
         now = time.time()
@@ -380,25 +400,57 @@ def delivered(deliveries: list[Delivery], report: dict[str, dict[str, Any]] | No
     )
 
 
+def missing_settings(settings: Settings, platform: str) -> list[str]:
+    """The settings ``platform`` (``fcm``, ``apns``, ``web``) still needs before a push can go out over it."""
+    s = settings
+    needed: dict[str, list[tuple[str, object]]] = {
+        "fcm": [
+            ("PARCOURS_FCM_PROJECT_ID", s.fcm_project_id),
+            ("PARCOURS_FCM_SERVICE_ACCOUNT_FILE", s.fcm_service_account_file),
+        ],
+        "web": [("PARCOURS_VAPID_PRIVATE_KEY", s.vapid_private_key)],
+        "apns": [
+            ("PARCOURS_APNS_KEY_FILE", s.apns_key_file),
+            ("PARCOURS_APNS_KEY_ID", s.apns_key_id),
+            ("PARCOURS_APNS_TEAM_ID", s.apns_team_id),
+            ("PARCOURS_APNS_TOPIC", s.apns_topic),
+        ],
+    }
+    return [name for name, value in needed[platform] if not value]
+
+
 class DevicesPushChannel:
     """Push to every active device of the customer, each over its platform's provider.
 
     Platforms without configuration are left out at start-up (a device of that platform is recorded as failed,
-    ``platform_not_configured``), so a deployment with FCM only still delivers to its FCM devices.
+    ``platform_not_configured``), so a deployment with FCM only still delivers to its FCM devices. ``platforms``
+    limits the senders built to those (a test send needs only its device's); ``apns_tokens`` is ``ApnsSender``'s;
+    ``http_client`` (FCM and Web Push; closed by its owner) replaces the channel's own.
     """
 
-    def __init__(self, settings: Settings, pool: Pool, *, name: str = "push") -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        pool: Pool,
+        *,
+        name: str = "push",
+        platforms: Collection[str] | None = None,
+        apns_tokens: dict[str, tuple[str, float]] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
         self.name = name
         self._pool = pool
         self._device_attempts = settings.push_device_attempts
-        self._client = httpx.AsyncClient(timeout=settings.push_timeout_seconds)
+        self._owns_client = http_client is None
+        self._client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_seconds)
         self._senders: dict[str, FcmSender | WebPushSender | ApnsSender] = {}
-        if settings.fcm_project_id and settings.fcm_service_account_file:
+        wanted = set(platforms) if platforms is not None else {"fcm", "web", "apns"}
+        if "fcm" in wanted and settings.fcm_project_id and settings.fcm_service_account_file:
             self._senders["fcm"] = FcmSender(settings, self._client)
-        if settings.vapid_private_key is not None:
+        if "web" in wanted and settings.vapid_private_key is not None:
             self._senders["web"] = WebPushSender(settings, self._client)
-        if settings.apns_key_file is not None:
-            self._senders["apns"] = ApnsSender(settings)
+        if "apns" in wanted and settings.apns_key_file is not None:
+            self._senders["apns"] = ApnsSender(settings, tokens=apns_tokens)
         if not self._senders:
             raise ValueError(
                 "the devices push adapter needs FCM, Web Push (VAPID) or APNs settings; see README, Configuration"
@@ -444,6 +496,12 @@ class DevicesPushChannel:
             return result
         raise PermanentDeliveryError("no device took the push", response={"devices": report})
 
+    async def send_to_device(self, device: Device, message: OutboundMessage) -> DeviceOutcome:
+        """Deliver ``message`` to ``device`` alone, over its platform's sender, once: the provider's answer, and
+        nothing else. Unlike ``deliver`` it reads no stored device, records no delivery and deactivates nothing,
+        whatever the answer (a test send to a device given by hand: ``api.previews``)."""
+        return await self._send(device, message)
+
     async def _send(self, device: Device, message: OutboundMessage) -> DeviceOutcome:
         sender = self._senders.get(device.platform)
         if sender is None:
@@ -454,7 +512,8 @@ class DevicesPushChannel:
             return DeviceOutcome("retry", {"error": str(exc)})
 
     async def close(self) -> None:
-        await self._client.aclose()
+        if self._owns_client:
+            await self._client.aclose()
         apns = self._senders.get("apns")
         if isinstance(apns, ApnsSender):
             await apns.close()

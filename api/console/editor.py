@@ -9,7 +9,8 @@ code of the HTTP API, on the definition in the editor (not published yet):
 - preview: ``api.previews.step_request`` and ``preview``, as ``POST /v1/journeys/{id}/preview``: every channel's
   message rendered for a chosen customer (``templates/preview.html``, shared with the new-broadcast form) and the
   send policy's decision; refreshed as you type (``POST /console/editor/preview``, the newest answer only);
-- test send: ``api.previews.test_send_checked``, as ``.../test-send``: marked ``[TEST]``, recorded nowhere;
+- test send: ``api.previews.test_send_checked``, as ``.../test-send``: marked ``[TEST]``, recorded nowhere; a push
+  test goes to the device given (platform and token, or a Web Push subscription's JSON);
 - publish: ``api.publishing.publish_journey``, as ``POST /v1/journeys`` (event router refreshed, segment schedule
   synced), then the journey's page says which version was published and that running customers keep theirs.
 
@@ -20,6 +21,7 @@ Publishing a draft opened at an older version than the latest is refused (409) w
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,6 +45,7 @@ from api.console.routes import (
 )
 from api.publishing import publish_journey, validated
 from api.routes_deps import event_router, input_limits, off_loop, pool, read_json, settings, temporal
+from api.routes_devices import DeviceAddress
 from api.schemas import CUSTOMER_ID_PATTERN, ApiError
 from journeys.models import Journey, SendStep
 from journeys.validation import JourneyIssue, JourneyValidationError
@@ -251,6 +254,9 @@ class Draft:
     properties: str = ""
     to: str = ""
     channel: str = ""
+    device_platform: str = ""
+    device_token: str = ""
+    """A push test's device: its token, or for ``web`` the subscription as JSON."""
     errors: dict[str, str] = field(default_factory=dict)
     """Per action (``preview``, ``test_send``, ``publish``): why it could not be done."""
 
@@ -265,7 +271,25 @@ class Draft:
             properties=form.get("properties", "").strip(),
             to=form.get("to", "").strip(),
             channel=form.get("channel", "").strip(),
+            device_platform=form.get("device_platform", "").strip(),
+            device_token=form.get("device_token", "").strip(),
         )
+
+    def device(self) -> DeviceAddress | None:
+        """The push test's device, checked as the API checks it (422 naming ``device.<field>``); None: none given."""
+        if not self.device_platform:
+            return None
+        data: dict[str, Any] = {"platform": self.device_platform}
+        if self.device_platform != "web":
+            data["token"] = self.device_token
+        else:
+            try:
+                data["subscription"] = json.loads(self.device_token)
+            except ValueError:
+                raise ApiError(
+                    422, 'the subscription as JSON: {"endpoint": ..., "keys": {...}}', field="device.subscription"
+                ) from None
+        return previews.parse_device(data)
 
 
 def _page(
@@ -408,9 +432,12 @@ async def _act(request: Request, current: session.Session, row: JourneyRow | Non
         return await _publish(request, current, row, draft, journey)
     try:
         send = await _send_request(request, journey, (row.latest_version if row else 0) + 1, draft)
-        sent = await previews.test_send_checked(pool(request), settings(request), send, draft.channel or None, draft.to)
+        sent = await previews.test_send_checked(
+            pool(request), settings(request), send, draft.channel or None, draft.to or None, draft.device()
+        )
     except ApiError as exc:
-        draft.errors[action] = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        named = not exc.field or exc.message.startswith(f"{exc.field}: ")  # a body check names its field already
+        draft.errors[action] = exc.message if named else f"{exc.field}: {exc.message}"
         return _page(request, current, row, draft, journey=journey, issues=issues, status=exc.status)
     return _page(request, current, row, draft, journey=journey, issues=issues, test_send=sent)
 

@@ -1,4 +1,4 @@
-"""``parcours broadcasts ...`` and ``parcours journeys preview`` in process (typer's CliRunner) against the
+"""``parcours broadcasts ...`` and ``parcours journeys preview|test-send`` in process (typer's CliRunner) against the
 session's PostgreSQL and the dev server."""
 
 from __future__ import annotations
@@ -7,14 +7,18 @@ import asyncio
 import uuid
 from pathlib import Path
 
+import asyncpg
 import pytest
+from click.testing import Result
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from cli.main import app
 from journeys import parse_journey
 from store import create_pool
+from store import devices as device_store
 from store import journeys as journey_store
+from tests.support.providers import FcmFake, running
 
 pytestmark = pytest.mark.devserver
 
@@ -107,3 +111,65 @@ send_at: {{local: "2030-12-05T10:00"}}
     path.write_text("segment: {ref: vip}\nchannel: fax\n")
     wrong = cli.invoke(app, ["broadcasts", "create", str(path)])
     assert wrong.exit_code == 1 and "fax" in wrong.output
+
+
+@pytest.fixture
+def push_cli(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    """The CLI with the devices push adapter; no Temporal (a test send needs none). FCM's settings are the test's."""
+    monkeypatch.setenv("PARCOURS_DATABASE_URL", database_url)
+    monkeypatch.setenv("PARCOURS_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("PARCOURS_CHANNEL_PUSH", "devices")
+    monkeypatch.setenv("COLUMNS", "200")
+    return CliRunner()
+
+
+async def test_test_send_commands_send_a_push_to_the_device_given_and_print_the_answer(
+    push_cli: CliRunner, pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    customer_id = f"cli-{uuid.uuid4().hex[:10]}"
+    await pool.execute("INSERT INTO customers (id, attributes) VALUES ($1, $2)", customer_id, {"first_name": "Grace"})
+    await device_store.put_device(
+        pool, customer_id, "own", platform="fcm", token="tok-dead", subscription=None, app=None, locale=None
+    )
+    journey_id = f"cli-push-{uuid.uuid4().hex[:8]}"
+    push = {"title": "Hi {{ customer.first_name }}", "body": "{{ event.plan }} awaits"}
+    journey = {"id": journey_id, "name": "CLI push", "trigger": {"event": "cli_push"}}
+    step = {"id": "nudge", "type": "send", "channel": "push", "template": push}
+    await journey_store.publish(pool, parse_journey({**journey, "steps": [step]}))
+    broadcast = tmp_path / "broadcast.yaml"
+    broadcast.write_text("segment: {}\nchannel: push\ntemplate: {title: 'Sale, {{ customer.first_name }}', body: b}\n")
+
+    async with running(FcmFake()) as fcm:
+        fcm.dead_tokens.add("tok-dead")
+        monkeypatch.setenv("PARCOURS_FCM_PROJECT_ID", fcm.project_id)
+        monkeypatch.setenv("PARCOURS_FCM_SERVICE_ACCOUNT_FILE", str(fcm.service_account_file(tmp_path)))
+        monkeypatch.setenv("PARCOURS_FCM_BASE_URL", fcm.url)
+
+        async def invoke(*args: str) -> Result:
+            return await asyncio.to_thread(push_cli.invoke, app, list(args))  # the fake serves on this loop
+
+        device = ["--device-platform", "fcm", "--device-token"]
+        sent = await invoke("journeys", "test-send", journey_id, "nudge", customer_id, "-p", "plan=pro", *device, "qa")
+        assert sent.exit_code == 0, sent.output
+        assert "test sent on push to fcm device qa, marked [TEST] (provider message id projects/" in sent.output
+        assert [(m["token"], m["notification"]) for m in fcm.sent] == [
+            ("qa", {"title": "[TEST] Hi Grace", "body": "pro awaits"})
+        ]
+        sent = await invoke("broadcasts", "test-send", customer_id, "--file", str(broadcast), *device, "qa")
+        assert sent.exit_code == 0 and "test sent on push to fcm device qa" in sent.output, sent.output
+        assert fcm.sent[-1]["notification"]["title"] == "[TEST] Sale, Grace"
+
+        dead = await invoke("journeys", "test-send", journey_id, "nudge", customer_id, *device, "tok-dead")
+        assert dead.exit_code == 1
+        assert "the test on push to fcm device tok-dead failed: UNREGISTERED (FCM answered 404" in dead.output
+        wrong = await invoke("journeys", "test-send", journey_id, "nudge", customer_id, "--device-platform", "fcm")
+        assert wrong.exit_code == 1 and "device.token: required for platform 'fcm'" in wrong.output, wrong.output
+        unset = await invoke("journeys", "test-send", journey_id, "nudge", customer_id, "--device-platform", "apns",
+                             "--device-token", "ab" * 32)  # fmt: skip
+        assert unset.exit_code == 1 and "set PARCOURS_APNS_KEY_FILE" in unset.output, unset.output
+        neither = await invoke("broadcasts", "test-send", customer_id, *device, "qa")
+        assert neither.exit_code == 1 and "give either --id" in neither.output
+    assert len(fcm.sent) == 2
+    own = await device_store.get_device(pool, customer_id, "own")
+    assert own is not None and own.active  # the dead answer for the test token changed no stored device
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = $1", customer_id) == 0

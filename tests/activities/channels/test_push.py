@@ -7,6 +7,7 @@ and the next push goes to the devices left.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from pathlib import Path
 from typing import Any
@@ -269,3 +270,31 @@ async def test_a_wrong_project_deactivates_nothing(pool: asyncpg.Pool, tmp_path:
             await channel.close()
     phone = await device_store.get_device(pool, customer_id, "phone")
     assert phone is not None and phone.active
+
+
+async def test_send_to_device_answers_for_that_device_alone_and_records_nothing(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A test send's path: one device given by hand, whatever the customer's stored devices; a dead answer is
+    returned, not acted on, even when a stored device has that very token."""
+    async with running(FcmFake()) as fcm:
+        fcm.dead_tokens.add("tok-dead")
+        customer_id = await fcm_customer(pool, phone="tok-dead", tablet="tok-b")
+        [stored, _] = await device_store.devices_of(pool, customer_id)
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm), pool, platforms=["fcm"])
+        live, dead = (dataclasses.replace(stored, device_id="test", token=t) for t in ("tok-given", "tok-dead"))
+        message = push(customer_id)
+        try:
+            sent = await channel.send_to_device(live, message)
+            refused = await channel.send_to_device(dead, message)
+        finally:
+            await channel.close()
+
+    assert [m["token"] for m in fcm.sent] == ["tok-given"]  # not tok-b, the customer's other device
+    assert sent.verdict == "sent" and sent.provider_id and sent.provider_id.startswith("projects/")
+    assert (refused.verdict, refused.detail["codes"]) == ("dead", ["UNREGISTERED"])
+    assert await delivery_store.deliveries_of(pool, message.idempotency_key) == []
+    assert [(d.device_id, d.active) for d in await device_store.devices_of(pool, customer_id)] == [
+        ("phone", True),
+        ("tablet", True),
+    ]

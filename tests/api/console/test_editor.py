@@ -680,3 +680,51 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
                 await second.close()
             finally:
                 await browser.close()
+
+
+async def test_a_push_test_send_to_a_device_from_the_editor_in_chromium(pool: asyncpg.Pool, tmp_path: Path) -> None:
+    """The device fields appear for a journey with a push step; a test to an FCM token reaches the fake FCM, rendered
+    for the customer and marked [TEST], and the page says so; a token left out is named."""
+    need_chromium()
+    from playwright.async_api import async_playwright
+
+    from tests.support.providers import FcmFake, running, serve
+
+    tag = uuid.uuid4().hex[:8]
+    push = {"title": "{{ customer.first_name }}, your cart", "body": "Still there"}
+    step = {"id": "nudge", "type": "send", "channel": "push", "template": push}
+    journey = {"id": f"push-editor-{tag}", "name": "Push editor", "trigger": {"event": f"cart-{tag}"}, "steps": [step]}
+    await journey_store.publish(pool, validated(json.dumps(journey), "json", DEFAULT_LIMITS, 10))
+    ada = f"ada-{tag}"
+    await pool.execute("INSERT INTO customers (id, attributes) VALUES ($1, $2)", ada, {"first_name": "Ada"})
+    async with running(FcmFake()) as fcm:
+        settings = make_settings(
+            channel_push="devices",
+            fcm_project_id=fcm.project_id,
+            fcm_service_account_file=fcm.service_account_file(tmp_path),
+            fcm_base_url=fcm.url,
+            api_keys=[{"key": WRITE_KEY, "role": "write"}],
+        )
+        app = create_app(settings, pool=pool, client=None)  # type: ignore[arg-type]  # a test send needs no Temporal
+        async with serve(app) as base, async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
+                await sign_in(page, base, WRITE_KEY)
+                await page.goto(f"{base}/console/journeys/{journey['id']}/edit")
+                await page.get_by_label("Customer id").fill(ada)
+                await page.get_by_label("Device platform").select_option("fcm")
+                await page.get_by_role("button", name="Send a test").click()
+                error = page.locator("#test-send-error")
+                assert await error.inner_text() == "device.token: String should have at least 1 character"
+
+                await page.get_by_label("Device token").fill("qa-phone")
+                await page.get_by_role("button", name="Send a test").click()
+                result = page.locator("#test-send-result")
+                assert (await result.inner_text()).startswith("Test sent on push to fcm device qa-phone, marked [TEST]")
+                await result.scroll_into_view_if_needed()
+                await page.screenshot(path=str(ARTIFACTS / "console-editor-test-push.png"), full_page=True)
+            finally:
+                await browser.close()
+    assert [(m["token"], m["notification"]["title"]) for m in fcm.sent] == [("qa-phone", "[TEST] Ada, your cart")]
+    assert await pool.fetchval("SELECT count(*) FROM messages WHERE customer_id = $1", ada) == 0
