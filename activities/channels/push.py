@@ -76,6 +76,7 @@ from activities.channels.base import (
     PermanentDeliveryError,
     TransientDeliveryError,
 )
+from activities.channels.egress import EgressRefusedError, guarded_client
 from config.settings import Settings
 from store import deliveries as delivery_store
 from store import devices as device_store
@@ -443,12 +444,17 @@ class DevicesPushChannel:
         self._device_attempts = settings.push_device_attempts
         self._owns_client = http_client is None
         self._client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_seconds)
+        # A Web Push endpoint is a URL the app registered (so anyone with a write key): every connection to one is
+        # checked as a webhook's is (``channels.egress``), so a subscription cannot point Parcours at its own network.
+        self._web_client = http_client or guarded_client(
+            settings.webhook_allow_hosts, timeout=settings.push_timeout_seconds
+        )
         self._senders: dict[str, FcmSender | WebPushSender | ApnsSender] = {}
         wanted = set(platforms) if platforms is not None else {"fcm", "web", "apns"}
         if "fcm" in wanted and settings.fcm_project_id and settings.fcm_service_account_file:
             self._senders["fcm"] = FcmSender(settings, self._client)
         if "web" in wanted and settings.vapid_private_key is not None:
-            self._senders["web"] = WebPushSender(settings, self._client)
+            self._senders["web"] = WebPushSender(settings, self._web_client)
         if "apns" in wanted and settings.apns_key_file is not None:
             self._senders["apns"] = ApnsSender(settings, tokens=apns_tokens)
         if not self._senders:
@@ -499,10 +505,8 @@ class DevicesPushChannel:
     async def send_to_device(self, device: Device, message: OutboundMessage) -> DeviceOutcome:
         """Deliver ``message`` to ``device`` alone, over its platform's sender, once: the provider's answer, and
         nothing else. Unlike ``deliver`` it reads no stored device, records no delivery and deactivates nothing,
-        whatever the answer (a test send to a device given by hand: ``api.previews``)."""
-        return await self._send(device, message)
-
-    async def _send(self, device: Device, message: OutboundMessage) -> DeviceOutcome:
+        whatever the answer (a test send to a device given by hand: ``api.previews``). An endpoint the egress check
+        refuses raises ``EgressRefusedError`` (the caller's input names it)."""
         sender = self._senders.get(device.platform)
         if sender is None:
             return DeviceOutcome("failed", {"error": "platform_not_configured"})
@@ -511,9 +515,17 @@ class DevicesPushChannel:
         except TransientDeliveryError as exc:
             return DeviceOutcome("retry", {"error": str(exc)})
 
+    async def _send(self, device: Device, message: OutboundMessage) -> DeviceOutcome:
+        try:
+            return await self.send_to_device(device, message)
+        except EgressRefusedError as exc:  # it will never be reachable: the device goes, as a dead token's would
+            log.warning("push.endpoint_refused", customer_id=device.customer_id, device_id=device.device_id)
+            return DeviceOutcome("dead", {"error": f"endpoint refused: {exc}"})
+
     async def close(self) -> None:
         if self._owns_client:
             await self._client.aclose()
+            await self._web_client.aclose()
         apns = self._senders.get("apns")
         if isinstance(apns, ApnsSender):
             await apns.close()

@@ -130,6 +130,35 @@ async def test_web_push_is_encrypted_for_the_subscription_and_a_410_deactivates_
     assert [d.device_id for d in await device_store.devices_of(pool, customer_id, active_only=True)] == ["laptop"]
 
 
+async def test_a_web_subscription_pointing_at_a_private_address_is_never_called_and_its_device_goes(
+    pool: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """A subscription's endpoint is whatever the app (any write key) registered: the worker must not POST to its
+    own network for it. With no host allowed, the loopback fake is never reached and the device is deactivated."""
+    async with running(FcmFake()) as fcm, running(WebPushFake()) as web:
+        customer_id = await customer(pool)
+        await device_store.put_device(
+            pool,
+            customer_id,
+            "laptop",
+            platform="web",
+            token=None,
+            subscription=web.subscribe().subscription(),
+            app=None,
+            locale=None,
+        )
+        channel = DevicesPushChannel(push_settings(tmp_path, fcm, web, webhook_allow_hosts=[]), pool)
+        try:
+            with pytest.raises(PermanentDeliveryError) as refused:
+                await channel.deliver(push(customer_id))
+        finally:
+            await channel.close()
+
+    assert web.received == []
+    assert "endpoint refused" in str(refused.value.response)
+    assert await device_store.devices_of(pool, customer_id, active_only=True) == []
+
+
 async def test_no_device_left_is_a_permanent_failure_so_the_journey_falls_back(
     pool: asyncpg.Pool, tmp_path: Path
 ) -> None:
