@@ -7,7 +7,9 @@ console's script, polling ``/console/segments/{id}/count.json``) shows the resul
 
 ``Recounts`` bounds what page loads can start, whoever sends them: at most one recount of a segment at a time,
 at most ``segment_recounts`` at once in the process (past that a page says so and starts nothing), each under a
-time limit. The app's lifespan cancels and awaits what is still running at shutdown.
+time limit. Across processes (several API replicas behind a balancer) a segment is still counted by one at a time:
+a recount another process holds (``store.segments.count_segment_alone``) is left to it.
+The app's lifespan cancels and awaits what is still running at shutdown.
 """
 
 from __future__ import annotations
@@ -63,7 +65,10 @@ class Recounts:
     async def _recount(self, row: SegmentRow) -> None:
         try:
             async with asyncio.timeout(RECOUNT_TIMEOUT_SECONDS):
-                count = await segment_store.count_segment(self._pool, row)
+                count = await segment_store.count_segment_alone(self._pool, row)
+            if count is None:  # another process counts it now; the next page load shows what it kept
+                log.info("segment.recount_elsewhere", segment_id=row.id)
+                return
             log.info("segment.recounted", segment_id=row.id, members=count.members, milliseconds=count.milliseconds)
         except asyncio.CancelledError:
             raise

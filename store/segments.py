@@ -388,6 +388,19 @@ async def record_count(db: Db, row: SegmentRow, count: SegmentCount) -> bool:
     return bool(kept)
 
 
+_RECOUNT_LOCK_SQL = "SELECT pg_try_advisory_xact_lock(hashtextextended('parcours.segment-count:' || $1, 0))"
+
+
+async def count_segment_alone(pool: asyncpg.Pool, row: SegmentRow) -> SegmentCount | None:
+    """``count_segment``, unless some process (another API, another worker) counts this segment right now: then
+    None and nothing is scanned. The claim is a transaction-scoped advisory lock held open on one connection for
+    the count, so it goes with the count however that ends (a cancelled count rolls it back on release)."""
+    async with pool.acquire() as conn, conn.transaction():
+        if not await conn.fetchval(_RECOUNT_LOCK_SQL, row.id):
+            return None
+        return await count_segment(pool, row)
+
+
 async def count_segment(db: Db, row: SegmentRow) -> SegmentCount:
     """Count the named segment ``row`` exactly now, with its first ``KEPT_SAMPLE`` members, and keep the result
     (``record_count``). On a pool the count and the first members run on two connections at once."""

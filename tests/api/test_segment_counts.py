@@ -51,6 +51,24 @@ async def test_a_finished_recount_is_kept_and_frees_its_slot(pool: asyncpg.Pool)
         await recounts.close()
 
 
+async def test_a_segment_another_process_is_counting_is_left_to_it(pool: asyncpg.Pool) -> None:
+    """Two API replicas behind a balancer: page loads on both must not scan the same segment twice at once."""
+    row = await _segment(pool)
+    this = Recounts(pool, Settings(_env_file=None, segment_recounts=2))  # type: ignore[call-arg]
+    try:
+        async with pool.acquire() as held, held.transaction():  # the other replica, in the middle of its count
+            assert await held.fetchval(segment_store._RECOUNT_LOCK_SQL, row.id)
+            assert this.start(row) == "started"
+            await this._running[row.id]
+            assert await segment_store.stored_count(pool, row) is None  # nothing counted here meanwhile
+        assert this.start(row) == "started"  # the other one is done: this one counts now
+        await this._running[row.id]
+        kept = await segment_store.stored_count(pool, row)
+        assert kept is not None and kept.members == 1
+    finally:
+        await this.close()
+
+
 def test_ages_read_as_words() -> None:
     assert [ago(s) for s in (0, 1, 59.9, 60, 3 * 60 + 5, 7200, 86_400 * 3)] == [
         "0 seconds", "1 second", "59 seconds", "1 minute", "3 minutes", "2 hours", "3 days",
