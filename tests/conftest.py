@@ -12,11 +12,13 @@ This module must stay importable without a Temporal server.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import asyncpg
 import pytest
 import pytest_asyncio
+import structlog
 
 from devstack.postgres import EmbeddedPostgres
 from store import create_pool, migrate
@@ -37,6 +39,22 @@ TEST_DATABASE = "parcours_test"
 # the tests allow it explicitly, as `parcours dev` does. Tests of the refusal pass their own list.
 LOOPBACK_ALLOWED = '["localhost", "127.0.0.0/8", "::1/128"]'
 os.environ.setdefault("PARCOURS_WEBHOOK_ALLOW_HOSTS", LOOPBACK_ALLOWED)
+
+# pytest-xdist starts its workers with COLUMNS=80, and the CLI's rich consoles read it once, at import: every CLI
+# table would be cut at 80 columns whatever width a test asks for. Without it they read COLUMNS when they print.
+os.environ.pop("COLUMNS", None)
+
+
+def _uncached(configure: Callable[..., None]) -> Callable[..., None]:
+    def configure_uncached(**settings: Any) -> None:
+        configure(**{**settings, "cache_logger_on_first_use": False})
+
+    return configure_uncached
+
+
+# ``config.logging`` caches each module's logger on its first use, which is right for a process but makes
+# ``structlog.testing.capture_logs`` see nothing from a logger an earlier test (in the same worker) already used.
+structlog.configure = _uncached(structlog.configure)
 
 
 @pytest.fixture(scope="session")
