@@ -182,7 +182,7 @@ def wire_email(message: OutboundMessage, settings: Settings) -> WireEmail | None
         _header("From", settings.email_from),
         _header("To", message.recipient),
         _header("Subject", _one_line(str(message.content.get("subject") or ""))),
-        _header("Date", formatdate(usegmt=True)),
+        _header("Date", _date()),
         _header("Message-ID", message_id),
         _header("X-Parcours-Idempotency-Key", message.idempotency_key),
         _header("X-Parcours-Journey", message.journey_id),
@@ -203,6 +203,19 @@ def wire_email(message: OutboundMessage, settings: Settings) -> WireEmail | None
     else:
         body = _part(str(text or html), "plain" if text else "html")
     return WireEmail(sender, message.recipient, ("".join(head) + body).encode("ascii"), message_id)
+
+
+_last_date: tuple[int, str] = (0, "")
+
+
+def _date() -> str:
+    """``formatdate(usegmt=True)``, the Date header of a message sent now, formatted once per second (a broadcast
+    sends hundreds of messages in one)."""
+    global _last_date
+    second = int(time.time())
+    if _last_date[0] != second:
+        _last_date = (second, formatdate(second, usegmt=True))
+    return _last_date[1]
 
 
 @lru_cache(maxsize=16)

@@ -161,7 +161,7 @@ def envelope_and_body(transcript: bytes) -> bytes:
 async def test_pipelined_message_is_written_and_received_as_the_sequential_one(
     smtp_sink: SmtpSink, pipelining_sink: PipeliningSink, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("activities.channels.email.formatdate", lambda **_: "Mon, 30 Nov 2026 21:00:00 GMT")
+    monkeypatch.setattr("activities.channels.email._date", lambda: "Mon, 30 Nov 2026 21:00:00 GMT")
     # A text-only body (no random MIME boundary) with lines that SMTP must dot-stuff.
     message = keyed(1, content={"subject": "Soldes d'hiver", "text": "Hello Zoé,\n.\n..and more\n-20% today."})
     results = []
