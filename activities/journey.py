@@ -499,8 +499,7 @@ class JourneyActivities:
     ) -> SendResult | None:
         """Try one channel. A SendResult when the step is settled; None to try the next channel."""
         request = record.request
-        # Built from the validated request and decision: nothing to check again, once per message.
-        message = OutboundMessage.model_construct(
+        message = OutboundMessage(
             idempotency_key=request.idempotency_key,
             customer_id=request.customer_id,
             channel=chosen.channel,
