@@ -252,8 +252,8 @@ class _PipeliningProtocol(SMTPProtocol):
     aiosmtplib reads one reply per command written: it parses one reply per chunk received and drops what arrives
     while the reply it parsed waits to be picked up, so the second and third of three replies arriving together
     would be lost. While ``exchange`` waits, every complete reply received is queued in order instead, and the
-    response waiter is resolved only once all of them are in; timeouts and a lost connection surface through
-    ``read_response`` as they do for a single command. Built on the protocol's buffer, parser and waiter
+    response waiter is resolved only once all of them are in; timeouts and a lost connection raise what
+    ``read_response`` raises for a single command. Built on the protocol's buffer, parser and waiter
     (aiosmtplib 5.1, pinned in constraints.txt); ``_Session`` switches its connection's protocol to this class
     once connected."""
 
@@ -289,13 +289,22 @@ class _PipeliningProtocol(SMTPProtocol):
         if self._command_lock is None:
             raise aiosmtplib.SMTPServerDisconnected("Server not connected")
         async with self._command_lock:
+            waiter = self._response_waiter
+            if waiter is None:
+                raise aiosmtplib.SMTPServerDisconnected("Connection lost")
             self._replies, self._wanted = received, len(received) + replies
             try:
                 self.write(data)
-                await self.read_response(timeout=wait)
+                # As ``read_response`` waits, with ``asyncio.timeout`` instead of ``asyncio.wait_for`` (one future
+                # and one turn of the loop less per reply, twice per message).
+                async with asyncio.timeout(wait):
+                    await waiter
+            except TimeoutError as exc:
+                raise aiosmtplib.SMTPReadTimeoutError("Timed out waiting for server response") from exc
             finally:
                 self._replies, self._wanted = None, 0
                 del self._buffer[:]
+                self._response_waiter = None if self.transport is None else self._loop.create_future()
 
 
 class _Session(aiosmtplib.SMTP):

@@ -32,6 +32,7 @@ class PipeliningSink(SmtpSink):
         self.refused_recipients: dict[str, str] = {}
         self.mail_reply: str | None = None
         self.hang_up_after_mail_reply = False
+        self.mail_delay = 0.0
         self.rcpt_peers: list[tuple[str, Any]] = []
 
     # aiosmtpd handler hooks; they run in the server's thread.
@@ -41,6 +42,8 @@ class PipeliningSink(SmtpSink):
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
         reply, self.mail_reply = self.mail_reply, None
+        delay, self.mail_delay = self.mail_delay, 0.0
+        await asyncio.sleep(delay)
         if reply is None:
             envelope.mail_from = address
             envelope.mail_options.extend(options)
@@ -135,11 +138,12 @@ async def pipelining_sink() -> AsyncIterator[PipeliningSink]:
 
 
 @contextlib.asynccontextmanager
-async def relayed(sink: SmtpSink) -> AsyncIterator[tuple[SmtpEmailChannel, Relay]]:
+async def relayed(sink: SmtpSink, smtp_timeout: float = 2.0) -> AsyncIterator[tuple[SmtpEmailChannel, Relay]]:
     """An email channel talking to ``sink`` through a relay."""
     relay = Relay(sink.host, sink.port)
     await relay.start()
-    channel = SmtpEmailChannel(make_settings(smtp_host="127.0.0.1", smtp_port=relay.port, smtp_timeout_seconds=2.0))
+    settings = make_settings(smtp_host="127.0.0.1", smtp_port=relay.port, smtp_timeout_seconds=smtp_timeout)
+    channel = SmtpEmailChannel(settings)
     try:
         yield channel, relay
     finally:
@@ -286,3 +290,20 @@ async def test_connection_lost_after_the_body_is_transient_and_not_retried(pipel
 
     assert [m.rcpt_tos for m in pipelining_sink.unanswered] == [["c2@example.com"]]
     assert len(pipelining_sink.sessions) == 1  # no second connection was opened for it
+
+
+async def test_a_server_slower_than_the_timeout_is_transient_and_its_session_is_not_reused(
+    pipelining_sink: PipeliningSink,
+) -> None:
+    async with relayed(pipelining_sink, smtp_timeout=0.3) as (channel, relay):
+        await channel.deliver(keyed(1))
+        pipelining_sink.mail_delay = 1.0
+        with pytest.raises(TransientDeliveryError):
+            await channel.deliver(keyed(2))
+        await channel.deliver(keyed(3))
+
+    mails = await pipelining_sink.wait_for(2)
+    assert [m.rcpt_tos for m in mails] == [["c1@example.com"], ["c3@example.com"]]
+    # Its late replies would pair with the next message's commands: the next one goes over a fresh session.
+    assert mails[0].peer != mails[1].peer
+    assert relay.transcript().count(b"X-Parcours-Idempotency-Key") == 2
