@@ -4,7 +4,7 @@
     .venv/bin/python -m bench.broadcast --customers 5000 --journey-customers 300 --profiles 200000   # quick
     .venv/bin/python -m bench.broadcast --customers 20000 --workers 1,2   # one broadcast per number of workers
     .venv/bin/python -m bench.broadcast --customers 20000 --smtp-connections 1,4   # one broadcast per value
-    .venv/bin/python -m bench.broadcast --customers 20000 --workers 1 --pipelining on,off   # with and without
+    .venv/bin/python -m bench.broadcast --customers 20000 --workers 1 --pipelining on,off --warmup 5000
 
 Processes, as in a deployment: the Temporal dev server and PostgreSQL (fresh, in a temp dir), the SMTP sink (its own
 process: a mail server is another program; it advertises PIPELINING as Postfix, Exim or SES do, unless
@@ -16,7 +16,8 @@ process instead (the old topology, for comparison). Printed:
   sampled every 10 % of the way (flat means the workflow keeps no per-recipient state), and the CPU time per email
   of the workers and of the sink (what the load average does not change much); one broadcast (fresh
   customers) per value of ``--workers``, of ``--smtp-connections`` and of ``--pipelining``, in this order, and
-  their ratio to the first;
+  their ratio to the first (``--warmup N``: one broadcast to N customers before them, not counted, as the first
+  broadcast on a fresh stack is slower whatever its configuration);
 - journeys: the same email through one journey run per customer (one send step), with the last configuration's
   workers, emails/s, and the ratio;
 - audience count: ``count_members`` of a two-condition segment over ``--profiles`` profiles, best of 3.
@@ -456,6 +457,14 @@ async def main(args: argparse.Namespace) -> None:
             runs: list[tuple[str, dict[str, Any]]] = []
             journeys: dict[str, Any] = {}
             configurations = [(w, c, p) for w in args.workers for c in args.smtp_connections for p in args.pipelining]
+            if args.warmup:
+                # The first broadcast on a fresh stack runs slower than the next ones (new tables, a cold server):
+                # without this, whichever configuration comes first pays for it.
+                n_workers, at.settings.smtp_connections, at.sink.pipelining = configurations[0]
+                print(f"warm-up broadcast to {args.warmup} customers (not counted)")
+                async with workers(at, n_workers) as processes:
+                    warm = await broadcast_run(at.client, at.pool, at.sink, processes, args.warmup)
+                print(f"  warm-up: {warm['emails_per_s']:,.0f} emails/s")
             for i, (n_workers, connections, pipelining) in enumerate(configurations):
                 at.settings.smtp_connections = connections
                 at.sink.pipelining = pipelining  # the workers start after this: their sessions see the new EHLO
@@ -525,6 +534,12 @@ def cli(argv: list[str] | None = None) -> None:
         type=_numbers,
         default=[1, 2],
         help="worker processes for the broadcast, or several (1,2): one broadcast each, in order; 0: in this process",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="a broadcast to this many customers first, with the first configuration, not counted (0: none)",
     )
     parser.add_argument(
         "--pipelining",
