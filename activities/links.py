@@ -24,6 +24,7 @@ import hmac
 import json
 import os
 import time
+from functools import lru_cache
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
@@ -51,8 +52,14 @@ class ExpiredLink(InvalidLink):
 
 
 def _aead(settings: Settings) -> AESGCM:
-    secret = settings.link_secret.get_secret_value().encode()
-    return AESGCM(hmac.new(secret, b"parcours-links/v2/aes-256-gcm", hashlib.sha256).digest())
+    return _aead_for(settings.link_secret.get_secret_value())
+
+
+@lru_cache(maxsize=8)
+def _aead_for(secret: str) -> AESGCM:
+    """The cipher for ``secret``: derived and set up once per secret, not for every link (a broadcast seals one or
+    two per message). An ``AESGCM`` keeps no state between calls: each seal brings its own nonce."""
+    return AESGCM(hmac.new(secret.encode(), b"parcours-links/v2/aes-256-gcm", hashlib.sha256).digest())
 
 
 def _keys(settings: Settings) -> tuple[bytes, bytes]:

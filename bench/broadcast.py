@@ -4,16 +4,20 @@
     .venv/bin/python -m bench.broadcast --customers 5000 --journey-customers 300 --profiles 200000   # quick
     .venv/bin/python -m bench.broadcast --customers 20000 --workers 1,2   # one broadcast per number of workers
     .venv/bin/python -m bench.broadcast --customers 20000 --smtp-connections 1,4   # one broadcast per value
+    .venv/bin/python -m bench.broadcast --customers 20000 --workers 1 --pipelining on,off --warmup 5000
 
 Processes, as in a deployment: the Temporal dev server and PostgreSQL (fresh, in a temp dir), the SMTP sink (its own
-process: a mail server is another program), ``--workers`` Parcours workers (``python -m workers``, each with a pool
+process: a mail server is another program; it advertises PIPELINING as Postfix, Exim or SES do, unless
+``--pipelining off``), ``--workers`` Parcours workers (``python -m workers``, each with a pool
 of ``--pool`` connections, on one task queue) and this driver. ``--workers 0`` runs one worker inside the driver's
 process instead (the old topology, for comparison). Printed:
 
 - broadcast: emails/s end to end (start of the workflow to the last 250 at the sink), the largest worker RSS
   sampled every 10 % of the way (flat means the workflow keeps no per-recipient state), and the CPU time per email
   of the workers and of the sink (what the load average does not change much); one broadcast (fresh
-  customers) per value of ``--workers`` and of ``--smtp-connections``, in this order, and their ratio to the first;
+  customers) per value of ``--workers``, of ``--smtp-connections`` and of ``--pipelining``, in this order, and
+  their ratio to the first (``--warmup N``: one broadcast to N customers before them, not counted, as the first
+  broadcast on a fresh stack is slower whatever its configuration);
 - journeys: the same email through one journey run per customer (one send step), with the last configuration's
   workers, emails/s, and the ratio;
 - audience count: ``count_members`` of a two-condition segment over ``--profiles`` profiles, best of 3.
@@ -71,11 +75,18 @@ class _Counter:
     """The sink's aiosmtpd handler: counts accepted messages by distinct recipient (and the time the last new one
     arrived, ``time.monotonic()``: one clock for every process) into shared memory, without keeping them;
     ``copies``: messages to a recipient that had one already (a batch retried after its worker missed a heartbeat
-    delivers its undecided sends once more, with the same Message-ID)."""
+    delivers its undecided sends once more, with the same Message-ID). Advertises PIPELINING in its EHLO answer
+    while the shared ``pipelining`` flag is set (sessions opened after a change see it)."""
 
-    def __init__(self, count: Any, copies: Any, last: Any) -> None:
+    def __init__(self, count: Any, copies: Any, last: Any, pipelining: Any) -> None:
         self.seen: set[str] = set()
-        self.count, self.copies, self.last = count, copies, last
+        self.count, self.copies, self.last, self.pipelining = count, copies, last, pipelining
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]) -> Any:
+        session.host_name = hostname
+        if not self.pipelining.value:
+            return responses
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         for rcpt in envelope.rcpt_tos:
@@ -88,12 +99,12 @@ class _Counter:
         return "250 OK"
 
 
-def _serve_sink(host: str, port: int, count: Any, copies: Any, last: Any) -> None:
+def _serve_sink(host: str, port: int, count: Any, copies: Any, last: Any, pipelining: Any) -> None:
     """The sink process: an aiosmtpd server on ``host:port`` until it is terminated."""
     from aiosmtpd.smtp import SMTP
 
     async def serve() -> None:
-        handler = _Counter(count, copies, last)
+        handler = _Counter(count, copies, last, pipelining)
         server = await asyncio.get_running_loop().create_server(lambda: SMTP(handler, hostname=host), host, port)
         async with server:
             await server.serve_forever()
@@ -102,16 +113,28 @@ def _serve_sink(host: str, port: int, count: Any, copies: Any, last: Any) -> Non
 
 
 class SinkProcess:
-    """The counting SMTP sink in a process of its own; ``count``, ``copies`` and ``last`` read its shared counters."""
+    """The counting SMTP sink in a process of its own; ``count``, ``copies`` and ``last`` read its shared counters,
+    ``pipelining`` says whether it advertises PIPELINING to the sessions opened from then on."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
         self.host, self.port = host, free_port(host)
         context = multiprocessing.get_context("spawn")
         self._count, self._copies = context.RawValue(ctypes.c_long, 0), context.RawValue(ctypes.c_long, 0)
         self._last = context.RawValue(ctypes.c_double, 0.0)
+        self._pipelining = context.RawValue(ctypes.c_bool, True)
         self._process = context.Process(
-            target=_serve_sink, args=(host, self.port, self._count, self._copies, self._last), daemon=True
+            target=_serve_sink,
+            args=(host, self.port, self._count, self._copies, self._last, self._pipelining),
+            daemon=True,
         )
+
+    @property
+    def pipelining(self) -> bool:
+        return bool(self._pipelining.value)
+
+    @pipelining.setter
+    def pipelining(self, on: bool) -> None:
+        self._pipelining.value = on
 
     @property
     def process(self) -> psutil.Process:
@@ -433,12 +456,24 @@ async def main(args: argparse.Namespace) -> None:
         async with stack(Path(tmp), args.pool) as at:
             runs: list[tuple[str, dict[str, Any]]] = []
             journeys: dict[str, Any] = {}
-            configurations = [(w, c) for w in args.workers for c in args.smtp_connections]
-            for i, (n_workers, connections) in enumerate(configurations):
+            configurations = [(w, c, p) for w in args.workers for c in args.smtp_connections for p in args.pipelining]
+            if args.warmup:
+                # The first broadcast on a fresh stack runs slower than the next ones (new tables, a cold server):
+                # without this, whichever configuration comes first pays for it.
+                n_workers, at.settings.smtp_connections, at.sink.pipelining = configurations[0]
+                print(f"warm-up broadcast to {args.warmup} customers (not counted)")
+                async with workers(at, n_workers) as processes:
+                    warm = await broadcast_run(at.client, at.pool, at.sink, processes, args.warmup)
+                print(f"  warm-up: {warm['emails_per_s']:,.0f} emails/s")
+            for i, (n_workers, connections, pipelining) in enumerate(configurations):
                 at.settings.smtp_connections = connections
+                at.sink.pipelining = pipelining  # the workers start after this: their sessions see the new EHLO
+                who = f"{n_workers} worker process{'es' if n_workers != 1 else ''}"
                 label = (
-                    f"{n_workers} worker process{'es' if n_workers != 1 else ''}" if n_workers else "in-process worker"
-                ) + f", {connections} SMTP connections each"
+                    (who if n_workers else "in-process worker")
+                    + f", {connections} SMTP connections each"
+                    + (", PIPELINING" if pipelining else ", no PIPELINING")
+                )
                 print(f"broadcast to {args.customers} customers ({label}, pool {args.pool})")
                 async with workers(at, n_workers) as processes:
                     runs.append((label, await broadcast_run(at.client, at.pool, at.sink, processes, args.customers)))
@@ -474,6 +509,14 @@ def _numbers(text: str) -> list[int]:
     return [int(n) for n in text.split(",")]
 
 
+def _switches(text: str) -> list[bool]:
+    values = {"on": True, "off": False}
+    try:
+        return [values[v.strip().lower()] for v in text.split(",")]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected on, off or both (on,off), got {text!r}") from None
+
+
 def cli(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--customers", type=int, default=100_000)
@@ -491,6 +534,18 @@ def cli(argv: list[str] | None = None) -> None:
         type=_numbers,
         default=[1, 2],
         help="worker processes for the broadcast, or several (1,2): one broadcast each, in order; 0: in this process",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        help="a broadcast to this many customers first, with the first configuration, not counted (0: none)",
+    )
+    parser.add_argument(
+        "--pipelining",
+        type=_switches,
+        default=[True],
+        help="whether the sink advertises PIPELINING (on), or several (on,off): one broadcast each, in order",
     )
     asyncio.run(main(parser.parse_args(argv)))
 

@@ -100,6 +100,8 @@ def check_template(source: str, *, html: bool = False) -> None:
 
 
 def render_template(source: str, context: dict[str, Any], *, html: bool = False) -> str:
+    if "{" not in source and "\r" not in source and len(source) <= _Bounded.output_stream_limit:
+        return source  # no tag, no output, no CR (Liquid writes CRLF as LF): Liquid would write it as it is
     try:
         return str(_compile(source, html).render(**context))
     except LiquidError as exc:

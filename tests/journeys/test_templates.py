@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from journeys.templates import HTML_KEYS, noting_undefined, render_value
+import pytest
+
+from journeys.templates import HTML_KEYS, _compile, noting_undefined, render_template, render_value
 
 
 def test_a_missing_variable_renders_empty_and_is_noted_only_when_asked() -> None:
@@ -22,3 +24,12 @@ def test_a_missing_variable_renders_empty_and_is_noted_only_when_asked() -> None
     with noting_undefined() as other:
         render_value({"text": "{{ customer.first_name }}"}, context)
     assert other == [] and missing == ["event.cart_value", "event: index out of range", "event['gift note']", "nope"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Winter sale: 20% off.", "a & <b>c</b>\n\t end  ", "Zoé — ✓ 100% }} %}", "", "line\r\nnext\rlast\r\n", "-%}"],
+)
+@pytest.mark.parametrize("html", [False, True])
+def test_text_without_liquid_renders_as_liquid_writes_it(text: str, html: bool) -> None:
+    assert render_template(text, {"customer": {}}, html=html) == str(_compile(text, html).render())
