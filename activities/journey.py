@@ -160,7 +160,7 @@ class JourneyActivities:
         3. a second short transaction records the outcomes over the pending rows, the suppressions (and SMS
            opt-outs) the providers' refusals call for, and deletes the pending rows of sends known not to have
            gone (a transient failure, a stop), so a retry decides them afresh. The sent ones are written already
-           while the others deliver, every ``SENT_RECORD_SECONDS``, so a worker that dies repeats little.
+           while the others deliver, within ``SENT_RECORD_SECONDS``, so a worker that dies repeats little.
 
         A consent change or an erasure waits for step 1 only: it lands after the decision, and the message
         decided before it goes out (as it would have if it had come a moment later). A pending message counts
@@ -213,6 +213,7 @@ class JourneyActivities:
             outcomes = await asyncio.gather(*(one(p) for _, p in plans), return_exceptions=True)
         finally:
             finished.set()
+            batch.arrived.set()
             await flusher
         if heartbeat is not None:
             heartbeat()
@@ -235,25 +236,27 @@ class JourneyActivities:
         return answers
 
     async def _record_sent_meanwhile(self, batch: _Batch, finished: asyncio.Event) -> None:
-        """While a batch delivers, write the outcome rows of the messages sent so far every
-        ``SENT_RECORD_SECONDS``, so a worker that dies mid-batch leaves the retry only the last moment's deliveries
-        to send once more (heartbeats reach the server every few seconds at best). Sent messages only: a refusal
-        is recorded with its suppression in the batch's final transaction, which also writes whatever this did
-        not (a failed write here leaves its messages to it)."""
-        while not finished.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(finished.wait(), SENT_RECORD_SECONDS)
+        """While a batch delivers, write the outcome rows of the messages sent so far as soon as one is sent, at
+        most once every ``SENT_RECORD_SECONDS`` (what is sent meanwhile goes in the next write), so a worker that
+        dies mid-batch leaves the retry only the last moment's deliveries to send once more (heartbeats reach the
+        server every few seconds at best). Sent messages only: a refusal is recorded with its suppression in the
+        batch's final transaction, which also writes whatever this did not (a failed write here leaves its
+        messages to it). ``send_batch`` sets ``batch.arrived`` with ``finished`` so this ends at once."""
+        while True:
+            await batch.arrived.wait()
             if finished.is_set():
                 return
+            batch.arrived.clear()
             sent = [m for m in batch.messages if m.status == "sent"]
-            if not sent:
-                continue
-            batch.messages = [m for m in batch.messages if m.status != "sent"]
-            try:
-                await message_store.record_outcomes(self._pool, sent)
-            except Exception as exc:
-                batch.messages.extend(sent)
-                log.warning("send.batch_record_deferred", messages=len(sent), error=repr(exc))
+            if sent:
+                batch.messages = [m for m in batch.messages if m.status != "sent"]
+                try:
+                    await message_store.record_outcomes(self._pool, sent)
+                except Exception as exc:
+                    batch.messages.extend(sent)
+                    log.warning("send.batch_record_deferred", messages=len(sent), error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(finished.wait(), SENT_RECORD_SECONDS)
 
     async def _plan(
         self,
@@ -676,6 +679,8 @@ class JourneyActivities:
         )
         if record.batch is not None:
             record.batch.messages.append(message)
+            if status == "sent":
+                record.batch.arrived.set()  # written within SENT_RECORD_SECONDS (``_record_sent_meanwhile``)
         else:
             assert record.conn is not None
             await message_store.insert_message(record.conn, message)
@@ -754,6 +759,8 @@ class _Batch:
     messages: list[message_store.NewMessage] = dataclasses.field(default_factory=list)
     delivered: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     refusals: list[_Refusal] = dataclasses.field(default_factory=list)
+    arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    """Set when a message is sent (its row is to be written) and when the batch has finished delivering."""
 
 
 @dataclass
@@ -807,11 +814,13 @@ async def _unless_suppressed(reads: SendReads, candidate: policy.Candidate) -> p
     return candidate if reason is None else dataclasses.replace(candidate, refusal=f"suppressed:{reason}")
 
 
+SENT_RECORD_SECONDS = 0.01
+"""At most how often a batch writes what it has sent while its other sends are still delivering (``send_batch``):
+a message sent is written within this and one commit, which bounds what a worker killed mid-batch sends twice."""
+
 # SMTP answers that say the mailbox does not exist: 550/551/553 refusing the recipient (RCPT), or any of them
 # with an enhanced status 5.1.x (bad destination address) at DATA. A 550 5.7.x (policy, content) is about the
 # message, not the address, and suppresses nothing.
-SENT_RECORD_SECONDS = 0.05
-"""How often a batch writes what it has sent while its other sends are still delivering (``send_batch``)."""
 _DEAD_MAILBOX_CODES = (550, 551, 553)
 _BAD_ADDRESS_STATUS = re.compile(r"\b5\.1\.\d{1,3}\b")
 
