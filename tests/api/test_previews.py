@@ -127,16 +127,7 @@ async def test_a_journey_push_test_reaches_the_given_device_only_and_counts_nowh
         if platform == "apns":
             apns, tls = await stack.enter_async_context(running_apns(tmp_path, ApnsFake()))
             device: dict[str, Any] = {"platform": "apns", "token": APNS_TOKEN}
-            settings = settings.model_copy(
-                update={
-                    "apns_key_file": apns.key_file(tmp_path),
-                    "apns_key_id": apns.key_id,
-                    "apns_team_id": apns.team_id,
-                    "apns_topic": apns.topic,
-                    "apns_base_url": apns.url,
-                    "apns_ca_file": tls.ca_file,
-                }
-            )
+            settings = settings.model_copy(update=apns.settings(tmp_path, tls))
         elif platform == "web":
             web = await stack.enter_async_context(running(WebPushFake()))
             pem, public = vapid_key()

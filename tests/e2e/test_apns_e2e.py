@@ -38,12 +38,7 @@ async def test_a_journey_pushes_to_iphones_and_an_unregistered_one_is_dropped(
     async with running_apns(tmp_path) as (apns, tls):
         overrides = {
             "channel_push": "devices",
-            "apns_key_file": apns.key_file(tmp_path),
-            "apns_key_id": apns.key_id,
-            "apns_team_id": apns.team_id,
-            "apns_topic": apns.topic,
-            "apns_base_url": apns.url,
-            "apns_ca_file": tls.ca_file,
+            **apns.settings(tmp_path, tls),
         }
         async with running_engine(time_skipping_env, pool, smtp_sink, **overrides) as engine:
             customer = await make_customer(pool, consent=("push",))
@@ -80,12 +75,7 @@ async def test_a_push_one_iphone_could_not_take_is_retried_for_that_iphone_only(
     async with running_apns(tmp_path) as (apns, tls), running(FcmFake()) as fcm:
         overrides = {
             "channel_push": "devices",
-            "apns_key_file": apns.key_file(tmp_path),
-            "apns_key_id": apns.key_id,
-            "apns_team_id": apns.team_id,
-            "apns_topic": apns.topic,
-            "apns_base_url": apns.url,
-            "apns_ca_file": tls.ca_file,
+            **apns.settings(tmp_path, tls),
             "fcm_project_id": fcm.project_id,
             "fcm_service_account_file": fcm.service_account_file(tmp_path),
             "fcm_base_url": fcm.url,

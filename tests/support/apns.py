@@ -192,6 +192,18 @@ class ApnsFake:
         path.write_text(signing_key_pem(self.signing_key))
         return path
 
+    def settings(self, directory: Path, tls: Tls | None) -> dict[str, Any]:
+        """The APNs settings of a Parcours that sends to this fake (its key written in ``directory``) and trusts
+        ``tls``'s CA (None: the system's, which does not know it)."""
+        return {
+            "apns_key_file": self.key_file(directory),
+            "apns_key_id": self.key_id,
+            "apns_team_id": self.team_id,
+            "apns_topic": self.topic,
+            "apns_base_url": self.url,
+            "apns_ca_file": tls.ca_file if tls is not None else None,
+        }
+
     # --- the connection -----------------------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -30,15 +30,7 @@ DEAD = "ef" * 32
 
 
 def apns_settings(directory: Path, apns: ApnsFake, tls: Tls | None, **extra: Any) -> Settings:
-    values: dict[str, Any] = {
-        "apns_key_file": apns.key_file(directory),
-        "apns_key_id": apns.key_id,
-        "apns_team_id": apns.team_id,
-        "apns_topic": apns.topic,
-        "apns_base_url": apns.url,
-        "apns_ca_file": tls.ca_file if tls is not None else None,
-        "push_timeout_seconds": 5,
-    }
+    values: dict[str, Any] = {**apns.settings(directory, tls), "push_timeout_seconds": 5}
     return Settings(**{**values, **extra})
 
 
