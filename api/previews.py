@@ -18,6 +18,7 @@ mean nothing to it); with another push adapter ``to`` works as for the other cha
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -41,6 +42,7 @@ from contracts.journey import Event
 from journeys.broadcasts import Broadcast
 from journeys.models import Journey, SendStep
 from journeys.templates import TemplateError, noting_undefined
+from store import test_sends as test_send_store
 from store.customers import get_customer
 from store.db import Pool, transaction
 from store.devices import Device
@@ -199,6 +201,10 @@ class TestSendResult(BaseModel):
     provider_answer: dict[str, Any] | None = Field(
         default=None,
         description="A push test to a device: the provider's answer as the push adapter reads it (status, codes).",
+    )
+    test_sends_left: int | None = Field(
+        default=None,
+        description="How many more test sends this API key may make in the coming hour (`test_sends_per_hour`).",
     )
 
 
@@ -367,6 +373,15 @@ def _unsubscribe(settings: Settings, request: SendRequest, channel: str) -> str 
     return unsubscribe_url(settings, request.customer_id, channel, request.topic, request.idempotency_key)
 
 
+def key_sender(key: str | None) -> str:
+    """Who a test send is counted against (``store.test_sends``): a fingerprint of the API key, never the key."""
+    return "key:" + hashlib.sha256((key or "").encode()).hexdigest()[:16]
+
+
+CLI_SENDER = "cli"
+"""The sender of ``parcours ... test-send`` (an operator on a machine with the database's URL)."""
+
+
 async def test_send_checked(
     pool: Pool,
     settings: Settings,
@@ -374,9 +389,12 @@ async def test_send_checked(
     channel: str | None,
     to: str | None,
     device: DeviceAddress | None = None,
+    *,
+    sender: str,
 ) -> TestSendResult:
     """``test_send`` with the caller's input checked: 422 naming ``channel``, ``to``, ``device``, the device's
-    platform when it is not configured here, or the template."""
+    platform when it is not configured here, or the template; 429 with ``Retry-After`` past ``sender``'s
+    ``test_sends_per_hour`` (a test send skips consent, caps and quiet hours, so a key cannot make it a relay)."""
     offered = request.candidates or [request.channel]
     # A device says push: the test goes on push without naming the channel, whichever channel comes first.
     chosen = channel or ("push" if device is not None and "push" in offered else offered[0])
@@ -412,7 +430,22 @@ async def test_send_checked(
         raise ApiError(422, "not an email address", field="to")
     elif chosen == "webhook" and not to.startswith(("http://", "https://")):
         raise ApiError(422, "a webhook test goes to an http(s) URL", field="to")
+    recipient = (
+        to
+        or (device.token if device is not None and device.token else "")
+        or (str(device.subscription.endpoint) if device is not None and device.subscription is not None else "")
+    )
+    claimed = await test_send_store.claim(pool, sender, chosen, recipient[:500], per_hour=settings.test_sends_per_hour)
+    if claimed.retry_after is not None:
+        raise ApiError(
+            429,
+            f"this key has made its {settings.test_sends_per_hour} test sends of the last hour "
+            f"(test_sends_per_hour); the next one in {claimed.retry_after:.0f} s",
+            field="to" if device is None else "device",
+            headers={"Retry-After": f"{claimed.retry_after:.0f}"},
+        )
     try:
-        return await test_send(pool, settings, request, chosen, to, device)
+        result = await test_send(pool, settings, request, chosen, to, device)
     except TemplateError as exc:
         raise ApiError(422, f"template error: {exc}", field=f"content.{chosen}") from None
+    return result.model_copy(update={"test_sends_left": claimed.left})

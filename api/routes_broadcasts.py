@@ -16,7 +16,17 @@ from temporalio.service import RPCError
 from api import previews
 from api.broadcasting import create_and_start, describe
 from api.openapi_links import BODY_ID, broadcast_links, from_path, linked
-from api.routes_deps import READ, WRITE, pool, read_json, read_model, settings, temporal, validation_field
+from api.routes_deps import (
+    READ,
+    WRITE,
+    pool,
+    presented_key,
+    read_json,
+    read_model,
+    settings,
+    temporal,
+    validation_field,
+)
 from api.routes_devices import DeviceAddress
 from api.routes_previews import CHANNEL_DOC, DEVICE_DOC, TO_DOC, body_doc, read_test_send
 from api.schemas import ApiError, CustomerId
@@ -110,7 +120,9 @@ async def test_send(request: Request, db: Pool, config: AppSettings) -> previews
     ``failed`` with its error. A device whose platform is not configured is a 422 naming ``device.platform``."""
     body = await read_test_send(request, TestSendBody)
     send = await _preview_request(db, body)
-    return await previews.test_send_checked(db, config, send, body.channel, body.to, body.device)
+    return await previews.test_send_checked(
+        db, config, send, body.channel, body.to, body.device, sender=previews.key_sender(presented_key(request))
+    )
 
 
 @router.get(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, Field
 
 from api import previews
-from api.routes_deps import READ, WRITE, pool, read_json, read_model, settings
+from api.routes_deps import READ, WRITE, pool, presented_key, read_json, read_model, settings
 from api.routes_devices import DeviceAddress
 from api.schemas import ApiError, CustomerId, EventName
 from config.settings import Settings
@@ -108,4 +108,6 @@ async def test_send(
     422 naming ``device.platform`` and the settings it needs."""
     body = await read_test_send(request, TestSendBody)
     send = await _request(db, journey_id, body)
-    return await previews.test_send_checked(db, config, send, body.channel, body.to, body.device)
+    return await previews.test_send_checked(
+        db, config, send, body.channel, body.to, body.device, sender=previews.key_sender(presented_key(request))
+    )

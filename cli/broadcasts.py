@@ -316,7 +316,10 @@ def journeys_test_send(
                 step=step, customer_id=customer_id, event=TriggerBody(properties=properties), to=to, channel=channel
             )
             request = await _api(_request(pool, journey_id, body))
-            _print_test_send(await _api(previews.test_send_checked(pool, settings, request, channel, to, device)))
+            checked = previews.test_send_checked(
+                pool, settings, request, channel, to, device, sender=previews.CLI_SENDER
+            )
+            _print_test_send(await _api(checked))
 
     run(main())
 
@@ -351,6 +354,9 @@ def broadcasts_test_send(
                 broadcast=definition, broadcast_id=broadcast_id, customer_id=customer_id, to=to, channel=channel
             )
             request = await _api(_preview_request(pool, body))
-            _print_test_send(await _api(previews.test_send_checked(pool, settings, request, channel, to, device)))
+            checked = previews.test_send_checked(
+                pool, settings, request, channel, to, device, sender=previews.CLI_SENDER
+            )
+            _print_test_send(await _api(checked))
 
     run(main())

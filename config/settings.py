@@ -88,6 +88,7 @@ class Settings(BaseSettings):
     segment_count_max_age_seconds: float = Field(default=300, ge=0, le=31_536_000)
     """How old a segment's stored exact count the console shows without counting again in the background."""
     segment_recounts: int = Field(default=2, ge=1, le=32)
+    test_sends_per_hour: int = Field(default=30, ge=1, le=10_000)
     """How many background segment recounts one API process runs at once (one per segment at most)."""
 
     # Email over SMTP.

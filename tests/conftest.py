@@ -39,6 +39,9 @@ TEST_DATABASE = "parcours_test"
 # the tests allow it explicitly, as `parcours dev` does. Tests of the refusal pass their own list.
 LOOPBACK_ALLOWED = '["localhost", "127.0.0.0/8", "::1/128"]'
 os.environ.setdefault("PARCOURS_WEBHOOK_ALLOW_HOSTS", LOOPBACK_ALLOWED)
+# Every test shares one database and the same few keys: the suite's test sends together would pass one key's
+# hourly budget. Tests of the budget set their own.
+os.environ.setdefault("PARCOURS_TEST_SENDS_PER_HOUR", "10000")
 
 # pytest-xdist starts its workers with COLUMNS=80, and the CLI's rich consoles read it once, at import: every CLI
 # table would be cut at 80 columns whatever width a test asks for. Without it they read COLUMNS when they print.

@@ -433,7 +433,13 @@ async def _act(request: Request, current: session.Session, row: JourneyRow | Non
     try:
         send = await _send_request(request, journey, (row.latest_version if row else 0) + 1, draft)
         sent = await previews.test_send_checked(
-            pool(request), settings(request), send, draft.channel or None, draft.to or None, draft.device()
+            pool(request),
+            settings(request),
+            send,
+            draft.channel or None,
+            draft.to or None,
+            draft.device(),
+            sender=previews.key_sender(current.key),
         )
     except ApiError as exc:
         named = not exc.field or exc.message.startswith(f"{exc.field}: ")  # a body check names its field already

@@ -34,12 +34,12 @@ APNS_TOKEN = "ab" * 32
 
 
 @contextlib.asynccontextmanager
-async def api(settings: Settings, pool: asyncpg.Pool) -> AsyncIterator[httpx.AsyncClient]:
+async def api(settings: Settings, pool: asyncpg.Pool, key: str = API_KEY) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, pool=pool, client=None)  # type: ignore[arg-type]  # test sends need no Temporal
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://parcours.test",
-        headers={"Authorization": f"Bearer {API_KEY}"},
+        headers={"Authorization": f"Bearer {key}"},
     ) as http:
         yield http
 
@@ -316,3 +316,38 @@ async def test_an_email_test_still_goes_to_the_address_with_the_devices_push_ada
         [mail] = await smtp_sink.wait_for(1, timeout=10)
         assert mail.rcpt_tos == ["qa@example.org"] and mail.message["Subject"] == "[TEST] Your cart, Ada"
     assert [(d, active) for d, active, _ in await untouched(pool, customer_id)] == [("own_phone", True)]
+
+
+async def test_each_key_has_its_hourly_test_sends_then_a_429_with_retry_after(
+    pool: asyncpg.Pool, smtp_sink: SmtpSink
+) -> None:
+    """A test send skips consent and caps and goes where the caller says: a key cannot make it a relay."""
+    journey_id = await push_journey(pool)
+    customer_id = await customer(pool)
+    tag = uuid.uuid4().hex[:8]
+    mine, theirs = f"key-{uuid.uuid4().hex}", f"key-{uuid.uuid4().hex}"
+    settings = make_settings(
+        api_keys=[mine, theirs], test_sends_per_hour=2, smtp_host=smtp_sink.host, smtp_port=smtp_sink.port
+    )
+    url = f"/v1/journeys/{journey_id}/test-send"
+    body = {"step": "nudge", "customer_id": customer_id, "channel": "email"}
+    async with api(settings, pool, mine) as http:
+        answers = [await http.post(url, json={**body, "to": f"qa{i}-{tag}@example.org"}) for i in range(3)]
+    async with api(settings, pool, theirs) as http:
+        other = await http.post(url, json={**body, "to": f"qa-other-{tag}@example.org"})
+
+    assert [a.status_code for a in answers] == [200, 200, 429], answers[-1].text
+    assert [a.json()["test_sends_left"] for a in answers[:2]] == [1, 0]
+    refused = answers[2]
+    assert refused.json()["error"]["field"] == "to" and "test_sends_per_hour" in refused.json()["error"]["message"]
+    assert 3000 < int(refused.headers["retry-after"]) <= 3600
+    assert other.status_code == 200 and other.json()["test_sends_left"] == 1  # another key has its own
+    mails = await smtp_sink.wait_for(3, timeout=10)
+    sent = [f"qa-other-{tag}@example.org", f"qa0-{tag}@example.org", f"qa1-{tag}@example.org"]
+    assert sorted(r for m in mails for r in m.rcpt_tos if tag in r) == sent
+    logged = await pool.fetch(
+        "SELECT channel, recipient FROM test_sends WHERE recipient = ANY($1::text[])",
+        [*sent, f"qa2-{tag}@example.org"],
+    )
+    assert sorted(r["recipient"] for r in logged) == sent  # the refused one is not logged
+    assert {r["channel"] for r in logged} == {"email"}
