@@ -125,6 +125,7 @@
   var summary = document.getElementById("issues-summary");
   var groupsBox = document.getElementById("issue-groups");
   var stepSelect = document.getElementById("step");
+  var deviceBox = document.getElementById("test-device");
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -172,6 +173,9 @@
     summary.textContent = data.issues.length
       ? data.issues.length + " problem(s): fix them to preview or publish."
       : "No problem found.";
+    if (data.valid && deviceBox) {
+      deviceBox.hidden = !data.send_steps.some(function (s) { return s.channels.indexOf("push") >= 0; });
+    }
     if (data.valid && stepSelect && data.send_steps.length) {
       var chosen = stepSelect.value;
       stepSelect.textContent = "";

@@ -683,8 +683,9 @@ async def test_preview_as_you_type_read_key_preview_and_concurrent_publish(stack
 
 
 async def test_a_push_test_send_to_a_device_from_the_editor_in_chromium(pool: asyncpg.Pool, tmp_path: Path) -> None:
-    """The device fields appear for a journey with a push step; a test to an FCM token reaches the fake FCM, rendered
-    for the customer and marked [TEST], and the page says so; a token left out is named."""
+    """The device fields appear for a journey with a push step, also as soon as one is typed (and go when it goes);
+    a test to an FCM token reaches the fake FCM, rendered for the customer and marked [TEST], and the page says so;
+    a token left out is named."""
     need_chromium()
     from playwright.async_api import async_playwright
 
@@ -711,6 +712,23 @@ async def test_a_push_test_send_to_a_device_from_the_editor_in_chromium(pool: as
             try:
                 page = await (await browser.new_context(viewport={"width": 1280, "height": 900})).new_page()
                 await sign_in(page, base, WRITE_KEY)
+                # A new journey's starter has no push step: no device fields, until a push step is typed.
+                await page.goto(f"{base}/console/journeys/new")
+                device_box = page.locator("#test-device")
+                assert not await device_box.is_visible()
+                draft = {**journey, "id": f"push-new-{tag}"}
+                await page.get_by_label("Definition (YAML)").fill(json.dumps(draft, indent=2))
+                await device_box.wait_for(state="visible", timeout=10_000)
+                await page.get_by_label("Definition (YAML)").fill(
+                    json.dumps(
+                        {
+                            **draft,
+                            "steps": [{**step, "channel": "email", "template": {"subject": "Hi", "text": "Hello"}}],
+                        }
+                    )
+                )
+                await device_box.wait_for(state="hidden", timeout=10_000)
+
                 await page.goto(f"{base}/console/journeys/{journey['id']}/edit")
                 await page.get_by_label("Customer id").fill(ada)
                 await page.get_by_label("Device platform").select_option("fcm")
