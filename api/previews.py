@@ -276,7 +276,7 @@ async def _test_push(
     """One push to the device given, over the ``devices`` adapter's sender for its platform; nothing recorded."""
     platform = address.platform
     subscription = address.subscription.model_dump(exclude_none=True) if address.subscription else None
-    to = address.token or (subscription or {}).get("endpoint", "")
+    to = address.recipient
     now = datetime.now(UTC)
     device = Device(
         customer_id=message.customer_id,
@@ -430,11 +430,7 @@ async def test_send_checked(
         raise ApiError(422, "not an email address", field="to")
     elif chosen == "webhook" and not to.startswith(("http://", "https://")):
         raise ApiError(422, "a webhook test goes to an http(s) URL", field="to")
-    recipient = (
-        to
-        or (device.token if device is not None and device.token else "")
-        or (str(device.subscription.endpoint) if device is not None and device.subscription is not None else "")
-    )
+    recipient = device.recipient if device is not None else to or ""
     claimed = await test_send_store.claim(pool, sender, chosen, recipient[:500], per_hour=settings.test_sends_per_hour)
     if claimed.retry_after is not None:
         raise ApiError(

@@ -80,6 +80,11 @@ class DeviceAddress(BaseModel):
     token: str | None = Field(default=None, min_length=1, max_length=4096)
     subscription: WebSubscription | None = None
 
+    @property
+    def recipient(self) -> str:
+        """Where the push goes, as one string: the token, or the Web Push subscription's endpoint."""
+        return self.token or (self.subscription.endpoint if self.subscription is not None else "")
+
     @model_validator(mode="after")
     def _address(self) -> DeviceAddress:
         if self.platform == "web":
