@@ -189,22 +189,28 @@
     drawGutter();
   }
 
+  // A JSON POST to one of the editor's endpoints, with the session's CSRF token: the answer's JSON, or an error
+  // that says why in words the page shows.
+  function postJson(target, payload) {
+    return fetch(target, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.getAttribute("data-csrf") },
+      body: JSON.stringify(payload)
+    }).then(function (response) {
+      if (response.status === 401) throw new Error("you are signed out: sign in again in another tab");
+      if (!response.ok) throw new Error("the server answered " + response.status);
+      return response.json();
+    });
+  }
+
   var url = form.getAttribute("data-check-url");
   var timer = null, sent = 0;
 
   function check() {
     var mine = ++sent;
     form.setAttribute("aria-busy", "true");
-    fetch(url, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.getAttribute("data-csrf") },
-      body: JSON.stringify({ definition: area.value, journey: form.getAttribute("data-journey") || null })
-    }).then(function (response) {
-      if (response.status === 401) throw new Error("you are signed out: sign in again in another tab");
-      if (!response.ok) throw new Error("the server answered " + response.status);
-      return response.json();
-    }).then(function (data) {
+    postJson(url, { definition: area.value, journey: form.getAttribute("data-journey") || null }).then(function (data) {
       if (mine === sent) {
         show(data);
         if (data.valid) refreshPreview();
@@ -230,21 +236,12 @@
     if (!previewUrl || !previewBox || !customerInput || !customerInput.value.trim()) return;
     var mine = ++asked;
     previewBox.setAttribute("aria-busy", "true");
-    fetch(previewUrl, {
-      method: "POST",
-      credentials: "same-origin",
-      headers: { "Content-Type": "application/json", "X-CSRF-Token": form.getAttribute("data-csrf") },
-      body: JSON.stringify({
-        definition: area.value,
-        journey: form.getAttribute("data-journey") || null,
-        customer_id: customerInput.value,
-        step: stepSelect ? stepSelect.value : "",
-        properties: propertiesInput ? propertiesInput.value : ""
-      })
-    }).then(function (response) {
-      if (response.status === 401) throw new Error("you are signed out: sign in again in another tab");
-      if (!response.ok) throw new Error("the server answered " + response.status);
-      return response.json();
+    postJson(previewUrl, {
+      definition: area.value,
+      journey: form.getAttribute("data-journey") || null,
+      customer_id: customerInput.value,
+      step: stepSelect ? stepSelect.value : "",
+      properties: propertiesInput ? propertiesInput.value : ""
     }).then(function (data) {
       if (mine > drawnPreview) {
         drawnPreview = mine;
