@@ -8,9 +8,11 @@ publish refused (409, nothing written) when someone published since the page was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,26 @@ async def _signed_in(http: httpx.AsyncClient, key: str) -> str:
     form = {"csrf": await token("/console/login"), "api_key": key, "next": "/console/journeys"}
     assert (await http.post("/console/login", data=form)).status_code == 303
     return await token("/console/journeys")
+
+
+JsonPost = Callable[[bytes, str], Awaitable[httpx.Response]]
+
+
+@contextlib.asynccontextmanager
+async def _editor_endpoint(
+    env: WorkflowEnvironment, pool: asyncpg.Pool, path: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, JsonPost]]:
+    """A console with a write and a read key, a client on it, and a POST of a JSON body with a CSRF token to
+    ``path`` (one of the editor's endpoints)."""
+    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
+    app = create_app(settings, pool=pool, client=env.client)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
+
+        async def post(body: bytes, csrf: str) -> httpx.Response:
+            headers = {"content-type": "application/json", "x-csrf-token": csrf}
+            return await http.post(path, content=body, headers=headers)
+
+        yield http, post
 
 
 async def _api_issues(stack: Stack, text: str) -> list[dict[str, Any]]:
@@ -447,14 +469,7 @@ def test_a_stored_definition_this_release_no_longer_reads_still_opens_as_yaml() 
 async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
 ) -> None:
-    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
-    app = create_app(settings, pool=pool, client=time_skipping_env.client)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
-
-        async def check(body: bytes, csrf: str) -> httpx.Response:
-            headers = {"content-type": "application/json", "x-csrf-token": csrf}
-            return await http.post("/console/editor/check", content=body, headers=headers)
-
+    async with _editor_endpoint(time_skipping_env, pool, "/console/editor/check") as (http, check):
         assert (await check(b'{"definition": ""}', "x")).status_code == 401  # not signed in
         csrf = await _signed_in(http, WRITE_KEY)
         refused = {
@@ -478,14 +493,7 @@ async def test_the_check_as_you_type_answers_bad_input_with_a_4xx(
 async def test_the_preview_as_you_type_answers_bad_input_with_a_4xx(
     time_skipping_env: WorkflowEnvironment, pool: asyncpg.Pool
 ) -> None:
-    settings = make_settings(api_keys=[{"key": WRITE_KEY, "role": "write"}, {"key": READ_KEY, "role": "read"}])
-    app = create_app(settings, pool=pool, client=time_skipping_env.client)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://parcours.test") as http:
-
-        async def preview(body: bytes, csrf: str) -> httpx.Response:
-            headers = {"content-type": "application/json", "x-csrf-token": csrf}
-            return await http.post("/console/editor/preview", content=body, headers=headers)
-
+    async with _editor_endpoint(time_skipping_env, pool, "/console/editor/preview") as (http, preview):
         assert (await preview(b"{}", "x")).status_code == 401  # not signed in
         csrf = await _signed_in(http, WRITE_KEY)
         refused = {
