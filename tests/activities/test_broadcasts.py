@@ -16,7 +16,7 @@ from journeys.broadcasts import Broadcast
 from orchestration.broadcasts import start_broadcast
 from store import broadcasts as broadcast_store
 from store import create_pool
-from tests.support.engine import consenting_customers, running_engine
+from tests.support.engine import consenting_customers, running_engine, where_tag
 from tests.support.mail import SmtpSink
 
 pytestmark = [pytest.mark.devserver, pytest.mark.timeout(240)]
@@ -63,7 +63,7 @@ async def test_a_batch_stalled_past_its_heartbeat_timeout_with_the_pool_held_sen
             b = Broadcast.model_validate(
                 {
                     "id": f"hb-{tag[:10]}",
-                    "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+                    "segment": where_tag(tag),
                     "channel": "email",
                     "template": {"subject": "Sale", "text": "Winter sale"},
                 }

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.engine import where_tag
 from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.devserver
@@ -23,10 +24,6 @@ async def tagged_customer(stack: Stack, tag: str, *, consent: str = "granted", *
     response = await stack.http.put(f"/v1/customers/{customer_id}/consent", json={"channels": {"email": consent}})
     assert response.status_code == 200, response.text
     return customer_id
-
-
-def where_tag(tag: str) -> dict[str, Any]:
-    return {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
 
 
 async def test_named_segment_crud_count_and_sample(stack: Stack) -> None:

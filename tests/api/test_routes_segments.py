@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.engine import where_tag
 from tests.support.stack import Stack, stack_fixture, unique  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.devserver
@@ -72,7 +73,7 @@ async def _customer(stack: Stack, tag: str) -> str:
 async def test_an_exact_count_is_kept_and_max_age_answers_it_while_fresh_enough(stack: Stack) -> None:
     tag, segment_id = unique("tag"), unique("seg")
     first = await _customer(stack, tag)
-    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    where = where_tag(tag)
     assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
     counted = (await stack.http.get(f"/v1/segments/{segment_id}/count")).json()
     assert (counted["count"], counted["stored"], counted["sample"]) == (1, False, [first])
@@ -101,7 +102,7 @@ async def test_a_changed_definition_never_answers_the_old_count(stack: Stack) ->
     tag, other, segment_id = unique("tag"), unique("tag"), unique("seg")
     await _customer(stack, tag)
     only = await _customer(stack, other)
-    by_tag = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    by_tag = where_tag(tag)
     assert (await stack.http.put(f"/v1/segments/{segment_id}", json=by_tag)).status_code == 201
     assert (await stack.http.get(f"/v1/segments/{segment_id}/count")).json()["count"] == 1
 

@@ -11,12 +11,13 @@ from api.segment_counts import Recounts, ago
 from config.settings import Settings
 from journeys.models import Audience
 from store import segments as segment_store
+from tests.support.engine import where_tag
 
 
 async def _segment(pool: asyncpg.Pool) -> segment_store.SegmentRow:
     tag = uuid.uuid4().hex[:8]
     await pool.execute("INSERT INTO customers (id, attributes) VALUES ($1, $2)", f"c-{tag}", {"tag": tag})
-    where = Audience.model_validate({"where": [{"field": "profile.tag", "op": "eq", "value": tag}]})
+    where = Audience.model_validate(where_tag(tag))
     row, _ = await segment_store.put_segment(pool, f"seg-{tag}", where)
     return row
 

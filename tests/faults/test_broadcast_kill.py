@@ -24,7 +24,7 @@ from journeys.broadcasts import Broadcast, broadcast_journey_id
 from orchestration.broadcasts import start_broadcast
 from store import broadcasts as broadcast_store
 from store import create_pool
-from tests.support.engine import consenting_customers
+from tests.support.engine import consenting_customers, where_tag
 from tests.support.faults import (
     DevServer,
     OwnPostgres,
@@ -71,7 +71,7 @@ async def test_kill_9_worker_mid_broadcast_every_recipient_exactly_one_email(
     broadcast = Broadcast.model_validate(
         {
             "id": f"kill-{tag[:8]}",
-            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "segment": where_tag(tag),
             "channel": "email",
             "template": {"subject": "Hello", "text": "Sale"},
             "batch_size": 200,

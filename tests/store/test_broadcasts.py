@@ -11,6 +11,7 @@ import asyncpg
 from journeys.broadcasts import Broadcast
 from journeys.models import Audience
 from store import broadcasts as store
+from tests.support.engine import where_tag
 
 
 async def _customers(pool: asyncpg.Pool, tag: str, zones: list[str | None]) -> list[str]:
@@ -32,7 +33,7 @@ def _broadcast(tag: str) -> Broadcast:
     return Broadcast.model_validate(
         {
             "id": f"sb-{uuid.uuid4().hex[:10]}",
-            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "segment": where_tag(tag),
             "channel": "email",
             "template": {"subject": "s", "text": "t"},
         }
@@ -109,7 +110,7 @@ async def test_the_report_splits_sends_engagement_and_conversions_by_channel(poo
     b = Broadcast.model_validate(
         {
             "id": f"sb-{uuid.uuid4().hex[:10]}",
-            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "segment": where_tag(tag),
             "channels": ["email", "sms"],
             "content": {"email": {"subject": "s", "text": "t"}, "sms": {"text": "t"}},
             "goal": {"event": "order_placed", "within": "7d"},

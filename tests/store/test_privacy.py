@@ -11,7 +11,7 @@ import asyncpg
 from journeys.broadcasts import Broadcast
 from store import broadcasts as broadcast_store
 from store import privacy
-from tests.support.engine import make_customer
+from tests.support.engine import make_customer, where_tag
 
 SECRET = b"test-erasure-secret"
 
@@ -23,7 +23,7 @@ async def test_export_lists_the_customers_broadcasts_and_erasure_cancels_the_pen
         {
             "id": f"priv-{tag[:10]}",
             "name": "Winter sale",
-            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "segment": where_tag(tag),
             "channel": "email",
             "template": {"subject": "s", "text": "t"},
         }

@@ -12,6 +12,7 @@ from activities.models import Profile
 from journeys.conditions import ConditionGroup
 from journeys.models import Audience
 from store import segments as segment_store
+from tests.support.engine import where_tag
 
 PROFILES: list[dict[str, Any]] = [
     {"email": "a@x.io", "attributes": {"country": "FR", "orders": 3, "tags": ["vip", "eu"], "plan": {"tier": "gold"}}},
@@ -80,9 +81,7 @@ async def test_a_count_of_a_definition_changed_meanwhile_is_not_kept(pool: async
     tag = uuid.uuid4().hex[:8]
     segment_id = f"seg-{tag}"
     await pool.execute("INSERT INTO customers (id, attributes) VALUES ($1, $2)", f"c-{tag}", {"tag": tag})
-    before, _ = await segment_store.put_segment(
-        pool, segment_id, Audience.model_validate({"where": [{"field": "profile.tag", "op": "eq", "value": tag}]})
-    )
+    before, _ = await segment_store.put_segment(pool, segment_id, Audience.model_validate(where_tag(tag)))
     counted = await segment_store.count_segment(pool, before)
     assert (counted.members, counted.sample) == (1, [f"c-{tag}"])
     assert await segment_store.stored_count(pool, before) == counted

@@ -102,6 +102,11 @@ async def make_customer(
     return customer_id
 
 
+def where_tag(tag: str) -> dict[str, Any]:
+    """A segment's conditions: the customers whose attribute ``tag`` is ``tag`` (``consenting_customers``)."""
+    return {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+
+
 async def consenting_customers(pool: asyncpg.Pool, ids: list[str], tag: str) -> None:
     """Customers ``ids``, each with the address ``<id>@example.com``, email consent and the attribute ``tag`` (to
     segment on), in two statements however many there are."""

@@ -22,7 +22,7 @@ from journeys.broadcasts import Broadcast, broadcast_journey_id
 from orchestration.broadcasts import control, start_broadcast
 from store import broadcasts as broadcast_store
 from store import segments as segment_store
-from tests.support.engine import Engine, journey_from, running_engine, save_history, set_consent
+from tests.support.engine import Engine, journey_from, running_engine, save_history, set_consent, where_tag
 from tests.support.faults import SlowSmtpSink, wait_until
 from tests.support.mail import SmtpSink
 
@@ -57,7 +57,7 @@ def broadcast(tag: str, **fields: Any) -> Broadcast:
         {
             "id": f"b-{uuid.uuid4().hex[:10]}",
             "name": "Winter sale",
-            "segment": {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]},
+            "segment": where_tag(tag),
             "channel": "email",
             "template": {"subject": "Sale for {{ customer.first_name }}", "text": "Hi {{ customer.first_name }}"},
             "topic": "promotions",
@@ -152,9 +152,7 @@ async def test_a_saved_segment_is_frozen_at_start_and_the_report_counts_conversi
     pool, tag = engine.pool, uuid.uuid4().hex
     members = [await customer(pool, tag) for _ in range(20)]
     segment_id = f"seg-{uuid.uuid4().hex[:8]}"
-    await segment_store.put_segment(
-        pool, segment_id, Audience.model_validate({"where": [{"field": "profile.tag", "op": "eq", "value": tag}]})
-    )
+    await segment_store.put_segment(pool, segment_id, Audience.model_validate(where_tag(tag)))
     b = broadcast(tag, segment={"ref": segment_id}, holdout={"percent": 30}, goal={"event": "order_placed"})
     result = await run(engine, b)
     # Changing the segment afterwards changes nothing for this broadcast.

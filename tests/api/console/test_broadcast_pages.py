@@ -13,6 +13,7 @@ import pytest
 
 from tests.api.console.conftest import need_chromium
 from tests.api.console.pages_support import API_KEY, READ_KEY, console, fits, shot, sign_in
+from tests.support.engine import where_tag
 from tests.support.stack import Stack, eventually, stack_fixture  # noqa: F401  (registers the fixture)
 
 pytestmark = pytest.mark.devserver
@@ -40,7 +41,7 @@ async def test_broadcast_from_a_named_segment_in_the_browser(stack: Stack) -> No
     names = {await _member(stack, tag, name): name for name in ("Ada", "Grace", "Linus")}
     first = sorted(names)[0]
     segment_id = f"seg-{uuid.uuid4().hex[:8]}"
-    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    where = where_tag(tag)
     assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
     counted = (await stack.http.get(f"/v1/segments/{segment_id}/count", params={"sample": 20})).json()
     assert counted["count"] == 3
@@ -194,7 +195,7 @@ async def test_a_segment_page_shows_the_kept_count_at_once_and_count_now_recount
     tag = uuid.uuid4().hex
     first = await _member(stack, tag, "Ada")
     segment_id = f"seg-{uuid.uuid4().hex[:8]}"
-    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    where = where_tag(tag)
     assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
     assert (await stack.http.get(f"/v1/segments/{segment_id}/count")).json()["count"] == 1
     second = await _member(stack, tag, "Grace")
@@ -241,7 +242,7 @@ async def test_a_stale_count_is_shown_while_the_page_recounts_it(stack: Stack) -
     tag = uuid.uuid4().hex
     await _member(stack, tag, "Ada")
     segment_id = f"seg-{uuid.uuid4().hex[:8]}"
-    where = {"where": [{"field": "profile.tag", "op": "eq", "value": tag}]}
+    where = where_tag(tag)
     assert (await stack.http.put(f"/v1/segments/{segment_id}", json=where)).status_code == 201
 
     async with console(stack, segment_count_max_age_seconds=0) as (base, browser):
