@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from activities.broadcasts import send_request as broadcast_send_request
 from activities.channels.base import OutboundMessage, PermanentDeliveryError
-from activities.channels.egress import EgressRefusedError, guarded_client
+from activities.channels.egress import EgressRefusedError
 from activities.channels.push import DevicesPushChannel, missing_settings
 from activities.channels.registry import build_channels, close_channels
 from activities.journey import JourneyActivities
@@ -292,35 +292,24 @@ async def _test_push(
         created_at=now,
         updated_at=now,
     )
-    # A Web Push endpoint is the caller's URL: checked as a webhook's is (activities.channels.egress), so a test
-    # cannot make Parcours call its own network and read the answer.
-    client = (
-        guarded_client(settings.webhook_allow_hosts, timeout=settings.push_timeout_seconds)
-        if platform == "web"
-        else None
-    )
+    # A Web Push endpoint is the caller's URL: the channel checks it as a webhook's (activities.channels.egress), so
+    # a test cannot make Parcours call its own network and read the answer.
     try:
-        try:
-            channel = DevicesPushChannel(
-                settings, pool, platforms=[platform], apns_tokens=_APNS_TOKENS, http_client=client
-            )
-        except (ValueError, OSError, KeyError) as exc:  # a key file missing or unreadable here
-            raise ApiError(
-                422, f"{PLATFORM_NAMES[platform]} push is misconfigured here: {exc!s}", field="device.platform"
-            ) from None
-        try:
-            outcome = await channel.send_to_device(device, message)
-        except EgressRefusedError as exc:
-            raise ApiError(
-                422,
-                f"{exc} (a test push may reach only public addresses, or PARCOURS_WEBHOOK_ALLOW_HOSTS)",
-                field="device.subscription.endpoint",
-            ) from None
-        finally:
-            await channel.close()
+        channel = DevicesPushChannel(settings, pool, platforms=[platform], apns_tokens=_APNS_TOKENS)
+    except (ValueError, OSError, KeyError) as exc:  # a key file missing or unreadable here
+        raise ApiError(
+            422, f"{PLATFORM_NAMES[platform]} push is misconfigured here: {exc!s}", field="device.platform"
+        ) from None
+    try:
+        outcome = await channel.send_to_device(device, message)
+    except EgressRefusedError as exc:
+        raise ApiError(
+            422,
+            f"{exc} (a test push may reach only public addresses, or PARCOURS_WEBHOOK_ALLOW_HOSTS)",
+            field="device.subscription.endpoint",
+        ) from None
     finally:
-        if client is not None:
-            await client.aclose()
+        await channel.close()
     if outcome.verdict == "sent":
         return TestSendResult(
             channel=message.channel,

@@ -425,8 +425,7 @@ class DevicesPushChannel:
 
     Platforms without configuration are left out at start-up (a device of that platform is recorded as failed,
     ``platform_not_configured``), so a deployment with FCM only still delivers to its FCM devices. ``platforms``
-    limits the senders built to those (a test send needs only its device's); ``apns_tokens`` is ``ApnsSender``'s;
-    ``http_client`` (FCM and Web Push; closed by its owner) replaces the channel's own.
+    limits the senders built to those (a test send needs only its device's); ``apns_tokens`` is ``ApnsSender``'s.
     """
 
     def __init__(
@@ -437,23 +436,21 @@ class DevicesPushChannel:
         name: str = "push",
         platforms: Collection[str] | None = None,
         apns_tokens: dict[str, tuple[str, float]] | None = None,
-        http_client: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
         self._pool = pool
         self._device_attempts = settings.push_device_attempts
-        self._owns_client = http_client is None
-        self._client = http_client or httpx.AsyncClient(timeout=settings.push_timeout_seconds)
-        # A Web Push endpoint is a URL the app registered (so anyone with a write key): every connection to one is
-        # checked as a webhook's is (``channels.egress``), so a subscription cannot point Parcours at its own network.
-        self._web_client = http_client or guarded_client(
-            settings.webhook_allow_hosts, timeout=settings.push_timeout_seconds
-        )
+        self._client = httpx.AsyncClient(timeout=settings.push_timeout_seconds)
+        self._web_client: httpx.AsyncClient | None = None
         self._senders: dict[str, FcmSender | WebPushSender | ApnsSender] = {}
         wanted = set(platforms) if platforms is not None else {"fcm", "web", "apns"}
         if "fcm" in wanted and settings.fcm_project_id and settings.fcm_service_account_file:
             self._senders["fcm"] = FcmSender(settings, self._client)
         if "web" in wanted and settings.vapid_private_key is not None:
+            # A Web Push endpoint is a URL the app registered (so anyone with a write key): every connection to one
+            # is checked as a webhook's is (``channels.egress``), so a subscription cannot point Parcours at its own
+            # network.
+            self._web_client = guarded_client(settings.webhook_allow_hosts, timeout=settings.push_timeout_seconds)
             self._senders["web"] = WebPushSender(settings, self._web_client)
         if "apns" in wanted and settings.apns_key_file is not None:
             self._senders["apns"] = ApnsSender(settings, tokens=apns_tokens)
@@ -523,8 +520,8 @@ class DevicesPushChannel:
             return DeviceOutcome("dead", {"error": f"endpoint refused: {exc}"})
 
     async def close(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self._client.aclose()
+        if self._web_client is not None:
             await self._web_client.aclose()
         apns = self._senders.get("apns")
         if isinstance(apns, ApnsSender):
