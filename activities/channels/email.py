@@ -348,13 +348,13 @@ class _Session(aiosmtplib.SMTP):
             if self.supports_extension("pipelining") and isinstance(self.protocol, _PipeliningProtocol):
                 reply = await self._pipelined(self.protocol, mail, rcpt, body, email)
             else:
-                reply = await self.execute_command(mail)
-                if reply.code != SMTPStatus.completed:
-                    raise aiosmtplib.SMTPSenderRefused(reply.code, reply.message, email.sender)
-                reply = await self.execute_command(rcpt)
-                if reply.code not in (SMTPStatus.completed, SMTPStatus.will_forward):
-                    refused = aiosmtplib.SMTPRecipientRefused(reply.code, reply.message, email.recipient)
-                    raise aiosmtplib.SMTPRecipientsRefused([refused])
+                envelope = [await self.execute_command(mail)]
+                refusal = _envelope_refusal(envelope, email)
+                if refusal is None:
+                    envelope.append(await self.execute_command(rcpt))
+                    refusal = _envelope_refusal(envelope, email)
+                if refusal is not None:
+                    raise refusal
                 reply = await self.data(body)
         except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused):
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -410,8 +410,8 @@ class _Session(aiosmtplib.SMTP):
 
 
 def _envelope_refusal(replies: list[SMTPResponse], email: WireEmail) -> aiosmtplib.SMTPException | None:
-    """What the sequential exchange would raise for these replies to MAIL, RCPT and DATA (as many as came), if
-    one of them refuses the message."""
+    """What to raise for these replies to MAIL, RCPT and DATA (as many as came), if one of them refuses the
+    message: the sequential exchange and the pipelined one read them alike."""
     if replies and replies[0].code != SMTPStatus.completed:
         return aiosmtplib.SMTPSenderRefused(replies[0].code, replies[0].message, email.sender)
     if len(replies) > 1 and replies[1].code not in (SMTPStatus.completed, SMTPStatus.will_forward):
